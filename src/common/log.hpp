@@ -1,0 +1,34 @@
+// Logging: one line per event on stderr, with the errno text for failures.
+// Under systemd the "<N>" prefixes become journal priorities.
+#pragma once
+
+#include <string>
+
+namespace lodge {
+
+enum class LogLevel { error = 3, warning = 4, notice = 5, info = 6, debug = 7 };
+
+void log_set_max_level(LogLevel level);
+void log_set_prefix(std::string prefix);
+
+[[gnu::format(printf, 2, 3)]] void log_msg(LogLevel level, const char* fmt, ...);
+
+// Logs "<message>: <strerror(err)>" and returns -|err|, so a failure is logged once where it
+// happens and passed up as a plain -errno.
+[[gnu::format(printf, 3, 4)]] int log_errno(LogLevel level, int err, const char* fmt, ...);
+
+// The last message logged at error level in this process, for handing a failure reason to a
+// parent process (the container child reports it over its sync socket).
+const std::string& log_last_error();
+
+} // namespace lodge
+
+#define log_error(...) ::lodge::log_msg(::lodge::LogLevel::error, __VA_ARGS__)
+#define log_warning(...) ::lodge::log_msg(::lodge::LogLevel::warning, __VA_ARGS__)
+#define log_notice(...) ::lodge::log_msg(::lodge::LogLevel::notice, __VA_ARGS__)
+#define log_info(...) ::lodge::log_msg(::lodge::LogLevel::info, __VA_ARGS__)
+#define log_debug(...) ::lodge::log_msg(::lodge::LogLevel::debug, __VA_ARGS__)
+#define log_error_errno(err, ...) ::lodge::log_errno(::lodge::LogLevel::error, (err), __VA_ARGS__)
+#define log_warning_errno(err, ...)                                                                \
+    ::lodge::log_errno(::lodge::LogLevel::warning, (err), __VA_ARGS__)
+#define log_debug_errno(err, ...) ::lodge::log_errno(::lodge::LogLevel::debug, (err), __VA_ARGS__)

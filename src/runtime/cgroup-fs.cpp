@@ -1,0 +1,289 @@
+#include "cgroup.hpp"
+#include "common/fileio.hpp"
+#include "common/log.hpp"
+#include "common/validate.hpp"
+
+#include <cerrno>
+#include <dirent.h>
+#include <fcntl.h>
+#include <libmount/libmount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <linux/magic.h>
+
+namespace lodge::runtime {
+
+std::vector<Hierarchy> host_hierarchies() {
+    std::vector<Hierarchy> out;
+    libmnt_table* tb = mnt_new_table();
+    if (!tb)
+        return out;
+    if (mnt_table_parse_mtab(tb, "/proc/self/mountinfo") == 0) {
+        libmnt_iter* it = mnt_new_iter(MNT_ITER_FORWARD);
+        libmnt_fs* fs = nullptr;
+        while (mnt_table_next_fs(tb, it, &fs) == 0) {
+            const char* type = mnt_fs_get_fstype(fs);
+            const char* target = mnt_fs_get_target(fs);
+            if (!type || !target)
+                continue;
+            std::string t = type;
+            if (t == "cgroup2") {
+                out.push_back({target, "", true});
+            } else if (t == "cgroup") {
+                const char* opts = mnt_fs_get_vfs_options(fs);
+                const char* fsopts = mnt_fs_get_fs_options(fs);
+                std::string all = std::string(opts ? opts : "") + "," + (fsopts ? fsopts : "");
+                std::string ctrl;
+                for (const char* c : {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer",
+                                      "blkio", "pids", "net_cls", "net_prio", "perf_event",
+                                      "hugetlb", "rdma", "misc"}) {
+                    std::string needle = std::string(",") + c + ",";
+                    if (("," + all + ",").find(needle) != std::string::npos)
+                        ctrl += (ctrl.empty() ? "" : ",") + std::string(c);
+                }
+                auto np = all.find("name=");
+                if (np != std::string::npos)
+                    ctrl += (ctrl.empty() ? "" : ",") + all.substr(np, all.find(',', np) - np);
+                out.push_back({target, ctrl, false});
+            }
+        }
+        mnt_free_iter(it);
+    }
+    mnt_unref_table(tb);
+    return out;
+}
+
+bool host_is_pure_cgroup2() {
+    struct statfs sfs {};
+    return ::statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+std::string own_cgroup(const Hierarchy& h) {
+    std::string text;
+    if (read_file("/proc/self/cgroup", text) < 0)
+        return "/";
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1);
+        if (c1 == std::string::npos || c2 == std::string::npos)
+            continue;
+        std::string ctrls = line.substr(c1 + 1, c2 - c1 - 1);
+        std::string path = line.substr(c2 + 1);
+        if (h.unified ? ctrls.empty() : ctrls == h.controllers)
+            return path;
+    }
+    return "/";
+}
+
+CgroupFs::CgroupFs(std::string base) : base_(std::move(base)), hierarchies_(host_hierarchies()) {
+    while (!base_.empty() && base_.front() == '/')
+        base_.erase(0, 1);
+}
+
+std::string CgroupFs::payload_path(const Hierarchy& h) const {
+    return h.mountpoint + "/" + base_ + "/payload";
+}
+
+static bool is_cpuset_hierarchy(const Hierarchy& h) {
+    return !h.unified && ("," + h.controllers + ",").find(",cpuset,") != std::string::npos;
+}
+
+static bool has_controller(const Hierarchy& h, const char* c) {
+    return !h.unified && ("," + h.controllers + ",").find(std::string(",") + c + ",") !=
+                             std::string::npos;
+}
+
+// v1 cpuset cgroups start with empty cpus/mems; a process cannot join until they are set.
+static void inherit_cpuset(const std::string& dir) {
+    std::string parent = dir.substr(0, dir.rfind('/'));
+    for (const char* f : {"cpuset.cpus", "cpuset.mems"}) {
+        std::string cur;
+        if (read_file(dir + "/" + f, cur) == 0 && cur != "\n" && !cur.empty())
+            continue;
+        std::string val;
+        if (read_file(parent + "/" + f, val) == 0)
+            write_file(dir + "/" + f, val);
+    }
+}
+
+static int make_cgroup(const Hierarchy& h, const std::string& rel) {
+    std::string cur = h.mountpoint;
+    size_t pos = 0;
+    while (pos < rel.size()) {
+        size_t slash = rel.find('/', pos);
+        cur += "/" + rel.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+        pos = slash == std::string::npos ? rel.size() : slash + 1;
+        if (::mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST)
+            return log_error_errno(errno, "Failed to create cgroup %s", cur.c_str());
+        if (is_cpuset_hierarchy(h))
+            inherit_cpuset(cur);
+    }
+    return 0;
+}
+
+int CgroupFs::create_base() {
+    origin_.clear();
+    for (auto& h : hierarchies_) {
+        origin_.push_back(own_cgroup(h));
+        if (int r = make_cgroup(h, base_ + "/supervisor"); r < 0)
+            return r;
+        std::string procs = h.mountpoint + "/" + base_ + "/supervisor/cgroup.procs";
+        if (int r = write_file(procs, std::to_string(::getpid())); r < 0)
+            return log_error_errno(r, "Failed to move the supervisor into %s", procs.c_str());
+    }
+    return 0;
+}
+
+int CgroupFs::create_payload() {
+    for (auto& h : hierarchies_)
+        if (int r = make_cgroup(h, base_ + "/payload"); r < 0)
+            return r;
+    return 0;
+}
+
+int CgroupFs::attach_payload(pid_t pid) {
+    for (auto& h : hierarchies_) {
+        std::string procs = payload_path(h) + "/cgroup.procs";
+        if (int r = write_file(procs, std::to_string(pid)); r < 0)
+            return log_error_errno(r, "Failed to move the container into %s", procs.c_str());
+    }
+    return 0;
+}
+
+int CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
+    for (auto& h : hierarchies_) {
+        std::string dir = payload_path(h);
+        if (::chown(dir.c_str(), uid, gid) < 0)
+            return log_error_errno(errno, "Failed to delegate %s", dir.c_str());
+        // The files systemd's delegation contract names, plus v1's tasks.
+        for (const char* f : {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks",
+                              "cgroup.clone_children", "notify_on_release"}) {
+            std::string p = dir + "/" + f;
+            if (::chown(p.c_str(), uid, gid) < 0 && errno != ENOENT)
+                return log_error_errno(errno, "Failed to delegate %s", p.c_str());
+        }
+    }
+    return 0;
+}
+
+int CgroupFs::apply_limits(const ContainerConfig& c) {
+    for (auto& h : hierarchies_) {
+        std::string dir = h.mountpoint + "/" + base_;
+        bool v2 = h.unified && host_is_pure_cgroup2();
+        if (has_controller(h, "memory") || v2) {
+            std::string mem = c.get("limits.memory");
+            std::string value = v2 ? "max" : "-1";
+            if (!mem.empty()) {
+                bool percent = false;
+                auto n = parse_size(mem, &percent);
+                if (n && percent) {
+                    long pages = ::sysconf(_SC_PHYS_PAGES), psize = ::sysconf(_SC_PAGESIZE);
+                    *n = static_cast<uint64_t>(pages) * static_cast<uint64_t>(psize) / 100 * *n;
+                }
+                if (n)
+                    value = std::to_string(*n);
+            }
+            const char* knob = v2 ? "memory.max" : "memory.limit_in_bytes";
+            if (int r = write_file(dir + "/" + knob, value); r < 0)
+                return log_error_errno(r, "Failed to set %s/%s to %s", dir.c_str(), knob,
+                                       value.c_str());
+        }
+        if (has_controller(h, "pids") || v2) {
+            std::string procs = c.get("limits.processes", "max");
+            if (int r = write_file(dir + "/pids.max", procs); r < 0)
+                return log_error_errno(r, "Failed to set %s/pids.max", dir.c_str());
+        }
+        std::string cpu = c.get("limits.cpu");
+        if (has_controller(h, "cpu") || v2) {
+            std::string quota = v2 ? "max 100000" : "-1";
+            if (is_cpu_count(cpu)) {
+                auto n = parse_uint(cpu).value_or(1);
+                quota = v2 ? std::to_string(n * 100000) + " 100000" : std::to_string(n * 100000);
+            }
+            if (v2) {
+                write_file(dir + "/cpu.max", quota);
+            } else {
+                write_file(dir + "/cpu.cfs_period_us", "100000");
+                if (int r = write_file(dir + "/cpu.cfs_quota_us", quota); r < 0)
+                    return log_error_errno(r, "Failed to set %s/cpu.cfs_quota_us", dir.c_str());
+            }
+        }
+        if (is_cpuset_hierarchy(h) && !cpu.empty() && !is_cpu_count(cpu) && is_cpuset(cpu)) {
+            if (int r = write_file(dir + "/cpuset.cpus", cpu); r < 0)
+                return log_error_errno(r, "Failed to set %s/cpuset.cpus to %s", dir.c_str(),
+                                       cpu.c_str());
+        }
+    }
+    return 0;
+}
+
+int CgroupFs::apply_device_policy() {
+    static const char* const allow[] = {
+        "b *:* m",   "c *:* m",  "c 136:* rwm", "c 1:3 rwm",  "c 1:5 rwm",    "c 1:7 rwm",
+        "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",  "c 5:1 rwm",  "c 5:2 rwm",    "c 10:229 rwm",
+        "c 10:200 rwm",
+    };
+    for (auto& h : hierarchies_) {
+        if (!has_controller(h, "devices"))
+            continue;
+        std::string dir = payload_path(h);
+        if (int r = write_file(dir + "/devices.deny", "a"); r < 0)
+            return log_error_errno(r, "Failed to write %s/devices.deny", dir.c_str());
+        for (auto* rule : allow)
+            if (int r = write_file(dir + "/devices.allow", rule); r < 0)
+                return log_error_errno(r, "Failed to allow \"%s\" in %s", rule, dir.c_str());
+    }
+    // On a pure cgroup2 host the allow-list needs a BPF device program; not done yet.
+    return 0;
+}
+
+// rmdir depth-first: a guest (systemd) may have made its own sub-cgroups.
+static int rmdir_tree(const std::string& dir) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    std::vector<std::string> subdirs;
+    while (dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (e->d_type == DT_DIR && n != "." && n != "..")
+            subdirs.push_back(dir + "/" + n);
+    }
+    ::closedir(d);
+    for (auto& s : subdirs)
+        rmdir_tree(s);
+    // The kernel may still be tearing down the last tasks of a dead pid namespace.
+    for (int attempt = 0; attempt < 200; attempt++) {
+        if (::rmdir(dir.c_str()) == 0 || errno == ENOENT)
+            return 0;
+        if (errno != EBUSY)
+            break;
+        ::usleep(5000);
+    }
+    return -errno;
+}
+
+int CgroupFs::destroy_payload() {
+    int ret = 0;
+    for (auto& h : hierarchies_)
+        if (int r = rmdir_tree(payload_path(h)); r < 0)
+            ret = log_warning_errno(r, "Failed to remove cgroup %s", payload_path(h).c_str());
+    return ret;
+}
+
+int CgroupFs::destroy_base() {
+    int ret = 0;
+    for (size_t i = 0; i < hierarchies_.size(); i++) {
+        auto& h = hierarchies_[i];
+        std::string origin = i < origin_.size() ? origin_[i] : "/";
+        write_file(h.mountpoint + origin + "/cgroup.procs", std::to_string(::getpid()));
+        if (int r = rmdir_tree(h.mountpoint + "/" + base_); r < 0)
+            ret = r;
+    }
+    return ret;
+}
+
+} // namespace lodge::runtime

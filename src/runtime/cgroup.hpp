@@ -1,0 +1,52 @@
+// The container's cgroup when lodge places it itself on cgroupfs (no systemd as PID 1, or a
+// scope that systemd already made for us). Layout under the base B (the scope):
+//   B/supervisor  the lodge-supervisor process
+//   B/payload     the container; its cgroup namespace root, delegated to the container's root
+// On hybrid hosts every v1 hierarchy gets the same layout next to the unified one.
+#pragma once
+
+#include "common/config.hpp"
+
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace lodge::runtime {
+
+struct Hierarchy {
+    std::string mountpoint; // e.g. /sys/fs/cgroup/memory
+    std::string controllers; // "memory", "name=systemd", "" for cgroup2
+    bool unified = false;
+};
+
+// Every cgroup hierarchy mounted on the host (libmount reading /proc/self/mountinfo).
+std::vector<Hierarchy> host_hierarchies();
+// The calling process's cgroup path in a hierarchy, from /proc/self/cgroup.
+std::string own_cgroup(const Hierarchy& h);
+bool host_is_pure_cgroup2();
+
+class CgroupFs {
+public:
+    // `base` is relative to each hierarchy's root, e.g. "machine.slice/lodge-c1.scope".
+    explicit CgroupFs(std::string base);
+
+    int create_base();                         // mkdir B and B/supervisor, move self there
+    int create_payload();                      // fresh B/payload
+    int attach_payload(pid_t pid);             // pid into B/payload everywhere
+    int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
+    int apply_limits(const ContainerConfig& c); // limits.* on B
+    int apply_device_policy();                  // LXD's allow-list on B/payload (v1 devices)
+    int destroy_payload();                      // rmdir B/payload and everything below
+    // Moves this process back where it came from and removes B (cgroupfs mode only).
+    int destroy_base();
+
+    const std::string& base() const { return base_; }
+    std::string payload_path(const Hierarchy& h) const;
+
+private:
+    std::string base_;
+    std::vector<Hierarchy> hierarchies_;
+    std::vector<std::string> origin_; // own cgroup per hierarchy before create_base()
+};
+
+} // namespace lodge::runtime

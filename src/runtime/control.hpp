@@ -1,0 +1,35 @@
+// The supervisor's control socket: a SOCK_SEQPACKET unix socket at
+// <runtime>/containers/<name>/control, one request per message, one JSON reply per request.
+//
+//   status                 {"name","state","reason","pid","supervisor_pid","boot_id"}
+//   stop [TIMEOUT]         stop signal, SIGKILL after TIMEOUT s; replies once stopped
+//   stop-force             SIGKILL now; replies once stopped
+//   restart [TIMEOUT]      stop, then start afresh; replies once running again
+//   reboot                 boot.reboot.signal to PID 1; replies at once
+//   kill SIGNAL            the signal to PID 1; replies at once
+//   attach                 then console output flows to the client, client messages to the console
+#pragma once
+
+#include "common/fd.hpp"
+
+#include <string>
+#include <vector>
+
+namespace lodge::runtime {
+
+int control_connect(const std::string& name, Fd& out);
+// Sends one request and waits for its reply. Returns 0 or -errno (ENOENT/ECONNREFUSED: no
+// supervisor runs for that container).
+int control_request(const std::string& name, const std::string& request, std::string& reply);
+
+struct LaunchResult {
+    pid_t init_pid = 0;
+    std::string error;
+};
+
+// Starts `supervisor` (the lodge-supervisor binary) for `name`, detached from the caller
+// (double fork, own session), and waits until PID 1 has been exec'd or the start failed.
+int launch_supervisor(const std::string& supervisor, const std::string& name,
+                      const std::vector<std::string>& extra_args, LaunchResult& out);
+
+} // namespace lodge::runtime

@@ -1,0 +1,156 @@
+// /proc, /sys and cgroup layouts (runtime.md §4.1), host pass-through paths (§4.2), disk devices.
+#include "cgroup.hpp"
+#include "common/log.hpp"
+#include "common/validate.hpp"
+#include "mountapi.hpp"
+#include "setup.hpp"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace lodge::runtime {
+namespace {
+
+constexpr unsigned nosuid_nodev_noexec = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+
+// Binds `path` (inside the container root) onto itself read-only.
+int remount_ro_in_place(int root, const char* path) {
+    Fd tree = clone_tree(root, path, false);
+    if (!tree)
+        return -errno;
+    if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_RDONLY); r < 0)
+        return r;
+    return mount_in_root(root, path, tree.get(), Create::none);
+}
+
+int mount_proc(const SetupContext& ctx) {
+    Fd proc = make_fs("proc", "", nosuid_nodev_noexec);
+    if (!proc)
+        return log_error_errno(errno, "Failed to create the container's /proc");
+    if (int r = mount_in_root(ctx.root, "proc", proc.get(), Create::none); r < 0)
+        return log_error_errno(r, "Failed to mount /proc");
+    if (!ctx.config->privileged())
+        return 0;
+    // proc:mixed: /proc/sys read-only but /proc/sys/net writable, /proc/sysrq-trigger read-only.
+    Fd net = clone_tree(ctx.root, "proc/sys/net", false);
+    if (!net)
+        return log_error_errno(errno, "Failed to clone /proc/sys/net");
+    if (int r = remount_ro_in_place(ctx.root, "proc/sys"); r < 0)
+        return log_error_errno(r, "Failed to make /proc/sys read-only");
+    if (int r = mount_in_root(ctx.root, "proc/sys/net", net.get(), Create::none); r < 0)
+        return log_error_errno(r, "Failed to keep /proc/sys/net writable");
+    if (int r = remount_ro_in_place(ctx.root, "proc/sysrq-trigger"); r < 0)
+        return log_error_errno(r, "Failed to make /proc/sysrq-trigger read-only");
+    return 0;
+}
+
+int mount_sys(const SetupContext& ctx) {
+    bool privileged = ctx.config->privileged();
+    Fd sys = make_fs("sysfs", "", privileged ? nosuid_nodev_noexec : 0);
+    if (!sys)
+        return log_error_errno(errno, "Failed to create the container's /sys");
+    Fd target = open_in_root(ctx.root, "sys", O_PATH);
+    if (!target || attach_tree(sys.get(), target.get()) < 0)
+        return log_error_errno(errno, "Failed to mount /sys");
+    if (!privileged)
+        return 0;
+    // sys:mixed: read-only sysfs with the container's own network devices writable.
+    Fd net = clone_tree(ctx.root, "sys/devices/virtual/net", false);
+    if (!net)
+        return log_error_errno(errno, "Failed to clone /sys/devices/virtual/net");
+    if (int r = mount_in_root(ctx.root, "sys/devices/virtual/net", net.get(), Create::none); r < 0)
+        return log_error_errno(r, "Failed to keep /sys/devices/virtual/net writable");
+    Fd top = open_in_root(ctx.root, "sys", O_PATH);
+    if (!top)
+        return log_error_errno(errno, "Failed to open /sys");
+    if (int r = set_mount_attr(top.get(), MOUNT_ATTR_RDONLY); r < 0)
+        return log_error_errno(r, "Failed to make /sys read-only");
+    return 0;
+}
+
+} // namespace
+
+int mount_proc_sys(const SetupContext& ctx) {
+    if (int r = mount_proc(ctx); r < 0)
+        return r;
+    return mount_sys(ctx);
+}
+
+int mount_cgroup(const SetupContext& ctx) {
+    // Hybrid and v1 hosts: like LXC's cgroup:mixed with a cgroup namespace, nothing is mounted
+    // and the guest's init mounts the hierarchies it wants. Pure cgroup2 hosts get a fresh
+    // cgroup2 mount rooted at the container's own cgroup.
+    if (!host_is_pure_cgroup2())
+        return 0;
+    Fd cg = make_fs("cgroup2", "", nosuid_nodev_noexec);
+    if (!cg)
+        return log_error_errno(errno, "Failed to create the container's cgroup2 mount");
+    if (int r = mount_in_root(ctx.root, "sys/fs/cgroup", cg.get(), Create::none); r < 0)
+        return log_error_errno(r, "Failed to mount /sys/fs/cgroup");
+    return 0;
+}
+
+int mount_passthrough(const SetupContext& ctx) {
+    struct Entry {
+        const char* path;
+        bool privileged_only;
+    };
+    // Kernels since 6.7 let a user namespace mount its own binfmt_misc, so LXD binds the
+    // host's only into privileged containers there.
+    static const Entry entries[] = {
+        {"/proc/sys/fs/binfmt_misc", true}, {"/sys/firmware/efi/efivars", false},
+        {"/sys/fs/fuse/connections", false}, {"/sys/fs/pstore", false},
+        {"/sys/kernel/config", false},       {"/sys/kernel/debug", false},
+        {"/sys/kernel/security", false},     {"/sys/kernel/tracing", false},
+    };
+    for (auto& e : entries) {
+        if (e.privileged_only && !ctx.config->privileged())
+            continue;
+        struct stat st {};
+        if (::stat(e.path, &st) < 0)
+            continue;
+        // "optional" in LXC's terms: a path the kernel will not let us bind is skipped.
+        Fd tree = clone_tree(AT_FDCWD, e.path, true);
+        if (!tree) {
+            log_debug_errno(errno, "Skipping pass-through %s", e.path);
+            continue;
+        }
+        if (int r = mount_in_root(ctx.root, e.path, tree.get(), Create::dir); r < 0)
+            log_debug_errno(r, "Skipping pass-through %s", e.path);
+    }
+    return 0;
+}
+
+int mount_disk_devices(const SetupContext& ctx) {
+    for (auto& [name, dev] : ctx.config->devices) {
+        auto type = dev.find("type");
+        if (type == dev.end() || type->second != "disk")
+            continue;
+        const std::string& source = dev.at("source");
+        const std::string& path = dev.at("path");
+        bool ro = dev.count("readonly") && parse_bool(dev.at("readonly")).value_or(false);
+        struct stat st {};
+        if (::stat(source.c_str(), &st) < 0)
+            return log_error_errno(errno, "Device \"%s\": cannot use source %s", name.c_str(),
+                                   source.c_str());
+        Fd tree = clone_tree(AT_FDCWD, source, true);
+        if (!tree)
+            return log_error_errno(errno, "Device \"%s\": cannot bind %s", name.c_str(),
+                                   source.c_str());
+        if (ro) {
+            if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_RDONLY, 0, -1, true); r < 0)
+                return log_error_errno(r, "Device \"%s\": cannot make it read-only", name.c_str());
+        }
+        if (int r = mount_in_root(ctx.root, path, tree.get(),
+                                  S_ISDIR(st.st_mode) ? Create::dir : Create::file);
+            r < 0)
+            return log_error_errno(r, "Device \"%s\": cannot mount on %s", name.c_str(),
+                                   path.c_str());
+    }
+    return 0;
+}
+
+} // namespace lodge::runtime

@@ -1,0 +1,42 @@
+// The steps that turn a root filesystem into a container, run by the container's first process
+// between clone() and execve("/sbin/init"). This is the privileged part of lodge: it all lives in
+// rootfs.cpp, dev.cpp, mounts.cpp and lxcfs.cpp, called in the order spawn.cpp gives.
+#pragma once
+
+#include "common/config.hpp"
+#include "common/fd.hpp"
+
+#include <string>
+
+namespace lodge::runtime {
+
+struct SetupContext {
+    const ContainerConfig* config = nullptr;
+    bool userns = false;     // unprivileged: every mount happens inside the user namespace
+    int root = -1;           // O_PATH fd of the attached rootfs mount
+    std::string boot_id;     // per-boot id, 36-char UUID text
+    std::string lxcfs_dir;   // empty when no lxcfs mount was found at start
+    std::string devlxd_dir;  // host dir bind-mounted on /dev/lxd; empty when disabled
+    Fd console_master;       // filled by setup_dev()
+    Fd console_slave;        // filled by setup_dev(); becomes fds 0-2 of PID 1
+};
+
+// rootfs.cpp
+int check_init(const SetupContext& ctx, const std::string& name);
+int ensure_base_dirs(const SetupContext& ctx);
+int enter_root(const SetupContext& ctx); // pivot_root into ctx.root and drop the old root
+
+// mounts.cpp
+int mount_proc_sys(const SetupContext& ctx);
+int mount_cgroup(const SetupContext& ctx);
+int mount_passthrough(const SetupContext& ctx);
+int mount_disk_devices(const SetupContext& ctx);
+
+// dev.cpp
+int setup_dev(SetupContext& ctx);
+
+// lxcfs.cpp
+bool is_lxcfs_mount(const std::string& dir);
+int mount_lxcfs(const SetupContext& ctx);
+
+} // namespace lodge::runtime

@@ -1,0 +1,345 @@
+#include "spawn.hpp"
+#include "common/log.hpp"
+#include "common/fileio.hpp"
+#include "mountapi.hpp"
+#include "security.hpp"
+#include "setup.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace lodge::runtime {
+namespace {
+
+int send_msg(int sock, const std::string& text, int fd = -1) {
+    struct iovec iov {
+        const_cast<char*>(text.data()), text.size()
+    };
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    if (fd >= 0) {
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    }
+    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+        return -errno;
+    return 0;
+}
+
+// Returns the message length (0 at EOF) or -errno; a passed fd lands in `fd`.
+ssize_t recv_msg(int sock, std::string& text, Fd& fd) {
+    char buf[4096];
+    struct iovec iov {
+        buf, sizeof buf
+    };
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    do
+        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int received;
+            std::memcpy(&received, CMSG_DATA(c), sizeof(int));
+            fd.reset(received);
+        }
+    text.assign(buf, static_cast<size_t>(n));
+    return n;
+}
+
+[[noreturn]] void child_fail(int sync) {
+    std::string msg = log_last_error();
+    if (msg.empty())
+        msg = "container setup failed";
+    send_msg(sync, "E" + msg);
+    _exit(1);
+}
+
+void reset_signals() {
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            ::sigaction(sig, &sa, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+std::vector<std::string> init_environment(const ContainerConfig& c) {
+    std::vector<std::string> env;
+    for (auto& [k, v] : c.config)
+        if (k.rfind("environment.", 0) == 0)
+            env.push_back(k.substr(12) + "=" + v);
+    env.push_back("container=lxc");
+    return env;
+}
+
+[[noreturn]] void child_main(const SpawnOptions& o, int sync) {
+    const ContainerConfig& c = *o.config;
+    log_set_prefix("lodge-supervisor[" + c.name + "] setup");
+    std::string go;
+    Fd rootfs_tree;
+    if (recv_msg(sync, go, rootfs_tree) <= 0 || go != "go" || !rootfs_tree)
+        _exit(1); // the parent is gone or gave up; it reports the reason itself
+
+    bool userns = !c.privileged();
+    if (userns) {
+        if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0 || ::setgroups(0, nullptr) < 0) {
+            log_error_errno(errno, "Failed to become root in the user namespace");
+            child_fail(sync);
+        }
+    }
+    if (::unshare(CLONE_NEWCGROUP) < 0) {
+        log_error_errno(errno, "Failed to create the cgroup namespace");
+        child_fail(sync);
+    }
+    if (::sethostname(c.name.data(), c.name.size()) < 0) {
+        log_error_errno(errno, "Failed to set the hostname");
+        child_fail(sync);
+    }
+    // Nothing mounted from here on may propagate back to the host.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0) {
+        log_error_errno(errno, "Failed to make the mount namespace a slave");
+        child_fail(sync);
+    }
+    Fd staging(::open(o.staging.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!staging || attach_tree(rootfs_tree.get(), staging.get()) < 0) {
+        log_error_errno(errno, "Failed to attach the rootfs");
+        child_fail(sync);
+    }
+    Fd root(::open(o.staging.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) {
+        log_error_errno(errno, "Failed to open the rootfs");
+        child_fail(sync);
+    }
+
+    SetupContext ctx;
+    ctx.config = &c;
+    ctx.userns = userns;
+    ctx.root = root.get();
+    ctx.boot_id = o.boot_id;
+    ctx.lxcfs_dir = o.lxcfs_dir;
+    ctx.devlxd_dir = o.devlxd_dir;
+
+    if (check_init(ctx, c.name) < 0 || ensure_base_dirs(ctx) < 0 || mount_proc_sys(ctx) < 0 ||
+        mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
+        setup_dev(ctx) < 0 || mount_lxcfs(ctx) < 0)
+        child_fail(sync);
+    if (int r = send_msg(sync, "console", ctx.console_master.get()); r < 0)
+        _exit(1);
+    ctx.console_master.reset();
+    if (enter_root(ctx) < 0)
+        child_fail(sync);
+    root.reset();
+    staging.reset();
+
+    int console = ctx.console_slave.get();
+    if (::setsid() < 0 || ::ioctl(console, TIOCSCTTY, 0) < 0) {
+        log_error_errno(errno, "Failed to make the console the controlling terminal");
+        child_fail(sync);
+    }
+    // Until exec, errors still go to the supervisor's log through a close-on-exec copy.
+    int log_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    for (int fd = 0; fd < 3; fd++)
+        if (::dup2(console, fd) < 0) {
+            log_error_errno(errno, "Failed to attach the console");
+            child_fail(sync);
+        }
+    // Only 0, 1, 2 survive exec (LXD's forkstart does the same).
+    if (::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        ::dup2(log_fd, STDERR_FILENO);
+        log_error_errno(errno, "Failed to mark descriptors close-on-exec");
+        child_fail(sync);
+    }
+    auto fail_with_stderr = [&]() {
+        ::dup2(log_fd, STDERR_FILENO);
+        child_fail(sync);
+    };
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::prctl(PR_SET_DUMPABLE, 1);
+    reset_signals();
+    if (drop_capabilities(c) < 0 || load_seccomp(c) < 0)
+        fail_with_stderr();
+
+    std::vector<std::string> env = init_environment(c);
+    std::vector<char*> envp;
+    for (auto& e : env)
+        envp.push_back(e.data());
+    envp.push_back(nullptr);
+    char arg0[] = "/sbin/init";
+    char* argv[] = {arg0, nullptr};
+    ::execve("/sbin/init", argv, envp.data());
+    int err = errno;
+    ::dup2(log_fd, STDERR_FILENO);
+    log_error_errno(err, "Container \"%s\": failed to exec \"/sbin/init\"", c.name.c_str());
+    child_fail(sync);
+}
+
+int write_id_maps(pid_t pid, uint32_t base, uint32_t size) {
+    std::string map = "0 " + std::to_string(base) + " " + std::to_string(size) + "\n";
+    std::string proc = "/proc/" + std::to_string(pid);
+    if (int r = write_file(proc + "/uid_map", map); r < 0)
+        return log_error_errno(r, "Failed to write the uid map");
+    if (int r = write_file(proc + "/gid_map", map); r < 0)
+        return log_error_errno(r, "Failed to write the gid map");
+    return 0;
+}
+
+Fd prepare_rootfs_tree(const SpawnOptions& o, pid_t child, std::string& error) {
+    Fd tree = clone_tree(AT_FDCWD, o.rootfs, false);
+    if (!tree) {
+        error = "Cannot open the rootfs " + o.rootfs + ": " + std::strerror(errno);
+        return Fd();
+    }
+    if (o.config->privileged())
+        return tree;
+    // Files owned by 0 on disk appear as the container's root without a chown pass.
+    Fd userns(::open(("/proc/" + std::to_string(child) + "/ns/user").c_str(),
+                     O_RDONLY | O_CLOEXEC));
+    if (!userns) {
+        error = std::string("Cannot open the container's user namespace: ") + std::strerror(errno);
+        return Fd();
+    }
+    if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_IDMAP, 0, userns.get()); r < 0) {
+        error = "The filesystem holding " + o.rootfs +
+                " does not support idmapped mounts: " + std::strerror(-r);
+        return Fd();
+    }
+    return tree;
+}
+
+} // namespace
+
+std::string new_boot_id() {
+    unsigned char b[16];
+    if (::getrandom(b, sizeof b, 0) != sizeof b)
+        std::memset(b, 0, sizeof b);
+    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+    char out[37];
+    std::snprintf(out, sizeof out,
+                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                  b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                  b[14], b[15]);
+    return out;
+}
+
+int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
+    const ContainerConfig& c = *o.config;
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+        error = std::string("socketpair: ") + std::strerror(errno);
+        return -errno;
+    }
+    Fd parent_end(pair[0]), child_end(pair[1]);
+
+    uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                     CLONE_PIDFD;
+    if (!c.privileged())
+        flags |= CLONE_NEWUSER;
+    int pidfd = -1;
+    struct clone_args args {};
+    args.flags = flags;
+    args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+    args.exit_signal = SIGCHLD;
+    long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0) {
+        int err = errno;
+        error = std::string("Failed to create the container's namespaces: ") + std::strerror(err);
+        log_error("%s", error.c_str());
+        return -err;
+    }
+    if (pid == 0) {
+        parent_end.reset();
+        child_main(o, child_end.get());
+    }
+    child_end.reset();
+    PidFd init(pidfd, static_cast<pid_t>(pid));
+
+    auto abort_child = [&](int err) {
+        init.send_signal(SIGKILL);
+        siginfo_t si{};
+        ::waitid(P_PIDFD, static_cast<id_t>(init.get()), &si, WEXITED);
+        log_error("Container \"%s\": %s", c.name.c_str(), error.c_str());
+        return err;
+    };
+
+    if (!c.privileged()) {
+        if (write_id_maps(init.pid(), c.idmap_base(), c.idmap_size()) < 0) {
+            error = log_last_error();
+            return abort_child(-EPERM);
+        }
+    }
+    if (int r = o.cgroup->attach_payload(init.pid()); r < 0) {
+        error = log_last_error();
+        return abort_child(r);
+    }
+    Fd tree = prepare_rootfs_tree(o, init.pid(), error);
+    if (!tree)
+        return abort_child(-EINVAL);
+    if (int r = send_msg(parent_end.get(), "go", tree.get()); r < 0) {
+        error = std::string("Lost the container's setup process: ") + std::strerror(-r);
+        return abort_child(r);
+    }
+    tree.reset();
+
+    Fd console;
+    for (;;) {
+        std::string msg;
+        Fd fd;
+        ssize_t n = recv_msg(parent_end.get(), msg, fd);
+        if (n < 0) {
+            error = std::string("Lost the container's setup process: ") + std::strerror(-n);
+            return abort_child(static_cast<int>(n));
+        }
+        if (n == 0)
+            break; // close-on-exec fired: /sbin/init is running
+        if (msg == "console" && fd) {
+            console = std::move(fd);
+        } else if (!msg.empty() && msg[0] == 'E') {
+            error = msg.substr(1);
+            siginfo_t si{};
+            ::waitid(P_PIDFD, static_cast<id_t>(init.get()), &si, WEXITED);
+            return -EINVAL;
+        }
+    }
+    if (!console) {
+        error = "The container's setup process died before starting /sbin/init";
+        return abort_child(-ECHILD);
+    }
+    out.init = std::move(init);
+    out.console_master = std::move(console);
+    return 0;
+}
+
+} // namespace lodge::runtime

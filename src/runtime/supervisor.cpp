@@ -1,0 +1,677 @@
+// lodge-supervisor: owns one container's life (CONTRACT §1). One sd-event loop drives PID 1's
+// pidfd, the console pty, the control socket and the stop-escalation timer.
+#include "cgroup.hpp"
+#include "common/config.hpp"
+#include "common/fileio.hpp"
+#include "common/log.hpp"
+#include "common/paths.hpp"
+#include "common/validate.hpp"
+#include "console.hpp"
+#include "control.hpp"
+#include "lifecycle.hpp"
+#include "security.hpp"
+#include "setup.hpp"
+#include "spawn.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <list>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <systemd/sd-event.h>
+#include <unistd.h>
+
+namespace lodge::runtime {
+namespace {
+
+struct EventDeleter {
+    void operator()(sd_event* e) const { sd_event_unref(e); }
+};
+struct SourceDeleter {
+    void operator()(sd_event_source* s) const { sd_event_source_disable_unref(s); }
+};
+using EventPtr = std::unique_ptr<sd_event, EventDeleter>;
+using SourcePtr = std::unique_ptr<sd_event_source, SourceDeleter>;
+
+// A client on the control socket. `waiting` ones get their reply when the container stops
+// (stop) or runs again (restart); `attached` ones receive console output.
+class Supervisor;
+struct Client {
+    Supervisor* owner = nullptr;
+    Fd fd;
+    SourcePtr source;
+    bool attached = false;
+    bool waiting = false;
+};
+
+enum class State { starting, running, stopping, stopped, error };
+
+const char* state_name(State s) {
+    switch (s) {
+    case State::starting:
+        return "starting";
+    case State::running:
+        return "running";
+    case State::stopping:
+        return "stopping";
+    case State::stopped:
+        return "stopped";
+    case State::error:
+        return "error";
+    }
+    return "error";
+}
+
+class Supervisor {
+public:
+    Supervisor(std::string name, std::string cgroup_base, bool own_base)
+        : name_(std::move(name)), cgroup_(std::move(cgroup_base)), own_base_(own_base) {}
+
+    int run(int notify_fd);
+
+private:
+    int setup_runtime_dir();
+    int load_config();
+    int start_container(std::string& error);
+    void on_init_exit(const siginfo_t& si);
+    void finish(State state, const std::string& reason);
+    int listen_control();
+    void handle_request(Client& client, const std::string& request);
+    void request_stop(unsigned timeout, bool force, bool restart);
+    void send_json(Client& c, const nlohmann::json& j);
+    nlohmann::json status_json() const;
+    void write_state();
+    void drop_client(Client* c);
+    void reply_waiters(const nlohmann::json& j);
+
+    static int on_child(sd_event_source*, const siginfo_t* si, void* userdata);
+    static int on_console(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    static int on_accept(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    static int on_client(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    static int on_stop_timeout(sd_event_source*, uint64_t usec, void* userdata);
+    static int on_term_signal(sd_event_source*, const struct signalfd_siginfo*, void* userdata);
+
+    std::string name_;
+    CgroupFs cgroup_;
+    bool own_base_;
+    ContainerConfig config_;
+    EventPtr event_;
+    Spawned spawned_;
+    SourcePtr child_source_, console_source_, listen_source_, timer_source_;
+    Fd listen_fd_, lock_fd_, console_peer_;
+    ConsoleLog console_;
+    std::list<Client> clients_;
+    State state_ = State::starting;
+    std::string reason_;
+    std::string boot_id_;
+    std::string stop_reason_; // set when lodge itself ends the container
+    bool restart_pending_ = false;
+    int last_signal_ = 0;
+};
+
+template <typename F>
+int guarded(F&& f) noexcept {
+    // No exception may unwind into sd-event's C frames.
+    try {
+        return f();
+    } catch (const std::exception& e) {
+        log_error("Unexpected error: %s", e.what());
+        return -EIO;
+    } catch (...) {
+        return -EIO;
+    }
+}
+
+int Supervisor::setup_runtime_dir() {
+    std::string dir = paths::container_runtime(name_);
+    if (int r = mkdir_p(dir, 0755); r < 0)
+        return log_error_errno(r, "Cannot create %s", dir.c_str());
+    lock_fd_.reset(::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock_fd_)
+        return log_error_errno(errno, "Cannot open %s/lock", dir.c_str());
+    if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) {
+        log_error("Container \"%s\" is already running", name_.c_str());
+        return -EBUSY;
+    }
+    if (int r = mkdir_p(dir + "/rootfs", 0755); r < 0)
+        return log_error_errno(r, "Cannot create %s/rootfs", dir.c_str());
+    return 0;
+}
+
+int Supervisor::load_config() {
+    std::string error;
+    ContainerConfig c;
+    if (load_container_config(paths::container_config(name_), c, error) < 0) {
+        log_error("Container \"%s\": %s", name_.c_str(), error.c_str());
+        return -EINVAL;
+    }
+    if (c.name != name_) {
+        log_error("Container \"%s\": config.json names \"%s\"", name_.c_str(), c.name.c_str());
+        return -EINVAL;
+    }
+    if (auto e = check_syscall_policy(c); !e.empty()) {
+        log_error("Container \"%s\": %s", name_.c_str(), e.c_str());
+        return -EINVAL;
+    }
+    config_ = std::move(c);
+    return 0;
+}
+
+int Supervisor::start_container(std::string& error) {
+    state_ = State::starting;
+    reason_.clear();
+    stop_reason_.clear();
+    if (load_config() < 0) {
+        error = log_last_error();
+        return -EINVAL;
+    }
+    if (int r = cgroup_.apply_limits(config_); r < 0) {
+        error = log_last_error();
+        return r;
+    }
+    if (int r = cgroup_.create_payload(); r < 0) {
+        error = log_last_error();
+        return r;
+    }
+    if (!config_.privileged()) {
+        uid_t root = config_.idmap_base();
+        if (int r = cgroup_.delegate_payload(root, root); r < 0) {
+            error = log_last_error();
+            return r;
+        }
+    } else if (int r = cgroup_.apply_device_policy(); r < 0) {
+        error = log_last_error();
+        return r;
+    }
+
+    SpawnOptions opts;
+    opts.config = &config_;
+    opts.rootfs = paths::container_rootfs(name_);
+    opts.staging = paths::container_runtime(name_) + "/rootfs";
+    std::string lxcfs = paths::lxcfs_dir();
+    if (is_lxcfs_mount(lxcfs))
+        opts.lxcfs_dir = lxcfs;
+    if (config_.get_bool("security.devlxd", true)) {
+        opts.devlxd_dir = paths::devlxd_dir();
+        mkdir_p(opts.devlxd_dir, 0755);
+    }
+    boot_id_ = new_boot_id();
+    opts.boot_id = boot_id_;
+    opts.cgroup = &cgroup_;
+
+    Spawned spawned;
+    if (int r = spawn_container(opts, spawned, error); r < 0) {
+        cgroup_.destroy_payload();
+        return r;
+    }
+    spawned_ = std::move(spawned);
+
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_child_pidfd(event_.get(), &s, spawned_.init.get(), WEXITED,
+                                         on_child, this);
+        r < 0) {
+        error = "Cannot watch PID 1";
+        return log_error_errno(r, "Failed to watch PID 1");
+    }
+    child_source_.reset(s);
+    // Holding a peer open keeps the master readable while no guest process has the console.
+    console_peer_.reset(::ioctl(spawned_.console_master.get(), TIOCGPTPEER,
+                                O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (int r = sd_event_add_io(event_.get(), &s, spawned_.console_master.get(), EPOLLIN,
+                                on_console, this);
+        r < 0)
+        return log_error_errno(r, "Failed to watch the console");
+    console_source_.reset(s);
+    state_ = State::running;
+    log_info("Container \"%s\" started, PID 1 is %d", name_.c_str(), spawned_.init.pid());
+    write_state();
+    return 0;
+}
+
+nlohmann::json Supervisor::status_json() const {
+    nlohmann::json j;
+    j["name"] = name_;
+    j["state"] = state_name(state_);
+    j["reason"] = reason_;
+    j["pid"] = state_ == State::running || state_ == State::stopping ? spawned_.init.pid() : 0;
+    j["supervisor_pid"] = ::getpid();
+    j["boot_id"] = boot_id_;
+    j["cgroup"] = cgroup_.base();
+    return j;
+}
+
+void Supervisor::write_state() {
+    auto j = status_json();
+    if (int r = write_file_atomic(paths::runtime_state(name_), j.dump() + "\n"); r < 0)
+        log_warning_errno(r, "Failed to write %s", paths::runtime_state(name_).c_str());
+}
+
+void Supervisor::send_json(Client& c, const nlohmann::json& j) {
+    std::string text = j.dump();
+    if (::send(c.fd.get(), text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_debug_errno(errno, "Failed to reply to a control client");
+}
+
+void Supervisor::reply_waiters(const nlohmann::json& j) {
+    for (auto& c : clients_)
+        if (c.waiting) {
+            send_json(c, j);
+            c.waiting = false;
+        }
+}
+
+void Supervisor::drop_client(Client* c) {
+    clients_.remove_if([c](const Client& x) { return &x == c; });
+}
+
+void Supervisor::request_stop(unsigned timeout, bool force, bool restart) {
+    if (restart)
+        restart_pending_ = true;
+    if (state_ != State::running && state_ != State::stopping)
+        return;
+    pid_t pid = spawned_.init.pid();
+    if (force) {
+        stop_reason_ = "stopped (forced): SIGKILL";
+        spawned_.init.send_signal(SIGKILL);
+        state_ = State::stopping;
+        write_state();
+        return;
+    }
+    if (state_ == State::stopping)
+        return;
+    int sig = choose_stop_signal(config_, pid);
+    last_signal_ = sig;
+    log_info("Stopping container \"%s\" with %s (timeout %us)", name_.c_str(),
+             signal_name(sig).c_str(), timeout);
+    if (int r = spawned_.init.send_signal(sig); r < 0)
+        log_warning_errno(r, "Failed to send %s to PID 1", signal_name(sig).c_str());
+    state_ = State::stopping;
+    stop_reason_ = "stopped";
+    write_state();
+    sd_event_source* s = nullptr;
+    if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
+                                   static_cast<uint64_t>(timeout) * 1000000ULL, 0,
+                                   on_stop_timeout, this) >= 0)
+        timer_source_.reset(s);
+}
+
+int Supervisor::on_stop_timeout(sd_event_source*, uint64_t, void* userdata) {
+    return guarded([&] {
+        auto* self = static_cast<Supervisor*>(userdata);
+        self->timer_source_.reset();
+        if (self->state_ != State::stopping)
+            return 0;
+        log_notice("Container \"%s\" did not stop in time; killing it", self->name_.c_str());
+        self->stop_reason_ = "did not stop in time after " + signal_name(self->last_signal_) +
+                             "; killed with SIGKILL";
+        self->spawned_.init.send_signal(SIGKILL);
+        return 0;
+    });
+}
+
+int Supervisor::on_term_signal(sd_event_source*, const struct signalfd_siginfo*, void* userdata) {
+    return guarded([&] {
+        auto* self = static_cast<Supervisor*>(userdata);
+        self->request_stop(self->config_.shutdown_timeout(), false, false);
+        return 0;
+    });
+}
+
+void Supervisor::finish(State state, const std::string& reason) {
+    state_ = state;
+    reason_ = reason;
+    write_state();
+    reply_waiters(status_json());
+    sd_event_exit(event_.get(), 0);
+}
+
+void Supervisor::on_init_exit(const siginfo_t& si) {
+    child_source_.reset();
+    timer_source_.reset();
+    // Drain what the guest wrote last before the console goes away.
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(spawned_.console_master.get(), buf, sizeof buf)) > 0)
+        console_.append(buf, static_cast<size_t>(n));
+    console_source_.reset();
+    console_peer_.reset();
+    spawned_.console_master.reset();
+    spawned_.init.reset();
+    cgroup_.destroy_payload();
+
+    InitOutcome out = decode_init_exit(si.si_code, si.si_status);
+    log_info("Container \"%s\": PID 1 ended: %s", name_.c_str(), out.reason.c_str());
+    bool again = out.end == InitEnd::rebooted || restart_pending_;
+    if (out.end == InitEnd::rebooted && !stop_reason_.empty() && !restart_pending_)
+        again = false; // a stop we asked for wins over a reboot the guest raced with it
+    restart_pending_ = false;
+    if (again) {
+        std::string error;
+        if (start_container(error) < 0) {
+            finish(State::error, "restart failed: " + error);
+            return;
+        }
+        reply_waiters(status_json());
+        return;
+    }
+    std::string reason = stop_reason_.empty() ? out.reason : stop_reason_;
+    if (out.end == InitEnd::seccomp)
+        reason = out.reason;
+    finish(State::stopped, reason);
+}
+
+int Supervisor::on_child(sd_event_source*, const siginfo_t* si, void* userdata) {
+    return guarded([&] {
+        static_cast<Supervisor*>(userdata)->on_init_exit(*si);
+        return 0;
+    });
+}
+
+int Supervisor::on_console(sd_event_source*, int fd, uint32_t, void* userdata) {
+    return guarded([&] {
+        auto* self = static_cast<Supervisor*>(userdata);
+        char buf[4096];
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+            self->console_source_.reset(); // EIO once the pty is gone; PID 1's end follows
+            return 0;
+        }
+        self->console_.append(buf, static_cast<size_t>(n));
+        for (auto& c : self->clients_)
+            if (c.attached)
+                ::send(c.fd.get(), buf, static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+        return 0;
+    });
+}
+
+int Supervisor::listen_control() {
+    std::string path = paths::control_socket(name_);
+    struct sockaddr_un addr {};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path)
+        return log_error_errno(ENAMETOOLONG, "Control socket path %s", path.c_str());
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    listen_fd_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!listen_fd_)
+        return log_error_errno(errno, "socket() failed");
+    ::unlink(path.c_str()); // we hold the lock, so a socket file here is stale
+    if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return log_error_errno(errno, "Cannot bind %s", path.c_str());
+    ::chmod(path.c_str(), 0600);
+    if (::listen(listen_fd_.get(), 64) < 0)
+        return log_error_errno(errno, "Cannot listen on %s", path.c_str());
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_io(event_.get(), &s, listen_fd_.get(), EPOLLIN, on_accept, this);
+        r < 0)
+        return log_error_errno(r, "Failed to watch the control socket");
+    listen_source_.reset(s);
+    return 0;
+}
+
+int Supervisor::on_accept(sd_event_source*, int fd, uint32_t, void* userdata) {
+    return guarded([&] {
+        auto* self = static_cast<Supervisor*>(userdata);
+        int cfd = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (cfd < 0)
+            return 0;
+        // Only root (or the container's owner, root too) may drive the container.
+        struct ucred cred {};
+        socklen_t len = sizeof cred;
+        if (::getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != 0) {
+            ::close(cfd);
+            return 0;
+        }
+        self->clients_.emplace_back();
+        Client& c = self->clients_.back();
+        c.owner = self;
+        c.fd.reset(cfd);
+        sd_event_source* s = nullptr;
+        if (sd_event_add_io(self->event_.get(), &s, cfd, EPOLLIN, on_client, &c) < 0) {
+            self->clients_.pop_back();
+            return 0;
+        }
+        c.source.reset(s);
+        return 0;
+    });
+}
+
+int Supervisor::on_client(sd_event_source*, int fd, uint32_t, void* userdata) {
+    return guarded([&] {
+        auto* c = static_cast<Client*>(userdata);
+        Supervisor* self = c->owner;
+        char buf[4096];
+        ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        if (n <= 0) {
+            self->drop_client(c);
+            return 0;
+        }
+        if (c->attached) {
+            if (self->spawned_.console_master)
+                (void)!::write(self->spawned_.console_master.get(), buf, static_cast<size_t>(n));
+            return 0;
+        }
+        self->handle_request(*c, std::string(buf, static_cast<size_t>(n)));
+        return 0;
+    });
+}
+
+void Supervisor::handle_request(Client& c, const std::string& request) {
+    std::vector<std::string> words;
+    size_t pos = 0;
+    while (pos < request.size()) {
+        size_t sp = request.find(' ', pos);
+        std::string w = request.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
+        if (!w.empty())
+            words.push_back(w);
+        pos = sp == std::string::npos ? request.size() : sp + 1;
+    }
+    auto error = [&](const std::string& msg) {
+        nlohmann::json j{{"error", msg}};
+        send_json(c, j);
+    };
+    if (words.empty())
+        return error("empty request");
+    const std::string& verb = words[0];
+    bool alive = state_ == State::running || state_ == State::stopping;
+    if (verb == "status") {
+        send_json(c, status_json());
+    } else if (verb == "stop" || verb == "restart") {
+        unsigned timeout = config_.shutdown_timeout();
+        if (words.size() > 1) {
+            auto t = parse_uint(words[1], 86400 * 7);
+            if (!t)
+                return error("invalid timeout \"" + words[1] + "\"");
+            timeout = static_cast<unsigned>(*t);
+        }
+        if (!alive)
+            return error("container is not running");
+        c.waiting = true;
+        request_stop(timeout, timeout == 0, verb == "restart");
+    } else if (verb == "stop-force") {
+        if (!alive)
+            return error("container is not running");
+        c.waiting = true;
+        request_stop(0, true, false);
+    } else if (verb == "reboot" || verb == "kill") {
+        if (!alive)
+            return error("container is not running");
+        int sig = config_.reboot_signal();
+        if (verb == "kill") {
+            auto parsed = words.size() > 1 ? parse_signal(words[1]) : std::optional<int>(SIGTERM);
+            if (!parsed)
+                return error("invalid signal \"" + (words.size() > 1 ? words[1] : "") + "\"");
+            sig = *parsed;
+        }
+        if (int r = spawned_.init.send_signal(sig); r < 0)
+            return error(std::string("cannot signal PID 1: ") + std::strerror(-r));
+        send_json(c, nlohmann::json{{"ok", true}, {"signal", signal_name(sig)}});
+    } else if (verb == "attach") {
+        send_json(c, nlohmann::json{{"ok", true}});
+        c.attached = true;
+        const std::string& ring = console_.ring();
+        for (size_t off = 0; off < ring.size(); off += 4096)
+            ::send(c.fd.get(), ring.data() + off, std::min<size_t>(4096, ring.size() - off),
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
+    } else {
+        error("unknown request \"" + verb + "\"");
+    }
+}
+
+int Supervisor::run(int notify_fd) {
+    Fd notify(notify_fd);
+    auto report = [&](const std::string& line) {
+        if (notify) {
+            std::string text = line + "\n";
+            (void)!::write(notify.get(), text.data(), text.size());
+            notify.reset();
+        }
+    };
+    auto fail = [&](const std::string& why) {
+        report("ERROR " + why);
+        return 1;
+    };
+
+    if (auto e = check_container_name(name_); !e.empty()) {
+        log_error("%s", e.c_str());
+        return fail(e);
+    }
+    if (setup_runtime_dir() < 0 || load_config() < 0)
+        return fail(log_last_error());
+    if (console_.open(paths::console_log(name_), 1024 * 1024) < 0)
+        return fail(log_last_error());
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP})
+        sigaddset(&mask, sig);
+    ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+    sd_event* e = nullptr;
+    if (int r = sd_event_new(&e); r < 0)
+        return fail("sd_event_new failed");
+    event_.reset(e);
+    for (int sig : {SIGTERM, SIGINT})
+        sd_event_add_signal(event_.get(), nullptr, sig, on_term_signal, this);
+    sd_event_add_signal(event_.get(), nullptr, SIGHUP, nullptr, nullptr);
+
+    if (cgroup_.create_base() < 0)
+        return fail(log_last_error());
+    if (listen_control() < 0) {
+        if (own_base_)
+            cgroup_.destroy_base();
+        return fail(log_last_error());
+    }
+    std::string error;
+    if (start_container(error) < 0) {
+        state_ = State::error;
+        reason_ = error;
+        write_state();
+        ::unlink(paths::control_socket(name_).c_str());
+        if (own_base_)
+            cgroup_.destroy_base();
+        return fail(error);
+    }
+    report("READY " + std::to_string(spawned_.init.pid()));
+
+    int r = sd_event_loop(event_.get());
+    ::unlink(paths::control_socket(name_).c_str());
+    clients_.clear();
+    if (own_base_)
+        cgroup_.destroy_base();
+    return r < 0 ? 1 : 0;
+}
+
+int usage() {
+    std::fprintf(stderr,
+                 "Usage: lodge-supervisor [--notify-fd=N] [--cgroup=PATH] [--log-stderr] NAME\n"
+                 "       lodge-supervisor ctl NAME REQUEST...\n");
+    return 2;
+}
+
+int ctl_main(int argc, char** argv) {
+    if (argc < 4)
+        return usage();
+    std::string request;
+    for (int i = 3; i < argc; i++)
+        request += (i > 3 ? " " : "") + std::string(argv[i]);
+    std::string reply;
+    if (int r = control_request(argv[2], request, reply); r < 0) {
+        std::fprintf(stderr, "Container \"%s\" has no running supervisor: %s\n", argv[2],
+                     std::strerror(-r));
+        return 1;
+    }
+    std::printf("%s\n", reply.c_str());
+    auto j = nlohmann::json::parse(reply, nullptr, false);
+    return j.is_object() && j.contains("error") ? 1 : 0;
+}
+
+} // namespace
+} // namespace lodge::runtime
+
+int main(int argc, char** argv) {
+    using namespace lodge;
+    if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0)
+        return runtime::ctl_main(argc, argv);
+    int notify_fd = -1;
+    std::string cgroup, name;
+    bool log_stderr = false;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a.rfind("--notify-fd=", 0) == 0)
+            notify_fd = std::atoi(a.c_str() + 12);
+        else if (a.rfind("--cgroup=", 0) == 0)
+            cgroup = a.substr(9);
+        else if (a == "--log-stderr")
+            log_stderr = true;
+        else if (a[0] == '-')
+            return runtime::usage();
+        else
+            name = a;
+    }
+    if (name.empty())
+        return runtime::usage();
+    if (notify_fd >= 0)
+        ::fcntl(notify_fd, F_SETFD, FD_CLOEXEC);
+    log_set_prefix("lodge-supervisor[" + name + "]");
+    if (!log_stderr && check_container_name(name).empty()) {
+        std::string log = paths::log_dir() + "/" + name + "/lodge.log";
+        if (mkdir_p(paths::log_dir() + "/" + name, 0750) == 0) {
+            int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+            if (fd >= 0) {
+                ::dup2(fd, STDERR_FILENO);
+                ::close(fd);
+            }
+        }
+    }
+    // Without --cgroup, a supervisor already in a scope made for it (lodged did that through
+    // systemd) uses that scope; anywhere else it makes machine.slice/lodge-NAME.scope itself.
+    bool own_base = true;
+    if (cgroup.empty()) {
+        std::string scope = "lodge-" + name + ".scope";
+        for (auto& h : runtime::host_hierarchies())
+            if (h.unified || h.controllers == "name=systemd") {
+                std::string mine = runtime::own_cgroup(h);
+                if (mine.size() >= scope.size() &&
+                    mine.compare(mine.size() - scope.size(), scope.size(), scope) == 0) {
+                    cgroup = mine;
+                    own_base = false;
+                }
+            }
+        if (cgroup.empty())
+            cgroup = "machine.slice/" + scope;
+    }
+    runtime::Supervisor sup(name, cgroup, own_base);
+    return sup.run(notify_fd);
+}
