@@ -42,7 +42,8 @@ int mount_proc(const SetupContext& ctx) {
         return log_error_errno(r, "Failed to make /proc/sys read-only");
     if (int r = mount_in_root(ctx.root, "proc/sys/net", net.get(), Create::none); r < 0)
         return log_error_errno(r, "Failed to keep /proc/sys/net writable");
-    if (int r = remount_ro_in_place(ctx.root, "proc/sysrq-trigger"); r < 0)
+    // Kernels without CONFIG_MAGIC_SYSRQ have no sysrq-trigger.
+    if (int r = remount_ro_in_place(ctx.root, "proc/sysrq-trigger"); r < 0 && r != -ENOENT)
         return log_error_errno(r, "Failed to make /proc/sysrq-trigger read-only");
     return 0;
 }
