@@ -1,7 +1,9 @@
 // The supervisor's control socket: a SOCK_SEQPACKET unix socket at
 // <runtime>/containers/<name>/control, one request per message, one JSON reply per request.
 //
-//   status                 {"name","state","reason","pid","supervisor_pid","boot_id"}
+//   status                 {"name","state","reason","pid","supervisor_pid","boot_id","boots"}
+//   wait                   replies once the container has stopped (at once if it is not running)
+//   wait-boot N            replies once PID 1 has been started N times (reboots count)
 //   stop [TIMEOUT]         stop signal, SIGKILL after TIMEOUT s; replies once stopped
 //   stop-force             SIGKILL now; replies once stopped
 //   restart [TIMEOUT]      stop, then start afresh; replies once running again

@@ -42,7 +42,7 @@ struct SourceDeleter {
 using EventPtr = std::unique_ptr<sd_event, EventDeleter>;
 using SourcePtr = std::unique_ptr<sd_event_source, SourceDeleter>;
 
-// A client on the control socket. `waiting` ones get their reply when the container stops
+// A client on the control socket. Waiting ones get their reply when the container stops
 // (stop) or runs again (restart); `attached` ones receive console output.
 class Supervisor;
 struct Client {
@@ -50,7 +50,9 @@ struct Client {
     Fd fd;
     SourcePtr source;
     bool attached = false;
-    bool waiting = false;
+    // What the client waits for: the container stopped, or running again after a restart.
+    enum class Wait { nothing, stopped, restarted } wait = Wait::nothing;
+    unsigned wait_boot = 0; // with Wait::restarted: the boot number that answers it
 };
 
 enum class State { starting, running, stopping, stopped, error };
@@ -91,7 +93,7 @@ private:
     nlohmann::json status_json() const;
     void write_state();
     void drop_client(Client* c);
-    void reply_waiters(const nlohmann::json& j);
+    void reply_waiters(Client::Wait what, const nlohmann::json& j);
 
     static int on_child(sd_event_source*, const siginfo_t* si, void* userdata);
     static int on_console(sd_event_source*, int fd, uint32_t revents, void* userdata);
@@ -116,6 +118,7 @@ private:
     std::string stop_reason_; // set when lodge itself ends the container
     bool restart_pending_ = false;
     int last_signal_ = 0;
+    unsigned boots_ = 0; // how many times PID 1 was started by this supervisor
 };
 
 template <typename F>
@@ -232,6 +235,7 @@ int Supervisor::start_container(std::string& error) {
         return log_error_errno(r, "Failed to watch the console");
     console_source_.reset(s);
     state_ = State::running;
+    boots_++;
     log_info("Container \"%s\" started, PID 1 is %d", name_.c_str(), spawned_.init.pid());
     write_state();
     return 0;
@@ -246,6 +250,7 @@ nlohmann::json Supervisor::status_json() const {
     j["supervisor_pid"] = ::getpid();
     j["boot_id"] = boot_id_;
     j["cgroup"] = cgroup_.base();
+    j["boots"] = boots_;
     return j;
 }
 
@@ -261,11 +266,12 @@ void Supervisor::send_json(Client& c, const nlohmann::json& j) {
         log_debug_errno(errno, "Failed to reply to a control client");
 }
 
-void Supervisor::reply_waiters(const nlohmann::json& j) {
+void Supervisor::reply_waiters(Client::Wait what, const nlohmann::json& j) {
     for (auto& c : clients_)
-        if (c.waiting) {
+        if ((c.wait == what && boots_ >= c.wait_boot) ||
+            (what == Client::Wait::stopped && c.wait != Client::Wait::nothing)) {
             send_json(c, j);
-            c.waiting = false;
+            c.wait = Client::Wait::nothing;
         }
 }
 
@@ -330,7 +336,7 @@ void Supervisor::finish(State state, const std::string& reason) {
     state_ = state;
     reason_ = reason;
     write_state();
-    reply_waiters(status_json());
+    reply_waiters(Client::Wait::stopped, status_json());
     sd_event_exit(event_.get(), 0);
 }
 
@@ -360,7 +366,7 @@ void Supervisor::on_init_exit(const siginfo_t& si) {
             finish(State::error, "restart failed: " + error);
             return;
         }
-        reply_waiters(status_json());
+        reply_waiters(Client::Wait::restarted, status_json());
         return;
     }
     std::string reason = stop_reason_.empty() ? out.reason : stop_reason_;
@@ -488,6 +494,19 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
     bool alive = state_ == State::running || state_ == State::stopping;
     if (verb == "status") {
         send_json(c, status_json());
+    } else if (verb == "wait-boot") {
+        // Replies once PID 1 has been started N times (guest reboots included).
+        auto n = words.size() > 1 ? parse_uint(words[1], 1u << 30) : std::nullopt;
+        if (!n)
+            return error("wait-boot needs a boot number");
+        if (boots_ >= *n || !alive)
+            return send_json(c, status_json());
+        c.wait = Client::Wait::restarted;
+        c.wait_boot = static_cast<unsigned>(*n);
+    } else if (verb == "wait") {
+        if (!alive)
+            return send_json(c, status_json());
+        c.wait = Client::Wait::stopped;
     } else if (verb == "stop" || verb == "restart") {
         unsigned timeout = config_.shutdown_timeout();
         if (words.size() > 1) {
@@ -498,12 +517,13 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
         }
         if (!alive)
             return error("container is not running");
-        c.waiting = true;
+        c.wait = verb == "restart" ? Client::Wait::restarted : Client::Wait::stopped;
+        c.wait_boot = boots_ + 1;
         request_stop(timeout, timeout == 0, verb == "restart");
     } else if (verb == "stop-force") {
         if (!alive)
             return error("container is not running");
-        c.waiting = true;
+        c.wait = Client::Wait::stopped;
         request_stop(0, true, false);
     } else if (verb == "reboot" || verb == "kill") {
         if (!alive)

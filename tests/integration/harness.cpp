@@ -1,0 +1,164 @@
+#include "harness.hpp"
+#include "common/fileio.hpp"
+#include "common/paths.hpp"
+#include "runtime/cgroup.hpp"
+#include "runtime/control.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace lodge::test {
+
+std::string env_path(const char* var) {
+    const char* v = std::getenv(var);
+    if (!v || !*v) {
+        ADD_FAILURE() << var << " is not set (run the tests through meson test)";
+        return {};
+    }
+    return v;
+}
+
+std::string sh(const std::string& cmd, int* status) {
+    std::string out;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p) {
+        if (status)
+            *status = -1;
+        return out;
+    }
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
+        out.append(buf, n);
+    int st = ::pclose(p);
+    if (status)
+        *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return out;
+}
+
+std::string read_text(const std::string& path) {
+    std::string s;
+    read_file(path, s);
+    return s;
+}
+
+bool exists(const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0;
+}
+
+TestRoot& TestRoot::get() {
+    static TestRoot root = [] {
+        TestRoot r;
+        r.dir = "/tmp/lodge-test-" + std::to_string(::getpid());
+        r.cgroup = "lodge-test-" + std::to_string(::getpid());
+        mkdir_p(r.dir + "/state/containers", 0755);
+        ::setenv("LODGE_STATE_DIR", (r.dir + "/state").c_str(), 1);
+        ::setenv("LODGE_RUNTIME_DIR", (r.dir + "/run").c_str(), 1);
+        ::setenv("LODGE_LOG_DIR", (r.dir + "/log").c_str(), 1);
+        // Never the host's /var/lib/lxcfs: tests that want lxcfs start their own.
+        ::setenv("LODGE_LXCFS_DIR", (r.dir + "/lxcfs").c_str(), 1);
+        return r;
+    }();
+    return root;
+}
+
+TestRoot::~TestRoot() {
+    if (dir.empty())
+        return;
+    for (auto& h : runtime::host_hierarchies())
+        ::rmdir((h.mountpoint + "/" + cgroup).c_str());
+    remove_tree(dir);
+}
+
+Container::Container(std::string n, bool privileged) : name(std::move(n)) {
+    auto& root = TestRoot::get();
+    dir = root.dir + "/state/containers/" + name;
+    rootfs = dir + "/rootfs";
+    config.name = name;
+    if (privileged)
+        config.config["security.privileged"] = "true";
+    mkdir_p(dir, 0755);
+}
+
+Container::~Container() {
+    // Whatever the test did, leave nothing running.
+    std::string reply;
+    if (runtime::control_request(name, "stop-force", reply) == 0)
+        runtime::control_request(name, "wait", reply);
+    sh("umount -R " + rootfs + " 2>/dev/null");
+    remove_tree(dir);
+    remove_tree(paths::container_runtime(name));
+    remove_tree(paths::log_dir() + "/" + name);
+}
+
+void Container::make_busybox(bool test_init) {
+    int st = 0;
+    std::string out = sh("bash " + env_path("LODGE_FIXTURES") + "/make-busybox-rootfs.sh " +
+                             rootfs + " 2>&1",
+                         &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string probe = env_path("LODGE_SYSCALL_PROBE");
+    ASSERT_EQ(std::system(("cp " + probe + " " + rootfs + "/bin/syscall-probe").c_str()), 0);
+    if (test_init) {
+        std::string init = env_path("LODGE_TEST_INIT");
+        ASSERT_EQ(std::system(("rm -f " + rootfs + "/sbin/init && cp " + init + " " + rootfs +
+                               "/sbin/init")
+                                  .c_str()),
+                  0);
+    }
+}
+
+void Container::write_config() {
+    ASSERT_EQ(save_container_config(paths::container_config(name), config), 0);
+}
+
+bool Container::start(std::string* error) {
+    write_config();
+    runtime::LaunchResult res;
+    int r = runtime::launch_supervisor(env_path("LODGE_SUPERVISOR"), name,
+                                       {"--cgroup=" + TestRoot::get().cgroup + "/" + name}, res);
+    if (error)
+        *error = res.error;
+    return r == 0;
+}
+
+nlohmann::json Container::request(const std::string& req) {
+    std::string reply;
+    int r = runtime::control_request(name, req, reply);
+    if (r < 0)
+        return final_state();
+    auto j = nlohmann::json::parse(reply, nullptr, false);
+    return j.is_discarded() ? nlohmann::json{{"error", "bad reply: " + reply}} : j;
+}
+
+nlohmann::json Container::final_state() {
+    auto j = nlohmann::json::parse(read_text(paths::runtime_state(name)), nullptr, false);
+    return j.is_discarded() ? nlohmann::json{{"error", "no state"}} : j;
+}
+
+pid_t Container::pid() {
+    auto s = status();
+    return s.contains("pid") ? s["pid"].get<pid_t>() : 0;
+}
+
+std::string Container::exec(const std::string& cmd, int* status) {
+    pid_t p = pid();
+    if (p <= 0) {
+        ADD_FAILURE() << "container " << name << " is not running";
+        return {};
+    }
+    std::string quoted;
+    for (char c : cmd)
+        quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    // Bounded, so a test that waits for something that never happens fails instead of hanging.
+    return sh("timeout 60 nsenter -t " + std::to_string(p) + " -a /bin/sh -c '" + quoted + "'",
+              status);
+}
+
+std::string Container::console_log() { return read_text(paths::console_log(name)); }
+
+} // namespace lodge::test

@@ -1,0 +1,66 @@
+// Test harness for real containers: private state/runtime/log dirs, a private cgroup subtree,
+// busybox root filesystems, and helpers that drive lodge-supervisor through its control socket.
+#pragma once
+
+#include "common/config.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace lodge::test {
+
+// Skips the calling test unless it runs as root with the kernel features containers need.
+#define LODGE_REQUIRE_ROOT()                                                                       \
+    do {                                                                                           \
+        if (::geteuid() != 0)                                                                      \
+            GTEST_SKIP() << "needs root";                                                          \
+    } while (0)
+
+std::string env_path(const char* var);
+// Runs a shell command on the host; returns its stdout, sets *status to the exit status.
+std::string sh(const std::string& cmd, int* status = nullptr);
+std::string read_text(const std::string& path);
+bool exists(const std::string& path);
+
+// Process-wide test root: /tmp/lodge-test-<pid>, LODGE_* variables pointing into it, and
+// the cgroup base lodge-test-<pid> in every hierarchy. Removed when the process exits.
+struct TestRoot {
+    static TestRoot& get();
+    std::string dir;
+    std::string cgroup;
+    ~TestRoot();
+};
+
+class Container {
+public:
+    explicit Container(std::string name, bool privileged = false);
+    ~Container();
+    Container(const Container&) = delete;
+    Container& operator=(const Container&) = delete;
+
+    // Builds the busybox rootfs; with `test_init` PID 1 is the project's signal-logging init.
+    void make_busybox(bool test_init = false);
+    void set(const std::string& key, const std::string& value) { config.config[key] = value; }
+    void write_config();
+
+    // Starts the supervisor; returns true once PID 1 runs, else false with `error` set.
+    bool start(std::string* error = nullptr);
+    nlohmann::json request(const std::string& req);
+    nlohmann::json status() { return request("status"); }
+    nlohmann::json stop(unsigned timeout = 10) { return request("stop " + std::to_string(timeout)); }
+    nlohmann::json wait() { return request("wait"); }
+    pid_t pid();
+    // Runs `cmd` with /bin/sh inside every namespace of the container (nsenter -a).
+    std::string exec(const std::string& cmd, int* status = nullptr);
+    std::string console_log();
+    // The state file the supervisor leaves behind.
+    nlohmann::json final_state();
+
+    std::string name;
+    std::string dir;    // state dir of this container
+    std::string rootfs; // its rootfs on the host
+    ContainerConfig config;
+};
+
+} // namespace lodge::test
