@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test suite twice: a plain build and an ASan/UBSan build.
+# Ends with one line "N passed, M failed[, K skipped]" counted from meson's testlog.json.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh || exit 1
+# The systemd guest tests use a debootstrapped Debian rootfs, cached between runs.
+export LODGE_DEBIAN_TARBALL=${LODGE_DEBIAN_TARBALL:-/var/cache/lodge-tests/debian-bookworm.tar.zst}
+mkdir -p "$(dirname "$LODGE_DEBIAN_TARBALL")"
+bash tests/fixtures/make-debian-rootfs.sh "$LODGE_DEBIAN_TARBALL" ||
+  echo "test.sh: could not build the Debian rootfs; its tests will report themselves skipped"
+
+status=0
+for variant in build:-Dsanitizers=false build-asan:-Dsanitizers=true; do
+  dir=${variant%%:*}
+  bash scripts/build.sh "$dir" "${variant#*:}" || { echo "test.sh: build of $dir failed"; status=1; continue; }
+  meson test -C "$dir" --print-errorlogs --num-processes 1 || status=1
+done
+python3 scripts/count-tests.py build build-asan
+exit $status
