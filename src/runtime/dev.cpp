@@ -79,19 +79,36 @@ int fill_nodes(const SetupContext& ctx, int dev) {
     return 0;
 }
 
-int mount_optional_host_nodes(int dev) {
-    struct stat st {};
-    if (::stat("/dev/fuse", &st) == 0 && S_ISCHR(st.st_mode))
-        if (int r = bind_host_node(dev, "/dev/fuse", "fuse"); r < 0)
-            log_warning_errno(r, "Failed to bind /dev/fuse");
-    if (::stat("/dev/net/tun", &st) == 0 && S_ISCHR(st.st_mode)) {
-        if (::mkdirat(dev, "net", 0755) < 0 && errno != EEXIST)
-            return log_error_errno(errno, "Failed to create /dev/net");
-        Fd net = open_in_root(dev, "net", O_DIRECTORY | O_RDONLY, false);
-        if (!net)
-            return log_error_errno(errno, "Failed to open /dev/net");
-        if (int r = bind_host_node(net.get(), "/dev/net/tun", "tun"); r < 0)
-            log_warning_errno(r, "Failed to bind /dev/net/tun");
+// /dev/fuse and /dev/net/tun iff the host has them. Privileged containers get nodes of their
+// own with the host's mode; a bind would let them chmod the host's node.
+int add_optional_host_nodes(const SetupContext& ctx, int dev) {
+    struct Optional {
+        const char* host;
+        const char* dir; // parent inside /dev, or nullptr
+        const char* name;
+    };
+    static const Optional nodes[] = {{"/dev/fuse", nullptr, "fuse"}, {"/dev/net/tun", "net", "tun"}};
+    for (auto& n : nodes) {
+        struct stat st {};
+        if (::stat(n.host, &st) < 0 || !S_ISCHR(st.st_mode))
+            continue;
+        Fd parent;
+        int dirfd = dev;
+        if (n.dir) {
+            if (::mkdirat(dev, n.dir, 0755) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create /dev/%s", n.dir);
+            parent = open_in_root(dev, n.dir, O_DIRECTORY | O_RDONLY, false);
+            if (!parent)
+                return log_error_errno(errno, "Failed to open /dev/%s", n.dir);
+            dirfd = parent.get();
+        }
+        if (!ctx.userns) {
+            if (::mknodat(dirfd, n.name, S_IFCHR | (st.st_mode & 07777), st.st_rdev) < 0 &&
+                errno != EEXIST)
+                return log_error_errno(errno, "Failed to create %s", n.host);
+        } else if (int r = bind_host_node(dirfd, n.host, n.name); r < 0) {
+            log_warning_errno(r, "Failed to bind %s", n.host);
+        }
     }
     return 0;
 }
@@ -202,7 +219,7 @@ int setup_dev(SetupContext& ctx) {
     if (!dev)
         return log_error_errno(errno, "Failed to open the container's /dev");
     ::umask(0);
-    int r = mount_optional_host_nodes(dev.get());
+    int r = add_optional_host_nodes(ctx, dev.get());
     if (r >= 0)
         r = mount_mqueue(dev.get());
     if (r >= 0)

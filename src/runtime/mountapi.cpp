@@ -76,7 +76,7 @@ int attach_tree(int tree, int target) {
     return 0;
 }
 
-int mkdir_in_root(int root, const std::string& path, Fd& out) {
+static int mkdir_in_root_depth(int root, const std::string& path, Fd& out, int links_left) {
     std::string prefix;
     Fd cur = open_in_root(root, ".", O_PATH | O_DIRECTORY);
     if (!cur)
@@ -106,8 +106,21 @@ int mkdir_in_root(int root, const std::string& path, Fd& out) {
             Fd dir = open_in_root(root, parent, O_DIRECTORY | O_RDONLY);
             if (!dir)
                 return -errno;
-            if (::mkdirat(dir.get(), comp.c_str(), 0755) < 0 && errno != EEXIST)
-                return -errno;
+            if (::mkdirat(dir.get(), comp.c_str(), 0755) < 0) {
+                if (errno != EEXIST)
+                    return -errno;
+                // A dangling symlink: create its target, inside the root, and go on from there.
+                char target[4096];
+                ssize_t n = ::readlinkat(dir.get(), comp.c_str(), target, sizeof target - 1);
+                if (n < 0)
+                    return -ENOTDIR;
+                if (links_left == 0)
+                    return -ELOOP;
+                target[n] = '\0';
+                std::string t = target;
+                std::string resolved = t[0] == '/' ? t : parent + "/" + t;
+                return mkdir_in_root_depth(root, resolved + path.substr(pos), out, links_left - 1);
+            }
             next = open_in_root(root, prefix, O_PATH | O_DIRECTORY);
             if (!next)
                 return -errno;
@@ -116,6 +129,10 @@ int mkdir_in_root(int root, const std::string& path, Fd& out) {
     }
     out = std::move(cur);
     return 0;
+}
+
+int mkdir_in_root(int root, const std::string& path, Fd& out) {
+    return mkdir_in_root_depth(root, path, out, 40);
 }
 
 int mount_in_root(int root, const std::string& path, int tree, Create create) {

@@ -155,7 +155,10 @@ std::string Container::exec(const std::string& cmd, int* status) {
     for (char c : cmd)
         quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
     // Bounded, so a test that waits for something that never happens fails instead of hanging.
-    return sh("timeout 60 nsenter -t " + std::to_string(p) + " -a /bin/sh -c '" + quoted + "'",
+    // The shell's stdin and stderr are replaced by the container's own /dev/null first: through
+    // /proc/self/fd a container process could otherwise reach the host files behind them.
+    return sh("timeout 60 nsenter -t " + std::to_string(p) +
+                  " -a /bin/sh -c 'exec </dev/null 2>/dev/null; " + quoted + "'",
               status);
 }
 
