@@ -28,10 +28,17 @@ int control_connect(const std::string& name, Fd& out) {
     return 0;
 }
 
-int control_request(const std::string& name, const std::string& request, std::string& reply) {
+int control_request(const std::string& name, const std::string& request, std::string& reply,
+                    int timeout_ms) {
     Fd sock;
     if (int r = control_connect(name, sock); r < 0)
         return r;
+    if (timeout_ms > 0) {
+        struct timeval tv {
+            timeout_ms / 1000, (timeout_ms % 1000) * 1000
+        };
+        ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
     if (::send(sock.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0)
         return -errno;
     char buf[65536];

@@ -20,9 +20,10 @@
 namespace lodge::runtime {
 
 int control_connect(const std::string& name, Fd& out);
-// Sends one request and waits for its reply. Returns 0 or -errno (ENOENT/ECONNREFUSED: no
-// supervisor runs for that container).
-int control_request(const std::string& name, const std::string& request, std::string& reply);
+// Sends one request and waits for its reply, at most `timeout_ms` if positive. Returns 0 or
+// -errno (ENOENT/ECONNREFUSED: no supervisor runs for that container; EAGAIN: timed out).
+int control_request(const std::string& name, const std::string& request, std::string& reply,
+                    int timeout_ms = -1);
 
 struct LaunchResult {
     pid_t init_pid = 0;

@@ -4,6 +4,7 @@
 #include "runtime/cgroup.hpp"
 #include "runtime/control.hpp"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <sys/stat.h>
@@ -128,7 +129,10 @@ bool Container::start(std::string* error) {
 
 nlohmann::json Container::request(const std::string& req) {
     std::string reply;
-    int r = runtime::control_request(name, req, reply);
+    // Bounded: a test waiting for an event that never comes fails instead of hanging.
+    int r = runtime::control_request(name, req, reply, 300 * 1000);
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return nlohmann::json{{"error", "no reply to \"" + req + "\" within 300 s"}};
     if (r < 0)
         return final_state();
     auto j = nlohmann::json::parse(reply, nullptr, false);
