@@ -1,0 +1,143 @@
+// The container's cgroup: limits.* on the container's cgroup, LXD's device allow-list for
+// privileged containers, and LXCFS binds from a private lxcfs instance.
+#include "harness.hpp"
+
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace lodge::test;
+
+namespace {
+
+bool contains(const std::string& hay, const std::string& needle) {
+    return hay.find(needle) != std::string::npos;
+}
+
+std::string trim(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
+        s.pop_back();
+    return s;
+}
+
+// Starts `c` with the test init running `cmd` as PID 1's child (so it lives in the container's
+// cgroup and under its seccomp policy) and returns what `cmd` printed.
+std::string run_as_child_of_init(Container& c, const std::string& cmd) {
+    c.set("environment.TESTINIT_RUN", "(" + cmd + ") > /run.tmp 2>&1; mv /run.tmp /run.out");
+    std::string error;
+    if (!c.start(&error)) {
+        ADD_FAILURE() << error;
+        return {};
+    }
+    c.exec("while [ ! -e /run.out ]; do usleep 10000; done");
+    return read_text(c.rootfs + "/run.out");
+}
+
+TEST(Cgroup, LimitsAreAppliedToTheContainersCgroup) {
+    LODGE_REQUIRE_ROOT();
+    Container c("cglim-" + std::to_string(getpid()), false);
+    c.make_busybox(true);
+    c.set("limits.memory", "256MiB");
+    c.set("limits.processes", "64");
+    c.set("limits.cpu", "1");
+    std::string error;
+    if (!c.start(&error)) {
+        if (contains(error, "idmapped"))
+            GTEST_SKIP() << error;
+        FAIL() << error;
+    }
+    std::string base = TestRoot::get().cgroup + "/" + c.name;
+    if (exists("/sys/fs/cgroup/memory/" + base)) {
+        EXPECT_EQ(trim(read_text("/sys/fs/cgroup/memory/" + base + "/memory.limit_in_bytes")),
+                  "268435456");
+        EXPECT_EQ(trim(read_text("/sys/fs/cgroup/pids/" + base + "/pids.max")), "64");
+        EXPECT_EQ(trim(read_text("/sys/fs/cgroup/cpu/" + base + "/cpu.cfs_quota_us")), "100000");
+    } else if (exists("/sys/fs/cgroup/" + base + "/memory.max")) {
+        EXPECT_EQ(trim(read_text("/sys/fs/cgroup/" + base + "/memory.max")), "268435456");
+        EXPECT_EQ(trim(read_text("/sys/fs/cgroup/" + base + "/pids.max")), "64");
+        EXPECT_EQ(trim(read_text("/sys/fs/cgroup/" + base + "/cpu.max")), "100000 100000");
+    } else {
+        GTEST_SKIP() << "no memory controller for " << base;
+    }
+}
+
+TEST(Cgroup, PrivilegedContainersGetLxdsDeviceAllowList) {
+    LODGE_REQUIRE_ROOT();
+    if (!exists("/sys/fs/cgroup/devices"))
+        GTEST_SKIP() << "no v1 devices controller (the cgroup2 BPF allow-list is not built yet)";
+    Container c("cgdev-" + std::to_string(getpid()), true);
+    c.make_busybox(true);
+    std::string out = run_as_child_of_init(
+        c, "mknod /tmp/null c 1 3 && echo hello > /tmp/null && echo null-ok; "
+           "mknod /tmp/tty0 c 4 0 && echo mknod-ok; cat /tmp/tty0 || echo open-denied");
+    EXPECT_TRUE(contains(out, "null-ok")) << out;
+    EXPECT_TRUE(contains(out, "mknod-ok")) << "mknod of any char device is allowed: " << out;
+    EXPECT_TRUE(contains(out, "Operation not permitted")) << out;
+    EXPECT_TRUE(contains(out, "open-denied")) << out;
+    std::string list = read_text("/sys/fs/cgroup/devices/" + TestRoot::get().cgroup + "/" +
+                                 c.name + "/payload/devices.list");
+    EXPECT_TRUE(contains(list, "c 136:* rwm")) << list;
+    EXPECT_TRUE(contains(list, "c 10:229 rwm")) << list;
+    EXPECT_FALSE(contains(list, "a *:* rwm")) << list;
+}
+
+class Lxcfs : public ::testing::Test {
+protected:
+    void SetUp() override {
+        LODGE_REQUIRE_ROOT();
+        if (!exists("/usr/bin/lxcfs") || !exists("/dev/fuse"))
+            GTEST_SKIP() << "needs lxcfs and /dev/fuse";
+        mountpoint = TestRoot::get().dir + "/lxcfs"; // LODGE_LXCFS_DIR of the test root
+        sh("mkdir -p " + mountpoint);
+        lxcfs = fork();
+        if (lxcfs == 0) {
+            execl("/usr/bin/lxcfs", "lxcfs", "-f", "-p",
+                  (TestRoot::get().dir + "/lxcfs.pid").c_str(), mountpoint.c_str(), nullptr);
+            _exit(127);
+        }
+        // lxcfs gives no readiness event: wait (bounded) for its mount to appear.
+        int st = 0;
+        sh("for i in $(seq 500); do grep -q ' " + mountpoint +
+               " .* fuse.lxcfs ' /proc/self/mountinfo && exit 0; sleep 0.02; done; exit 1",
+           &st);
+        ASSERT_EQ(st, 0) << "lxcfs did not mount " << mountpoint;
+    }
+    void TearDown() override {
+        if (lxcfs > 0) {
+            kill(lxcfs, SIGTERM);
+            waitpid(lxcfs, nullptr, 0);
+            sh("umount -l " + mountpoint + " 2>/dev/null; rm -f " + TestRoot::get().dir +
+               "/lxcfs.pid");
+        }
+    }
+    std::string mountpoint;
+    pid_t lxcfs = -1;
+};
+
+TEST_F(Lxcfs, MeminfoShowsTheContainersMemoryLimit) {
+    for (bool privileged : {true, false}) {
+        Container c(std::string(privileged ? "lxcfsp-" : "lxcfsu-") + std::to_string(getpid()),
+                    privileged);
+        c.make_busybox(true);
+        c.set("limits.memory", "256MiB");
+        std::string out = run_as_child_of_init(c, "grep MemTotal /proc/meminfo");
+        EXPECT_TRUE(contains(out, "MemTotal:         262144 kB")) << out;
+        std::string mounts = c.exec("cat /proc/self/mountinfo");
+        for (const char* f : {"/proc/meminfo", "/proc/cpuinfo", "/proc/uptime", "/proc/stat",
+                              "/proc/loadavg", "/proc/diskstats", "/proc/swaps"})
+            EXPECT_TRUE(contains(mounts, std::string(" ") + f + " ")) << f << "\n" << mounts;
+        EXPECT_TRUE(contains(mounts, "fuse.lxcfs")) << mounts;
+        EXPECT_EQ(c.stop(10)["state"], "stopped");
+    }
+}
+
+TEST(LxcfsAbsent, StartSucceedsWithoutBinds) {
+    LODGE_REQUIRE_ROOT();
+    Container c("nolxcfs-" + std::to_string(getpid()), true);
+    c.make_busybox();
+    std::string error;
+    ASSERT_TRUE(c.start(&error)) << error;
+    EXPECT_FALSE(contains(c.exec("cat /proc/self/mountinfo"), "fuse.lxcfs"));
+}
+
+} // namespace
