@@ -50,6 +50,7 @@ struct Client {
     Fd fd;
     SourcePtr source;
     bool attached = false;
+    std::string pending; // console output not yet taken by a slow attached client
     // What the client waits for: the container stopped, or running again after a restart.
     enum class Wait { nothing, stopped, restarted } wait = Wait::nothing;
     unsigned wait_boot = 0; // with Wait::restarted: the boot number that answers it
@@ -93,6 +94,8 @@ private:
     nlohmann::json status_json() const;
     void write_state();
     void drop_client(Client* c);
+    void queue_console(Client& c, const char* data, size_t len);
+    void flush_console(Client& c);
     void reply_waiters(Client::Wait what, const nlohmann::json& j);
 
     static int on_child(sd_event_source*, const siginfo_t* si, void* userdata);
@@ -396,9 +399,30 @@ int Supervisor::on_console(sd_event_source*, int fd, uint32_t, void* userdata) {
         self->console_.append(buf, static_cast<size_t>(n));
         for (auto& c : self->clients_)
             if (c.attached)
-                ::send(c.fd.get(), buf, static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+                self->queue_console(c, buf, static_cast<size_t>(n));
         return 0;
     });
+}
+
+// Console output to an attached client never blocks the supervisor: what the client does not
+// take at once waits in its queue (the newest 1 MiB) until its socket is writable again.
+void Supervisor::queue_console(Client& c, const char* data, size_t len) {
+    constexpr size_t max_pending = 1024 * 1024;
+    c.pending.append(data, len);
+    if (c.pending.size() > max_pending)
+        c.pending.erase(0, c.pending.size() - max_pending);
+    flush_console(c);
+}
+
+void Supervisor::flush_console(Client& c) {
+    while (!c.pending.empty()) {
+        size_t chunk = std::min<size_t>(4096, c.pending.size());
+        ssize_t n = ::send(c.fd.get(), c.pending.data(), chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0)
+            break;
+        c.pending.erase(0, static_cast<size_t>(n));
+    }
+    sd_event_source_set_io_events(c.source.get(), c.pending.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
 }
 
 int Supervisor::listen_control() {
@@ -452,10 +476,14 @@ int Supervisor::on_accept(sd_event_source*, int fd, uint32_t, void* userdata) {
     });
 }
 
-int Supervisor::on_client(sd_event_source*, int fd, uint32_t, void* userdata) {
+int Supervisor::on_client(sd_event_source*, int fd, uint32_t revents, void* userdata) {
     return guarded([&] {
         auto* c = static_cast<Client*>(userdata);
         Supervisor* self = c->owner;
+        if (revents & EPOLLOUT)
+            self->flush_console(*c);
+        if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+            return 0;
         char buf[4096];
         ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -541,10 +569,7 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
     } else if (verb == "attach") {
         send_json(c, nlohmann::json{{"ok", true}});
         c.attached = true;
-        const std::string& ring = console_.ring();
-        for (size_t off = 0; off < ring.size(); off += 4096)
-            ::send(c.fd.get(), ring.data() + off, std::min<size_t>(4096, ring.size() - off),
-                   MSG_NOSIGNAL | MSG_DONTWAIT);
+        queue_console(c, console_.ring().data(), console_.ring().size());
     } else {
         error("unknown request \"" + verb + "\"");
     }
