@@ -127,6 +127,17 @@ bool Container::start(std::string* error) {
     return r == 0;
 }
 
+std::string Container::start_and_run(const std::string& cmd) {
+    set("environment.TESTINIT_RUN", "(" + cmd + ") > /run.tmp 2>&1; mv /run.tmp /run.out");
+    std::string error;
+    if (!start(&error)) {
+        ADD_FAILURE() << error;
+        return {};
+    }
+    exec("while [ ! -e /run.out ]; do usleep 10000; done");
+    return read_text(rootfs + "/run.out");
+}
+
 nlohmann::json Container::request(const std::string& req) {
     std::string reply;
     // Bounded: a test waiting for an event that never comes fails instead of hanging.

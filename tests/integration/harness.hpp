@@ -46,6 +46,9 @@ public:
 
     // Starts the supervisor; returns true once PID 1 runs, else false with `error` set.
     bool start(std::string* error = nullptr);
+    // Starts the container with the test init running `cmd` once as PID 1's child (so it runs in
+    // the container's cgroup, under its seccomp filter and capabilities) and returns its output.
+    std::string start_and_run(const std::string& cmd);
     nlohmann::json request(const std::string& req);
     nlohmann::json status() { return request("status"); }
     nlohmann::json stop(unsigned timeout = 10) { return request("stop " + std::to_string(timeout)); }

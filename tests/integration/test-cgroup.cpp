@@ -20,19 +20,6 @@ std::string trim(std::string s) {
     return s;
 }
 
-// Starts `c` with the test init running `cmd` as PID 1's child (so it lives in the container's
-// cgroup and under its seccomp policy) and returns what `cmd` printed.
-std::string run_as_child_of_init(Container& c, const std::string& cmd) {
-    c.set("environment.TESTINIT_RUN", "(" + cmd + ") > /run.tmp 2>&1; mv /run.tmp /run.out");
-    std::string error;
-    if (!c.start(&error)) {
-        ADD_FAILURE() << error;
-        return {};
-    }
-    c.exec("while [ ! -e /run.out ]; do usleep 10000; done");
-    return read_text(c.rootfs + "/run.out");
-}
-
 TEST(Cgroup, LimitsAreAppliedToTheContainersCgroup) {
     LODGE_REQUIRE_ROOT();
     Container c("cglim-" + std::to_string(getpid()), false);
@@ -67,8 +54,8 @@ TEST(Cgroup, PrivilegedContainersGetLxdsDeviceAllowList) {
         GTEST_SKIP() << "no v1 devices controller (the cgroup2 BPF allow-list is not built yet)";
     Container c("cgdev-" + std::to_string(getpid()), true);
     c.make_busybox(true);
-    std::string out = run_as_child_of_init(
-        c, "mknod /tmp/null c 1 3 && echo hello > /tmp/null && echo null-ok; "
+    std::string out = c.start_and_run(
+        "mknod /tmp/null c 1 3 && echo hello > /tmp/null && echo null-ok; "
            "mknod /tmp/tty0 c 4 0 && echo mknod-ok; cat /tmp/tty0 || echo open-denied");
     EXPECT_TRUE(contains(out, "null-ok")) << out;
     EXPECT_TRUE(contains(out, "mknod-ok")) << "mknod of any char device is allowed: " << out;
@@ -120,7 +107,7 @@ TEST_F(Lxcfs, MeminfoShowsTheContainersMemoryLimit) {
                     privileged);
         c.make_busybox(true);
         c.set("limits.memory", "256MiB");
-        std::string out = run_as_child_of_init(c, "grep MemTotal /proc/meminfo");
+        std::string out = c.start_and_run("grep MemTotal /proc/meminfo");
         EXPECT_TRUE(contains(out, "MemTotal:         262144 kB")) << out;
         std::string mounts = c.exec("cat /proc/self/mountinfo");
         for (const char* f : {"/proc/meminfo", "/proc/cpuinfo", "/proc/uptime", "/proc/stat",
