@@ -36,9 +36,15 @@ void emit(LogLevel level, const char* text) {
 
 } // namespace
 
-void log_set_max_level(LogLevel level) { max_level = level; }
-void log_set_prefix(std::string p) { prefix = std::move(p); }
-const std::string& log_last_error() { return last_error; }
+void log_set_max_level(LogLevel level) {
+    max_level = level;
+}
+void log_set_prefix(std::string p) {
+    prefix = std::move(p);
+}
+const std::string& log_last_error() {
+    return last_error;
+}
 
 void log_msg(LogLevel level, const char* fmt, ...) {
     int saved = errno;

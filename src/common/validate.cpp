@@ -166,7 +166,8 @@ bool is_cpuset(const std::string& v) {
     size_t pos = 0;
     while (pos <= v.size()) {
         size_t comma = v.find(',', pos);
-        std::string part = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        std::string part =
+            v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         size_t dash = part.find('-');
         if (dash == std::string::npos) {
             if (!parse_uint(part, 4095))
@@ -186,7 +187,9 @@ bool is_cpuset(const std::string& v) {
 
 namespace {
 
-bool starts_with(const std::string& s, std::string_view p) { return s.rfind(p, 0) == 0; }
+bool starts_with(const std::string& s, std::string_view p) {
+    return s.rfind(p, 0) == 0;
+}
 
 std::string bad_value(const std::string& key, const std::string& value, const char* expected) {
     return "Invalid value \"" + value + "\" for \"" + key + "\": " + expected;
@@ -224,7 +227,8 @@ std::string check_config_key(const std::string& key, const std::string& value, K
     };
     for (auto* k : bool_keys)
         if (key == k)
-            return parse_bool(value) ? std::string() : bad_value(key, value, "expected true or false");
+            return parse_bool(value) ? std::string()
+                                     : bad_value(key, value, "expected true or false");
 
     if (key == "security.idmap.base")
         return parse_uint(value, UINT32_MAX - 65536) ? std::string()
@@ -245,8 +249,9 @@ std::string check_config_key(const std::string& key, const std::string& value, K
     if (key == "limits.memory") {
         bool percent = false;
         auto n = parse_size(value, &percent);
-        return n && (percent || *n >= 4096) ? std::string()
-                                            : bad_value(key, value, "expected a size such as 256MiB or 50%");
+        return n && (percent || *n >= 4096)
+                   ? std::string()
+                   : bad_value(key, value, "expected a size such as 256MiB or 50%");
     }
     if (key == "limits.cpu")
         return is_cpu_count(value) || is_cpuset(value)

@@ -7,10 +7,10 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libmount/libmount.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
-#include <linux/magic.h>
 
 namespace lodge::runtime {
 
@@ -35,9 +35,9 @@ std::vector<Hierarchy> host_hierarchies() {
                 const char* fsopts = mnt_fs_get_fs_options(fs);
                 std::string all = std::string(opts ? opts : "") + "," + (fsopts ? fsopts : "");
                 std::string ctrl;
-                for (const char* c : {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer",
-                                      "blkio", "pids", "net_cls", "net_prio", "perf_event",
-                                      "hugetlb", "rdma", "misc"}) {
+                for (const char* c :
+                     {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+                      "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"}) {
                     std::string needle = std::string(",") + c + ",";
                     if (("," + all + ",").find(needle) != std::string::npos)
                         ctrl += (ctrl.empty() ? "" : ",") + std::string(c);
@@ -93,8 +93,8 @@ static bool is_cpuset_hierarchy(const Hierarchy& h) {
 }
 
 static bool has_controller(const Hierarchy& h, const char* c) {
-    return !h.unified && ("," + h.controllers + ",").find(std::string(",") + c + ",") !=
-                             std::string::npos;
+    return !h.unified &&
+           ("," + h.controllers + ",").find(std::string(",") + c + ",") != std::string::npos;
 }
 
 // v1 cpuset cgroups start with empty cpus/mems; a process cannot join until they are set.
@@ -223,9 +223,9 @@ int CgroupFs::apply_limits(const ContainerConfig& c) {
 
 int CgroupFs::apply_device_policy() {
     static const char* const allow[] = {
-        "b *:* m",   "c *:* m",  "c 136:* rwm", "c 1:3 rwm",  "c 1:5 rwm",    "c 1:7 rwm",
-        "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",  "c 5:1 rwm",  "c 5:2 rwm",    "c 10:229 rwm",
-        "c 10:200 rwm",
+        "b *:* m",   "c *:* m",      "c 136:* rwm",  "c 1:3 rwm", "c 1:5 rwm",
+        "c 1:7 rwm", "c 1:8 rwm",    "c 1:9 rwm",    "c 5:0 rwm", "c 5:1 rwm",
+        "c 5:2 rwm", "c 10:229 rwm", "c 10:200 rwm",
     };
     for (auto& h : hierarchies_) {
         if (!has_controller(h, "devices"))

@@ -14,7 +14,7 @@
 namespace lodge::runtime {
 
 struct Hierarchy {
-    std::string mountpoint; // e.g. /sys/fs/cgroup/memory
+    std::string mountpoint;  // e.g. /sys/fs/cgroup/memory
     std::string controllers; // "memory", "name=systemd", "" for cgroup2
     bool unified = false;
 };
@@ -30,9 +30,9 @@ public:
     // `base` is relative to each hierarchy's root, e.g. "machine.slice/lodge-c1.scope".
     explicit CgroupFs(std::string base);
 
-    int create_base();                         // mkdir B and B/supervisor, move self there
-    int create_payload();                      // fresh B/payload
-    int attach_payload(pid_t pid);             // pid into B/payload everywhere
+    int create_base();                          // mkdir B and B/supervisor, move self there
+    int create_payload();                       // fresh B/payload
+    int attach_payload(pid_t pid);              // pid into B/payload everywhere
     int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
     int apply_limits(const ContainerConfig& c); // limits.* on B
     int apply_device_policy();                  // LXD's allow-list on B/payload (v1 devices)

@@ -21,7 +21,8 @@ struct Node {
     unsigned major, minor;
 };
 constexpr Node standard_nodes[] = {
-    {"full", 1, 7}, {"null", 1, 3}, {"random", 1, 8}, {"tty", 5, 0}, {"urandom", 1, 9}, {"zero", 1, 5},
+    {"full", 1, 7}, {"null", 1, 3},    {"random", 1, 8},
+    {"tty", 5, 0},  {"urandom", 1, 9}, {"zero", 1, 5},
 };
 
 int create_placeholder(int dev, const char* name) {
@@ -87,7 +88,8 @@ int add_optional_host_nodes(const SetupContext& ctx, int dev) {
         const char* dir; // parent inside /dev, or nullptr
         const char* name;
     };
-    static const Optional nodes[] = {{"/dev/fuse", nullptr, "fuse"}, {"/dev/net/tun", "net", "tun"}};
+    static const Optional nodes[] = {{"/dev/fuse", nullptr, "fuse"},
+                                     {"/dev/net/tun", "net", "tun"}};
     for (auto& n : nodes) {
         struct stat st {};
         if (::stat(n.host, &st) < 0 || !S_ISCHR(st.st_mode))
@@ -189,8 +191,7 @@ int mount_boot_id(const SetupContext& ctx, int dev) {
                                                MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
         r < 0)
         return log_error_errno(r, "Failed to make the boot id read-only");
-    if (int r = mount_in_root(ctx.root, "proc/sys/kernel/random/boot_id", tree.get(),
-                              Create::none);
+    if (int r = mount_in_root(ctx.root, "proc/sys/kernel/random/boot_id", tree.get(), Create::none);
         r < 0)
         return log_error_errno(r, "Failed to mount the boot id");
     return 0;

@@ -34,7 +34,8 @@ bool is_lxcfs_mount(const std::string& dir) {
     return ::stat((dir + "/proc").c_str(), &st) == 0;
 }
 
-static int bind_from_lxcfs(const SetupContext& ctx, const std::string& src, const std::string& dst) {
+static int bind_from_lxcfs(const SetupContext& ctx, const std::string& src,
+                           const std::string& dst) {
     Fd tree = clone_tree(AT_FDCWD, src, false);
     if (!tree)
         return log_error_errno(errno, "Failed to clone %s", src.c_str());

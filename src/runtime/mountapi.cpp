@@ -33,8 +33,8 @@ Fd make_fs(const char* fstype, const std::string& options, unsigned attr_flags) 
     size_t pos = 0;
     while (pos < options.size()) {
         size_t comma = options.find(',', pos);
-        std::string opt = options.substr(pos, comma == std::string::npos ? std::string::npos
-                                                                         : comma - pos);
+        std::string opt =
+            options.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         pos = comma == std::string::npos ? options.size() : comma + 1;
         if (opt.empty())
             continue;

@@ -102,7 +102,7 @@ int mount_passthrough(const SetupContext& ctx) {
     // Kernels since 6.7 let a user namespace mount its own binfmt_misc, so LXD binds the
     // host's only into privileged containers there.
     static const Entry entries[] = {
-        {"/proc/sys/fs/binfmt_misc", true}, {"/sys/firmware/efi/efivars", false},
+        {"/proc/sys/fs/binfmt_misc", true},  {"/sys/firmware/efi/efivars", false},
         {"/sys/fs/fuse/connections", false}, {"/sys/fs/pstore", false},
         {"/sys/kernel/config", false},       {"/sys/kernel/debug", false},
         {"/sys/kernel/security", false},     {"/sys/kernel/tracing", false},

@@ -32,8 +32,8 @@ int ensure_base_dirs(const SetupContext& ctx) {
         if (::fstatat(ctx.root, dir, &st, AT_SYMLINK_NOFOLLOW) == 0) {
             // A link here would point a mount somewhere the guest chose; refuse it.
             if (!S_ISDIR(st.st_mode)) {
-                log_error("The image's /%s is not a directory (%s); refusing to mount over it",
-                          dir, S_ISLNK(st.st_mode) ? "a symlink" : "another file type");
+                log_error("The image's /%s is not a directory (%s); refusing to mount over it", dir,
+                          S_ISLNK(st.st_mode) ? "a symlink" : "another file type");
                 return -ENOTDIR;
             }
             continue;

@@ -3,11 +3,11 @@
 #include "common/validate.hpp"
 
 #include <cerrno>
+#include <memory>
 #include <seccomp.h>
 #include <sys/capability.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <memory>
 #include <vector>
 
 namespace lodge::runtime {

@@ -12,13 +12,13 @@ namespace lodge::runtime {
 
 struct SetupContext {
     const ContainerConfig* config = nullptr;
-    bool userns = false;     // unprivileged: every mount happens inside the user namespace
-    int root = -1;           // O_PATH fd of the attached rootfs mount
-    std::string boot_id;     // per-boot id, 36-char UUID text
-    std::string lxcfs_dir;   // empty when no lxcfs mount was found at start
-    std::string devlxd_dir;  // host dir bind-mounted on /dev/lxd; empty when disabled
-    Fd console_master;       // filled by setup_dev()
-    Fd console_slave;        // filled by setup_dev(); becomes fds 0-2 of PID 1
+    bool userns = false;    // unprivileged: every mount happens inside the user namespace
+    int root = -1;          // O_PATH fd of the attached rootfs mount
+    std::string boot_id;    // per-boot id, 36-char UUID text
+    std::string lxcfs_dir;  // empty when no lxcfs mount was found at start
+    std::string devlxd_dir; // host dir bind-mounted on /dev/lxd; empty when disabled
+    Fd console_master;      // filled by setup_dev()
+    Fd console_slave;       // filled by setup_dev(); becomes fds 0-2 of PID 1
 };
 
 // rootfs.cpp

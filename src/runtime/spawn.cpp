@@ -1,6 +1,6 @@
 #include "spawn.hpp"
-#include "common/log.hpp"
 #include "common/fileio.hpp"
+#include "common/log.hpp"
 #include "mountapi.hpp"
 #include "security.hpp"
 #include "setup.hpp"
@@ -224,8 +224,8 @@ Fd prepare_rootfs_tree(const SpawnOptions& o, pid_t child, std::string& error) {
     if (o.config->privileged())
         return tree;
     // Files owned by 0 on disk appear as the container's root without a chown pass.
-    Fd userns(::open(("/proc/" + std::to_string(child) + "/ns/user").c_str(),
-                     O_RDONLY | O_CLOEXEC));
+    Fd userns(
+        ::open(("/proc/" + std::to_string(child) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
     if (!userns) {
         error = std::string("Cannot open the container's user namespace: ") + std::strerror(errno);
         return Fd();
@@ -263,8 +263,8 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
     Fd parent_end(pair[0]), child_end(pair[1]);
 
-    uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                     CLONE_PIDFD;
+    uint64_t flags =
+        CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
     if (!c.privileged())
         flags |= CLONE_NEWUSER;
     int pidfd = -1;

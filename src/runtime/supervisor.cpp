@@ -124,8 +124,7 @@ private:
     unsigned boots_ = 0; // how many times PID 1 was started by this supervisor
 };
 
-template <typename F>
-int guarded(F&& f) noexcept {
+template <typename F> int guarded(F&& f) noexcept {
     // No exception may unwind into sd-event's C frames.
     try {
         return f();
@@ -222,16 +221,16 @@ int Supervisor::start_container(std::string& error) {
     spawned_ = std::move(spawned);
 
     sd_event_source* s = nullptr;
-    if (int r = sd_event_add_child_pidfd(event_.get(), &s, spawned_.init.get(), WEXITED,
-                                         on_child, this);
+    if (int r = sd_event_add_child_pidfd(event_.get(), &s, spawned_.init.get(), WEXITED, on_child,
+                                         this);
         r < 0) {
         error = "Cannot watch PID 1";
         return log_error_errno(r, "Failed to watch PID 1");
     }
     child_source_.reset(s);
     // Holding a peer open keeps the master readable while no guest process has the console.
-    console_peer_.reset(::ioctl(spawned_.console_master.get(), TIOCGPTPEER,
-                                O_RDWR | O_NOCTTY | O_CLOEXEC));
+    console_peer_.reset(
+        ::ioctl(spawned_.console_master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
     if (int r = sd_event_add_io(event_.get(), &s, spawned_.console_master.get(), EPOLLIN,
                                 on_console, this);
         r < 0)
@@ -308,8 +307,8 @@ void Supervisor::request_stop(unsigned timeout, bool force, bool restart) {
     write_state();
     sd_event_source* s = nullptr;
     if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
-                                   static_cast<uint64_t>(timeout) * 1000000ULL, 0,
-                                   on_stop_timeout, this) >= 0)
+                                   static_cast<uint64_t>(timeout) * 1000000ULL, 0, on_stop_timeout,
+                                   this) >= 0)
         timer_source_.reset(s);
 }
 

@@ -98,17 +98,16 @@ Container::~Container() {
 
 void Container::make_busybox(bool test_init) {
     int st = 0;
-    std::string out = sh("bash " + env_path("LODGE_FIXTURES") + "/make-busybox-rootfs.sh " +
-                             rootfs + " 2>&1",
-                         &st);
+    std::string out = sh(
+        "bash " + env_path("LODGE_FIXTURES") + "/make-busybox-rootfs.sh " + rootfs + " 2>&1", &st);
     ASSERT_EQ(st, 0) << out;
     std::string probe = env_path("LODGE_SYSCALL_PROBE");
     ASSERT_EQ(std::system(("cp " + probe + " " + rootfs + "/bin/syscall-probe").c_str()), 0);
     if (test_init) {
         std::string init = env_path("LODGE_TEST_INIT");
-        ASSERT_EQ(std::system(("rm -f " + rootfs + "/sbin/init && cp " + init + " " + rootfs +
-                               "/sbin/init")
-                                  .c_str()),
+        ASSERT_EQ(std::system(
+                      ("rm -f " + rootfs + "/sbin/init && cp " + init + " " + rootfs + "/sbin/init")
+                          .c_str()),
                   0);
     }
 }
@@ -177,6 +176,8 @@ std::string Container::exec(const std::string& cmd, int* status) {
               status);
 }
 
-std::string Container::console_log() { return read_text(paths::console_log(name)); }
+std::string Container::console_log() {
+    return read_text(paths::console_log(name));
+}
 
 } // namespace lodge::test

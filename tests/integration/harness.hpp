@@ -51,7 +51,9 @@ public:
     std::string start_and_run(const std::string& cmd);
     nlohmann::json request(const std::string& req);
     nlohmann::json status() { return request("status"); }
-    nlohmann::json stop(unsigned timeout = 10) { return request("stop " + std::to_string(timeout)); }
+    nlohmann::json stop(unsigned timeout = 10) {
+        return request("stop " + std::to_string(timeout));
+    }
     nlohmann::json wait() { return request("wait"); }
     pid_t pid();
     // Runs `cmd` with /bin/sh inside every namespace of the container (nsenter -a).

@@ -56,13 +56,13 @@ TEST(Cgroup, PrivilegedContainersGetLxdsDeviceAllowList) {
     c.make_busybox(true);
     std::string out = c.start_and_run(
         "mknod /tmp/null c 1 3 && echo hello > /tmp/null && echo null-ok; "
-           "mknod /tmp/tty0 c 4 0 && echo mknod-ok; cat /tmp/tty0 || echo open-denied");
+        "mknod /tmp/tty0 c 4 0 && echo mknod-ok; cat /tmp/tty0 || echo open-denied");
     EXPECT_TRUE(contains(out, "null-ok")) << out;
     EXPECT_TRUE(contains(out, "mknod-ok")) << "mknod of any char device is allowed: " << out;
     EXPECT_TRUE(contains(out, "Operation not permitted")) << out;
     EXPECT_TRUE(contains(out, "open-denied")) << out;
-    std::string list = read_text("/sys/fs/cgroup/devices/" + TestRoot::get().cgroup + "/" +
-                                 c.name + "/payload/devices.list");
+    std::string list = read_text("/sys/fs/cgroup/devices/" + TestRoot::get().cgroup + "/" + c.name +
+                                 "/payload/devices.list");
     EXPECT_TRUE(contains(list, "c 136:* rwm")) << list;
     EXPECT_TRUE(contains(list, "c 10:229 rwm")) << list;
     EXPECT_FALSE(contains(list, "a *:* rwm")) << list;

@@ -9,7 +9,9 @@ using namespace lodge::test;
 
 namespace {
 
-std::string unique(const char* base) { return std::string(base) + "-" + std::to_string(getpid()); }
+std::string unique(const char* base) {
+    return std::string(base) + "-" + std::to_string(getpid());
+}
 
 bool contains(const std::string& hay, const std::string& needle) {
     return hay.find(needle) != std::string::npos;
@@ -194,9 +196,10 @@ TEST_P(Environment, ProcAndSysLayout) {
 }
 
 TEST_P(Environment, PassThroughPathsIffOnHost) {
-    const char* paths[] = {"/sys/firmware/efi/efivars", "/sys/fs/fuse/connections",
-                           "/sys/fs/pstore", "/sys/kernel/config", "/sys/kernel/debug",
-                           "/sys/kernel/security", "/sys/kernel/tracing"};
+    const char* paths[] = {
+        "/sys/firmware/efi/efivars", "/sys/fs/fuse/connections", "/sys/fs/pstore",
+        "/sys/kernel/config",        "/sys/kernel/debug",        "/sys/kernel/security",
+        "/sys/kernel/tracing"};
     for (const char* p : paths) {
         bool on_host = exists(p);
         EXPECT_EQ(!mount_line(mountinfo, p).empty(), on_host) << p;
@@ -234,8 +237,7 @@ TEST_P(Environment, OwnDelegatedCgroup) {
     std::string cg = read_text("/proc/" + std::to_string(init) + "/cgroup");
     std::string base = TestRoot::get().cgroup + "/" + c->name + "/payload";
     EXPECT_TRUE(contains(cg, "0::/" + base + "\n")) << cg;
-    EXPECT_TRUE(contains(cg, ":memory:/" + base + "\n") || !exists("/sys/fs/cgroup/memory"))
-        << cg;
+    EXPECT_TRUE(contains(cg, ":memory:/" + base + "\n") || !exists("/sys/fs/cgroup/memory")) << cg;
     // Inside, the cgroup namespace makes the payload the root.
     std::string inside = c->exec("cat /proc/1/cgroup");
     EXPECT_TRUE(contains(inside, "0::/\n")) << inside;
@@ -260,6 +262,8 @@ TEST_P(Environment, UserNamespaceMap) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Runtime, Environment, ::testing::Values(true, false),
-                         [](const auto& info) { return info.param ? "privileged" : "unprivileged"; });
+                         [](const auto& info) {
+                             return info.param ? "privileged" : "unprivileged";
+                         });
 
 } // namespace

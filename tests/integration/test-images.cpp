@@ -10,7 +10,9 @@ using namespace lodge::test;
 
 namespace {
 
-std::string unique(const char* base) { return std::string(base) + "-" + std::to_string(getpid()); }
+std::string unique(const char* base) {
+    return std::string(base) + "-" + std::to_string(getpid());
+}
 
 bool contains(const std::string& hay, const std::string& needle) {
     return hay.find(needle) != std::string::npos;
@@ -65,8 +67,9 @@ TEST_F(Images, MissingDevProcSysAreCreated) {
         ASSERT_EQ(rmdir((c.rootfs + d).c_str()), 0) << d;
     std::string error;
     ASSERT_TRUE(c.start(&error)) << error;
-    EXPECT_EQ(c.exec("test -c /dev/null && test -e /proc/self/status && test -d /sys/class && echo ok"),
-              "ok\n");
+    EXPECT_EQ(
+        c.exec("test -c /dev/null && test -e /proc/self/status && test -d /sys/class && echo ok"),
+        "ok\n");
     struct stat st {};
     ASSERT_EQ(stat((c.rootfs + "/proc").c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 07777, 0755u);
@@ -98,7 +101,8 @@ TEST_F(Images, InitSymlinkToAHostPathResolvesInsideTheRootfs) {
     EXPECT_TRUE(contains(error, "/sbin/init")) << error;
     // And one that goes up and out with "..".
     ASSERT_EQ(unlink((c.rootfs + "/sbin/init").c_str()), 0);
-    ASSERT_EQ(symlink("../../../../../../../../usr/bin/perl", (c.rootfs + "/sbin/init").c_str()), 0);
+    ASSERT_EQ(symlink("../../../../../../../../usr/bin/perl", (c.rootfs + "/sbin/init").c_str()),
+              0);
     EXPECT_FALSE(c.start(&error));
 }
 
@@ -145,8 +149,8 @@ TEST_F(Images, PrivilegedChmodOfDevChangesNothingOnTheHost) {
     c.make_busybox();
     std::string error;
     ASSERT_TRUE(c.start(&error)) << error;
-    const char* nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-                           "/dev/tty", "/dev/fuse", "/dev/net/tun", "/dev/ptmx", "/dev/console"};
+    const char* nodes[] = {"/dev/null", "/dev/zero", "/dev/full",    "/dev/random", "/dev/urandom",
+                           "/dev/tty",  "/dev/fuse", "/dev/net/tun", "/dev/ptmx",   "/dev/console"};
     auto snapshot = [&] {
         std::string s;
         for (const char* n : nodes) {

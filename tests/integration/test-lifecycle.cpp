@@ -8,7 +8,9 @@ using namespace lodge::test;
 
 namespace {
 
-std::string unique(const char* base) { return std::string(base) + "-" + std::to_string(getpid()); }
+std::string unique(const char* base) {
+    return std::string(base) + "-" + std::to_string(getpid());
+}
 
 bool contains(const std::string& hay, const std::string& needle) {
     return hay.find(needle) != std::string::npos;

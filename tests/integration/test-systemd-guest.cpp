@@ -83,6 +83,8 @@ TEST_P(SystemdGuest, BootsRunsRebootsAndShutsDownCleanly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Debian, SystemdGuest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "privileged" : "unprivileged"; });
+                         [](const auto& info) {
+                             return info.param ? "privileged" : "unprivileged";
+                         });
 
 } // namespace

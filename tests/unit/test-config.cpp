@@ -41,7 +41,9 @@ TEST(Config, RejectsMalformed) {
     EXPECT_NE(parse_container_config(R"({"name":"a","config":{"x":1}})", c), "");
     ASSERT_EQ(parse_container_config(R"({"name":"a","config":{"limits.memory":"lots"}})", c), "");
     EXPECT_NE(check_container_config(c).find("limits.memory"), std::string::npos);
-    ASSERT_EQ(parse_container_config(R"({"name":"a","devices":{"d":{"type":"disk","path":"rel"}}})", c), "");
+    ASSERT_EQ(
+        parse_container_config(R"({"name":"a","devices":{"d":{"type":"disk","path":"rel"}}})", c),
+        "");
     EXPECT_NE(check_container_config(c).find("absolute"), std::string::npos);
 }
 
