@@ -34,6 +34,32 @@ bool is_lxcfs_mount(const std::string& dir) {
     return ::stat((dir + "/proc").c_str(), &st) == 0;
 }
 
+static int bind_from_lxcfs(const SetupContext& ctx, const std::string& src, const std::string& dst);
+
+static std::vector<std::string> list_dir(const std::string& path) {
+    std::vector<std::string> names;
+    DIR* d = ::opendir(path.c_str());
+    if (!d)
+        return names;
+    while (dirent* e = ::readdir(d))
+        if (e->d_name[0] != '.')
+            names.emplace_back(e->d_name);
+    ::closedir(d);
+    return names;
+}
+
+// Binds every entry of <lxcfs>/<dir> whose name the container also has at <dir>.
+static int bind_entries(const SetupContext& ctx, const std::string& dir) {
+    for (auto& n : list_dir(ctx.lxcfs_dir + "/" + dir)) {
+        Fd target = open_in_root(ctx.root, dir + "/" + n, O_PATH, false);
+        if (!target)
+            continue;
+        if (int r = bind_from_lxcfs(ctx, ctx.lxcfs_dir + "/" + dir + "/" + n, dir + "/" + n); r < 0)
+            return r;
+    }
+    return 0;
+}
+
 static int bind_from_lxcfs(const SetupContext& ctx, const std::string& src,
                            const std::string& dst) {
     Fd tree = clone_tree(AT_FDCWD, src, false);
@@ -47,47 +73,21 @@ static int bind_from_lxcfs(const SetupContext& ctx, const std::string& src,
 int mount_lxcfs(const SetupContext& ctx) {
     if (ctx.lxcfs_dir.empty())
         return 0;
-    std::string proc = ctx.lxcfs_dir + "/proc";
-    DIR* d = ::opendir(proc.c_str());
-    if (!d)
+    struct stat st {};
+    if (::stat((ctx.lxcfs_dir + "/proc").c_str(), &st) < 0)
         return log_warning_errno(errno, "lxcfs at %s is not usable; not binding it",
                                  ctx.lxcfs_dir.c_str());
-    std::vector<std::string> names;
-    while (dirent* e = ::readdir(d))
-        if (e->d_name[0] != '.')
-            names.emplace_back(e->d_name);
-    ::closedir(d);
-    for (auto& n : names) {
-        // Only what the container's /proc also has (e.g. no pressure/ without PSI).
-        Fd target = open_in_root(ctx.root, "proc/" + n, O_PATH, false);
-        if (!target)
-            continue;
-        if (int r = bind_from_lxcfs(ctx, proc + "/" + n, "proc/" + n); r < 0)
-            return r;
-    }
+    // Only what the container's /proc also has (e.g. no pressure/ without PSI).
+    if (int r = bind_entries(ctx, "proc"); r < 0)
+        return r;
     std::string cpu = ctx.lxcfs_dir + "/sys/devices/system/cpu";
-    struct stat st {};
     Fd ccpu = open_in_root(ctx.root, "sys/devices/system/cpu", O_PATH | O_DIRECTORY, false);
-    if (::stat(cpu.c_str(), &st) == 0 && ccpu) {
-        if (::stat((cpu + "/uevent").c_str(), &st) == 0)
-            return bind_from_lxcfs(ctx, cpu, "sys/devices/system/cpu");
-        DIR* cd = ::opendir(cpu.c_str());
-        if (!cd)
-            return 0;
-        std::vector<std::string> entries;
-        while (dirent* e = ::readdir(cd))
-            if (e->d_name[0] != '.')
-                entries.emplace_back(e->d_name);
-        ::closedir(cd);
-        for (auto& n : entries) {
-            Fd target = open_in_root(ctx.root, "sys/devices/system/cpu/" + n, O_PATH, false);
-            if (!target)
-                continue;
-            if (int r = bind_from_lxcfs(ctx, cpu + "/" + n, "sys/devices/system/cpu/" + n); r < 0)
-                return r;
-        }
-    }
-    return 0;
+    if (::stat(cpu.c_str(), &st) < 0 || !ccpu)
+        return 0;
+    // A new lxcfs virtualizes the whole directory; an old one only some files.
+    if (::stat((cpu + "/uevent").c_str(), &st) == 0)
+        return bind_from_lxcfs(ctx, cpu, "sys/devices/system/cpu");
+    return bind_entries(ctx, "sys/devices/system/cpu");
 }
 
 } // namespace lodge::runtime

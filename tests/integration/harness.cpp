@@ -22,6 +22,14 @@ std::string env_path(const char* var) {
     return v;
 }
 
+std::string unique_name(const std::string& base) {
+    return base + "-" + std::to_string(::getpid());
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+    return hay.find(needle) != std::string::npos;
+}
+
 std::string sh(const std::string& cmd, int* status) {
     std::string out;
     FILE* p = ::popen(cmd.c_str(), "r");

@@ -10,6 +10,17 @@
 
 namespace lodge::test {
 
+// Starts `c`; skips the test when the host cannot give an unprivileged container its rootfs.
+#define LODGE_START_OR_SKIP(c)                                                                     \
+    do {                                                                                           \
+        std::string start_error_;                                                                  \
+        if (!(c).start(&start_error_)) {                                                           \
+            if (::lodge::test::contains(start_error_, "idmapped"))                                 \
+                GTEST_SKIP() << start_error_;                                                      \
+            FAIL() << start_error_;                                                                \
+        }                                                                                          \
+    } while (0)
+
 // Skips the calling test unless it runs as root with the kernel features containers need.
 #define LODGE_REQUIRE_ROOT()                                                                       \
     do {                                                                                           \
@@ -18,6 +29,9 @@ namespace lodge::test {
     } while (0)
 
 std::string env_path(const char* var);
+// "<base>-<pid>": container and directory names that parallel runs cannot share.
+std::string unique_name(const std::string& base);
+bool contains(const std::string& hay, const std::string& needle);
 // Runs a shell command on the host; returns its stdout, sets *status to the exit status.
 std::string sh(const std::string& cmd, int* status = nullptr);
 std::string read_text(const std::string& path);

@@ -10,10 +10,6 @@ using namespace lodge::test;
 
 namespace {
 
-bool contains(const std::string& hay, const std::string& needle) {
-    return hay.find(needle) != std::string::npos;
-}
-
 std::string trim(std::string s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
         s.pop_back();
@@ -27,12 +23,7 @@ TEST(Cgroup, LimitsAreAppliedToTheContainersCgroup) {
     c.set("limits.memory", "256MiB");
     c.set("limits.processes", "64");
     c.set("limits.cpu", "1");
-    std::string error;
-    if (!c.start(&error)) {
-        if (contains(error, "idmapped"))
-            GTEST_SKIP() << error;
-        FAIL() << error;
-    }
+    LODGE_START_OR_SKIP(c);
     std::string base = TestRoot::get().cgroup + "/" + c.name;
     if (exists("/sys/fs/cgroup/memory/" + base)) {
         EXPECT_EQ(trim(read_text("/sys/fs/cgroup/memory/" + base + "/memory.limit_in_bytes")),

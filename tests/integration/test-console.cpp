@@ -12,10 +12,6 @@ using namespace lodge;
 
 namespace {
 
-bool contains(const std::string& hay, const std::string& needle) {
-    return hay.find(needle) != std::string::npos;
-}
-
 // Reads an attached console stream until `needle` shows up or 30 s pass without data.
 std::string read_until(int fd, const std::string& needle) {
     std::string got;

@@ -9,14 +9,6 @@ using namespace lodge::test;
 
 namespace {
 
-std::string unique(const char* base) {
-    return std::string(base) + "-" + std::to_string(getpid());
-}
-
-bool contains(const std::string& hay, const std::string& needle) {
-    return hay.find(needle) != std::string::npos;
-}
-
 // The mountinfo line whose mount point is exactly `path`, or "".
 std::string mount_line(const std::string& mountinfo, const std::string& path) {
     std::string found;
@@ -44,7 +36,7 @@ protected:
     void SetUp() override {
         LODGE_REQUIRE_ROOT();
         privileged = GetParam();
-        c = std::make_unique<Container>(unique(privileged ? "envp" : "envu"), privileged);
+        c = std::make_unique<Container>(unique_name(privileged ? "envp" : "envu"), privileged);
         c->make_busybox(true);
         c->set("environment.FOO", "bar baz");
         c->set("environment.LANG", "C.UTF-8");

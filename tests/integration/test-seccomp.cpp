@@ -8,10 +8,6 @@ using namespace lodge::test;
 
 namespace {
 
-bool contains(const std::string& hay, const std::string& needle) {
-    return hay.find(needle) != std::string::npos;
-}
-
 std::string seccomp_mode(Container& c) {
     std::string status = read_text("/proc/" + std::to_string(c.pid()) + "/status");
     auto pos = status.find("Seccomp:\t");

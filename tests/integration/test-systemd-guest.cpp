@@ -9,10 +9,6 @@ using namespace lodge::test;
 
 namespace {
 
-bool contains(const std::string& hay, const std::string& needle) {
-    return hay.find(needle) != std::string::npos;
-}
-
 class SystemdGuest : public ::testing::TestWithParam<bool> {
 protected:
     void SetUp() override {
@@ -43,12 +39,7 @@ protected:
 };
 
 TEST_P(SystemdGuest, BootsRunsRebootsAndShutsDownCleanly) {
-    std::string error;
-    if (!c->start(&error)) {
-        if (contains(error, "idmapped"))
-            GTEST_SKIP() << error;
-        FAIL() << error;
-    }
+    LODGE_START_OR_SKIP(*c);
     std::string state = system_state();
     EXPECT_EQ(state, "running\n") << "failed units:\n"
                                   << c->exec("systemctl --failed --no-legend --no-pager")
