@@ -1,6 +1,7 @@
 #include "spawn.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "idmap-shift.hpp"
 #include "mountapi.hpp"
 #include "security.hpp"
 #include "setup.hpp"
@@ -215,27 +216,51 @@ int write_id_maps(pid_t pid, uint32_t base, uint32_t size) {
     return 0;
 }
 
+// The rootfs as the container's user namespace must see it: an idmapped mount, or, where the
+// filesystem has none (or LODGE_IDMAP=shift asks for it), the tree shifted on disk once.
 Fd prepare_rootfs_tree(const SpawnOptions& o, pid_t child, std::string& error) {
+    const ContainerConfig& c = *o.config;
+    std::string container_dir = o.rootfs.substr(0, o.rootfs.rfind('/'));
+    uint32_t base = c.privileged() ? 0 : c.idmap_base();
+    uint32_t shifted = shifted_base(container_dir);
+    if (shifted != 0 && shifted != base) {
+        if (shift_rootfs(container_dir, shifted, 0, c.idmap_size()) < 0) {
+            error = log_last_error();
+            return Fd();
+        }
+        shifted = 0;
+    }
     Fd tree = clone_tree(AT_FDCWD, o.rootfs, false);
     if (!tree) {
         error = "Cannot open the rootfs " + o.rootfs + ": " + std::strerror(errno);
         return Fd();
     }
-    if (o.config->privileged())
+    if (base == 0 || shifted == base)
         return tree;
-    // Files owned by 0 on disk appear as the container's root without a chown pass.
-    Fd userns(
-        ::open(("/proc/" + std::to_string(child) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
-    if (!userns) {
-        error = std::string("Cannot open the container's user namespace: ") + std::strerror(errno);
+    const char* mode = std::getenv("LODGE_IDMAP");
+    bool force_shift = mode && std::strcmp(mode, "shift") == 0;
+    if (!force_shift) {
+        Fd userns(
+            ::open(("/proc/" + std::to_string(child) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+        if (!userns) {
+            error =
+                std::string("Cannot open the container's user namespace: ") + std::strerror(errno);
+            return Fd();
+        }
+        int r = set_mount_attr(tree.get(), MOUNT_ATTR_IDMAP, 0, userns.get());
+        if (r == 0)
+            return tree;
+        if (r != -EINVAL && r != -EOPNOTSUPP && r != -ENOSYS && r != -EPERM) {
+            error = "Cannot idmap the rootfs " + o.rootfs + ": " + std::strerror(-r);
+            return Fd();
+        }
+        log_info("%s does not support idmapped mounts (%s)", o.rootfs.c_str(), std::strerror(-r));
+    }
+    if (shift_rootfs(container_dir, 0, base, c.idmap_size()) < 0) {
+        error = log_last_error();
         return Fd();
     }
-    if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_IDMAP, 0, userns.get()); r < 0) {
-        error = "The filesystem holding " + o.rootfs +
-                " does not support idmapped mounts: " + std::strerror(-r);
-        return Fd();
-    }
-    return tree;
+    return clone_tree(AT_FDCWD, o.rootfs, false);
 }
 
 } // namespace

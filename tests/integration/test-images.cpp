@@ -160,3 +160,43 @@ TEST_F(Images, PrivilegedChmodOfDevChangesNothingOnTheHost) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(IdmapFallback, RootfsIsShiftedOnceWhereIdmappedMountsAreNotUsed) {
+    LODGE_REQUIRE_ROOT();
+    Container c(unique_name("shift"), false);
+    c.make_busybox();
+    std::string suid = c.rootfs + "/bin/suid-probe";
+    ASSERT_EQ(
+        std::system(("cp " + c.rootfs + "/bin/busybox " + suid + " && chmod 4755 " + suid).c_str()),
+        0);
+    // What a filesystem without idmapped mounts gets; forced here since ext4 has them.
+    setenv("LODGE_IDMAP", "shift", 1);
+    std::string error;
+    bool started = c.start(&error);
+    unsetenv("LODGE_IDMAP");
+    ASSERT_TRUE(started) << error;
+    struct stat st {};
+    ASSERT_EQ(lstat((c.rootfs + "/bin/busybox").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1000000u);
+    EXPECT_EQ(st.st_gid, 1000000u);
+    ASSERT_EQ(lstat(suid.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 04755u) << "the setuid bit survives the chown";
+    ASSERT_EQ(lstat((c.rootfs + "/sbin/init").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1000000u) << "symlinks are shifted themselves, not their targets";
+    EXPECT_EQ(c.exec("stat -c %u:%g /bin/busybox"), "0:0\n");
+    EXPECT_FALSE(contains(c.exec("grep ' / / ' /proc/self/mountinfo"), "idmapped"));
+    EXPECT_EQ(c.stop()["state"], "stopped");
+
+    // A privileged start needs the ids back as they were.
+    c.set("security.privileged", "true");
+    ASSERT_TRUE(c.start(&error)) << error;
+    ASSERT_EQ(lstat((c.rootfs + "/bin/busybox").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u);
+    ASSERT_EQ(lstat(suid.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 04755u);
+    EXPECT_EQ(c.stop()["state"], "stopped");
+}
+
+} // namespace

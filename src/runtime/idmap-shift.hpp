@@ -1,0 +1,18 @@
+// The fallback for filesystems without idmapped mounts: the rootfs is shifted on disk once, so
+// that its ids are the container's host ids. A marker beside the rootfs records the shift.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace lodge::runtime {
+
+// The base the rootfs at `container_dir`/rootfs is shifted to on disk (0: not shifted).
+uint32_t shifted_base(const std::string& container_dir);
+
+// Moves every id in the tree from [from, from+size) to [to, to+size), keeping setuid/setgid
+// bits and rewriting file capabilities for the new root; then records `to` in the marker.
+// Ids outside the range are left alone. Returns 0 or -errno.
+int shift_rootfs(const std::string& container_dir, uint32_t from, uint32_t to, uint32_t size);
+
+} // namespace lodge::runtime
