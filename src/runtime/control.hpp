@@ -2,6 +2,8 @@
 // <runtime>/containers/<name>/control, one request per message, one JSON reply per request.
 //
 //   status                 {"name","state","reason","pid","supervisor_pid","boot_id","boots"}
+//   apply-limits           re-reads config.json and applies limits.* to the running container
+//   watch                  the status now, then again at every state change
 //   wait                   replies once the container has stopped (at once if it is not running)
 //   wait-boot N            replies once PID 1 has been started N times (reboots count)
 //   stop [TIMEOUT]         stop signal, SIGKILL after TIMEOUT s; replies once stopped

@@ -50,6 +50,7 @@ struct Client {
     Fd fd;
     SourcePtr source;
     bool attached = false;
+    bool watching = false; // gets the status JSON at every state change
     std::string pending; // console output not yet taken by a slow attached client
     // What the client waits for: the container stopped, or running again after a restart.
     enum class Wait { nothing, stopped, restarted } wait = Wait::nothing;
@@ -256,10 +257,14 @@ nlohmann::json Supervisor::status_json() const {
     return j;
 }
 
+// Every state change lands in state.json (for readers that come later) and reaches watchers.
 void Supervisor::write_state() {
     auto j = status_json();
     if (int r = write_file_atomic(paths::runtime_state(name_), j.dump() + "\n"); r < 0)
         log_warning_errno(r, "Failed to write %s", paths::runtime_state(name_).c_str());
+    for (auto& c : clients_)
+        if (c.watching)
+            send_json(c, j);
 }
 
 void Supervisor::send_json(Client& c, const nlohmann::json& j) {
@@ -520,6 +525,16 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
     const std::string& verb = words[0];
     bool alive = state_ == State::running || state_ == State::stopping;
     if (verb == "status") {
+        send_json(c, status_json());
+    } else if (verb == "apply-limits") {
+        // limits.* changed in config.json: apply them to the running container now.
+        if (load_config() < 0)
+            return error(log_last_error());
+        if (cgroup_.apply_limits(config_) < 0)
+            return error(log_last_error());
+        send_json(c, nlohmann::json{{"ok", true}});
+    } else if (verb == "watch") {
+        c.watching = true;
         send_json(c, status_json());
     } else if (verb == "wait-boot") {
         // Replies once PID 1 has been started N times (guest reboots included).

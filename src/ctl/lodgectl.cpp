@@ -1,0 +1,532 @@
+// lodgectl: the admin CLI, machinectl-style. It talks to lodged over D-Bus only (CONTRACT §8):
+// sources are opened here and passed as file descriptors; lodged never opens a caller's path.
+#include "common/validate.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <sys/stat.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+struct Options {
+    bool json = false;
+    bool legend = true;
+    bool quiet = false;
+    std::string host;
+    std::vector<std::string> args;             // verb and its arguments, options removed
+    std::map<std::string, std::string> values; // --timeout, --signal, ...
+    std::vector<std::string> config;           // -c KEY=VALUE
+    bool force = false;
+    bool show_log = false;
+};
+
+struct Bus {
+    sd_bus* bus = nullptr;
+    ~Bus() { sd_bus_flush_close_unref(bus); }
+};
+
+struct Error {
+    sd_bus_error e = SD_BUS_ERROR_NULL;
+    ~Error() { sd_bus_error_free(&e); }
+};
+
+struct Reply {
+    sd_bus_message* m = nullptr;
+    ~Reply() { sd_bus_message_unref(m); }
+};
+
+int fail(const std::string& msg) {
+    std::fprintf(stderr, "%s\n", msg.c_str());
+    return 1;
+}
+
+int bus_fail(const Error& err, int r) {
+    if (sd_bus_error_is_set(&err.e))
+        return fail(err.e.message ? err.e.message : err.e.name);
+    return fail(std::string("Failed to talk to lodged: ") + std::strerror(-r));
+}
+
+constexpr const char* service = "io.lodge1";
+constexpr const char* manager_path = "/io/lodge1";
+constexpr const char* manager_iface = "io.lodge1.Manager";
+
+int open_bus(const Options& o, Bus& b) {
+    int r = o.host.empty() ? sd_bus_open_system(&b.bus)
+                           : sd_bus_open_system_remote(&b.bus, o.host.c_str());
+    if (r < 0)
+        return fail(std::string("Failed to connect to the system bus: ") + std::strerror(-r)), r;
+    // Stop, restart and imports can take long: the reply comes when the work is done.
+    sd_bus_set_method_call_timeout(b.bus, 30ULL * 60 * 1000000);
+    return 0;
+}
+
+int append_map(sd_bus_message* m, const std::vector<std::string>& kvs, std::string& bad) {
+    int r = sd_bus_message_open_container(m, 'a', "{ss}");
+    for (auto& kv : kvs) {
+        auto eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            bad = kv;
+            return -EINVAL;
+        }
+        if (r >= 0)
+            r = sd_bus_message_append(m, "{ss}", kv.substr(0, eq).c_str(),
+                                      kv.substr(eq + 1).c_str());
+    }
+    return r < 0 ? r : sd_bus_message_close_container(m);
+}
+
+// ---- properties ------------------------------------------------------------------------------
+
+struct ContainerInfo {
+    std::string name, state, reason, unit, root, boot_id;
+    uint32_t leader = 0;
+    bool privileged = false;
+    uint64_t timestamp = 0;
+    std::map<std::string, std::string> config;
+    std::map<std::string, std::map<std::string, std::string>> devices;
+};
+
+int read_map(sd_bus_message* m, std::map<std::string, std::string>& out) {
+    int r = sd_bus_message_enter_container(m, 'a', "{ss}");
+    if (r < 0)
+        return r;
+    const char *k, *v;
+    while ((r = sd_bus_message_read(m, "{ss}", &k, &v)) > 0)
+        out[k] = v;
+    return r < 0 ? r : sd_bus_message_exit_container(m);
+}
+
+int get_info(sd_bus* bus, const std::string& name, ContainerInfo& info, Error& err) {
+    Reply reply;
+    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetContainer", &err.e,
+                               &reply.m, "s", name.c_str());
+    if (r < 0)
+        return r;
+    const char* path;
+    if ((r = sd_bus_message_read(reply.m, "o", &path)) < 0)
+        return r;
+    Reply all;
+    r = sd_bus_call_method(bus, service, path, "org.freedesktop.DBus.Properties", "GetAll", &err.e,
+                           &all.m, "s", "io.lodge1.Container");
+    if (r < 0)
+        return r;
+    if ((r = sd_bus_message_enter_container(all.m, 'a', "{sv}")) < 0)
+        return r;
+    while ((r = sd_bus_message_enter_container(all.m, 'e', "sv")) > 0) {
+        const char* prop;
+        sd_bus_message_read(all.m, "s", &prop);
+        std::string p = prop;
+        const char* contents = nullptr;
+        sd_bus_message_peek_type(all.m, nullptr, &contents);
+        sd_bus_message_enter_container(all.m, 'v', contents);
+        auto str = [&](std::string& out) {
+            const char* s;
+            sd_bus_message_read(all.m, "s", &s);
+            out = s;
+        };
+        if (p == "Name")
+            str(info.name);
+        else if (p == "State")
+            str(info.state);
+        else if (p == "Reason")
+            str(info.reason);
+        else if (p == "Unit")
+            str(info.unit);
+        else if (p == "RootDirectory")
+            str(info.root);
+        else if (p == "BootId")
+            str(info.boot_id);
+        else if (p == "Leader")
+            sd_bus_message_read(all.m, "u", &info.leader);
+        else if (p == "Timestamp")
+            sd_bus_message_read(all.m, "t", &info.timestamp);
+        else if (p == "Privileged") {
+            int b = 0;
+            sd_bus_message_read(all.m, "b", &b);
+            info.privileged = b;
+        } else if (p == "Config")
+            read_map(all.m, info.config);
+        else if (p == "Devices") {
+            sd_bus_message_enter_container(all.m, 'a', "{sa{ss}}");
+            while (sd_bus_message_enter_container(all.m, 'e', "sa{ss}") > 0) {
+                const char* dev;
+                sd_bus_message_read(all.m, "s", &dev);
+                read_map(all.m, info.devices[dev]);
+                sd_bus_message_exit_container(all.m);
+            }
+            sd_bus_message_exit_container(all.m);
+        } else
+            sd_bus_message_skip(all.m, contents);
+        sd_bus_message_exit_container(all.m);
+        sd_bus_message_exit_container(all.m);
+    }
+    return 0;
+}
+
+nlohmann::json info_json(const ContainerInfo& i) {
+    return {{"name", i.name},
+            {"state", i.state},
+            {"reason", i.reason},
+            {"leader", i.leader},
+            {"unit", i.unit},
+            {"root_directory", i.root},
+            {"privileged", i.privileged},
+            {"boot_id", i.boot_id},
+            {"timestamp", i.timestamp},
+            {"config", i.config},
+            {"devices", i.devices}};
+}
+
+// ---- verbs -----------------------------------------------------------------------------------
+
+int verb_list(const Options& o, sd_bus* bus) {
+    Error err;
+    Reply reply;
+    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "ListContainers", &err.e,
+                               &reply.m, nullptr);
+    if (r < 0)
+        return bus_fail(err, r);
+    struct Row {
+        std::string name, state;
+        uint32_t leader;
+    };
+    std::vector<Row> rows;
+    sd_bus_message_enter_container(reply.m, 'a', "(ssuo)");
+    const char *name, *state, *path;
+    uint32_t leader;
+    while ((r = sd_bus_message_read(reply.m, "(ssuo)", &name, &state, &leader, &path)) > 0)
+        rows.push_back({name, state, leader});
+    if (o.json) {
+        nlohmann::json j = nlohmann::json::array();
+        for (auto& row : rows)
+            j.push_back({{"name", row.name}, {"state", row.state}, {"leader", row.leader}});
+        std::printf("%s\n", j.dump().c_str());
+        return 0;
+    }
+    if (o.quiet) {
+        for (auto& row : rows)
+            std::printf("%s\n", row.name.c_str());
+        return 0;
+    }
+    size_t w = 4;
+    for (auto& row : rows)
+        w = std::max(w, row.name.size());
+    if (o.legend)
+        std::printf("%-*s %-8s %s\n", static_cast<int>(w), "NAME", "STATE", "LEADER");
+    for (auto& row : rows)
+        std::printf("%-*s %-8s %s\n", static_cast<int>(w), row.name.c_str(), row.state.c_str(),
+                    row.leader ? std::to_string(row.leader).c_str() : "-");
+    if (o.legend)
+        std::printf("\n%zu containers listed.\n", rows.size());
+    return 0;
+}
+
+int verb_status_or_show(const Options& o, sd_bus* bus, bool show) {
+    if (o.args.size() < 2)
+        return fail(std::string("Usage: lodgectl ") + (show ? "show" : "status") + " NAME...");
+    int ret = 0;
+    nlohmann::json all = nlohmann::json::array();
+    for (size_t i = 1; i < o.args.size(); i++) {
+        Error err;
+        ContainerInfo info;
+        if (int r = get_info(bus, o.args[i], info, err); r < 0) {
+            ret = bus_fail(err, r);
+            continue;
+        }
+        if (o.json) {
+            all.push_back(info_json(info));
+            continue;
+        }
+        if (show) {
+            std::printf("Name=%s\nState=%s\nReason=%s\nLeader=%u\nUnit=%s\nRootDirectory=%s\n"
+                        "Privileged=%s\nBootId=%s\nTimestamp=%llu\n",
+                        info.name.c_str(), info.state.c_str(), info.reason.c_str(), info.leader,
+                        info.unit.c_str(), info.root.c_str(), info.privileged ? "yes" : "no",
+                        info.boot_id.c_str(), static_cast<unsigned long long>(info.timestamp));
+            for (auto& [k, v] : info.config)
+                std::printf("Config.%s=%s\n", k.c_str(), v.c_str());
+            continue;
+        }
+        std::printf("%s\n", info.name.c_str());
+        std::printf("      State: %s%s%s\n", info.state.c_str(), info.reason.empty() ? "" : " (",
+                    info.reason.empty() ? "" : (info.reason + ")").c_str());
+        if (info.leader)
+            std::printf("     Leader: %u\n", info.leader);
+        std::printf("       Unit: %s\n", info.unit.c_str());
+        std::printf("       Root: %s\n", info.root.c_str());
+        std::printf(" Privileged: %s\n", info.privileged ? "yes" : "no");
+        if (!info.boot_id.empty() && info.leader)
+            std::printf("    Boot ID: %s\n", info.boot_id.c_str());
+    }
+    if (o.json)
+        std::printf("%s\n", (all.size() == 1 ? all[0] : all).dump().c_str());
+    return ret;
+}
+
+int verb_create(const Options& o, sd_bus* bus) {
+    if (o.args.size() < 2 || o.args.size() > 4)
+        return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] "
+                    "[-c KEY=VALUE]...");
+    const std::string& name = o.args[1];
+    if (auto e = lodge::check_container_name(name); !e.empty())
+        return fail(e);
+    std::vector<int> fds;
+    const char* method = "CreateContainer";
+    for (size_t i = 2; i < o.args.size(); i++) {
+        int fd = ::open(o.args[i].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+            return fail("Cannot open " + o.args[i] + ": " + std::strerror(errno));
+        fds.push_back(fd);
+    }
+    if (fds.size() == 1) {
+        struct stat st {};
+        ::fstat(fds[0], &st);
+        method = S_ISDIR(st.st_mode) ? "CreateContainerFromDirectory" : "ImportContainer";
+    } else if (fds.size() == 2) {
+        method = "ImportContainerSplit";
+    }
+    Error err;
+    sd_bus_message* m = nullptr;
+    int r = sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface, method);
+    if (r < 0)
+        return fail("Cannot build the request");
+    Reply call{m};
+    std::string bad;
+    r = sd_bus_message_append(m, "s", name.c_str());
+    if (r >= 0 && (r = append_map(m, o.config, bad)) == -EINVAL)
+        return fail("Invalid config \"" + bad + "\": expected KEY=VALUE");
+    for (int fd : fds)
+        if (r >= 0)
+            r = sd_bus_message_append(m, "h", fd);
+    Reply reply;
+    if (r >= 0)
+        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+    for (int fd : fds)
+        ::close(fd);
+    if (r < 0)
+        return bus_fail(err, r);
+    if (!o.quiet)
+        std::printf("Created container %s\n", name.c_str());
+    return 0;
+}
+
+// Calls a by-name Manager method for each NAME argument.
+int for_each_name(const Options& o, sd_bus* bus, const char* usage,
+                  const std::function<int(const std::string&, Error&)>& call) {
+    if (o.args.size() < 2)
+        return fail(usage);
+    int ret = 0;
+    for (size_t i = 1; i < o.args.size(); i++) {
+        Error err;
+        if (int r = call(o.args[i], err); r < 0)
+            ret = bus_fail(err, r);
+    }
+    (void)bus;
+    return ret;
+}
+
+int parse_timeout(const Options& o, int32_t& out) {
+    out = -1;
+    auto it = o.values.find("timeout");
+    if (it == o.values.end())
+        return 0;
+    auto v = lodge::parse_uint(it->second, INT32_MAX);
+    if (!v)
+        return fail("Invalid --timeout \"" + it->second + "\": expected seconds"), -EINVAL;
+    out = static_cast<int32_t>(*v);
+    return 0;
+}
+
+int verb_config(const Options& o, sd_bus* bus) {
+    if (o.args.size() < 3)
+        return fail("Usage: lodgectl config get NAME KEY | set NAME KEY=VALUE... | "
+                    "unset NAME KEY... | show NAME");
+    const std::string& sub = o.args[1];
+    const std::string& name = o.args[2];
+    if (sub == "get" || sub == "show") {
+        Error err;
+        ContainerInfo info;
+        if (int r = get_info(bus, name, info, err); r < 0)
+            return bus_fail(err, r);
+        if (sub == "get") {
+            if (o.args.size() != 4)
+                return fail("Usage: lodgectl config get NAME KEY");
+            auto it = info.config.find(o.args[3]);
+            if (it != info.config.end())
+                std::printf("%s\n", it->second.c_str());
+            return 0;
+        }
+        if (o.json) {
+            std::printf("%s\n", nlohmann::json(info.config).dump().c_str());
+            return 0;
+        }
+        for (auto& [k, v] : info.config)
+            std::printf("%s: %s\n", k.c_str(), v.c_str());
+        return 0;
+    }
+    if (sub != "set" && sub != "unset")
+        return fail("Unknown config command \"" + sub + "\"");
+    if (o.args.size() < 4)
+        return fail("Usage: lodgectl config " + sub + " NAME " +
+                    (sub == "set" ? "KEY=VALUE..." : "KEY..."));
+    sd_bus_message* m = nullptr;
+    if (sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
+                                       "SetContainerConfig") < 0)
+        return fail("Cannot build the request");
+    Reply call{m};
+    std::vector<std::string> rest(o.args.begin() + 3, o.args.end());
+    std::string bad;
+    int r = sd_bus_message_append(m, "s", name.c_str());
+    if (sub == "set") {
+        // LXD also takes "set NAME KEY VALUE".
+        if (rest.size() == 2 && rest[0].find('=') == std::string::npos)
+            rest = {rest[0] + "=" + rest[1]};
+        if (r >= 0 && (r = append_map(m, rest, bad)) == -EINVAL)
+            return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
+        if (r >= 0)
+            r = sd_bus_message_append_strv(m, nullptr);
+    } else {
+        if (r >= 0)
+            r = append_map(m, {}, bad);
+        std::vector<const char*> keys;
+        for (auto& k : rest)
+            keys.push_back(k.c_str());
+        keys.push_back(nullptr);
+        if (r >= 0)
+            r = sd_bus_message_append_strv(m, const_cast<char**>(keys.data()));
+    }
+    Error err;
+    Reply reply;
+    if (r >= 0)
+        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+    return r < 0 ? bus_fail(err, r) : 0;
+}
+
+void usage() {
+    std::printf("lodgectl [OPTIONS] COMMAND ...\n\n"
+                "Commands:\n"
+                "  list                              List containers\n"
+                "  status NAME...                    Show a container's state\n"
+                "  show NAME...                      Show a container's properties\n"
+                "  create NAME [SOURCE...] [-c K=V]  Create from the built-in image, a directory,\n"
+                "                                    a tarball or an LXD image (METADATA ROOTFS)\n"
+                "  delete NAME... [--force]          Delete containers\n"
+                "  start NAME...                     Start containers\n"
+                "  stop NAME... [--timeout S] [--force]\n"
+                "  restart NAME... [--timeout S]\n"
+                "  reboot NAME...                    Send the reboot signal\n"
+                "  kill NAME... [--signal SIG]       Send a signal to PID 1\n"
+                "  config get|set|unset|show NAME ...\n\n"
+                "Options:\n"
+                "  --json  --no-legend  -q/--quiet  -H/--host [USER@]HOST\n");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        auto value = [&](const std::string& key) -> bool {
+            if (a == "--" + key) {
+                if (i + 1 >= argc)
+                    return false;
+                o.values[key] = argv[++i];
+                return true;
+            }
+            if (a.rfind("--" + key + "=", 0) == 0) {
+                o.values[key] = a.substr(key.size() + 3);
+                return true;
+            }
+            return false;
+        };
+        if (a == "--json")
+            o.json = true;
+        else if (a == "--no-legend")
+            o.legend = false;
+        else if (a == "-q" || a == "--quiet")
+            o.quiet = true;
+        else if (a == "-f" || a == "--force")
+            o.force = true;
+        else if (a == "--show-log")
+            o.show_log = true;
+        else if ((a == "-H" || a == "--host") && i + 1 < argc)
+            o.host = argv[++i];
+        else if (a == "-c" && i + 1 < argc)
+            o.config.push_back(argv[++i]);
+        else if (a == "-h" || a == "--help") {
+            usage();
+            return 0;
+        } else if (value("timeout") || value("signal"))
+            continue;
+        else if (a.size() > 1 && a[0] == '-' && a != "-")
+            return fail("Unknown option " + a);
+        else
+            o.args.push_back(a);
+    }
+    if (o.args.empty()) {
+        usage();
+        return 1;
+    }
+    Bus b;
+    if (open_bus(o, b) < 0)
+        return 1;
+    sd_bus* bus = b.bus;
+    const std::string& verb = o.args[0];
+    auto call = [&](const char* method, const char* types, auto... args) {
+        return [=](const std::string& name, Error& err) {
+            return sd_bus_call_method(bus, service, manager_path, manager_iface, method, &err.e,
+                                      nullptr, types, name.c_str(), args...);
+        };
+    };
+    if (verb == "list")
+        return verb_list(o, bus);
+    if (verb == "status")
+        return verb_status_or_show(o, bus, false);
+    if (verb == "show")
+        return verb_status_or_show(o, bus, true);
+    if (verb == "create")
+        return verb_create(o, bus);
+    if (verb == "config")
+        return verb_config(o, bus);
+    if (verb == "start")
+        return for_each_name(o, bus, "Usage: lodgectl start NAME...", call("StartContainer", "s"));
+    if (verb == "delete")
+        return for_each_name(o, bus, "Usage: lodgectl delete NAME... [--force]",
+                             call("DeleteContainer", "sb", static_cast<int>(o.force)));
+    if (verb == "reboot")
+        return for_each_name(o, bus, "Usage: lodgectl reboot NAME...",
+                             call("RebootContainer", "s"));
+    if (verb == "stop" || verb == "restart") {
+        int32_t timeout;
+        if (parse_timeout(o, timeout) < 0)
+            return 1;
+        if (verb == "stop")
+            return for_each_name(o, bus, "Usage: lodgectl stop NAME... [--timeout S] [--force]",
+                                 call("StopContainer", "sib", timeout, static_cast<int>(o.force)));
+        return for_each_name(o, bus, "Usage: lodgectl restart NAME... [--timeout S]",
+                             call("RestartContainer", "si", timeout));
+    }
+    if (verb == "kill") {
+        int sig = SIGTERM;
+        if (auto it = o.values.find("signal"); it != o.values.end()) {
+            auto s = lodge::parse_signal(it->second);
+            if (!s)
+                return fail("Invalid --signal \"" + it->second + "\"");
+            sig = *s;
+        }
+        return for_each_name(o, bus, "Usage: lodgectl kill NAME... [--signal SIG]",
+                             call("KillContainer", "si", sig));
+    }
+    return fail("Unknown command \"" + verb + "\"; see lodgectl --help");
+}

@@ -1,0 +1,360 @@
+// io.lodge1.Container: the per-container object, and the operations the Manager's by-name
+// methods share with it.
+#include "container-dbus.hpp"
+#include "common/log.hpp"
+#include "common/paths.hpp"
+#include "common/validate.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+namespace lodge::daemon {
+
+int check_root(sd_bus_message* m, sd_bus_error* error) {
+    sd_bus_creds* creds = nullptr;
+    int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
+    if (r < 0)
+        return r;
+    uid_t uid = 1;
+    r = sd_bus_creds_get_euid(creds, &uid);
+    sd_bus_creds_unref(creds);
+    if (r < 0)
+        return r;
+    if (uid != 0)
+        return sd_bus_error_set(
+            error, SD_BUS_ERROR_ACCESS_DENIED,
+            "Managing lodge containers needs root (polkit is not wired up yet)");
+    return 0;
+}
+
+int reply_error(sd_bus_error* error, int r, const std::string& msg) {
+    const char* name = SD_BUS_ERROR_FAILED;
+    switch (-r) {
+    case EEXIST:
+        name = errors::container_exists;
+        break;
+    case EINVAL:
+        name = errors::invalid_config;
+        break;
+    case EALREADY:
+        name = errors::already_running;
+        break;
+    case ENOTCONN:
+        name = errors::not_running;
+        break;
+    case EBUSY:
+        name = errors::busy;
+        break;
+    case EIO:
+        name = errors::start_failed;
+        break;
+    }
+    return sd_bus_error_set(error, name, msg.c_str());
+}
+
+int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    std::string msg;
+    if (int r = c.manager->start(c, msg); r < 0)
+        return reply_error(error, r, msg);
+    return sd_bus_reply_method_return(m, nullptr);
+}
+
+// stop and restart reply once the supervisor says the container stopped (or runs again).
+static int deferred_request(sd_bus_message* m, Container& c, const std::string& req,
+                            sd_bus_error* error) {
+    std::string msg;
+    sd_bus_message_ref(m);
+    int r = c.manager->request_async(
+        c, req,
+        [m](const std::string& reply) {
+            auto j = nlohmann::json::parse(reply, nullptr, false);
+            if (!j.is_object())
+                sd_bus_reply_method_errorf(m, errors::not_running, "The supervisor went away");
+            else if (j.contains("error"))
+                sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s",
+                                           j["error"].get<std::string>().c_str());
+            else
+                sd_bus_reply_method_return(m, "s", j.value("reason", "").c_str());
+            sd_bus_message_unref(m);
+        },
+        msg);
+    if (r < 0) {
+        sd_bus_message_unref(m);
+        return reply_error(error, r, msg);
+    }
+    return 1;
+}
+
+int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    if (!c.running())
+        return sd_bus_error_setf(error, errors::not_running, "Container \"%s\" is not running",
+                                 c.name().c_str());
+    std::string req = force         ? "stop-force"
+                      : timeout < 0 ? "stop"
+                                    : "stop " + std::to_string(timeout);
+    return deferred_request(m, c, req, error);
+}
+
+int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    if (!c.running())
+        return op_start(m, c, error);
+    return deferred_request(m, c, timeout < 0 ? "restart" : "restart " + std::to_string(timeout),
+                            error);
+}
+
+static int simple_request(sd_bus_message* m, Container& c, const std::string& req,
+                          sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    std::string reply, msg;
+    if (int r = c.manager->request(c, req, reply, msg); r < 0)
+        return reply_error(error, r, msg);
+    return sd_bus_reply_method_return(m, nullptr);
+}
+
+int op_reboot(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    return simple_request(m, c, "reboot", error);
+}
+
+int op_kill(sd_bus_message* m, Container& c, int32_t sig, sd_bus_error* error) {
+    if (sig <= 0 || sig >= 65)
+        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid signal %d", sig);
+    return simple_request(m, c, "kill " + std::to_string(sig), error);
+}
+
+int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    std::string msg;
+    if (int r = c.manager->remove(c, force, msg); r < 0)
+        return reply_error(error, r, msg);
+    return sd_bus_reply_method_return(m, nullptr);
+}
+
+int read_string_map(sd_bus_message* m, KeyMap& out) {
+    int r = sd_bus_message_enter_container(m, 'a', "{ss}");
+    if (r < 0)
+        return r;
+    const char *k, *v;
+    while ((r = sd_bus_message_read(m, "{ss}", &k, &v)) > 0)
+        out[k] = v;
+    if (r < 0)
+        return r;
+    return sd_bus_message_exit_container(m);
+}
+
+int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    KeyMap set;
+    char** unset = nullptr;
+    if (int r = read_string_map(m, set); r < 0)
+        return r;
+    if (int r = sd_bus_message_read_strv(m, &unset); r < 0)
+        return r;
+    std::vector<std::string> keys;
+    for (char** k = unset; k && *k; k++) {
+        keys.emplace_back(*k);
+        std::free(*k);
+    }
+    std::free(unset);
+    std::string msg;
+    if (int r = c.manager->set_config(c, set, keys, msg); r < 0)
+        return reply_error(error, r, msg);
+    return sd_bus_reply_method_return(m, nullptr);
+}
+
+// ---- the object ------------------------------------------------------------------------------
+
+static int find_container(sd_bus*, const char* path, const char*, void* userdata, void** found,
+                          sd_bus_error*) {
+    return guarded([&] {
+        auto* m = static_cast<Manager*>(userdata);
+        Container* c = m->find_by_path(path);
+        if (!c)
+            return 0;
+        *found = c;
+        return 1;
+    });
+}
+
+static int enumerate_containers(sd_bus*, const char*, void* userdata, char*** nodes,
+                                sd_bus_error*) {
+    return guarded([&] {
+        auto* m = static_cast<Manager*>(userdata);
+        char** list = static_cast<char**>(std::calloc(m->containers().size() + 1, sizeof(char*)));
+        if (!list)
+            return -ENOMEM;
+        size_t i = 0;
+        for (auto& [name, c] : m->containers())
+            list[i++] = strdup(c->object_path().c_str());
+        *nodes = list;
+        return 1;
+    });
+}
+
+#define CONTAINER(ud) (*static_cast<Container*>(ud))
+
+static int method_start(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_start(m, CONTAINER(ud), e); });
+}
+static int method_stop(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        int32_t timeout;
+        int force;
+        if (int r = sd_bus_message_read(m, "ib", &timeout, &force); r < 0)
+            return r;
+        return op_stop(m, CONTAINER(ud), timeout, force, e);
+    });
+}
+static int method_restart(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        int32_t timeout;
+        if (int r = sd_bus_message_read(m, "i", &timeout); r < 0)
+            return r;
+        return op_restart(m, CONTAINER(ud), timeout, e);
+    });
+}
+static int method_reboot(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_reboot(m, CONTAINER(ud), e); });
+}
+static int method_kill(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        int32_t sig;
+        if (int r = sd_bus_message_read(m, "i", &sig); r < 0)
+            return r;
+        return op_kill(m, CONTAINER(ud), sig, e);
+    });
+}
+static int method_delete(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        int force;
+        if (int r = sd_bus_message_read(m, "b", &force); r < 0)
+            return r;
+        return op_delete(m, CONTAINER(ud), force, e);
+    });
+}
+static int method_set_config(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_set_config(m, CONTAINER(ud), e); });
+}
+
+static int property_get_string(sd_bus*, const char*, const char*, const char* property,
+                               sd_bus_message* reply, void* ud, sd_bus_error*) {
+    return guarded([&] {
+        Container& c = CONTAINER(ud);
+        std::string v;
+        std::string p = property;
+        if (p == "Name")
+            v = c.name();
+        else if (p == "State")
+            v = c.state;
+        else if (p == "Reason")
+            v = c.reason;
+        else if (p == "Unit")
+            v = "lodge-" + c.name() + ".scope";
+        else if (p == "RootDirectory")
+            v = paths::container_rootfs(c.name());
+        else if (p == "BootId")
+            v = c.boot_id;
+        return sd_bus_message_append(reply, "s", v.c_str());
+    });
+}
+
+static int property_get_leader(sd_bus*, const char*, const char*, const char*,
+                               sd_bus_message* reply, void* ud, sd_bus_error*) {
+    return sd_bus_message_append(reply, "u", static_cast<uint32_t>(CONTAINER(ud).leader));
+}
+
+static int property_get_privileged(sd_bus*, const char*, const char*, const char*,
+                                   sd_bus_message* reply, void* ud, sd_bus_error*) {
+    return sd_bus_message_append(reply, "b", CONTAINER(ud).config.privileged() ? 1 : 0);
+}
+
+static int property_get_timestamp(sd_bus*, const char*, const char*, const char*,
+                                  sd_bus_message* reply, void* ud, sd_bus_error*) {
+    return sd_bus_message_append(reply, "t", CONTAINER(ud).started_usec);
+}
+
+int append_string_map(sd_bus_message* reply, const KeyMap& map) {
+    int r = sd_bus_message_open_container(reply, 'a', "{ss}");
+    for (auto& [k, v] : map)
+        if (r >= 0)
+            r = sd_bus_message_append(reply, "{ss}", k.c_str(), v.c_str());
+    return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
+static int property_get_config(sd_bus*, const char*, const char*, const char*,
+                               sd_bus_message* reply, void* ud, sd_bus_error*) {
+    return guarded([&] { return append_string_map(reply, CONTAINER(ud).config.config); });
+}
+
+static int property_get_devices(sd_bus*, const char*, const char*, const char*,
+                                sd_bus_message* reply, void* ud, sd_bus_error*) {
+    return guarded([&] {
+        int r = sd_bus_message_open_container(reply, 'a', "{sa{ss}}");
+        for (auto& [dev, keys] : CONTAINER(ud).config.devices) {
+            if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'e', "sa{ss}");
+            if (r >= 0)
+                r = sd_bus_message_append(reply, "s", dev.c_str());
+            if (r >= 0)
+                r = append_string_map(reply, keys);
+            if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        }
+        return r < 0 ? r : sd_bus_message_close_container(reply);
+    });
+}
+
+static const sd_bus_vtable container_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_PROPERTY("Name", "s", property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("State", "s", property_get_string, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Reason", "s", property_get_string, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Leader", "u", property_get_leader, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Unit", "s", property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("RootDirectory", "s", property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("BootId", "s", property_get_string, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+    SD_BUS_PROPERTY("Privileged", "b", property_get_privileged, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Config", "a{ss}", property_get_config, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Devices", "a{sa{ss}}", property_get_devices, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Timestamp", "t", property_get_timestamp, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+    SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("i", timeout, "b", force),
+                            SD_BUS_RESULT("s", reason), method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Restart", SD_BUS_ARGS("i", timeout), SD_BUS_RESULT("s", reason),
+                            method_restart, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Reboot", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reboot,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("b", force), SD_BUS_NO_RESULT, method_delete,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("SetConfig", SD_BUS_ARGS("a{ss}", set, "as", unset), SD_BUS_NO_RESULT,
+                            method_set_config, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
+};
+
+int register_container_objects(sd_bus* bus, Manager& m) {
+    int r = sd_bus_add_fallback_vtable(bus, nullptr, "/io/lodge1/container", "io.lodge1.Container",
+                                       container_vtable, find_container, &m);
+    if (r < 0)
+        return r;
+    return sd_bus_add_node_enumerator(bus, nullptr, "/io/lodge1/container", enumerate_containers,
+                                      &m);
+}
+
+} // namespace lodge::daemon

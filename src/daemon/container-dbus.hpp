@@ -1,0 +1,26 @@
+// Operations shared by io.lodge1.Container methods and the Manager's by-name twins.
+#pragma once
+
+#include "manager.hpp"
+
+#include <systemd/sd-bus.h>
+
+namespace lodge::daemon {
+
+int check_root(sd_bus_message* m, sd_bus_error* error);
+int reply_error(sd_bus_error* error, int r, const std::string& msg);
+int read_string_map(sd_bus_message* m, KeyMap& out);
+int append_string_map(sd_bus_message* reply, const KeyMap& map);
+
+int op_start(sd_bus_message* m, Container& c, sd_bus_error* error);
+int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_error* error);
+int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* error);
+int op_reboot(sd_bus_message* m, Container& c, sd_bus_error* error);
+int op_kill(sd_bus_message* m, Container& c, int32_t sig, sd_bus_error* error);
+int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error);
+// Reads a{ss} set, as unset from `m`.
+int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error);
+
+int register_container_objects(sd_bus* bus, Manager& m);
+
+} // namespace lodge::daemon

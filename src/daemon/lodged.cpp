@@ -1,0 +1,88 @@
+// lodged: the io.lodge1 bus service. Started by bus or socket activation; exits when idle and
+// no container runs. Containers live in their supervisors, so lodged coming and going never
+// touches them: on start it re-reads the registry and re-attaches to every supervisor.
+#include "bus-util.hpp"
+#include "common/log.hpp"
+#include "common/validate.hpp"
+#include "dbus-api.hpp"
+#include "manager.hpp"
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+using namespace lodge;
+using namespace lodge::daemon;
+
+namespace {
+
+uint64_t idle_timeout_usec() {
+    const char* v = std::getenv("LODGE_IDLE_TIMEOUT");
+    auto secs = v ? parse_uint(v, 86400) : std::nullopt;
+    return (secs ? *secs : 30) * 1000000ULL;
+}
+
+} // namespace
+
+int main() {
+    log_set_prefix("lodged");
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int sig : {SIGCHLD, SIGTERM, SIGINT})
+        sigaddset(&mask, sig);
+    ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    // Sockets from systemd (the devlxd listener): named, read before anything unsets the env.
+    char** names = nullptr;
+    int nfds = sd_listen_fds_with_names(1, &names);
+    for (int i = 0; i < nfds; i++) {
+        log_info("Received socket %d named %s", SD_LISTEN_FDS_START + i,
+                 names && names[i] ? names[i] : "?");
+        std::free(names ? names[i] : nullptr);
+    }
+    std::free(names);
+
+    sd_event* e = nullptr;
+    if (int r = sd_event_default(&e); r < 0)
+        return log_error_errno(r, "Failed to allocate the event loop"), 1;
+    EventPtr event(e);
+    sd_event_add_signal(event.get(), nullptr, SIGTERM, nullptr, nullptr);
+    sd_event_add_signal(event.get(), nullptr, SIGINT, nullptr, nullptr);
+    sd_event_set_watchdog(event.get(), 1);
+
+    sd_bus* b = nullptr;
+    if (int r = sd_bus_open_system(&b); r < 0)
+        return log_error_errno(r, "Failed to connect to the system bus"), 1;
+    BusPtr bus(b);
+
+    Manager manager(event.get(), bus.get());
+    if (int r = register_bus_objects(bus.get(), manager); r < 0)
+        return log_error_errno(r, "Failed to register the bus objects"), 1;
+    manager.load();
+    if (int r = sd_bus_request_name(bus.get(), "io.lodge1", 0); r < 0)
+        return log_error_errno(r, "Failed to own io.lodge1"), 1;
+    if (int r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL); r < 0)
+        return log_error_errno(r, "Failed to attach the bus to the event loop"), 1;
+    sd_notify(0, "READY=1\nSTATUS=Running");
+    log_info("Ready, %zu containers", manager.containers().size());
+
+    uint64_t timeout = idle_timeout_usec();
+    for (;;) {
+        if (sd_event_get_state(event.get()) == SD_EVENT_FINISHED)
+            break;
+        bool idle = timeout > 0 && manager.idle();
+        int r = sd_event_run(event.get(), idle ? timeout : UINT64_MAX);
+        if (r < 0)
+            return log_error_errno(r, "Event loop failed"), 1;
+        if (r == 0 && idle && manager.idle()) {
+            log_info("Idle and no container runs; exiting");
+            sd_notify(0, "STOPPING=1");
+            sd_bus_release_name(bus.get(), "io.lodge1");
+            break;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,271 @@
+// io.lodge1.Manager on /io/lodge1: listing, lookup, create/import, and the by-name twins of
+// every io.lodge1.Container method.
+#include "container-dbus.hpp"
+#include "dbus-api.hpp"
+#include "import.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace lodge::daemon {
+namespace {
+
+Manager& manager(void* ud) {
+    return *static_cast<Manager*>(ud);
+}
+
+// Reads the container name at the head of `m` and finds it, or sets NoSuchContainer.
+Container* lookup(sd_bus_message* m, void* ud, sd_bus_error* error) {
+    const char* name = nullptr;
+    if (sd_bus_message_read(m, "s", &name) < 0 || !name) {
+        sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Expected a container name");
+        return nullptr;
+    }
+    Container* c = manager(ud).find(name);
+    if (!c)
+        sd_bus_error_setf(error, errors::no_such_container, "No container \"%s\"", name);
+    return c;
+}
+
+int method_list_containers(sd_bus_message* m, void* ud, sd_bus_error*) {
+    return guarded([&] {
+        sd_bus_message* reply = nullptr;
+        int r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+            return r;
+        MessagePtr owned(reply);
+        r = sd_bus_message_open_container(reply, 'a', "(ssuo)");
+        for (auto& [name, c] : manager(ud).containers())
+            if (r >= 0)
+                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), c->state.c_str(),
+                                          static_cast<uint32_t>(c->leader),
+                                          c->object_path().c_str());
+        if (r >= 0)
+            r = sd_bus_message_close_container(reply);
+        return r < 0 ? r : sd_bus_send(nullptr, reply, nullptr);
+    });
+}
+
+int method_get_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        Container* c = lookup(m, ud, e);
+        if (!c)
+            return -ENOENT;
+        return sd_bus_reply_method_return(m, "o", c->object_path().c_str());
+    });
+}
+
+int method_get_container_by_pid(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        uint32_t pid = 0;
+        if (int r = sd_bus_message_read(m, "u", &pid); r < 0)
+            return r;
+        if (pid == 0) {
+            sd_bus_creds* creds = nullptr;
+            if (int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_PID, &creds); r < 0)
+                return r;
+            pid_t p = 0;
+            sd_bus_creds_get_pid(creds, &p);
+            sd_bus_creds_unref(creds);
+            pid = static_cast<uint32_t>(p);
+        }
+        Container* c = manager(ud).find_by_pid(static_cast<pid_t>(pid));
+        if (!c)
+            return sd_bus_error_setf(e, "io.lodge1.NoContainerForPID",
+                                     "PID %u does not belong to any container", pid);
+        return sd_bus_reply_method_return(m, "o", c->object_path().c_str());
+    });
+}
+
+// Every create shares this: name + config from the message, then `fill` makes the rootfs.
+int create_with(
+    sd_bus_message* m, void* ud, sd_bus_error* e,
+    const std::function<int(sd_bus_message*, const std::string&, KeyMap&, std::string&)>& fill) {
+    if (int r = check_root(m, e); r < 0 || sd_bus_error_is_set(e))
+        return r;
+    const char* name = nullptr;
+    if (int r = sd_bus_message_read(m, "s", &name); r < 0)
+        return r;
+    ContainerConfig config;
+    config.name = name;
+    if (int r = read_string_map(m, config.config); r < 0)
+        return r;
+    std::string msg;
+    int r = manager(ud).create(
+        config,
+        [&](const std::string& rootfs, KeyMap& image_keys, std::string& error) {
+            return fill(m, rootfs, image_keys, error);
+        },
+        msg);
+    if (r < 0) {
+        if (r == -EINVAL && msg.find("name") != std::string::npos)
+            return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
+        return reply_error(e, r, msg);
+    }
+    Container* c = manager(ud).find(name);
+    return sd_bus_reply_method_return(m, "o", c ? c->object_path().c_str() : "/");
+}
+
+int method_create_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        return create_with(m, ud, e,
+                           [](sd_bus_message*, const std::string& rootfs, KeyMap&,
+                              std::string& error) { return import_builtin(rootfs, error); });
+    });
+}
+
+int read_fd(sd_bus_message* m, Fd& out) {
+    int fd = -1;
+    if (int r = sd_bus_message_read(m, "h", &fd); r < 0)
+        return r;
+    out.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    return out ? 0 : -errno;
+}
+
+int method_create_from_directory(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        return create_with(
+            m, ud, e,
+            [](sd_bus_message* msg, const std::string& rootfs, KeyMap&, std::string& error) {
+                Fd dir;
+                if (int r = read_fd(msg, dir); r < 0) {
+                    error = "Expected a directory file descriptor";
+                    return r;
+                }
+                return import_directory(dir.get(), rootfs, nullptr, error);
+            });
+    });
+}
+
+int method_import_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        return create_with(
+            m, ud, e,
+            [](sd_bus_message* msg, const std::string& rootfs, KeyMap& keys, std::string& error) {
+                Fd tar;
+                if (int r = read_fd(msg, tar); r < 0) {
+                    error = "Expected a tarball file descriptor";
+                    return r;
+                }
+                ImportResult res;
+                int r = import_tarball(tar.get(), rootfs, res, nullptr, error);
+                keys = res.image_keys;
+                return r;
+            });
+    });
+}
+
+int method_import_container_split(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        return create_with(
+            m, ud, e,
+            [](sd_bus_message* msg, const std::string& rootfs, KeyMap& keys, std::string& error) {
+                Fd meta, root;
+                if (read_fd(msg, meta) < 0 || read_fd(msg, root) < 0) {
+                    error = "Expected two tarball file descriptors";
+                    return -EINVAL;
+                }
+                ImportResult res;
+                int r = import_split_image(meta.get(), root.get(), rootfs, res, nullptr, error);
+                keys = res.image_keys;
+                return r;
+            });
+    });
+}
+
+#define BY_NAME(fn, body)                                                                          \
+    int fn(sd_bus_message* m, void* ud, sd_bus_error* e) {                                         \
+        return guarded([&] {                                                                       \
+            Container* c = lookup(m, ud, e);                                                       \
+            if (!c)                                                                                \
+                return -ENOENT;                                                                    \
+            body                                                                                   \
+        });                                                                                        \
+    }
+
+BY_NAME(method_start_container, { return op_start(m, *c, e); })
+BY_NAME(method_reboot_container, { return op_reboot(m, *c, e); })
+BY_NAME(method_set_container_config, { return op_set_config(m, *c, e); })
+BY_NAME(method_stop_container, {
+    int32_t timeout;
+    int force;
+    if (int r = sd_bus_message_read(m, "ib", &timeout, &force); r < 0)
+        return r;
+    return op_stop(m, *c, timeout, force, e);
+})
+BY_NAME(method_restart_container, {
+    int32_t timeout;
+    if (int r = sd_bus_message_read(m, "i", &timeout); r < 0)
+        return r;
+    return op_restart(m, *c, timeout, e);
+})
+BY_NAME(method_kill_container, {
+    int32_t sig;
+    if (int r = sd_bus_message_read(m, "i", &sig); r < 0)
+        return r;
+    return op_kill(m, *c, sig, e);
+})
+BY_NAME(method_delete_container, {
+    int force;
+    if (int r = sd_bus_message_read(m, "b", &force); r < 0)
+        return r;
+    return op_delete(m, *c, force, e);
+})
+
+const sd_bus_vtable manager_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_METHOD_WITH_ARGS("ListContainers", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuo)", containers),
+                            method_list_containers, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetContainer", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", path),
+                            method_get_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetContainerByPID", SD_BUS_ARGS("u", pid), SD_BUS_RESULT("o", path),
+                            method_get_container_by_pid, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("CreateContainer", SD_BUS_ARGS("s", name, "a{ss}", config),
+                            SD_BUS_RESULT("o", path), method_create_container,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "CreateContainerFromDirectory", SD_BUS_ARGS("s", name, "a{ss}", config, "h", directory),
+        SD_BUS_RESULT("o", path), method_create_from_directory, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "ImportContainer", SD_BUS_ARGS("s", name, "a{ss}", config, "h", tarball),
+        SD_BUS_RESULT("o", path), method_import_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "ImportContainerSplit", SD_BUS_ARGS("s", name, "a{ss}", config, "h", metadata, "h", rootfs),
+        SD_BUS_RESULT("o", path), method_import_container_split, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("DeleteContainer", SD_BUS_ARGS("s", name, "b", force), SD_BUS_NO_RESULT,
+                            method_delete_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("StartContainer", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+                            method_start_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("StopContainer", SD_BUS_ARGS("s", name, "i", timeout, "b", force),
+                            SD_BUS_RESULT("s", reason), method_stop_container,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RestartContainer", SD_BUS_ARGS("s", name, "i", timeout),
+                            SD_BUS_RESULT("s", reason), method_restart_container,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RebootContainer", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+                            method_reboot_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("KillContainer", SD_BUS_ARGS("s", name, "i", signal), SD_BUS_NO_RESULT,
+                            method_kill_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("SetContainerConfig", SD_BUS_ARGS("s", name, "a{ss}", set, "as", unset),
+                            SD_BUS_NO_RESULT, method_set_container_config,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_SIGNAL_WITH_ARGS("ContainerNew", SD_BUS_ARGS("s", name, "o", path), 0),
+    SD_BUS_SIGNAL_WITH_ARGS("ContainerRemoved", SD_BUS_ARGS("s", name, "o", path), 0),
+    SD_BUS_VTABLE_END,
+};
+
+} // namespace
+
+int register_bus_objects(sd_bus* bus, Manager& m) {
+    int r = sd_bus_add_object_vtable(bus, nullptr, "/io/lodge1", "io.lodge1.Manager",
+                                     manager_vtable, &m);
+    if (r < 0)
+        return r;
+    if ((r = register_container_objects(bus, m)) < 0)
+        return r;
+    return sd_bus_add_object_manager(bus, nullptr, "/io/lodge1");
+}
+
+} // namespace lodge::daemon

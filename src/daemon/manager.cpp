@@ -1,0 +1,334 @@
+#include "manager.hpp"
+#include "common/fileio.hpp"
+#include "common/log.hpp"
+#include "common/paths.hpp"
+#include "common/validate.hpp"
+#include "runtime/control.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef LODGE_SUPERVISOR_PATH
+#define LODGE_SUPERVISOR_PATH "/usr/libexec/lodge/lodge-supervisor"
+#endif
+
+namespace lodge::daemon {
+
+std::string supervisor_binary() {
+    const char* env = std::getenv("LODGE_SUPERVISOR");
+    return env && *env ? env : LODGE_SUPERVISOR_PATH;
+}
+
+std::string Container::object_path() const {
+    char* path = nullptr;
+    if (sd_bus_path_encode("/io/lodge1/container", name().c_str(), &path) < 0)
+        return "/io/lodge1/container/_";
+    std::string out = path;
+    std::free(path);
+    return out;
+}
+
+Manager::Manager(sd_event* event, sd_bus* bus) : event_(event), bus_(bus) {}
+
+int Manager::load() {
+    registry_.collect_garbage();
+    for (auto& name : registry_.list()) {
+        auto c = std::make_unique<Container>();
+        c->manager = this;
+        std::string error;
+        if (registry_.load(name, c->config, error) < 0) {
+            log_error("Skipping container \"%s\": %s", name.c_str(), error.c_str());
+            continue;
+        }
+        Container& ref = *c;
+        containers_[name] = std::move(c);
+        attach_watch(ref);
+    }
+    return 0;
+}
+
+Container* Manager::find(const std::string& name) {
+    auto it = containers_.find(name);
+    return it == containers_.end() ? nullptr : it->second.get();
+}
+
+Container* Manager::find_by_path(const std::string& path) {
+    char* name = nullptr;
+    if (sd_bus_path_decode(path.c_str(), "/io/lodge1/container", &name) <= 0)
+        return nullptr;
+    std::string n = name;
+    std::free(name);
+    return find(n);
+}
+
+Container* Manager::find_by_pid(pid_t pid) {
+    // A process belongs to a container when it shares PID 1's pid namespace.
+    std::string ns;
+    char buf[64];
+    ssize_t n = ::readlink(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(), buf, sizeof buf);
+    if (n <= 0)
+        return nullptr;
+    ns.assign(buf, static_cast<size_t>(n));
+    for (auto& [name, c] : containers_) {
+        if (c->leader <= 0)
+            continue;
+        n = ::readlink(("/proc/" + std::to_string(c->leader) + "/ns/pid").c_str(), buf, sizeof buf);
+        if (n > 0 && ns == std::string(buf, static_cast<size_t>(n)))
+            return c.get();
+    }
+    return nullptr;
+}
+
+// Live state comes from the supervisor's watch stream; without a supervisor, from the state
+// file it left behind.
+void Manager::attach_watch(Container& c) {
+    Fd sock;
+    if (runtime::control_connect(c.name(), sock) < 0 ||
+        ::send(sock.get(), "watch", 5, MSG_NOSIGNAL) < 0) {
+        std::string text;
+        if (read_file(paths::runtime_state(c.name()), text) == 0) {
+            auto j = nlohmann::json::parse(text, nullptr, false);
+            if (j.is_object() && j.value("state", "") == "error")
+                c.reason = j.value("reason", "");
+            else if (j.is_object())
+                c.reason = j.value("reason", "");
+        }
+        c.state = "stopped";
+        c.leader = 0;
+        return;
+    }
+    sd_event_source* s = nullptr;
+    if (sd_event_add_io(event_, &s, sock.get(), EPOLLIN, on_watch, &c) < 0)
+        return;
+    c.watch = std::move(sock);
+    c.watch_source.reset(s);
+    c.state = "running"; // the first watch message corrects this at once
+}
+
+int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
+    return guarded([&] {
+        auto* c = static_cast<Container*>(userdata);
+        char buf[65536];
+        ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        if (n <= 0) {
+            // The supervisor is gone: the container stopped; its last words are in state.json.
+            c->watch_source.reset();
+            c->watch.reset();
+            std::string text;
+            read_file(paths::runtime_state(c->name()), text);
+            auto j = nlohmann::json::parse(text, nullptr, false);
+            c->state = "stopped";
+            c->leader = 0;
+            if (j.is_object()) {
+                c->reason = j.value("reason", "");
+                if (j.value("state", "") == "error")
+                    c->state = "error";
+            }
+            c->manager->emit_state_changed(*c);
+            return 0;
+        }
+        c->manager->on_status(*c, std::string(buf, static_cast<size_t>(n)));
+        return 0;
+    });
+}
+
+void Manager::on_status(Container& c, const std::string& text) {
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object())
+        return;
+    c.state = j.value("state", "stopped");
+    c.reason = j.value("reason", "");
+    c.leader = j.value("pid", 0);
+    c.boot_id = j.value("boot_id", "");
+    emit_state_changed(c);
+}
+
+void Manager::emit_state_changed(Container& c) {
+    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "State",
+                                   "Reason", "Leader", nullptr);
+}
+
+int Manager::create(ContainerConfig config, const FillRootfs& fill, std::string& error) {
+    if (auto e = check_container_name(config.name); !e.empty()) {
+        error = e;
+        return -EINVAL;
+    }
+    for (auto& [k, v] : config.config)
+        if (auto e = check_config_key(k, v); !e.empty()) {
+            error = e;
+            return -EINVAL;
+        }
+    if (auto e = check_container_config(config); !e.empty()) {
+        error = e;
+        return -EINVAL;
+    }
+    if (find(config.name)) {
+        error = "Container \"" + config.name + "\" already exists";
+        return -EEXIST;
+    }
+    if (int r = registry_.create(config, fill, error); r < 0)
+        return r;
+    auto c = std::make_unique<Container>();
+    c->manager = this;
+    c->config = std::move(config);
+    std::string path = c->object_path();
+    containers_[c->name()] = std::move(c);
+    sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerNew", "so",
+                       containers_.rbegin()->first.c_str(), path.c_str());
+    sd_bus_emit_object_added(bus_, path.c_str());
+    return 0;
+}
+
+int Manager::remove(Container& c, bool force, std::string& error) {
+    if (c.running()) {
+        if (!force) {
+            error = "Container \"" + c.name() + "\" is running; stop it first or use --force";
+            return -EBUSY;
+        }
+        std::string reply;
+        if (request(c, "stop-force", reply, error) < 0 && c.running())
+            return -EBUSY;
+    }
+    std::string name = c.name(), path = c.object_path();
+    if (int r = registry_.remove(name); r < 0) {
+        error = "Cannot delete \"" + name + "\": " + std::strerror(-r);
+        return r;
+    }
+    remove_tree(paths::container_runtime(name));
+    containers_.erase(name);
+    sd_bus_emit_object_removed(bus_, path.c_str());
+    sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerRemoved", "so",
+                       name.c_str(), path.c_str());
+    return 0;
+}
+
+int Manager::start(Container& c, std::string& error) {
+    if (c.running()) {
+        error = "Container \"" + c.name() + "\" is already running";
+        return -EALREADY;
+    }
+    std::vector<std::string> args;
+    if (const char* root = std::getenv("LODGE_CGROUP_ROOT"); root && *root)
+        args.push_back(std::string("--cgroup=") + root + "/lodge-" + c.name() + ".scope");
+    runtime::LaunchResult res;
+    if (runtime::launch_supervisor(supervisor_binary(), c.name(), args, res) < 0) {
+        error = res.error;
+        c.state = "error";
+        c.reason = res.error;
+        emit_state_changed(c);
+        return -EIO;
+    }
+    // Re-read: the supervisor started from what is on disk now.
+    std::string e;
+    registry_.load(c.name(), c.config, e);
+    c.started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
+    c.leader = res.init_pid;
+    attach_watch(c);
+    return 0;
+}
+
+int Manager::request(Container& c, const std::string& req, std::string& reply, std::string& error) {
+    int r = runtime::control_request(c.name(), req, reply, 600 * 1000);
+    if (r < 0) {
+        error = "Container \"" + c.name() + "\" is not running";
+        return -ENOTCONN;
+    }
+    auto j = nlohmann::json::parse(reply, nullptr, false);
+    if (j.is_object() && j.contains("error")) {
+        error = j["error"].get<std::string>();
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int Manager::request_async(Container& c, const std::string& req,
+                           std::function<void(const std::string& reply)> done, std::string& error) {
+    auto p = std::make_unique<Pending>();
+    p->manager = this;
+    p->done = std::move(done);
+    if (runtime::control_connect(c.name(), p->fd) < 0 ||
+        ::send(p->fd.get(), req.data(), req.size(), MSG_NOSIGNAL) < 0) {
+        error = "Container \"" + c.name() + "\" is not running";
+        return -ENOTCONN;
+    }
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_io(event_, &s, p->fd.get(), EPOLLIN, on_async_reply, p.get()); r < 0) {
+        error = "Cannot watch the supervisor";
+        return r;
+    }
+    p->source.reset(s);
+    pending_[p.get()] = std::move(p);
+    return 0;
+}
+
+int Manager::on_async_reply(sd_event_source*, int fd, uint32_t, void* userdata) {
+    return guarded([&] {
+        auto* p = static_cast<Pending*>(userdata);
+        char buf[65536];
+        ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        std::string reply = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+        auto done = std::move(p->done);
+        Manager* m = p->manager;
+        m->pending_.erase(p); // frees p and its source
+        done(reply);
+        return 0;
+    });
+}
+
+int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
+                        std::string& error) {
+    ContainerConfig next = c.config;
+    for (auto& [k, v] : set) {
+        if (auto e = check_config_key(k, v); !e.empty()) {
+            error = e;
+            return -EINVAL;
+        }
+        next.config[k] = v;
+    }
+    for (auto& k : unset) {
+        if (auto e = check_config_key(k, "x");
+            e.find("Unknown") != std::string::npos || e.find("read-only") != std::string::npos) {
+            error = e;
+            return -EINVAL;
+        }
+        next.config.erase(k);
+    }
+    if (int r = registry_.save(next); r < 0) {
+        error = std::string("Cannot write config.json: ") + std::strerror(-r);
+        return r;
+    }
+    c.config = std::move(next);
+    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Config",
+                                   "Privileged", nullptr);
+    // limits.* apply to a running container at once.
+    bool limits = false;
+    for (auto& [k, v] : set)
+        limits |= k.rfind("limits.", 0) == 0;
+    for (auto& k : unset)
+        limits |= k.rfind("limits.", 0) == 0;
+    if (limits && c.running()) {
+        std::string reply;
+        if (request(c, "apply-limits", reply, error) < 0)
+            return -EIO;
+    }
+    return 0;
+}
+
+bool Manager::idle() const {
+    if (!pending_.empty())
+        return false;
+    for (auto& [name, c] : containers_)
+        if (c->running())
+            return false;
+    return true;
+}
+
+} // namespace lodge::daemon

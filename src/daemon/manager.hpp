@@ -1,0 +1,87 @@
+// lodged's model: every container on disk, its live state as its supervisor reports it, and
+// the operations the bus objects call. machined's manager is the model for this split.
+#pragma once
+
+#include "bus-util.hpp"
+#include "common/config.hpp"
+#include "common/fd.hpp"
+#include "registry.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+
+namespace lodge::daemon {
+
+class Manager;
+
+struct Container {
+    Manager* manager = nullptr;
+    ContainerConfig config;
+    std::string state = "stopped";
+    std::string reason;
+    pid_t leader = 0;
+    std::string boot_id;
+    uint64_t started_usec = 0; // CLOCK_REALTIME of the last start
+    // The supervisor's "watch" stream, while one runs.
+    Fd watch;
+    SourcePtr watch_source;
+    std::string watch_buffer;
+
+    const std::string& name() const { return config.name; }
+    std::string object_path() const;
+    bool running() const {
+        return state == "running" || state == "stopping" || state == "starting";
+    }
+};
+
+class Manager {
+public:
+    Manager(sd_event* event, sd_bus* bus);
+
+    // Loads every container from disk and re-attaches to the supervisors still running.
+    int load();
+    Container* find(const std::string& name);
+    Container* find_by_path(const std::string& path);
+    Container* find_by_pid(pid_t pid);
+    const std::map<std::string, std::unique_ptr<Container>>& containers() const {
+        return containers_;
+    }
+
+    // The operations. Each returns 0 or -errno with `error` set to a message for the caller.
+    int create(ContainerConfig config, const FillRootfs& fill, std::string& error);
+    int remove(Container& c, bool force, std::string& error);
+    int start(Container& c, std::string& error);
+    // Sends a supervisor request whose reply comes later (stop, restart); `done` gets it.
+    int request_async(Container& c, const std::string& request,
+                      std::function<void(const std::string& reply)> done, std::string& error);
+    int request(Container& c, const std::string& request, std::string& reply, std::string& error);
+    int set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
+                   std::string& error);
+
+    bool idle() const;
+    sd_bus* bus() const { return bus_; }
+
+private:
+    void attach_watch(Container& c);
+    void on_status(Container& c, const std::string& json);
+    static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    void emit_state_changed(Container& c);
+
+    sd_event* event_;
+    sd_bus* bus_;
+    Registry registry_;
+    std::map<std::string, std::unique_ptr<Container>> containers_;
+    struct Pending {
+        Manager* manager;
+        Fd fd;
+        SourcePtr source;
+        std::function<void(const std::string&)> done;
+    };
+    std::map<Pending*, std::unique_ptr<Pending>> pending_;
+};
+
+std::string supervisor_binary();
+
+} // namespace lodge::daemon

@@ -1,0 +1,134 @@
+#include "registry.hpp"
+#include "common/fileio.hpp"
+#include "common/log.hpp"
+#include "common/paths.hpp"
+#include "common/validate.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace lodge::daemon {
+namespace {
+
+std::string containers_dir() {
+    return paths::state_dir() + "/containers";
+}
+
+// Hidden names never pass check_container_name(), so they cannot clash with a container.
+std::string temp_dir(const char* kind, const std::string& name) {
+    std::string t = containers_dir() + "/." + kind + "-" + name + "-XXXXXX";
+    if (!::mkdtemp(t.data()))
+        return {};
+    return t;
+}
+
+} // namespace
+
+std::vector<std::string> Registry::list() const {
+    std::vector<std::string> names;
+    DIR* d = ::opendir(containers_dir().c_str());
+    if (!d)
+        return names;
+    while (dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (!check_container_name(n).empty())
+            continue;
+        struct stat st {};
+        if (::stat(paths::container_config(n).c_str(), &st) == 0)
+            names.push_back(n);
+    }
+    ::closedir(d);
+    return names;
+}
+
+int Registry::load(const std::string& name, ContainerConfig& out, std::string& error) const {
+    return load_container_config(paths::container_config(name), out, error);
+}
+
+int Registry::save(const ContainerConfig& c) const {
+    return save_container_config(paths::container_config(c.name), c);
+}
+
+int Registry::create(ContainerConfig& c, const FillRootfs& fill, std::string& error) const {
+    if (int r = mkdir_p(containers_dir(), 0711); r < 0) {
+        error = "Cannot create " + containers_dir() + ": " + std::strerror(-r);
+        return r;
+    }
+    struct stat st {};
+    if (::lstat(paths::container_dir(c.name).c_str(), &st) == 0) {
+        error = "Container \"" + c.name + "\" already exists";
+        return -EEXIST;
+    }
+    std::string tmp = temp_dir("new", c.name);
+    if (tmp.empty()) {
+        error = "Cannot create a directory in " + containers_dir() + ": " + std::strerror(errno);
+        return -errno;
+    }
+    ::chmod(tmp.c_str(), 0711);
+    auto fail = [&](int r) {
+        remove_tree(tmp);
+        return r;
+    };
+    if (::mkdir((tmp + "/rootfs").c_str(), 0755) < 0) {
+        error = std::string("Cannot create the rootfs directory: ") + std::strerror(errno);
+        return fail(-errno);
+    }
+    KeyMap image_keys;
+    if (int r = fill(tmp + "/rootfs", image_keys, error); r < 0)
+        return fail(r);
+    for (auto& [k, v] : image_keys)
+        if (k.rfind("image.", 0) == 0)
+            c.config[k] = v;
+    if (int r = save_container_config(tmp + "/config.json", c); r < 0) {
+        error = std::string("Cannot write config.json: ") + std::strerror(-r);
+        return fail(r);
+    }
+    // RENAME_NOREPLACE: two creates of one name race here, and exactly one wins.
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, paths::container_dir(c.name).c_str(),
+                    RENAME_NOREPLACE) < 0) {
+        int err = errno;
+        error = err == EEXIST
+                    ? "Container \"" + c.name + "\" already exists"
+                    : std::string("Cannot put the container in place: ") + std::strerror(err);
+        return fail(-err);
+    }
+    return 0;
+}
+
+int Registry::remove(const std::string& name) const {
+    std::string trash = temp_dir("trash", name);
+    if (trash.empty())
+        return -errno;
+    // The rename (over the empty trash dir) is the delete; removing the files afterwards may be
+    // cut short by a crash, and collect_garbage() finishes it.
+    if (::rename(paths::container_dir(name).c_str(), trash.c_str()) < 0) {
+        int err = errno;
+        ::rmdir(trash.c_str());
+        return -err;
+    }
+    return remove_tree(trash);
+}
+
+void Registry::collect_garbage() const {
+    DIR* d = ::opendir(containers_dir().c_str());
+    if (!d)
+        return;
+    std::vector<std::string> stale;
+    while (dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n.rfind(".new-", 0) == 0 || n.rfind(".trash-", 0) == 0)
+            stale.push_back(containers_dir() + "/" + n);
+    }
+    ::closedir(d);
+    for (auto& s : stale) {
+        log_info("Removing %s, left behind by an interrupted operation", s.c_str());
+        remove_tree(s);
+    }
+}
+
+} // namespace lodge::daemon
