@@ -361,9 +361,9 @@ int verb_config(const Options& o, sd_bus* bus) {
         if (sub == "get") {
             if (o.args.size() != 4)
                 return fail("Usage: lodgectl config get NAME KEY");
+            // An unset key prints an empty line, as `lxc config get` does.
             auto it = info.config.find(o.args[3]);
-            if (it != info.config.end())
-                std::printf("%s\n", it->second.c_str());
+            std::printf("%s\n", it != info.config.end() ? it->second.c_str() : "");
             return 0;
         }
         if (o.json) {

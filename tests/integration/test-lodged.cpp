@@ -1,0 +1,324 @@
+// Tier 1: lodged on a private dbus-daemon with the project's bus policy, driven through
+// lodgectl and busctl: every verb, its errors, concurrency, a kill -9 of lodged with a
+// container running, idle exit and socket activation.
+#include "common/fd.hpp"
+#include "common/fileio.hpp"
+#include "harness.hpp"
+
+#include <csignal>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace lodge;
+using namespace lodge::test;
+
+namespace {
+
+// A private system bus: /usr/share/dbus-1/system.conf with our socket and policy dir.
+class PrivateBus {
+public:
+    PrivateBus() {
+        dir = TestRoot::get().dir + "/" + unique_name("bus");
+        sh("mkdir -p " + dir + "/policy && cp " + env_path("LODGE_DBUS_DIR") + "/io.lodge1.conf " +
+           dir + "/policy/");
+        std::string conf = read_text("/usr/share/dbus-1/system.conf");
+        auto replace = [&](const std::string& from_tag, const std::string& to) {
+            auto a = conf.find("<" + from_tag + ">");
+            auto b = conf.find("</" + from_tag + ">", a);
+            if (a != std::string::npos && b != std::string::npos)
+                conf.replace(a, b - a + from_tag.size() + 3, to);
+        };
+        replace("listen", "<listen>unix:path=" + dir + "/socket</listen>");
+        replace("user", "");
+        replace("pidfile", "");
+        while (conf.find("<includedir>") != std::string::npos)
+            replace("includedir", "");
+        conf.replace(conf.find("</busconfig>"), 0, "<includedir>" + dir + "/policy</includedir>\n");
+        write_file_atomic(dir + "/bus.conf", conf);
+        pid = fork();
+        if (pid == 0) {
+            execlp("dbus-daemon", "dbus-daemon", ("--config-file=" + dir + "/bus.conf").c_str(),
+                   "--nofork", "--nopidfile", "--print-address=1", nullptr);
+            _exit(127);
+        }
+        address = "unix:path=" + dir + "/socket";
+        // dbus-daemon listens before it forks nothing; wait (bounded) for the socket.
+        sh("for i in $(seq 500); do [ -S " + dir + "/socket ] && exit 0; sleep 0.01; done");
+        setenv("DBUS_SYSTEM_BUS_ADDRESS", address.c_str(), 1);
+    }
+    ~PrivateBus() {
+        kill(pid, SIGTERM);
+        waitpid(pid, nullptr, 0);
+        sh("rm -rf " + dir);
+    }
+    std::string dir, address;
+    pid_t pid = -1;
+};
+
+// lodged as a child, with NOTIFY_SOCKET pointing at us so READY=1 says it is up.
+class Lodged {
+public:
+    explicit Lodged(const std::vector<std::string>& prefix = {}, const char* idle = "0") {
+        std::string notify = TestRoot::get().dir + "/" + unique_name("notify");
+        ::unlink(notify.c_str());
+        sock.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        struct sockaddr_un addr {};
+        addr.sun_family = AF_UNIX;
+        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify.c_str());
+        bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        setenv("LODGE_CGROUP_ROOT", TestRoot::get().cgroup.c_str(), 1);
+        setenv("LODGE_SUPERVISOR", env_path("LODGE_SUPERVISOR").c_str(), 1);
+        pid = fork();
+        if (pid == 0) {
+            setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+            setenv("LODGE_IDLE_TIMEOUT", idle, 1);
+            std::vector<std::string> args = prefix;
+            args.push_back(env_path("LODGE_LODGED"));
+            std::vector<char*> argv;
+            for (auto& a : args)
+                argv.push_back(a.data());
+            argv.push_back(nullptr);
+            execvp(argv[0], argv.data());
+            _exit(127);
+        }
+    }
+    // Waits for READY=1, at most 30 s.
+    bool wait_ready() {
+        for (;;) {
+            struct pollfd p {
+                sock.get(), POLLIN, 0
+            };
+            if (poll(&p, 1, 30000) <= 0)
+                return false;
+            char buf[4096];
+            ssize_t n = recv(sock.get(), buf, sizeof buf - 1, 0);
+            if (n > 0 && contains(std::string(buf, static_cast<size_t>(n)), "READY=1"))
+                return true;
+        }
+    }
+    void kill9() {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+            pid = -1;
+        }
+    }
+    ~Lodged() {
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            waitpid(pid, nullptr, 0);
+        }
+    }
+    Fd sock;
+    pid_t pid = -1;
+};
+
+std::string ctl(const std::string& args, int* status = nullptr) {
+    return sh(env_path("LODGE_LODGECTL") + " " + args + " 2>&1", status);
+}
+
+class LodgedTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        LODGE_REQUIRE_ROOT();
+        bus = std::make_unique<PrivateBus>();
+        daemon = std::make_unique<Lodged>();
+        ASSERT_TRUE(daemon->wait_ready());
+    }
+    void TearDown() override {
+        // Leave no container behind, whatever the test did.
+        for (auto& n : created)
+            ctl("delete --force " + n);
+        daemon.reset();
+        bus.reset();
+    }
+    std::string make(const std::string& base) {
+        std::string n = unique_name(base);
+        created.push_back(n);
+        return n;
+    }
+    std::unique_ptr<PrivateBus> bus;
+    std::unique_ptr<Lodged> daemon;
+    std::vector<std::string> created;
+};
+
+TEST_F(LodgedTest, CreateStartStopDelete) {
+    std::string n = make("d1");
+    int st = 0;
+    EXPECT_EQ(ctl("create " + n, &st), "Created container " + n + "\n");
+    EXPECT_EQ(st, 0);
+    EXPECT_TRUE(contains(ctl("list --no-legend"), n + " stopped")) << ctl("list");
+    EXPECT_EQ(ctl("start " + n, &st), "");
+    EXPECT_EQ(st, 0);
+    std::string list = ctl("list --json");
+    auto j = nlohmann::json::parse(list, nullptr, false);
+    ASSERT_TRUE(j.is_array()) << list;
+    bool found = false;
+    for (auto& c : j)
+        if (c["name"] == n) {
+            found = true;
+            EXPECT_EQ(c["state"], "running");
+            EXPECT_GT(c["leader"].get<int>(), 0);
+        }
+    EXPECT_TRUE(found) << list;
+    EXPECT_TRUE(contains(ctl("status " + n), "State: running"));
+    EXPECT_EQ(ctl("stop " + n + " --timeout 30", &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
+    EXPECT_EQ(ctl("delete " + n, &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_FALSE(exists(TestRoot::get().dir + "/state/containers/" + n));
+}
+
+TEST_F(LodgedTest, ErrorsAreClearAndNonZero) {
+    int st = 0;
+    EXPECT_EQ(ctl("create 1abc", &st), "Container name must not start with a digit\n");
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(ctl("create a_b", &st), "letters, digits and '-'"));
+    EXPECT_NE(st, 0);
+    EXPECT_EQ(ctl("start nosuch", &st), "No container \"nosuch\"\n");
+    EXPECT_NE(st, 0);
+    std::string n = make("err");
+    ctl("create " + n);
+    EXPECT_EQ(ctl("create " + n, &st), "Container \"" + n + "\" already exists\n");
+    EXPECT_NE(st, 0);
+    EXPECT_EQ(ctl("config set " + n + " no.such=1", &st), "Unknown config key \"no.such\"\n");
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(ctl("config set " + n + " limits.memory=lots", &st), "limits.memory"));
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(ctl("config set " + n + " volatile.x=1", &st), "read-only"));
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(ctl("stop " + n, &st), "is not running"));
+    EXPECT_NE(st, 0);
+    ctl("start " + n);
+    EXPECT_TRUE(contains(ctl("start " + n, &st), "already running"));
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(ctl("delete " + n, &st), "is running"));
+    EXPECT_NE(st, 0);
+    EXPECT_EQ(ctl("delete --force " + n, &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_TRUE(contains(ctl("frobnicate"), "Unknown command"));
+}
+
+TEST_F(LodgedTest, ConfigSetGetUnsetAndLiveLimits) {
+    std::string n = make("cfg");
+    ctl("create " + n + " -c user.a=1 -c environment.X=y");
+    EXPECT_EQ(ctl("config get " + n + " user.a"), "1\n");
+    ctl("config set " + n + " 'user.b=two words'");
+    EXPECT_EQ(ctl("config get " + n + " user.b"), "two words\n");
+    ctl("config unset " + n + " user.a");
+    EXPECT_EQ(ctl("config get " + n + " user.a"), "\n");
+    auto cfg = nlohmann::json::parse(ctl("config show " + n + " --json"), nullptr, false);
+    EXPECT_EQ(cfg, (nlohmann::json{{"environment.X", "y"}, {"user.b", "two words"}}));
+    // The file on disk holds the same, written atomically.
+    auto disk = nlohmann::json::parse(
+        read_text(TestRoot::get().dir + "/state/containers/" + n + "/config.json"), nullptr, false);
+    EXPECT_EQ(disk["config"], cfg);
+    // limits.* reach a running container at once.
+    ctl("start " + n);
+    int st = 0;
+    ctl("config set " + n + " limits.processes=77", &st);
+    EXPECT_EQ(st, 0);
+    std::string pids =
+        "/sys/fs/cgroup/pids/" + TestRoot::get().cgroup + "/lodge-" + n + ".scope/pids.max";
+    if (exists(pids)) {
+        EXPECT_EQ(read_text(pids), "77\n");
+    }
+}
+
+TEST_F(LodgedTest, BusApiIsIntrospectableAndTyped) {
+    std::string n = make("bus");
+    ctl("create " + n);
+    std::string intro = sh("busctl --system introspect io.lodge1 /io/lodge1 2>&1");
+    EXPECT_TRUE(contains(intro, "io.lodge1.Manager")) << intro;
+    EXPECT_TRUE(contains(intro, ".ListContainers")) << intro;
+    std::string tree = sh("busctl --system tree io.lodge1 2>&1");
+    EXPECT_TRUE(contains(tree, "/io/lodge1/container/")) << tree;
+    std::string err = sh("busctl --system call io.lodge1 /io/lodge1 io.lodge1.Manager "
+                         "GetContainer s nosuch 2>&1");
+    EXPECT_TRUE(contains(err, "No container")) << err;
+    std::string state = sh("busctl --system get-property io.lodge1 $(busctl --system call "
+                           "io.lodge1 /io/lodge1 io.lodge1.Manager GetContainer s " +
+                           n + " | cut -d'\"' -f2) io.lodge1.Container State 2>&1");
+    EXPECT_EQ(state, "s \"stopped\"\n");
+}
+
+TEST_F(LodgedTest, ConcurrentCreatesOfOneNameCreateOne) {
+    std::string n = make("race");
+    std::string out =
+        sh("for i in 1 2 3 4; do " + env_path("LODGE_LODGECTL") + " create " + n +
+           " >/dev/null 2>&1 & done; wait; " + env_path("LODGE_LODGECTL") + " list --no-legend -q");
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+    EXPECT_EQ(sh("ls -A " + TestRoot::get().dir + "/state/containers | grep -c '^\\.'"), "0\n")
+        << "no half-made container left behind";
+}
+
+TEST_F(LodgedTest, KillingLodgedNeverTouchesARunningContainer) {
+    std::string n = make("crash");
+    ctl("create " + n);
+    ctl("start " + n);
+    auto before = nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false);
+    ASSERT_EQ(before["state"], "running");
+    daemon->kill9();
+    // The container's PID 1 is alive while lodged is gone.
+    EXPECT_EQ(kill(before["leader"].get<pid_t>(), 0), 0);
+    daemon = std::make_unique<Lodged>();
+    ASSERT_TRUE(daemon->wait_ready());
+    auto after = nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false);
+    EXPECT_EQ(after["state"], "running");
+    EXPECT_EQ(after["leader"], before["leader"]);
+    EXPECT_EQ(after["boot_id"], before["boot_id"]);
+    int st = 0;
+    ctl("stop " + n, &st);
+    EXPECT_EQ(st, 0);
+    EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
+}
+
+TEST_F(LodgedTest, ExitsWhenIdleAndNoContainerRuns) {
+    daemon.reset();
+    auto idle = std::make_unique<Lodged>(std::vector<std::string>{}, "1");
+    ASSERT_TRUE(idle->wait_ready());
+    int status = 0;
+    // It exits on its own after one idle second; waitpid is the event.
+    ASSERT_EQ(waitpid(idle->pid, &status, 0), idle->pid);
+    idle->pid = -1;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    daemon = std::make_unique<Lodged>();
+    ASSERT_TRUE(daemon->wait_ready());
+}
+
+TEST_F(LodgedTest, SocketActivationHandsOverTheDevlxdSocket) {
+    daemon.reset();
+    std::string sockpath = TestRoot::get().dir + "/" + unique_name("devlxd.sock");
+    // systemd-socket-activate passes on only the variables named with -E.
+    std::vector<std::string> prefix{"systemd-socket-activate", "-l", sockpath, "--fdname=devlxd"};
+    for (const char* var : {"NOTIFY_SOCKET", "DBUS_SYSTEM_BUS_ADDRESS", "LODGE_STATE_DIR",
+                            "LODGE_RUNTIME_DIR", "LODGE_LOG_DIR", "LODGE_LXCFS_DIR",
+                            "LODGE_SUPERVISOR", "LODGE_CGROUP_ROOT", "LODGE_IDLE_TIMEOUT"}) {
+        prefix.push_back("-E");
+        prefix.push_back(var);
+    }
+    auto activated = std::make_unique<Lodged>(prefix);
+    // systemd-socket-activate starts lodged on the first connection.
+    sh("for i in $(seq 500); do [ -S " + sockpath + " ] && exit 0; sleep 0.01; done");
+    Fd c(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    struct sockaddr_un addr {};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sockpath.c_str());
+    ASSERT_EQ(connect(c.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_TRUE(activated->wait_ready());
+    // systemd-socket-activate exec'd lodged in its own process, the listener at fd 3.
+    char link[64] = {};
+    readlink(("/proc/" + std::to_string(activated->pid) + "/fd/3").c_str(), link, sizeof link - 1);
+    EXPECT_TRUE(contains(link, "socket:")) << link;
+    EXPECT_TRUE(contains(ctl("list"), "containers listed"));
+    activated.reset();
+    unlink(sockpath.c_str());
+    daemon = std::make_unique<Lodged>();
+    ASSERT_TRUE(daemon->wait_ready());
+}
+
+} // namespace
