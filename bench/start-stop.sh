@@ -141,6 +141,9 @@ trap 'exit 143' TERM
 # Append a sample (integer) to $T/data/<case>.<metric>.
 rec() { echo "$3" >>"$T/data/$1.$2"; }
 rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+# What the process alone costs: its private pages (shared library pages are counted once per
+# machine, not per container).
+priv_of() { awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s}' "/proc/$1/smaps_rollup" 2>/dev/null; }
 
 # ---- rootfs ------------------------------------------------------------------
 mkdir -p "$T/data" "$T/state/containers" "$T/lxc" "$T/nspawn" "$T/nolxcfs"
@@ -180,6 +183,7 @@ lodge_cycle() { # CASE NAME
     [[ $st == *'"state":"running"'* && $st == *"\"supervisor_pid\":$sp"[,\}]* ]] ||
         die "lodge $n: unexpected status (supervisor pid $sp): $st"
     rec "$c" rss "$(rss_of "$sp")"
+    rec "$c" priv "$(priv_of "$sp")"
     t0=${EPOCHREALTIME/[.,]/}
     st=$("$SUP" ctl "$n" stop 30)
     t1=${EPOCHREALTIME/[.,]/}
@@ -225,6 +229,7 @@ lxc_cycle() { # CASE NAME
     [[ $(tr -d '\0' <"/proc/$mon/cmdline") == "[lxc monitor]"* ]] ||
         die "lxc $n: parent $mon of PID 1 is not the lxc monitor"
     rec "$c" rss "$(rss_of "$mon")"
+    rec "$c" priv "$(priv_of "$mon")"
     t0=${EPOCHREALTIME/[.,]/}
     lxc-stop -P "$T/lxc" -n "$n" || die "lxc $n: lxc-stop failed"
     t1=${EPOCHREALTIME/[.,]/}
@@ -277,6 +282,7 @@ nspawn_cycle() { # CASE INIT(bb|ti)
     p1=${line#READY }
     rec "$c" start $((t1 - t0))
     rec "$c" rss "$(rss_of "$np")"
+    rec "$c" priv "$(priv_of "$np")"
     t0=${EPOCHREALTIME/[.,]/}
     if [[ $i == bb ]]; then kill -PWR "$p1"; else kill -TERM "$np"; fi
     wait "$np"
@@ -341,6 +347,7 @@ row() { # LABEL METRIC SUFFIX(bb|ti|"") DIV FMT
 # RSS is pooled over both inits.
 for c in lodge-priv lodge-unpriv lxc nspawn; do
     cat "$T/data/$c-bb.rss" "$T/data/$c-ti.rss" >"$T/data/$c.rss"
+    cat "$T/data/$c-bb.priv" "$T/data/$c-ti.priv" >"$T/data/$c.priv"
 done
 
 bench_secs=$(awk -v a="$bench_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
@@ -363,6 +370,7 @@ report() {
     row "stop, busybox init (SIGPWR, halt has ~2 s of sleeps)" stop bb 1000 "%.0f"
     row "stop, test init (powers off at once)" stop ti 1000 "%.1f"
     row "RSS of supervisor / lxc monitor / systemd-nspawn" rss "" 1 "%.0f"
+    row "private memory (Private_Clean+Private_Dirty) of the same" priv "" 1 "%.0f"
     echo
     echo "start: lodge = fork+exec of lodge-supervisor until its READY line (PID 1 exec'd);"
     echo "LXC = \`lxc-start -d\` until it returns (container RUNNING); nspawn = fork+exec of"
