@@ -10,9 +10,12 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <poll.h>
 #include <string>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-bus.h>
+#include <termios.h>
 #include <unistd.h>
 #include <vector>
 
@@ -412,6 +415,148 @@ int verb_config(const Options& o, sd_bus* bus) {
     return r < 0 ? bus_fail(err, r) : 0;
 }
 
+// Reads a fd-returning method's reply, keeping our own copy of the fd.
+int call_for_fd(sd_bus* bus, const char* method, const std::string& name, int& fd, Error& err) {
+    Reply reply;
+    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, method, &err.e, &reply.m,
+                               "s", name.c_str());
+    if (r < 0)
+        return r;
+    int borrowed = -1;
+    if ((r = sd_bus_message_read(reply.m, "h", &borrowed)) < 0)
+        return r;
+    fd = ::fcntl(borrowed, F_DUPFD_CLOEXEC, 3);
+    return fd < 0 ? -errno : 0;
+}
+
+int copy_all(int from, int to) {
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(from, buf, sizeof buf)) > 0)
+        if (::write(to, buf, static_cast<size_t>(n)) != n)
+            return -EIO;
+    return n < 0 ? -errno : 0;
+}
+
+// Interactive console: Ctrl+a q detaches, as `lxc console` does.
+int verb_console(const Options& o, sd_bus* bus) {
+    if (o.args.size() != 2)
+        return fail("Usage: lodgectl console NAME [--show-log]");
+    Error err;
+    int fd = -1;
+    if (o.show_log) {
+        if (int r = call_for_fd(bus, "OpenContainerConsoleLog", o.args[1], fd, err); r < 0)
+            return bus_fail(err, r);
+        int r = copy_all(fd, STDOUT_FILENO);
+        ::close(fd);
+        return r < 0 ? 1 : 0;
+    }
+    if (int r = call_for_fd(bus, "OpenContainerConsole", o.args[1], fd, err); r < 0)
+        return bus_fail(err, r);
+    bool tty = ::isatty(STDIN_FILENO);
+    struct termios saved {};
+    if (tty) {
+        ::tcgetattr(STDIN_FILENO, &saved);
+        struct termios raw = saved;
+        ::cfmakeraw(&raw);
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+        std::fprintf(stderr, "To detach from the console, press: <ctrl>+a q\r\n");
+    }
+    bool ctrl_a = false, done = false;
+    while (!done) {
+        struct pollfd p[2] = {{fd, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        char buf[4096];
+        if (p[0].revents) {
+            ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+            if (n <= 0)
+                break; // the container stopped
+            if (::write(STDOUT_FILENO, buf, static_cast<size_t>(n)) < 0)
+                break;
+        }
+        if (p[1].revents) {
+            ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+            if (n <= 0) {
+                p[1].fd = -1;
+                break;
+            }
+            std::string out;
+            for (ssize_t i = 0; i < n; i++) {
+                if (tty && ctrl_a && buf[i] == 'q') {
+                    done = true;
+                    break;
+                }
+                if (tty && buf[i] == 0x01 && !ctrl_a) {
+                    ctrl_a = true;
+                    continue;
+                }
+                if (ctrl_a)
+                    out += '\x01';
+                ctrl_a = false;
+                out += buf[i];
+            }
+            if (!out.empty() && ::send(fd, out.data(), out.size(), MSG_NOSIGNAL) < 0)
+                break;
+        }
+    }
+    if (tty)
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    ::close(fd);
+    return 0;
+}
+
+int verb_device(const Options& o, sd_bus* bus) {
+    if (o.args.size() < 3)
+        return fail("Usage: lodgectl device add NAME DEVICE KEY=VALUE... | remove NAME DEVICE | "
+                    "list NAME");
+    const std::string& sub = o.args[1];
+    const std::string& name = o.args[2];
+    Error err;
+    if (sub == "list") {
+        ContainerInfo info;
+        if (int r = get_info(bus, name, info, err); r < 0)
+            return bus_fail(err, r);
+        if (o.json) {
+            std::printf("%s\n", nlohmann::json(info.devices).dump().c_str());
+            return 0;
+        }
+        for (auto& [dev, keys] : info.devices) {
+            std::printf("%s:\n", dev.c_str());
+            for (auto& [k, v] : keys)
+                std::printf("  %s: %s\n", k.c_str(), v.c_str());
+        }
+        return 0;
+    }
+    if (o.args.size() < 4)
+        return fail("Usage: lodgectl device " + sub + " NAME DEVICE ...");
+    if (sub == "remove") {
+        int r =
+            sd_bus_call_method(bus, service, manager_path, manager_iface, "RemoveContainerDevice",
+                               &err.e, nullptr, "ss", name.c_str(), o.args[3].c_str());
+        return r < 0 ? bus_fail(err, r) : 0;
+    }
+    if (sub != "add")
+        return fail("Unknown device command \"" + sub + "\"");
+    sd_bus_message* m = nullptr;
+    if (sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
+                                       "AddContainerDevice") < 0)
+        return fail("Cannot build the request");
+    Reply call{m};
+    std::string bad;
+    int r = sd_bus_message_append(m, "ss", name.c_str(), o.args[3].c_str());
+    std::vector<std::string> kvs(o.args.begin() + 4, o.args.end());
+    if (r >= 0 && (r = append_map(m, kvs, bad)) == -EINVAL)
+        return fail("Invalid device key \"" + bad + "\": expected KEY=VALUE");
+    Reply reply;
+    if (r >= 0)
+        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+    return r < 0 ? bus_fail(err, r) : 0;
+}
+
 void usage() {
     std::printf("lodgectl [OPTIONS] COMMAND ...\n\n"
                 "Commands:\n"
@@ -426,7 +571,9 @@ void usage() {
                 "  restart NAME... [--timeout S]\n"
                 "  reboot NAME...                    Send the reboot signal\n"
                 "  kill NAME... [--signal SIG]       Send a signal to PID 1\n"
-                "  config get|set|unset|show NAME ...\n\n"
+                "  config get|set|unset|show NAME ...\n"
+                "  device add NAME DEV K=V... | remove NAME DEV | list NAME\n"
+                "  console NAME [--show-log]         Attach to the console (Ctrl+a q detaches)\n\n"
                 "Options:\n"
                 "  --json  --no-legend  -q/--quiet  -H/--host [USER@]HOST\n");
 }
@@ -499,6 +646,10 @@ int main(int argc, char** argv) {
         return verb_create(o, bus);
     if (verb == "config")
         return verb_config(o, bus);
+    if (verb == "device")
+        return verb_device(o, bus);
+    if (verb == "console")
+        return verb_console(o, bus);
     if (verb == "start")
         return for_each_name(o, bus, "Usage: lodgectl start NAME...", call("StartContainer", "s"));
     if (verb == "delete")

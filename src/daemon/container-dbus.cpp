@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fcntl.h>
 #include <nlohmann/json.hpp>
 
 namespace lodge::daemon {
@@ -172,6 +173,54 @@ int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
     return sd_bus_reply_method_return(m, nullptr);
 }
 
+int op_add_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    const char* device = nullptr;
+    KeyMap keys;
+    if (int r = sd_bus_message_read(m, "s", &device); r < 0)
+        return r;
+    if (int r = read_string_map(m, keys); r < 0)
+        return r;
+    std::string msg;
+    if (int r = c.manager->add_device(c, device, keys, msg); r < 0)
+        return reply_error(error, r, msg);
+    return sd_bus_reply_method_return(m, nullptr);
+}
+
+int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    const char* device = nullptr;
+    if (int r = sd_bus_message_read(m, "s", &device); r < 0)
+        return r;
+    std::string msg;
+    if (int r = c.manager->remove_device(c, device, msg); r < 0)
+        return r == -ENOENT ? sd_bus_error_set(error, "io.lodge1.NoSuchDevice", msg.c_str())
+                            : reply_error(error, r, msg);
+    return sd_bus_reply_method_return(m, nullptr);
+}
+
+int op_open_console(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    Fd console;
+    std::string msg;
+    if (int r = c.manager->open_console(c, console, msg); r < 0)
+        return reply_error(error, r, msg);
+    return sd_bus_reply_method_return(m, "h", console.get());
+}
+
+int op_open_console_log(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
+        return r;
+    Fd log(::open(paths::console_log(c.name()).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!log)
+        return sd_bus_error_setf(error, "io.lodge1.NoConsoleLog",
+                                 "Container \"%s\" has no console log yet", c.name().c_str());
+    return sd_bus_reply_method_return(m, "h", log.get());
+}
+
 // ---- the object ------------------------------------------------------------------------------
 
 static int find_container(sd_bus*, const char* path, const char*, void* userdata, void** found,
@@ -244,6 +293,18 @@ static int method_delete(sd_bus_message* m, void* ud, sd_bus_error* e) {
 }
 static int method_set_config(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] { return op_set_config(m, CONTAINER(ud), e); });
+}
+static int method_add_device(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_add_device(m, CONTAINER(ud), e); });
+}
+static int method_remove_device(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_remove_device(m, CONTAINER(ud), e); });
+}
+static int method_open_console(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_open_console(m, CONTAINER(ud), e); });
+}
+static int method_open_console_log(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_open_console_log(m, CONTAINER(ud), e); });
 }
 
 static int property_get_string(sd_bus*, const char*, const char*, const char* property,
@@ -345,6 +406,14 @@ static const sd_bus_vtable container_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("SetConfig", SD_BUS_ARGS("a{ss}", set, "as", unset), SD_BUS_NO_RESULT,
                             method_set_config, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("AddDevice", SD_BUS_ARGS("s", device, "a{ss}", keys), SD_BUS_NO_RESULT,
+                            method_add_device, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RemoveDevice", SD_BUS_ARGS("s", device), SD_BUS_NO_RESULT,
+                            method_remove_device, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("OpenConsole", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", console),
+                            method_open_console, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("OpenConsoleLog", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", log),
+                            method_open_console_log, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
 

@@ -21,6 +21,12 @@ int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error);
 // Reads a{ss} set, as unset from `m`.
 int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error);
 
+// Reads s device, a{ss} keys.
+int op_add_device(sd_bus_message* m, Container& c, sd_bus_error* error);
+int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error);
+int op_open_console(sd_bus_message* m, Container& c, sd_bus_error* error);
+int op_open_console_log(sd_bus_message* m, Container& c, sd_bus_error* error);
+
 int register_container_objects(sd_bus* bus, Manager& m);
 
 } // namespace lodge::daemon

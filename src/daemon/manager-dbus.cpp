@@ -214,6 +214,11 @@ BY_NAME(method_delete_container, {
     return op_delete(m, *c, force, e);
 })
 
+BY_NAME(method_add_container_device, { return op_add_device(m, *c, e); })
+BY_NAME(method_remove_container_device, { return op_remove_device(m, *c, e); })
+BY_NAME(method_open_container_console, { return op_open_console(m, *c, e); })
+BY_NAME(method_open_container_console_log, { return op_open_console_log(m, *c, e); })
+
 const sd_bus_vtable manager_vtable[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_METHOD_WITH_ARGS("ListContainers", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuo)", containers),
@@ -250,6 +255,18 @@ const sd_bus_vtable manager_vtable[] = {
                             method_kill_container, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("SetContainerConfig", SD_BUS_ARGS("s", name, "a{ss}", set, "as", unset),
                             SD_BUS_NO_RESULT, method_set_container_config,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("AddContainerDevice",
+                            SD_BUS_ARGS("s", name, "s", device, "a{ss}", keys), SD_BUS_NO_RESULT,
+                            method_add_container_device, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RemoveContainerDevice", SD_BUS_ARGS("s", name, "s", device),
+                            SD_BUS_NO_RESULT, method_remove_container_device,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("OpenContainerConsole", SD_BUS_ARGS("s", name),
+                            SD_BUS_RESULT("h", console), method_open_container_console,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("OpenContainerConsoleLog", SD_BUS_ARGS("s", name),
+                            SD_BUS_RESULT("h", log), method_open_container_console_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_SIGNAL_WITH_ARGS("ContainerNew", SD_BUS_ARGS("s", name, "o", path), 0),
     SD_BUS_SIGNAL_WITH_ARGS("ContainerRemoved", SD_BUS_ARGS("s", name, "o", path), 0),

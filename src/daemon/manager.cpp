@@ -322,6 +322,73 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
     return 0;
 }
 
+int Manager::add_device(Container& c, const std::string& device, const KeyMap& keys,
+                        std::string& error) {
+    if (device.empty() || device.find('/') != std::string::npos) {
+        error = "Invalid device name \"" + device + "\"";
+        return -EINVAL;
+    }
+    if (c.config.devices.count(device)) {
+        error = "Device \"" + device + "\" already exists";
+        return -EEXIST;
+    }
+    ContainerConfig next = c.config;
+    next.devices[device] = keys;
+    if (auto e = check_container_config(next); !e.empty()) {
+        error = e;
+        return -EINVAL;
+    }
+    if (int r = registry_.save(next); r < 0) {
+        error = std::string("Cannot write config.json: ") + std::strerror(-r);
+        return r;
+    }
+    c.config = std::move(next);
+    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Devices",
+                                   nullptr);
+    return 0;
+}
+
+int Manager::remove_device(Container& c, const std::string& device, std::string& error) {
+    if (!c.config.devices.count(device)) {
+        error = "No device \"" + device + "\" in container \"" + c.name() + "\"";
+        return -ENOENT;
+    }
+    ContainerConfig next = c.config;
+    next.devices.erase(device);
+    if (int r = registry_.save(next); r < 0) {
+        error = std::string("Cannot write config.json: ") + std::strerror(-r);
+        return r;
+    }
+    c.config = std::move(next);
+    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Devices",
+                                   nullptr);
+    return 0;
+}
+
+int Manager::open_console(Container& c, Fd& out, std::string& error) {
+    Fd sock;
+    if (runtime::control_connect(c.name(), sock) < 0 ||
+        ::send(sock.get(), "attach", 6, MSG_NOSIGNAL) < 0) {
+        error = "Container \"" + c.name() + "\" is not running";
+        return -ENOTCONN;
+    }
+    // The first message is the supervisor's {"ok":true}; after it the socket is the console.
+    struct timeval tv {
+        5, 0
+    };
+    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
+    ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
+    if (n <= 0 || std::string(buf, static_cast<size_t>(n)).find("\"ok\"") == std::string::npos) {
+        error = "The supervisor of \"" + c.name() + "\" refused the console";
+        return -EIO;
+    }
+    struct timeval none {};
+    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    out = std::move(sock);
+    return 0;
+}
+
 bool Manager::idle() const {
     if (!pending_.empty())
         return false;

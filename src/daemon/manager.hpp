@@ -59,6 +59,12 @@ public:
     int set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
                    std::string& error);
 
+    // Devices are stored now and take effect at the next start (no hot plug yet).
+    int add_device(Container& c, const std::string& device, const KeyMap& keys, std::string& error);
+    int remove_device(Container& c, const std::string& device, std::string& error);
+    // A control connection to the supervisor, already attached to the console.
+    int open_console(Container& c, Fd& out, std::string& error);
+
     bool idle() const;
     sd_bus* bus() const { return bus_; }
 

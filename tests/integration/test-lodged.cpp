@@ -229,6 +229,60 @@ TEST_F(LodgedTest, ConfigSetGetUnsetAndLiveLimits) {
     }
 }
 
+TEST_F(LodgedTest, DevicesAddListRemove) {
+    std::string n = make("dev");
+    ctl("create " + n);
+    int st = 0;
+    EXPECT_EQ(ctl("device add " + n + " data type=disk source=/srv path=/mnt/srv", &st), "");
+    EXPECT_EQ(st, 0);
+    auto devs = nlohmann::json::parse(ctl("device list " + n + " --json"), nullptr, false);
+    EXPECT_EQ(devs["data"]["path"], "/mnt/srv") << devs;
+    EXPECT_TRUE(contains(ctl("device add " + n + " data type=disk source=/a path=/b", &st),
+                         "already exists"));
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(
+        contains(ctl("device add " + n + " bad type=disk source=/a path=rel", &st), "absolute"));
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(ctl("device add " + n + " x type=floppy", &st), "unknown type"));
+    EXPECT_NE(st, 0);
+    EXPECT_EQ(ctl("device remove " + n + " data", &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_TRUE(contains(ctl("device remove " + n + " data", &st), "No device"));
+    EXPECT_NE(st, 0);
+    EXPECT_EQ(ctl("device list " + n + " --json"), "{}\n");
+}
+
+TEST_F(LodgedTest, ConsoleLogAndLiveConsole) {
+    std::string n = make("con");
+    ctl("create " + n);
+    ctl("start " + n);
+    // The busybox init's first words are in the log; waiting for them is waiting for boot.
+    std::string log;
+    for (int i = 0; i < 500 && !contains(log, "lodge-busybox: booted"); i++) {
+        log = ctl("console " + n + " --show-log");
+        if (!contains(log, "lodge-busybox: booted"))
+            usleep(10000); // the guest gives no event for "rcS ran"
+    }
+    EXPECT_TRUE(contains(log, "lodge-busybox: booted")) << log;
+    // Attached (stdin a pipe that stays open), the console streams what the guest writes.
+    std::string out = TestRoot::get().dir + "/" + unique_name("console.out");
+    sh("(sleep 30 | " + env_path("LODGE_LODGECTL") + " console " + n + " > " + out +
+       " 2>&1 &) ; for i in $(seq 500); do [ -s " + out + " ] && break; sleep 0.01; done");
+    auto pid = nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false)["leader"];
+    sh("nsenter -t " + std::to_string(pid.get<int>()) +
+       " -a /bin/sh -c 'exec </dev/null 2>/dev/null; echo console-marker > /dev/console'");
+    std::string got;
+    for (int i = 0; i < 500 && !contains(got, "console-marker"); i++) {
+        got = read_text(out);
+        if (!contains(got, "console-marker"))
+            usleep(10000); // the file is the only thing to watch
+    }
+    EXPECT_TRUE(contains(got, "console-marker")) << got;
+    // Stopping the container ends the attached client.
+    ctl("stop " + n);
+    sh("pkill -f 'lodgectl console " + n + "'");
+}
+
 TEST_F(LodgedTest, BusApiIsIntrospectableAndTyped) {
     std::string n = make("bus");
     ctl("create " + n);
