@@ -557,6 +557,53 @@ int verb_device(const Options& o, sd_bus* bus) {
     return r < 0 ? bus_fail(err, r) : 0;
 }
 
+// enable/disable: the lodge@NAME.service template instance, through systemd's own API, as
+// machinectl enable does for systemd-nspawn@.service.
+int verb_enable(const Options& o, sd_bus* bus, bool enable) {
+    if (o.args.size() < 2)
+        return fail(std::string("Usage: lodgectl ") + (enable ? "enable" : "disable") + " NAME...");
+    std::vector<std::string> units;
+    for (size_t i = 1; i < o.args.size(); i++) {
+        if (auto e = lodge::check_container_name(o.args[i]); !e.empty())
+            return fail(e);
+        Error err;
+        if (int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetContainer",
+                                       &err.e, nullptr, "s", o.args[i].c_str());
+            r < 0)
+            return bus_fail(err, r);
+        units.push_back("lodge@" + o.args[i] + ".service");
+    }
+    std::vector<const char*> strv;
+    for (auto& u : units)
+        strv.push_back(u.c_str());
+    strv.push_back(nullptr);
+    sd_bus_message* m = nullptr;
+    if (sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1",
+                                       "/org/freedesktop/systemd1",
+                                       "org.freedesktop.systemd1.Manager",
+                                       enable ? "EnableUnitFiles" : "DisableUnitFiles") < 0)
+        return fail("Cannot build the request");
+    Reply call{m};
+    int r = sd_bus_message_append_strv(m, const_cast<char**>(strv.data()));
+    if (r >= 0)
+        r = enable ? sd_bus_message_append(m, "bb", 0, 1) : sd_bus_message_append(m, "b", 0);
+    Error err;
+    Reply reply;
+    if (r >= 0)
+        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+    if (r < 0) {
+        if (sd_bus_error_has_name(&err.e, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
+            sd_bus_error_has_name(&err.e, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+            return fail("systemd is not running on this host: cannot enable units");
+        return bus_fail(err, r);
+    }
+    Error reload_err;
+    sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                       "org.freedesktop.systemd1.Manager", "Reload", &reload_err.e, nullptr,
+                       nullptr);
+    return 0;
+}
+
 void usage() {
     std::printf("lodgectl [OPTIONS] COMMAND ...\n\n"
                 "Commands:\n"
@@ -573,7 +620,8 @@ void usage() {
                 "  kill NAME... [--signal SIG]       Send a signal to PID 1\n"
                 "  config get|set|unset|show NAME ...\n"
                 "  device add NAME DEV K=V... | remove NAME DEV | list NAME\n"
-                "  console NAME [--show-log]         Attach to the console (Ctrl+a q detaches)\n\n"
+                "  console NAME [--show-log]         Attach to the console (Ctrl+a q detaches)\n"
+        "  enable|disable NAME...            Start the container at boot (lodge@NAME.service)\n\n"
                 "Options:\n"
                 "  --json  --no-legend  -q/--quiet  -H/--host [USER@]HOST\n");
 }
@@ -650,6 +698,8 @@ int main(int argc, char** argv) {
         return verb_device(o, bus);
     if (verb == "console")
         return verb_console(o, bus);
+    if (verb == "enable" || verb == "disable")
+        return verb_enable(o, bus, verb == "enable");
     if (verb == "start")
         return for_each_name(o, bus, "Usage: lodgectl start NAME...", call("StartContainer", "s"));
     if (verb == "delete")
