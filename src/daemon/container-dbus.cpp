@@ -13,21 +13,9 @@
 
 namespace lodge::daemon {
 
-int check_root(sd_bus_message* m, sd_bus_error* error) {
-    sd_bus_creds* creds = nullptr;
-    int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
-    if (r < 0)
-        return r;
-    uid_t uid = 1;
-    r = sd_bus_creds_get_euid(creds, &uid);
-    sd_bus_creds_unref(creds);
-    if (r < 0)
-        return r;
-    if (uid != 0)
-        return sd_bus_error_set(
-            error, SD_BUS_ERROR_ACCESS_DENIED,
-            "Managing lodge containers needs root (polkit is not wired up yet)");
-    return 0;
+int authorize(sd_bus_message* m, Manager& manager, const char* action, const std::string& container,
+              sd_bus_error* error) {
+    return manager.polkit().verify(m, action, container, error);
 }
 
 int reply_error(sd_bus_error* error, int r, const std::string& msg) {
@@ -56,8 +44,8 @@ int reply_error(sd_bus_error* error, int r, const std::string& msg) {
 }
 
 int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     std::string msg;
     if (int r = c.manager->start(c, msg); r < 0)
         return reply_error(error, r, msg);
@@ -91,8 +79,8 @@ static int deferred_request(sd_bus_message* m, Container& c, const std::string& 
 }
 
 int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     if (!c.running())
         return sd_bus_error_setf(error, errors::not_running, "Container \"%s\" is not running",
                                  c.name().c_str());
@@ -103,8 +91,8 @@ int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_
 }
 
 int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     if (!c.running())
         return op_start(m, c, error);
     return deferred_request(m, c, timeout < 0 ? "restart" : "restart " + std::to_string(timeout),
@@ -113,8 +101,8 @@ int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* e
 
 static int simple_request(sd_bus_message* m, Container& c, const std::string& req,
                           sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     std::string reply, msg;
     if (int r = c.manager->request(c, req, reply, msg); r < 0)
         return reply_error(error, r, msg);
@@ -132,8 +120,8 @@ int op_kill(sd_bus_message* m, Container& c, int32_t sig, sd_bus_error* error) {
 }
 
 int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     std::string msg;
     if (int r = c.manager->remove(c, force, msg); r < 0)
         return reply_error(error, r, msg);
@@ -153,8 +141,8 @@ int read_string_map(sd_bus_message* m, KeyMap& out) {
 }
 
 int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     KeyMap set;
     char** unset = nullptr;
     if (int r = read_string_map(m, set); r < 0)
@@ -174,8 +162,8 @@ int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
 }
 
 int op_add_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     const char* device = nullptr;
     KeyMap keys;
     if (int r = sd_bus_message_read(m, "s", &device); r < 0)
@@ -189,8 +177,8 @@ int op_add_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
 }
 
 int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     const char* device = nullptr;
     if (int r = sd_bus_message_read(m, "s", &device); r < 0)
         return r;
@@ -202,8 +190,8 @@ int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
 }
 
 int op_open_console(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::exec, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     Fd console;
     std::string msg;
     if (int r = c.manager->open_console(c, console, msg); r < 0)
@@ -212,8 +200,8 @@ int op_open_console(sd_bus_message* m, Container& c, sd_bus_error* error) {
 }
 
 int op_open_console_log(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = check_root(m, error); r < 0 || sd_bus_error_is_set(error))
-        return r;
+    if (int r = authorize(m, *c.manager, actions::exec, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
     Fd log(::open(paths::console_log(c.name()).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
     if (!log)
         return sd_bus_error_setf(error, "io.lodge1.NoConsoleLog",

@@ -7,7 +7,10 @@
 
 namespace lodge::daemon {
 
-int check_root(sd_bus_message* m, sd_bus_error* error);
+// 1: the caller may do `action` on `container`; 0: polkit was asked and the call will be
+// dispatched again (the handler returns 1 without replying); <0: refused, `error` set.
+int authorize(sd_bus_message* m, Manager& manager, const char* action, const std::string& container,
+              sd_bus_error* error);
 int reply_error(sd_bus_error* error, int r, const std::string& msg);
 int read_string_map(sd_bus_message* m, KeyMap& out);
 int append_string_map(sd_bus_message* reply, const KeyMap& map);

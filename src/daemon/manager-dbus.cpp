@@ -83,8 +83,12 @@ int method_get_container_by_pid(sd_bus_message* m, void* ud, sd_bus_error* e) {
 int create_with(
     sd_bus_message* m, void* ud, sd_bus_error* e,
     const std::function<int(sd_bus_message*, const std::string&, KeyMap&, std::string&)>& fill) {
-    if (int r = check_root(m, e); r < 0 || sd_bus_error_is_set(e))
+    const char* requested = nullptr;
+    if (int r = sd_bus_message_read(m, "s", &requested); r < 0)
         return r;
+    if (int r = authorize(m, manager(ud), actions::manage, requested, e); r <= 0)
+        return r == 0 ? 1 : r;
+    sd_bus_message_rewind(m, 1);
     const char* name = nullptr;
     if (int r = sd_bus_message_read(m, "s", &name); r < 0)
         return r;

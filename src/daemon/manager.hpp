@@ -5,6 +5,7 @@
 #include "bus-util.hpp"
 #include "common/config.hpp"
 #include "common/fd.hpp"
+#include "polkit.hpp"
 #include "registry.hpp"
 
 #include <map>
@@ -67,6 +68,7 @@ public:
 
     bool idle() const;
     sd_bus* bus() const { return bus_; }
+    Polkit& polkit() { return polkit_; }
 
 private:
     void attach_watch(Container& c);
@@ -78,6 +80,7 @@ private:
     sd_event* event_;
     sd_bus* bus_;
     Registry registry_;
+    Polkit polkit_;
     std::map<std::string, std::unique_ptr<Container>> containers_;
     struct Pending {
         Manager* manager;

@@ -283,6 +283,23 @@ TEST_F(LodgedTest, ConsoleLogAndLiveConsole) {
     sh("pkill -f 'lodgectl console " + n + "'");
 }
 
+TEST_F(LodgedTest, OthersAreRefusedWithoutPolkitButMayRead) {
+    std::string n = make("auth");
+    ctl("create " + n);
+    std::string as_nobody =
+        "setpriv --reuid=65534 --regid=65534 --clear-groups " + env_path("LODGE_LODGECTL") + " ";
+    int st = 0;
+    std::string out = sh(as_nobody + "start " + n + " 2>&1", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "polkit")) << out;
+    out = sh(as_nobody + "delete " + n + " 2>&1", &st);
+    EXPECT_NE(st, 0);
+    out = sh(as_nobody + "list -q 2>&1", &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_TRUE(contains(out, n)) << out;
+    EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
+}
+
 TEST_F(LodgedTest, BusApiIsIntrospectableAndTyped) {
     std::string n = make("bus");
     ctl("create " + n);

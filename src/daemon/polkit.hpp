@@ -1,0 +1,40 @@
+// Authorization of bus callers (CONTRACT §2 polkit actions): root always; anyone else through
+// an asynchronous polkit CheckAuthorization, the way systemd's bus_verify_polkit_async() does
+// it: the method call is parked, and re-dispatched once polkit has answered.
+#pragma once
+
+#include "bus-util.hpp"
+
+#include <map>
+#include <string>
+
+namespace lodge::daemon {
+
+namespace actions {
+constexpr const char* manage = "io.lodge1.manage";   // create, delete, config, devices
+constexpr const char* control = "io.lodge1.control"; // start, stop, restart, reboot, kill
+constexpr const char* exec = "io.lodge1.exec";       // exec, shell, console
+} // namespace actions
+
+class Polkit {
+public:
+    // 1: authorized, go on. 0: asked polkit; the handler returns 1 without replying and runs
+    // again with the answer. <0: refused, with `error` set.
+    int verify(sd_bus_message* call, const char* action, const std::string& container,
+               sd_bus_error* error);
+
+private:
+    struct Query {
+        Polkit* owner = nullptr;
+        MessagePtr call;
+        SlotPtr slot;
+        std::string action;
+        bool done = false;
+        bool authorized = false;
+        std::string denial;
+    };
+    static int on_reply(sd_bus_message* reply, void* userdata, sd_bus_error*);
+    std::map<sd_bus_message*, std::unique_ptr<Query>> queries_;
+};
+
+} // namespace lodge::daemon
