@@ -348,6 +348,45 @@ TEST_F(LodgedTest, KillingLodgedNeverTouchesARunningContainer) {
     EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
 }
 
+// kill -9 of lodged while it creates, starts or stops: whatever moment the kill lands on, the
+// restarted lodged shows each container whole or not at all, and its real state.
+TEST_F(LodgedTest, KillNineDuringOperationsLosesNothing) {
+    std::string base = make("k9");
+    const std::string lodgectl = env_path("LODGE_LODGECTL");
+    const std::string containers = TestRoot::get().dir + "/state/containers/";
+    for (int round = 0; round < 8; round++) {
+        std::string n = base + "x" + std::to_string(round);
+        created.push_back(n);
+        // The kill lands after a different number of microseconds each round.
+        std::string op = round % 2 ? "create " + n + " && " + lodgectl + " start " + n
+                                   : "create " + n;
+        sh("(" + lodgectl + " " + op + " >/dev/null 2>&1 &) ; usleep " +
+           std::to_string(round * 2500));
+        daemon->kill9();
+        daemon = std::make_unique<Lodged>();
+        ASSERT_TRUE(daemon->wait_ready());
+        std::string list = ctl("list --no-legend");
+        bool listed = contains(list, n + " ");
+        // Listed means complete on disk; not listed means nothing of it remains.
+        EXPECT_EQ(listed, exists(containers + n + "/config.json")) << list;
+        if (listed) {
+            EXPECT_TRUE(exists(containers + n + "/rootfs/sbin/init")) << n;
+        } else {
+            EXPECT_FALSE(exists(containers + n)) << n;
+        }
+        EXPECT_EQ(sh("ls -A " + containers + " | grep -c '^\\.' || true"), "0\n")
+            << "an unfinished create was left behind";
+        // A container that runs is reported running, with its real PID 1.
+        auto j = nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false);
+        if (j.is_object() && j.value("state", "") == "running") {
+            EXPECT_EQ(kill(j["leader"].get<pid_t>(), 0), 0);
+            int st = 0;
+            ctl("stop " + n + " --force", &st);
+            EXPECT_EQ(st, 0);
+        }
+    }
+}
+
 TEST_F(LodgedTest, ExitsWhenIdleAndNoContainerRuns) {
     daemon.reset();
     auto idle = std::make_unique<Lodged>(std::vector<std::string>{}, "1");
