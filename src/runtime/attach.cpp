@@ -172,8 +172,8 @@ void reset_signals() {
 
     if (!req.cwd.empty()) {
         if (::chdir(req.cwd.c_str()) < 0)
-            fail(p.sock, log_error_errno(errno, "Cannot change to the directory \"%s\"",
-                                         req.cwd.c_str()));
+            fail(p.sock,
+                 log_error_errno(errno, "Cannot change to the directory \"%s\"", req.cwd.c_str()));
     } else if (::chdir("/root") < 0 && ::chdir("/") < 0) {
         fail(p.sock, log_error_errno(errno, "Cannot change to the directory \"/\""));
     }
@@ -246,8 +246,11 @@ void reset_signals() {
 
 // The helper: joins the payload cgroup and the namespaces, then creates the command as a sibling,
 // i.e. as the caller's child.
-[[noreturn]] void helper_main(const Plan& p) {
+[[noreturn]] void helper_main(Plan& p) {
     const ExecRequest& req = *p.req;
+    // A caller with closed stdio may have got the socket as 0-2, where the command's stdio goes.
+    if (p.sock < 3)
+        p.sock = ::fcntl(p.sock, F_DUPFD_CLOEXEC, 3);
     close_all_but({p.sock, p.init_pidfd, req.stdin_fd, req.stdout_fd, req.stderr_fd});
     // Until exec nothing in the container may look into these processes: they still hold the
     // caller's descriptors (and /proc/PID/fd of a non-dumpable process is host root's).
@@ -277,12 +280,14 @@ void reset_signals() {
     _exit(0);
 }
 
-bool same_namespace(pid_t pid, const char* ns) {
-    struct stat a {}, b {};
+// True when PID's namespace of this type exists and is not ours.
+bool other_namespace(pid_t pid, const char* ns) {
+    struct stat a {};
+    struct stat b {};
     std::string theirs = "/proc/" + std::to_string(pid) + "/ns/" + ns;
     std::string ours = std::string("/proc/self/ns/") + ns;
     return ::stat(theirs.c_str(), &a) == 0 && ::stat(ours.c_str(), &b) == 0 &&
-           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+           (a.st_dev != b.st_dev || a.st_ino != b.st_ino);
 }
 
 // True when /proc/PID/cgroup puts the process in `payload` (or below) in some hierarchy.
@@ -366,21 +371,24 @@ int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& erro
     // A pidfd pins PID 1; the checks through /proc/PID are about that process if it is still
     // alive afterwards. A recycled pid must never lead into the host's namespaces.
     PidFd init = PidFd::open(req.init_pid);
-    if (!init.valid())
-        return refuse(-errno, "The container's PID 1 (pid " + std::to_string(req.init_pid) +
-                                  ") is gone: " + std::strerror(errno));
-    bool own_userns = !same_namespace(req.init_pid, "user");
-    bool is_container = !same_namespace(req.init_pid, "pid") && in_cgroup(req.init_pid, payload);
+    if (!init.valid()) {
+        int r = log_error_errno(errno, "The container's PID 1 (pid %d) is gone", req.init_pid);
+        error = log_last_error();
+        return r;
+    }
+    // Privileged containers share our user namespace, and setns() refuses to re-enter it.
+    bool own_userns = other_namespace(req.init_pid, "user");
+    bool own_timens = other_namespace(req.init_pid, "time");
+    bool is_container = other_namespace(req.init_pid, "pid") && in_cgroup(req.init_pid, payload);
     if (init.send_signal(0) < 0)
-        return refuse(-ESRCH, "The container's PID 1 (pid " + std::to_string(req.init_pid) +
-                                  ") is gone");
+        return refuse(-ESRCH,
+                      "The container's PID 1 (pid " + std::to_string(req.init_pid) + ") is gone");
     if (!is_container)
         return refuse(-ESRCH, "Process " + std::to_string(req.init_pid) +
                                   " is not the init of a container in cgroup " + payload);
     p.ns_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                 CLONE_NEWCGROUP | (own_userns ? CLONE_NEWUSER : 0);
-    if (!same_namespace(req.init_pid, "time"))
-        p.ns_flags |= CLONE_NEWTIME;
+                 CLONE_NEWCGROUP | (own_userns ? CLONE_NEWUSER : 0) |
+                 (own_timens ? CLONE_NEWTIME : 0);
     p.init_pidfd = init.get();
 
     int pair[2];

@@ -47,7 +47,11 @@ struct ExecHandle {
 
 // Starts the command and returns once it has been exec'd (a command that cannot be found or run
 // still counts: it exits 127 or 126 with a message on its stderr). Returns 0, or -errno with
-// `error` naming the reason. The caller must not ignore SIGCHLD: it reaps the command itself.
+// `error` naming the reason. Blocks for the few milliseconds the setup takes.
+//
+// The command is the caller's child: the caller must not ignore SIGCHLD, and must reap it with
+// exec_wait() (also after killing it). Until it is reaped the container's pid namespace cannot
+// finish dying, so a stopping container would wait for it.
 int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& error);
 
 // Waits for the command and reaps it. Returns its exit status the shell way (the exit code, or

@@ -35,6 +35,11 @@ struct FilterDeleter {
 };
 using Filter = std::unique_ptr<void, FilterDeleter>;
 
+// libseccomp sets no_new_privs before loading unless told not to; PID 1 holds CAP_SYS_ADMIN
+// (in its user namespace) and needs no such crutch, and with it setuid programs in the guest
+// (su, sudo, ping) stop working, which LXD's containers do not do.
+int keep_setuid_working(scmp_filter_ctx ctx) { return seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0); }
+
 int add_compat_arches(scmp_filter_ctx ctx) {
     if (seccomp_arch_native() != SCMP_ARCH_X86_64)
         return 0;
@@ -65,6 +70,8 @@ int load_seccomp(const ContainerConfig& c) {
         Filter ctx(seccomp_init(SCMP_ACT_ALLOW));
         if (!ctx)
             return log_error_errno(ENOMEM, "Failed to allocate a seccomp filter");
+        if (int r = keep_setuid_working(ctx.get()); r < 0)
+            return log_error_errno(r, "Failed to configure the seccomp filter");
         if (int r = add_compat_arches(ctx.get()); r < 0)
             return log_error_errno(r, "Failed to add compat architectures to the seccomp filter");
         if (deny_default) {
@@ -101,6 +108,8 @@ int load_seccomp(const ContainerConfig& c) {
         Filter ctx(seccomp_init(SCMP_ACT_ALLOW));
         if (!ctx)
             return log_error_errno(ENOMEM, "Failed to allocate a seccomp filter");
+        if (int r = keep_setuid_working(ctx.get()); r < 0)
+            return log_error_errno(r, "Failed to configure the seccomp filter");
         if (int r = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ERRNO(ENOSYS));
             r < 0)
             return log_error_errno(r, "Failed to set the seccomp bad-arch action");

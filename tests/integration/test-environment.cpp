@@ -211,6 +211,8 @@ TEST_P(Environment, SeccompDefaultPolicy) {
     EXPECT_TRUE(contains(out, "umount2_plain 2\n")) << out; // reaches the kernel: ENOENT
     std::string status = read_text("/proc/" + std::to_string(init) + "/status");
     EXPECT_TRUE(contains(status, "Seccomp:\t2")) << status;
+    // The filter does not come with no_new_privs: setuid programs keep working in the guest.
+    EXPECT_TRUE(contains(status, "NoNewPrivs:\t0")) << status;
 }
 
 TEST_P(Environment, Capabilities) {
