@@ -12,8 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <poll.h>
 #include <string>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <systemd/sd-bus.h>
 #include <termios.h>
 #include <unistd.h>
@@ -31,6 +34,9 @@ struct Options {
     std::vector<std::string> config;           // -c KEY=VALUE
     bool force = false;
     bool show_log = false;
+    int pty = -1;                     // -t: 1, -T: 0, else decided by whether stdin is a terminal
+    std::vector<std::string> env;     // --env K=V
+    std::vector<std::string> command; // after --
 };
 
 struct Bus {
@@ -557,6 +563,210 @@ int verb_device(const Options& o, sd_bus* bus) {
     return r < 0 ? bus_fail(err, r) : 0;
 }
 
+// exec: the command's stdio are pipes (or a pty from the container) that we pump, so no file of
+// ours ever enters the container; lodged hands back the command's pidfd (signals go straight to
+// it) and the pty master over a socket pair, and answers the call with the exit status.
+struct ExecState {
+    bool replied = false;
+    int status = 1;
+    std::string error;
+};
+
+int on_exec_reply(sd_bus_message* m, void* userdata, sd_bus_error*) {
+    auto* st = static_cast<ExecState*>(userdata);
+    st->replied = true;
+    if (const sd_bus_error* e = sd_bus_message_get_error(m)) {
+        st->error = e->message ? e->message : e->name;
+        st->status = 1;
+    } else if (int32_t status; sd_bus_message_read(m, "i", &status) >= 0) {
+        st->status = status;
+    }
+    return 0;
+}
+
+int recv_fd(int sock, std::string& what) {
+    char buf[64];
+    struct iovec iov {
+        buf, sizeof buf
+    };
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n <= 0)
+        return -1;
+    what.assign(buf, static_cast<size_t>(n));
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS)
+        return -1;
+    int fd;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
+int verb_exec(const Options& o, sd_bus* bus) {
+    if (o.args.size() != 2 || o.command.empty())
+        return fail("Usage: lodgectl exec NAME [-t|-T] [--env K=V]... [--cwd DIR] -- CMD...");
+    bool tty_in = ::isatty(STDIN_FILENO);
+    bool pty = o.pty == 1 || (o.pty == -1 && tty_in);
+    int ctl[2], in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0)
+        return fail(std::string("socketpair: ") + std::strerror(errno));
+    if (!pty &&
+        (::pipe2(in, O_CLOEXEC) < 0 || ::pipe2(out, O_CLOEXEC) < 0 || ::pipe2(err, O_CLOEXEC) < 0))
+        return fail(std::string("pipe: ") + std::strerror(errno));
+    sd_bus_message* m = nullptr;
+    if (sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
+                                       "ExecContainer") < 0)
+        return fail("Cannot build the request");
+    Reply call{m};
+    std::vector<const char*> argv, envv;
+    for (auto& a : o.command)
+        argv.push_back(a.c_str());
+    argv.push_back(nullptr);
+    for (auto& e : o.env)
+        envv.push_back(e.c_str());
+    envv.push_back(nullptr);
+    int r = sd_bus_message_append(m, "s", o.args[1].c_str());
+    if (r >= 0)
+        r = sd_bus_message_append_strv(m, const_cast<char**>(argv.data()));
+    if (r >= 0)
+        r = sd_bus_message_append_strv(m, const_cast<char**>(envv.data()));
+    auto cwd = o.values.find("cwd");
+    if (r >= 0)
+        r = sd_bus_message_append(m, "sbhhhh", cwd == o.values.end() ? "" : cwd->second.c_str(),
+                                  pty ? 1 : 0, pty ? ctl[1] : in[0], pty ? ctl[1] : out[1],
+                                  pty ? ctl[1] : err[1], ctl[1]);
+    ExecState st;
+    sd_bus_slot* slot = nullptr;
+    if (r >= 0)
+        r = sd_bus_call_async(bus, &slot, m, on_exec_reply, &st, UINT64_MAX);
+    if (r < 0)
+        return fail(std::string("Cannot send the request: ") + std::strerror(-r));
+    sd_bus_flush(bus);
+    // Our copies of the command's ends go, including the ones the request message holds: EOF
+    // on the pipes then means the command closed them.
+    sd_bus_message_unref(call.m);
+    call.m = nullptr;
+    ::close(ctl[1]);
+    for (int fd : {in[0], out[1], err[1]})
+        if (fd >= 0)
+            ::close(fd);
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH})
+        sigaddset(&sigs, sig);
+    ::sigprocmask(SIG_BLOCK, &sigs, nullptr);
+    int sfd = ::signalfd(-1, &sigs, SFD_CLOEXEC);
+
+    struct termios saved {};
+    bool raw = false;
+    int pidfd = -1, master = -1;
+    int in_w = pty ? -1 : in[1], out_r = pty ? -1 : out[0], err_r = pty ? -1 : err[0];
+    bool stdin_open = true;
+    auto set_winsize = [&] {
+        struct winsize ws {};
+        if (master >= 0 && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0)
+            ::ioctl(master, TIOCSWINSZ, &ws);
+    };
+    auto pump = [](int from, int to) -> bool {
+        char buf[65536];
+        ssize_t n = ::read(from, buf, sizeof buf);
+        if (n <= 0)
+            return false;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
+            if (w <= 0)
+                return false;
+            off += w;
+        }
+        return true;
+    };
+    for (;;) {
+        bool streams_open = out_r >= 0 || err_r >= 0 || master >= 0;
+        if (st.replied && !streams_open)
+            break;
+        std::vector<struct pollfd> p;
+        p.push_back({sd_bus_get_fd(bus), static_cast<short>(sd_bus_get_events(bus)), 0});
+        p.push_back({ctl[0], POLLIN, 0});
+        p.push_back({stdin_open && (in_w >= 0 || master >= 0) ? STDIN_FILENO : -1, POLLIN, 0});
+        p.push_back({out_r, POLLIN, 0});
+        p.push_back({err_r, POLLIN, 0});
+        p.push_back({master, POLLIN, 0});
+        p.push_back({sfd, POLLIN, 0});
+        // Once the command has ended, a background process still holding its output gets 5 s.
+        int ready = ::poll(p.data(), p.size(), st.replied ? 5000 : -1);
+        if (ready < 0 && errno != EINTR)
+            break;
+        if (ready == 0 && st.replied)
+            break;
+        while (sd_bus_process(bus, nullptr) > 0) {
+        }
+        if (p[1].revents) {
+            std::string what;
+            int fd = recv_fd(ctl[0], what);
+            if (fd < 0) {
+                ::close(ctl[0]);
+                ctl[0] = -1;
+            } else if (what == "pidfd") {
+                pidfd = fd;
+            } else if (what == "pty") {
+                master = fd;
+                set_winsize();
+                if (tty_in && !raw) {
+                    ::tcgetattr(STDIN_FILENO, &saved);
+                    struct termios t = saved;
+                    ::cfmakeraw(&t);
+                    ::tcsetattr(STDIN_FILENO, TCSANOW, &t);
+                    raw = true;
+                }
+            } else {
+                ::close(fd);
+            }
+        }
+        if (p[2].revents && !pump(STDIN_FILENO, in_w >= 0 ? in_w : master)) {
+            stdin_open = false;
+            if (master >= 0)
+                (void)!::write(master, "\x04", 1); // end of input, the terminal way
+            if (in_w >= 0) {
+                ::close(in_w); // the command sees EOF on its stdin
+                in_w = -1;
+            }
+        }
+        if (p[3].revents && !pump(out_r, STDOUT_FILENO)) {
+            ::close(out_r);
+            out_r = -1;
+        }
+        if (p[4].revents && !pump(err_r, STDERR_FILENO)) {
+            ::close(err_r);
+            err_r = -1;
+        }
+        if (p[5].revents && !pump(master, STDOUT_FILENO)) {
+            ::close(master); // EIO: the command and everything on its pty are gone
+            master = -1;
+        }
+        if (p[6].revents) {
+            struct signalfd_siginfo si {};
+            if (::read(sfd, &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGWINCH)
+                    set_winsize();
+                else if (pidfd >= 0)
+                    ::syscall(SYS_pidfd_send_signal, pidfd, si.ssi_signo, nullptr, 0);
+            }
+        }
+    }
+    if (raw)
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    sd_bus_slot_unref(slot);
+    if (!st.error.empty())
+        return fail(st.error);
+    return st.status;
+}
+
 // enable/disable: the lodge@NAME.service template instance, through systemd's own API, as
 // machinectl enable does for systemd-nspawn@.service.
 int verb_enable(const Options& o, sd_bus* bus, bool enable) {
@@ -605,25 +815,28 @@ int verb_enable(const Options& o, sd_bus* bus, bool enable) {
 }
 
 void usage() {
-    std::printf("lodgectl [OPTIONS] COMMAND ...\n\n"
-                "Commands:\n"
-                "  list                              List containers\n"
-                "  status NAME...                    Show a container's state\n"
-                "  show NAME...                      Show a container's properties\n"
-                "  create NAME [SOURCE...] [-c K=V]  Create from the built-in image, a directory,\n"
-                "                                    a tarball or an LXD image (METADATA ROOTFS)\n"
-                "  delete NAME... [--force]          Delete containers\n"
-                "  start NAME...                     Start containers\n"
-                "  stop NAME... [--timeout S] [--force]\n"
-                "  restart NAME... [--timeout S]\n"
-                "  reboot NAME...                    Send the reboot signal\n"
-                "  kill NAME... [--signal SIG]       Send a signal to PID 1\n"
-                "  config get|set|unset|show NAME ...\n"
-                "  device add NAME DEV K=V... | remove NAME DEV | list NAME\n"
-                "  console NAME [--show-log]         Attach to the console (Ctrl+a q detaches)\n"
+    std::printf(
+        "lodgectl [OPTIONS] COMMAND ...\n\n"
+        "Commands:\n"
+        "  list                              List containers\n"
+        "  status NAME...                    Show a container's state\n"
+        "  show NAME...                      Show a container's properties\n"
+        "  create NAME [SOURCE...] [-c K=V]  Create from the built-in image, a directory,\n"
+        "                                    a tarball or an LXD image (METADATA ROOTFS)\n"
+        "  delete NAME... [--force]          Delete containers\n"
+        "  start NAME...                     Start containers\n"
+        "  stop NAME... [--timeout S] [--force]\n"
+        "  restart NAME... [--timeout S]\n"
+        "  reboot NAME...                    Send the reboot signal\n"
+        "  kill NAME... [--signal SIG]       Send a signal to PID 1\n"
+        "  config get|set|unset|show NAME ...\n"
+        "  device add NAME DEV K=V... | remove NAME DEV | list NAME\n"
+        "  console NAME [--show-log]         Attach to the console (Ctrl+a q detaches)\n"
+        "  exec NAME [-t|-T] [--env K=V] [--cwd DIR] -- CMD...  Run a command in the container\n"
+        "  shell NAME                        A login shell in the container\n"
         "  enable|disable NAME...            Start the container at boot (lodge@NAME.service)\n\n"
-                "Options:\n"
-                "  --json  --no-legend  -q/--quiet  -H/--host [USER@]HOST\n");
+        "Options:\n"
+        "  --json  --no-legend  -q/--quiet  -H/--host [USER@]HOST\n");
 }
 
 } // namespace
@@ -645,8 +858,21 @@ int main(int argc, char** argv) {
             }
             return false;
         };
+        if (a == "--") {
+            for (int j = i + 1; j < argc; j++)
+                o.command.push_back(argv[j]);
+            break;
+        }
         if (a == "--json")
             o.json = true;
+        else if (a == "-t" || a == "--tty")
+            o.pty = 1;
+        else if (a == "-T" || a == "--no-tty")
+            o.pty = 0;
+        else if ((a == "--env" || a == "-e") && i + 1 < argc)
+            o.env.push_back(argv[++i]);
+        else if (a.rfind("--env=", 0) == 0)
+            o.env.push_back(a.substr(6));
         else if (a == "--no-legend")
             o.legend = false;
         else if (a == "-q" || a == "--quiet")
@@ -662,7 +888,7 @@ int main(int argc, char** argv) {
         else if (a == "-h" || a == "--help") {
             usage();
             return 0;
-        } else if (value("timeout") || value("signal"))
+        } else if (value("timeout") || value("signal") || value("cwd"))
             continue;
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);
@@ -698,6 +924,15 @@ int main(int argc, char** argv) {
         return verb_device(o, bus);
     if (verb == "console")
         return verb_console(o, bus);
+    if (verb == "exec")
+        return verb_exec(o, bus);
+    if (verb == "shell") {
+        Options sh = o;
+        sh.command = {"/bin/sh", "-l"};
+        if (sh.pty == -1)
+            sh.pty = 1;
+        return verb_exec(sh, bus);
+    }
     if (verb == "enable" || verb == "disable")
         return verb_enable(o, bus, verb == "enable");
     if (verb == "start")

@@ -4,6 +4,7 @@
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
+#include "exec.hpp"
 
 #include <cerrno>
 #include <csignal>
@@ -288,6 +289,9 @@ static int method_add_device(sd_bus_message* m, void* ud, sd_bus_error* e) {
 static int method_remove_device(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] { return op_remove_device(m, CONTAINER(ud), e); });
 }
+static int method_exec(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_exec(m, CONTAINER(ud), CONTAINER(ud).manager->event(), e); });
+}
 static int method_open_console(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] { return op_open_console(m, CONTAINER(ud), e); });
 }
@@ -398,6 +402,10 @@ static const sd_bus_vtable container_vtable[] = {
                             method_add_device, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("RemoveDevice", SD_BUS_ARGS("s", device), SD_BUS_NO_RESULT,
                             method_remove_device, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Exec",
+                            SD_BUS_ARGS("as", argv, "as", environment, "s", cwd, "b", pty, "h",
+                                        stdin, "h", stdout, "h", stderr, "h", control),
+                            SD_BUS_RESULT("i", status), method_exec, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("OpenConsole", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", console),
                             method_open_console, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("OpenConsoleLog", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", log),

@@ -5,6 +5,7 @@
 #include "common/log.hpp"
 #include "common/validate.hpp"
 #include "dbus-api.hpp"
+#include "exec.hpp"
 #include "manager.hpp"
 
 #include <csignal>
@@ -73,11 +74,11 @@ int main() {
     for (;;) {
         if (sd_event_get_state(event.get()) == SD_EVENT_FINISHED)
             break;
-        bool idle = timeout > 0 && manager.idle();
+        bool idle = timeout > 0 && manager.idle() && execs_in_flight() == 0;
         int r = sd_event_run(event.get(), idle ? timeout : UINT64_MAX);
         if (r < 0)
             return log_error_errno(r, "Event loop failed"), 1;
-        if (r == 0 && idle && manager.idle()) {
+        if (r == 0 && idle && manager.idle() && execs_in_flight() == 0) {
             log_info("Idle and no container runs; exiting");
             sd_notify(0, "STOPPING=1");
             sd_bus_release_name(bus.get(), "io.lodge1");

@@ -2,6 +2,7 @@
 // every io.lodge1.Container method.
 #include "container-dbus.hpp"
 #include "dbus-api.hpp"
+#include "exec.hpp"
 #include "import.hpp"
 
 #include <cerrno>
@@ -218,6 +219,7 @@ BY_NAME(method_delete_container, {
     return op_delete(m, *c, force, e);
 })
 
+BY_NAME(method_exec_container, { return op_exec(m, *c, manager(ud).event(), e); })
 BY_NAME(method_add_container_device, { return op_add_device(m, *c, e); })
 BY_NAME(method_remove_container_device, { return op_remove_device(m, *c, e); })
 BY_NAME(method_open_container_console, { return op_open_console(m, *c, e); })
@@ -259,6 +261,11 @@ const sd_bus_vtable manager_vtable[] = {
                             method_kill_container, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("SetContainerConfig", SD_BUS_ARGS("s", name, "a{ss}", set, "as", unset),
                             SD_BUS_NO_RESULT, method_set_container_config,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("ExecContainer",
+                            SD_BUS_ARGS("s", name, "as", argv, "as", environment, "s", cwd, "b",
+                                        pty, "h", stdin, "h", stdout, "h", stderr, "h", control),
+                            SD_BUS_RESULT("i", status), method_exec_container,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("AddContainerDevice",
                             SD_BUS_ARGS("s", name, "s", device, "a{ss}", keys), SD_BUS_NO_RESULT,

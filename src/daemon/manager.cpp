@@ -3,7 +3,9 @@
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
+#include "machined.hpp"
 #include "runtime/control.hpp"
+#include "scope.hpp"
 
 #include <cerrno>
 #include <cstdlib>
@@ -32,7 +34,8 @@ std::string Container::object_path() const {
     return out;
 }
 
-Manager::Manager(sd_event* event, sd_bus* bus) : event_(event), bus_(bus) {}
+Manager::Manager(sd_event* event, sd_bus* bus)
+    : event_(event), bus_(bus), use_scopes_(use_systemd_scopes()) {}
 
 int Manager::load() {
     registry_.collect_garbage();
@@ -146,6 +149,7 @@ void Manager::on_status(Container& c, const std::string& text) {
     c.reason = j.value("reason", "");
     c.leader = j.value("pid", 0);
     c.boot_id = j.value("boot_id", "");
+    c.cgroup = j.value("cgroup", "");
     emit_state_changed(c);
 }
 
@@ -216,8 +220,20 @@ int Manager::start(Container& c, std::string& error) {
     std::vector<std::string> args;
     if (const char* root = std::getenv("LODGE_CGROUP_ROOT"); root && *root)
         args.push_back(std::string("--cgroup=") + root + "/lodge-" + c.name() + ".scope");
+    // Under systemd the supervisor waits until lodged has put it into lodge-NAME.scope, whose
+    // Controller it is (PID 1 asks it, not the whole scope, to stop), and only then makes its
+    // supervisor/ and payload/ cgroups below the scope.
+    std::string e;
+    ContainerConfig config = c.config;
+    registry_.load(c.name(), config, e); // what the supervisor will start from
+    runtime::LaunchHold hold;
+    hold.bus_controller = true;
+    hold.before_go = [&](pid_t pid, const std::string& bus_name, std::string& why) {
+        return start_scope(ScopeRequest{&config, pid, bus_name}, why);
+    };
     runtime::LaunchResult res;
-    if (runtime::launch_supervisor(supervisor_binary(), c.name(), args, res) < 0) {
+    if (runtime::launch_supervisor(supervisor_binary(), c.name(), args, res,
+                                   use_scopes_ ? &hold : nullptr) < 0) {
         error = res.error;
         c.state = "error";
         c.reason = res.error;
@@ -225,10 +241,11 @@ int Manager::start(Container& c, std::string& error) {
         return -EIO;
     }
     // Re-read: the supervisor started from what is on disk now.
-    std::string e;
     registry_.load(c.name(), c.config, e);
     c.started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
     c.leader = res.init_pid;
+    if (use_scopes_)
+        machined_register(bus_, c.name(), res.init_pid, paths::container_rootfs(c.name()));
     attach_watch(c);
     return 0;
 }
@@ -315,8 +332,11 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
     for (auto& k : unset)
         limits |= k.rfind("limits.", 0) == 0;
     if (limits && c.running()) {
+        // A scope's limits are its unit properties (systemd owns the scope's cgroup
+        // attributes); without systemd the supervisor writes them into its own cgroups.
         std::string reply;
-        if (request(c, "apply-limits", reply, error) < 0)
+        if (use_scopes_ ? set_scope_limits(bus_, c.config, error) < 0
+                        : request(c, "apply-limits", reply, error) < 0)
             return -EIO;
     }
     return 0;

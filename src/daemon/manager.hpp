@@ -23,6 +23,7 @@ struct Container {
     std::string reason;
     pid_t leader = 0;
     std::string boot_id;
+    std::string cgroup; // the supervisor's cgroup base (payload is below it)
     uint64_t started_usec = 0; // CLOCK_REALTIME of the last start
     // The supervisor's "watch" stream, while one runs.
     Fd watch;
@@ -68,6 +69,7 @@ public:
 
     bool idle() const;
     sd_bus* bus() const { return bus_; }
+    sd_event* event() const { return event_; }
     Polkit& polkit() { return polkit_; }
 
 private:
@@ -80,6 +82,8 @@ private:
     sd_event* event_;
     sd_bus* bus_;
     Registry registry_;
+    // systemd is PID 1: each container's supervisor goes into its own transient scope.
+    bool use_scopes_ = false;
     Polkit polkit_;
     std::map<std::string, std::unique_ptr<Container>> containers_;
     struct Pending {

@@ -27,6 +27,11 @@ std::vector<Hierarchy> host_hierarchies() {
             const char* target = mnt_fs_get_target(fs);
             if (!type || !target)
                 continue;
+            // A read-only hierarchy (the v1 controllers nspawn gives a container on a hybrid
+            // host) can hold no cgroup of ours.
+            if (const char* vfs = mnt_fs_get_vfs_options(fs);
+                vfs && mnt_optstr_get_option(vfs, "ro", nullptr, nullptr) == 0)
+                continue;
             std::string t = type;
             if (t == "cgroup2") {
                 out.push_back({target, "", true});

@@ -16,7 +16,9 @@
 
 #include "common/fd.hpp"
 
+#include <functional>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 namespace lodge::runtime {
@@ -29,12 +31,26 @@ int control_request(const std::string& name, const std::string& request, std::st
 
 struct LaunchResult {
     pid_t init_pid = 0;
+    pid_t supervisor_pid = 0; // known only with a LaunchHold
     std::string error;
+};
+
+// Holds the new supervisor before it does anything (no cgroup, no runtime dir yet), so that the
+// caller can place it, e.g. into a systemd scope. The supervisor gets --wait-go-fd=N and blocks
+// reading one byte from N; `before_go` runs meanwhile. 0 lets it go; -errno (with `error` set)
+// closes N unwritten, and the supervisor exits without having touched anything.
+struct LaunchHold {
+    // Also pass --bus-controller: the supervisor connects to the system bus before it blocks
+    // and reports its unique name, which `before_go` gets (for a scope's Controller=).
+    bool bus_controller = false;
+    std::function<int(pid_t supervisor_pid, const std::string& bus_name, std::string& error)>
+        before_go;
 };
 
 // Starts `supervisor` (the lodge-supervisor binary) for `name`, detached from the caller
 // (double fork, own session), and waits until PID 1 has been exec'd or the start failed.
 int launch_supervisor(const std::string& supervisor, const std::string& name,
-                      const std::vector<std::string>& extra_args, LaunchResult& out);
+                      const std::vector<std::string>& extra_args, LaunchResult& out,
+                      const LaunchHold* hold = nullptr);
 
 } // namespace lodge::runtime

@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
@@ -81,6 +82,8 @@ public:
         : name_(std::move(name)), cgroup_(std::move(cgroup_base)), own_base_(own_base) {}
 
     int run(int notify_fd);
+    // With --bus-controller: the connection systemd sends the scope's RequestStop to.
+    void set_bus(sd_bus* bus) { bus_ = bus; }
 
 private:
     int setup_runtime_dir();
@@ -107,6 +110,7 @@ private:
     static int on_term_signal(sd_event_source*, const struct signalfd_siginfo*, void* userdata);
 
     std::string name_;
+    sd_bus* bus_ = nullptr;
     CgroupFs cgroup_;
     bool own_base_;
     ContainerConfig config_;
@@ -180,9 +184,13 @@ int Supervisor::start_container(std::string& error) {
         error = log_last_error();
         return -EINVAL;
     }
-    if (int r = cgroup_.apply_limits(config_); r < 0) {
-        error = log_last_error();
-        return r;
+    // A systemd scope's own attributes are systemd's (lodged sets limits.* as unit properties);
+    // only a base this supervisor made itself gets them written here.
+    if (own_base_) {
+        if (int r = cgroup_.apply_limits(config_); r < 0) {
+            error = log_last_error();
+            return r;
+        }
     }
     if (int r = cgroup_.create_payload(); r < 0) {
         error = log_last_error();
@@ -530,6 +538,8 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
         // limits.* changed in config.json: apply them to the running container now.
         if (load_config() < 0)
             return error(log_last_error());
+        if (!own_base_)
+            return error("the container runs in a systemd scope: its limits are unit properties");
         if (cgroup_.apply_limits(config_) < 0)
             return error(log_last_error());
         send_json(c, nlohmann::json{{"ok", true}});
@@ -621,6 +631,10 @@ int Supervisor::run(int notify_fd) {
     if (int r = sd_event_new(&e); r < 0)
         return fail("sd_event_new failed");
     event_.reset(e);
+    if (bus_) {
+        if (int r = sd_bus_attach_event(bus_, event_.get(), SD_EVENT_PRIORITY_NORMAL); r < 0)
+            return fail("Failed to attach the system bus to the event loop");
+    }
     for (int sig : {SIGTERM, SIGINT})
         sd_event_add_signal(event_.get(), nullptr, sig, on_term_signal, this);
     sd_event_add_signal(event_.get(), nullptr, SIGHUP, nullptr, nullptr);
@@ -652,9 +666,55 @@ int Supervisor::run(int notify_fd) {
     return r < 0 ? 1 : 0;
 }
 
+// systemd asks the scope's Controller (this process, with --bus-controller) to stop the
+// container instead of signalling the scope itself (`systemctl stop lodge-NAME.scope`, host
+// shutdown). That is the graceful stop SIGTERM asks for, so it becomes one.
+int on_request_stop(sd_bus_message* m, void* userdata, sd_bus_error*) {
+    const auto* pid1 = static_cast<const std::string*>(userdata);
+    const char* sender = sd_bus_message_get_sender(m);
+    if (!sender || *pid1 != sender)
+        return 0; // anyone may send us a signal; only PID 1 may stop the container
+    log_info("systemd asks to stop the container's scope");
+    ::kill(::getpid(), SIGTERM);
+    return 0;
+}
+
+struct BusDeleter {
+    void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
+};
+using BusPtr = std::unique_ptr<sd_bus, BusDeleter>;
+
+// --bus-controller: connects to the system bus, learns PID 1's unique name (`pid1`) and
+// watches for RequestStop, all before the caller creates the scope with our name as Controller.
+int open_controller_bus(BusPtr& out, std::string& pid1) {
+    sd_bus* b = nullptr;
+    if (int r = sd_bus_open_system(&b); r < 0)
+        return log_error_errno(r, "Failed to connect to the system bus");
+    BusPtr bus(b);
+    sd_bus_set_exit_on_disconnect(bus.get(), 0);
+    sd_bus_creds* creds = nullptr;
+    const char* unique = nullptr;
+    int r = sd_bus_get_name_creds(bus.get(), "org.freedesktop.systemd1", SD_BUS_CREDS_UNIQUE_NAME,
+                                  &creds);
+    if (r >= 0)
+        r = sd_bus_creds_get_unique_name(creds, &unique);
+    if (r >= 0)
+        pid1 = unique;
+    sd_bus_creds_unref(creds);
+    if (r < 0)
+        return log_error_errno(r, "Failed to look up systemd on the system bus");
+    r = sd_bus_match_signal(bus.get(), nullptr, nullptr, nullptr, "org.freedesktop.systemd1.Scope",
+                            "RequestStop", on_request_stop, &pid1);
+    if (r < 0)
+        return log_error_errno(r, "Failed to watch for RequestStop");
+    out = std::move(bus);
+    return 0;
+}
+
 int usage() {
     std::fprintf(stderr,
-                 "Usage: lodge-supervisor [--notify-fd=N] [--cgroup=PATH] [--log-stderr] NAME\n"
+                 "Usage: lodge-supervisor [--notify-fd=N] [--wait-go-fd=N [--bus-controller]]\n"
+                 "                        [--cgroup=PATH] [--log-stderr] NAME\n"
                  "       lodge-supervisor ctl NAME REQUEST...\n");
     return 2;
 }
@@ -683,13 +743,17 @@ int main(int argc, char** argv) {
     using namespace lodge;
     if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0)
         return runtime::ctl_main(argc, argv);
-    int notify_fd = -1;
+    int notify_fd = -1, go_fd = -1;
     std::string cgroup, name;
-    bool log_stderr = false;
+    bool log_stderr = false, bus_controller = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (a.rfind("--notify-fd=", 0) == 0)
             notify_fd = std::atoi(a.c_str() + 12);
+        else if (a.rfind("--wait-go-fd=", 0) == 0)
+            go_fd = std::atoi(a.c_str() + 13);
+        else if (a == "--bus-controller")
+            bus_controller = true;
         else if (a.rfind("--cgroup=", 0) == 0)
             cgroup = a.substr(9);
         else if (a == "--log-stderr")
@@ -699,8 +763,33 @@ int main(int argc, char** argv) {
         else
             name = a;
     }
-    if (name.empty())
+    if (name.empty() || (bus_controller && go_fd < 0))
         return runtime::usage();
+    // --bus-controller: the bus name goes to the caller first; it becomes the scope's Controller.
+    runtime::BusPtr bus;
+    std::string pid1_bus_name;
+    if (bus_controller) {
+        log_set_prefix("lodge-supervisor[" + name + "]");
+        const char* unique = nullptr;
+        std::string line = runtime::open_controller_bus(bus, pid1_bus_name) < 0 ||
+                                   sd_bus_get_unique_name(bus.get(), &unique) < 0
+                               ? "ERROR " + log_last_error() + "\n"
+                               : "BUS " + std::string(unique) + "\n";
+        (void)!::write(notify_fd, line.data(), line.size());
+        if (!bus)
+            return 1;
+    }
+    // --wait-go-fd: the caller places this process (into its systemd scope) before it makes any
+    // cgroup or file; one byte means go, EOF means the start was called off.
+    if (go_fd >= 0) {
+        char go = 0;
+        ssize_t n;
+        while ((n = ::read(go_fd, &go, 1)) < 0 && errno == EINTR)
+            ;
+        ::close(go_fd);
+        if (n != 1)
+            return 1;
+    }
     if (notify_fd >= 0)
         ::fcntl(notify_fd, F_SETFD, FD_CLOEXEC);
     log_set_prefix("lodge-supervisor[" + name + "]");
@@ -732,5 +821,6 @@ int main(int argc, char** argv) {
             cgroup = "machine.slice/" + scope;
     }
     runtime::Supervisor sup(name, cgroup, own_base);
+    sup.set_bus(bus.get());
     return sup.run(notify_fd);
 }

@@ -6,6 +6,7 @@
 #include "harness.hpp"
 
 #include <csignal>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -300,6 +301,65 @@ TEST_F(LodgedTest, OthersAreRefusedWithoutPolkitButMayRead) {
     EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
 }
 
+TEST_F(LodgedTest, ExecStatusStreamsEnvironmentAndSignals) {
+    std::string n = make("exec");
+    ctl("create " + n);
+    ctl("start " + n);
+    const std::string exec = env_path("LODGE_LODGECTL") + " exec " + n + " ";
+    int st = 0;
+    // stdout and stderr stay apart; the command's exit status becomes lodgectl's.
+    std::string out = sh(exec + "-- sh -c 'echo to-out; echo to-err >&2; exit 7' 2>/dev/null", &st);
+    EXPECT_EQ(out, "to-out\n");
+    EXPECT_EQ(st, 7);
+    out = sh(exec + "-- sh -c 'echo to-out; echo to-err >&2' 2>&1 >/dev/null", &st);
+    EXPECT_EQ(out, "to-err\n");
+    EXPECT_EQ(sh("printf 'line one\\nline two\\n' | " + exec + "-- cat"), "line one\nline two\n");
+    EXPECT_EQ(sh(exec + "--env FOO=bar --cwd /tmp -- sh -c 'echo $FOO $PWD $container'"),
+              "bar /tmp lxc\n");
+    // Only pipes reach the container: no file of the caller's.
+    std::string links = sh(exec + "-- sh -c 'for i in 0 1 2; do readlink /proc/$$/fd/$i; done'");
+    EXPECT_EQ(std::count(links.begin(), links.end(), '\n'), 3) << links;
+    size_t pipes = 0;
+    for (size_t pos = 0; (pos = links.find("pipe:", pos)) != std::string::npos; pos++)
+        pipes++;
+    EXPECT_EQ(pipes, 3u) << links;
+    sh(exec + "-- no-such-command 2>/dev/null", &st);
+    EXPECT_EQ(st, 127);
+    sh(exec + "-- sh -c 'kill -9 $$'", &st);
+    EXPECT_EQ(st, 137);
+    // A signal to lodgectl reaches the command.
+    pid_t client = fork();
+    if (client == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(null, 1);
+        execl(env_path("LODGE_LODGECTL").c_str(), "lodgectl", "exec", n.c_str(), "--", "sleep",
+              "1000", nullptr);
+        _exit(99);
+    }
+    // Wait (bounded) until the command runs in the container: nothing announces it.
+    const std::string has_sleep =
+        "has_sleep() { for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && "
+        "return 0; done; return 1; }; ";
+    sh(exec + "-- sh -c '" + has_sleep +
+       "for i in $(seq 1000); do has_sleep && exit 0; usleep 10000; done'");
+    kill(client, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(waitpid(client, &status, 0), client);
+    EXPECT_TRUE(WIFEXITED(status)) << status;
+    EXPECT_EQ(WEXITSTATUS(status), 143) << "SIGTERM reached the command";
+    EXPECT_EQ(sh(exec + "-- sh -c '" + has_sleep + "has_sleep || echo none'"), "none\n");
+    // With -t the command gets a pty of the container's own devpts.
+    out = sh("echo 'tty; exit 3' | " + exec + "-t -- sh", &st);
+    EXPECT_TRUE(contains(out, "/dev/pts/")) << out;
+    EXPECT_EQ(st, 3);
+    EXPECT_TRUE(contains(ctl("exec nosuch -- true", &st), "No container"));
+    EXPECT_NE(st, 0);
+    ctl("stop --force " + n);
+    EXPECT_TRUE(contains(ctl("exec " + n + " -- true", &st), "is not running"));
+    EXPECT_NE(st, 0);
+}
+
 TEST_F(LodgedTest, BusApiIsIntrospectableAndTyped) {
     std::string n = make("bus");
     ctl("create " + n);
@@ -358,8 +418,8 @@ TEST_F(LodgedTest, KillNineDuringOperationsLosesNothing) {
         std::string n = base + "x" + std::to_string(round);
         created.push_back(n);
         // The kill lands after a different number of microseconds each round.
-        std::string op = round % 2 ? "create " + n + " && " + lodgectl + " start " + n
-                                   : "create " + n;
+        std::string op =
+            round % 2 ? "create " + n + " && " + lodgectl + " start " + n : "create " + n;
         sh("(" + lodgectl + " " + op + " >/dev/null 2>&1 &) ; usleep " +
            std::to_string(round * 2500));
         daemon->kill9();
