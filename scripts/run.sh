@@ -1,41 +1,54 @@
 #!/usr/bin/env bash
 # The main job: install dependencies, build, and launch a container from the built-in busybox
-# image; show it running from the host and from inside, then stop it.
+# image through lodged and lodgectl; show it from the host and from inside, then stop it.
+# This machine kind boots without systemd or a system bus, so the script brings up a private
+# bus with lodge's policy for the run (on a systemd host: meson install, then lodgectl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh build
 
 name=${LODGE_DEMO_NAME:-demo}
-state=${LODGE_STATE_DIR:-/var/lib/lodge}
-export LODGE_STATE_DIR=$state
-sup=build/lodge-supervisor
-dir=$state/containers/$name
-if [ ! -d "$dir/rootfs" ]; then
-  mkdir -p "$dir"
-  # The built-in image: a busybox rootfs made from the host's static busybox.
-  bash tests/fixtures/make-busybox-rootfs.sh "$dir/rootfs"
-  printf '{"name": "%s", "config": {}, "devices": {}}\n' "$name" > "$dir/config.json.tmp"
-  mv "$dir/config.json.tmp" "$dir/config.json"
-fi
-"$sup" ctl "$name" status >/dev/null 2>&1 && "$sup" ctl "$name" stop-force >/dev/null
+export LODGE_STATE_DIR=${LODGE_STATE_DIR:-/var/lib/lodge}
+export LODGE_SUPERVISOR=$PWD/build/lodge-supervisor LODGE_IDLE_TIMEOUT=0
+ctl=$PWD/build/lodgectl
+bus=$(mktemp -d /run/lodge-demo-bus.XXXXXX)
+cleanup() {
+  [ -n "${LODGED:-}" ] && kill "$LODGED" 2>/dev/null || true
+  [ -n "${DBUS:-}" ] && kill "$DBUS" 2>/dev/null || true
+  rm -rf "$bus"
+}
+trap cleanup EXIT
 
-setsid "$sup" --notify-fd=3 "$name" 3>"${TMPDIR:-/tmp}/lodge-$name.notify" </dev/null >/dev/null 2>&1 &
-while ! grep -qE '^(READY|ERROR)' "${TMPDIR:-/tmp}/lodge-$name.notify" 2>/dev/null; do
-  kill -0 $! 2>/dev/null || break
-  sleep 0.05
-done
-result=$(cat "${TMPDIR:-/tmp}/lodge-$name.notify"); rm -f "${TMPDIR:-/tmp}/lodge-$name.notify"
-case "$result" in
-  READY*) ;;
-  *) echo "lodge: container $name did not start: ${result#ERROR }" >&2; exit 1 ;;
-esac
-pid=${result#READY }
-echo "== container $name is running, PID 1 is host pid $pid"
-"$sup" ctl "$name" status
-echo "== inside: hostname, id, PID 1's environment, /dev"
-nsenter -t "$pid" -a /bin/sh -c 'hostname; id; tr "\0" "\n" < /proc/1/environ; ls -l /dev'
-echo "== stopping (SIGPWR to busybox init)"
-"$sup" ctl "$name" stop 30
-echo "== console log: /var/log/lodge/$name/console.log"
-tail -n 5 "${LODGE_LOG_DIR:-/var/log/lodge}/$name/console.log"
+if [ -z "${DBUS_SYSTEM_BUS_ADDRESS:-}" ] && ! [ -S /run/dbus/system_bus_socket ]; then
+  mkdir -p "$bus/policy"
+  cp dbus/io.lodge1.conf "$bus/policy/"
+  sed -e "s#<listen>.*</listen>#<listen>unix:path=$bus/socket</listen>#" \
+      -e "s#<includedir>system.d</includedir>#<includedir>$bus/policy</includedir>#" \
+      -e "s#<includedir>/etc/dbus-1/system.d</includedir>##" \
+      -e 's#<pidfile>.*</pidfile>##' -e 's#<user>.*</user>##' \
+      /usr/share/dbus-1/system.conf > "$bus/bus.conf"
+  mkfifo "$bus/address"
+  dbus-daemon --config-file="$bus/bus.conf" --nofork --nopidfile --print-address=1 \
+    > "$bus/address" 2>/dev/null &
+  DBUS=$!
+  read -r address < "$bus/address"   # printed once it listens
+  export DBUS_SYSTEM_BUS_ADDRESS=${address%%,*}
+fi
+build/lodged 2> "$bus/lodged.log" &
+LODGED=$!
+until "$ctl" list >/dev/null 2>&1; do kill -0 "$LODGED"; done   # lodged answers once it owns io.lodge1
+
+"$ctl" status "$name" >/dev/null 2>&1 || "$ctl" create "$name"
+"$ctl" stop --force "$name" >/dev/null 2>&1 || true
+echo "== lodgectl start $name (the built-in busybox image, unprivileged)"
+"$ctl" start "$name"
+"$ctl" list
+"$ctl" status "$name"
+echo "== inside, through lodgectl exec: hostname, id, PID 1's environment, /dev"
+"$ctl" exec "$name" -- sh -c 'hostname; id; tr "\0" "\n" < /proc/1/environ; ls -l /dev'
+echo "== lodgectl stop $name (SIGPWR to busybox init)"
+"$ctl" stop "$name"
+"$ctl" status "$name"
+echo "== lodgectl console $name --show-log (last lines)"
+"$ctl" console "$name" --show-log | tail -n 4
