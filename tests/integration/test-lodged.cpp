@@ -174,6 +174,50 @@ TEST_F(LodgedTest, CreateStartStopDelete) {
     EXPECT_FALSE(exists(TestRoot::get().dir + "/state/containers/" + n));
 }
 
+TEST_F(LodgedTest, CreateFromDirectoryTarballAndLxdImages) {
+    const std::string src = TestRoot::get().dir + "/" + unique_name("imgsrc");
+    int st = 0;
+    sh("mkdir -p " + src + " && bash " + env_path("LODGE_FIXTURES") + "/make-busybox-rootfs.sh " +
+           src + "/rootfs",
+       &st);
+    ASSERT_EQ(st, 0);
+    sh("printf 'architecture: x86_64\\ncreation_date: 1700000000\\nproperties:\\n  os: "
+       "BusyBox\\n  release: \"1.35\"\\n  description: test image\\n' > " +
+       src + "/metadata.yaml && tar -C " + src + "/rootfs -czf " + src +
+       "/plain.tar.gz . && tar -C " + src + " -cJf " + src +
+       "/unified.tar.xz metadata.yaml rootfs && tar -C " + src + " -cf " + src +
+       "/meta.tar metadata.yaml");
+    struct Case {
+        std::string base, args;
+    };
+    for (auto& [base, args] :
+         {Case{"fromdir", src + "/rootfs"}, Case{"fromtar", src + "/plain.tar.gz"},
+          Case{"unified", src + "/unified.tar.xz"},
+          Case{"split", src + "/meta.tar " + src + "/plain.tar.gz"}}) {
+        std::string n = make(base.c_str());
+        EXPECT_EQ(ctl("create " + n + " " + args, &st), "Created container " + n + "\n");
+        EXPECT_EQ(st, 0);
+        EXPECT_EQ(ctl("start " + n, &st), "");
+        EXPECT_EQ(st, 0) << base;
+        EXPECT_EQ(sh(env_path("LODGE_LODGECTL") + " exec " + n + " -- readlink /sbin/init"),
+                  "../bin/busybox\n");
+        if (base == "unified" || base == "split") {
+            EXPECT_EQ(ctl("config get " + n + " image.os"), "BusyBox\n") << base;
+            EXPECT_EQ(ctl("config get " + n + " image.release"), "1.35\n") << base;
+        }
+        ctl("stop --force " + n);
+    }
+    // A source that is no image is refused with the reason, and nothing is left.
+    sh("head -c 4096 /dev/urandom > " + src + "/garbage.tar");
+    std::string n = make("garbage");
+    EXPECT_NE(ctl("create " + n + " " + src + "/garbage.tar", &st), "");
+    EXPECT_NE(st, 0);
+    EXPECT_FALSE(exists(TestRoot::get().dir + "/state/containers/" + n));
+    EXPECT_TRUE(contains(ctl("create " + n + " /no/such/path", &st), "Cannot open /no/such/path"));
+    EXPECT_NE(st, 0);
+    sh("rm -rf " + src);
+}
+
 TEST_F(LodgedTest, ErrorsAreClearAndNonZero) {
     int st = 0;
     EXPECT_EQ(ctl("create 1abc", &st), "Container name must not start with a digit\n");
