@@ -9,6 +9,11 @@ export LODGE_DEBIAN_TARBALL=${LODGE_DEBIAN_TARBALL:-/var/cache/lodge-tests/debia
 mkdir -p "$(dirname "$LODGE_DEBIAN_TARBALL")"
 bash tests/fixtures/make-debian-rootfs.sh "$LODGE_DEBIAN_TARBALL" ||
   echo "test.sh: could not build the Debian rootfs; its tests will report themselves skipped"
+# Tier 2 boots that Debian with lodge installed: machined, busybox and lodge's libraries too.
+export LODGE_TIER2_TARBALL=${LODGE_TIER2_TARBALL:-/var/cache/lodge-tests/debian-bookworm-tier2.tar.zst}
+LODGE_DEBIAN_EXTRA="systemd-container libseccomp2 libcap2 libarchive13 libyaml-0-2 libmount1 busybox-static dbus" \
+  bash tests/fixtures/make-debian-rootfs.sh "$LODGE_TIER2_TARBALL" ||
+  echo "test.sh: could not build the tier-2 rootfs; the tier2 suite will report itself skipped"
 
 status=0
 for variant in build:-Dsanitizers=false build-asan:-Dsanitizers=true; do

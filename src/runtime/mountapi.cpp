@@ -55,7 +55,18 @@ Fd clone_tree(int dirfd, const std::string& path, bool recursive) {
     unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
     if (path.empty())
         flags |= AT_EMPTY_PATH;
-    return Fd(::open_tree(dirfd, path.c_str(), flags));
+    Fd tree(::open_tree(dirfd, path.c_str(), flags));
+    // A clone of a shared mount (everything is shared under systemd) joins its peer group:
+    // mounts made on the clone would show up on the host, and pivot_root refuses a shared new
+    // root. As a slave it still sees the host's mounts but sends none back.
+    struct mount_attr attr {};
+    attr.propagation = MS_SLAVE;
+    if (tree &&
+        ::mount_setattr(tree.get(), "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr,
+                        sizeof attr) < 0 &&
+        errno != ENOSYS)
+        return Fd();
+    return tree;
 }
 
 int set_mount_attr(int tree, unsigned attr_set, unsigned attr_clr, int userns_fd, bool recursive) {

@@ -1,0 +1,352 @@
+#!/bin/bash
+# Tier 2: lodge installed into a booted Debian systemd (systemd-nspawn, as
+# /work/shared/reference/test-environment.md "Tier 2" describes) and checked
+# there as an administrator would use it: socket and bus activation, transient
+# scopes in machine.slice with Delegate=yes and their limits, machined,
+# lodge@.service, a restart of lodged, a stop of the scope from outside, and a
+# poweroff of the whole system.
+#
+#   run-tier2.sh hybrid|unified
+#
+# hybrid: the guest gets the host's hybrid cgroup layout (v1 controllers
+# read-only); unified: SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1, a pure cgroup2 guest
+# as on a stock Debian 12 host (no controllers: limits are set, not enforced).
+#
+# Environment: LODGE_BUILD_DIR (meson's build dir, set by tests/meson.build),
+# LODGE_TIER2_TARBALL (default /var/cache/lodge-tests/debian-bookworm-tier2.tar.zst,
+# made by scripts/test.sh with tests/fixtures/make-debian-rootfs.sh).
+# Exit: 0 all checks passed, 1 a check failed, 77 skipped (the reason is printed).
+
+# Functions called through poll/trap look unreachable to shellcheck.
+# shellcheck disable=SC2317
+set -uo pipefail
+
+mode=${1:-hybrid}
+tarball=${LODGE_TIER2_TARBALL:-/var/cache/lodge-tests/debian-bookworm-tier2.tar.zst}
+build=${LODGE_BUILD_DIR:-}
+
+skip() {
+    echo "SKIP: $*"
+    exit 77
+}
+[[ $mode == hybrid || $mode == unified ]] || { echo "usage: $0 hybrid|unified" >&2; exit 2; }
+[[ $EUID -eq 0 ]] || skip "needs root"
+[[ -f $tarball ]] || skip "no tier-2 rootfs at $tarball (scripts/test.sh builds it)"
+[[ -n $build && -f $build/lodged ]] || skip "LODGE_BUILD_DIR does not hold a built lodge"
+for tool in systemd-nspawn nsenter zstd meson python3 timeout setsid; do
+    command -v "$tool" >/dev/null || skip "$tool is not installed"
+done
+# The recipe is for hosts where PID 1 is not systemd (nspawn without machined, in a
+# cgroup of its own); on a systemd host nspawn would be started through systemd-run.
+[[ -d /run/systemd/system ]] && skip "the host runs systemd; this recipe is for hosts without it"
+if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
+    [[ $mode == unified ]] || skip "a pure cgroup2 host has no hybrid layout to give the guest"
+    cgroup_roots=(/sys/fs/cgroup)
+else
+    [[ -d /sys/fs/cgroup/unified && -d /sys/fs/cgroup/systemd ]] ||
+        skip "cgroup v1 host without the unified and name=systemd hierarchies"
+    cgroup_roots=(/sys/fs/cgroup/unified /sys/fs/cgroup/systemd)
+fi
+
+machine=lodge-t2-$mode-$$
+work=$(mktemp -d /var/tmp/lodge-tier2.XXXXXX) || exit 1
+root=$work/root
+nspawn_pid=
+cp_pid=
+
+# --- cleanup: power the guest off, then remove everything made here ----------
+guest_alive() { [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; }
+wait_nspawn() { # $1: seconds; waits for nspawn (our child) to exit
+    local t=$1
+    # `wait` cannot time out; timeout(1) around `tail --pid` is a bounded wait on its exit.
+    timeout "$t" tail --pid="$nspawn_pid" -f /dev/null 2>/dev/null
+    ! guest_alive
+}
+cleanup() {
+    local t0=$SECONDS
+    if guest_alive; then
+        [[ -n $cp_pid ]] && timeout 10 nsenter -t "$cp_pid" -a systemctl poweroff 2>/dev/null
+        wait_nspawn 60 || { kill -KILL "$nspawn_pid" 2>/dev/null; wait_nspawn 10; }
+    fi
+    [[ -n $nspawn_pid ]] && wait "$nspawn_pid" 2>/dev/null
+    for r in "${cgroup_roots[@]}"; do
+        [[ -d $r/$machine ]] && find "$r/$machine" -depth -type d -exec rmdir {} + 2>/dev/null
+        [[ -d $r/$machine ]] && echo "WARNING: cgroup $r/$machine could not be removed"
+    done
+    rm -rf "/run/systemd/nspawn/propagate/$machine"
+    rm -rf --one-file-system "$work"
+    echo "# cleanup took $((SECONDS - t0)) s"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- checks --------------------------------------------------------------------
+failures=0
+pass() { echo "ok - $*"; }
+fail() {
+    echo "not ok - $*"
+    failures=$((failures + 1))
+}
+expect() { # expect DESCRIPTION GOT WANT
+    if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
+}
+expect_match() { # expect_match DESCRIPTION TEXT REGEX
+    if [[ $2 =~ $3 ]]; then pass "$1"; else fail "$1: '$2' does not match /$3/"; fi
+}
+check() { # check DESCRIPTION FAILURE-TEXT COMMAND...: passes when COMMAND succeeds
+    local what=$1 why=$2
+    shift 2
+    if "$@"; then pass "$what"; else fail "$what: $why"; fi
+}
+# A command inside the guest, in all its namespaces, with a clean environment; bounded.
+g() {
+    timeout --kill-after=5 60 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        nsenter -t "$cp_pid" -a -- "$@"
+}
+json_field() { # json_field FIELD < JSON
+    python3 -c 'import json,sys
+try: print(json.load(sys.stdin).get(sys.argv[1], ""))
+except Exception: print("")' "$1"
+}
+# The guest's systemd offers no event a test outside can wait on for these; poll, bounded.
+poll() { # poll SECONDS COMMAND...: true once COMMAND succeeds
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+t_start=$SECONDS
+
+# --- the guest's root filesystem -------------------------------------------------
+mkdir -p "$root"
+zstd -dc "$tarball" | tar -x --numeric-owner --xattrs --xattrs-include='*' --acls -C "$root" ||
+    { echo "cannot unpack $tarball"; exit 1; }
+meson install -C "$build" --no-rebuild --quiet --destdir "$root" >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; echo "meson install failed"; exit 1; }
+# Both are Debian 12: any library lodge links that the tarball lacks (an ASan runtime, say)
+# comes from the host as it is.
+for bin in lodged lodgectl lodge-supervisor; do
+    ldd "$build/$bin" | awk '/=> \// { print $3 }'
+done | sort -u | while read -r lib; do
+    [[ -e $root$lib ]] || { mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib" &&
+        echo "note: copied $lib from the host"; }
+done
+# dbus-daemon reads policies from /usr/share/dbus-1/system.d and /etc/dbus-1/system.d only.
+policy=$(cd "$root" && find usr etc -name io.lodge1.conf -path '*dbus-1/system.d*' | head -1)
+case $policy in
+usr/share/dbus-1/system.d/* | etc/dbus-1/system.d/*) ;;
+*)
+    echo "note: the bus policy was installed as '/$policy', where dbus-daemon does not look;" \
+        "copied to /etc/dbus-1/system.d"
+    mkdir -p "$root/etc/dbus-1/system.d"
+    cp "$root/$policy" "$root/etc/dbus-1/system.d/" || { echo "no io.lodge1.conf installed"; exit 1; }
+    ;;
+esac
+systemctl --root="$root" enable lodged.socket lodged.service >"$work/enable.log" 2>&1 ||
+    { cat "$work/enable.log"; echo "cannot enable lodged.socket"; exit 1; }
+echo "# rootfs ready in $((SECONDS - t_start)) s"
+
+# --- boot --------------------------------------------------------------------------
+for r in "${cgroup_roots[@]}"; do mkdir -p "$r/$machine" || exit 1; done
+unified=0
+[[ $mode == unified ]] && unified=1
+# nspawn without machined (--register=no --keep-unit) makes payload/ below its caller's
+# cgroup: so it starts from a cgroup of its own, in every hierarchy systemd uses.
+# shellcheck disable=SC2016
+setsid bash -c 'for r in "${@:3}"; do echo $$ >"$r/$1/cgroup.procs" || exit 1; done
+    [[ $2 == 1 ]] && export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+    exec systemd-nspawn -q -b -D "$0" --machine="$1" --register=no --keep-unit \
+        --private-network --console=read-only' \
+    "$root" "$machine" "$unified" "${cgroup_roots[@]}" >"$work/console" 2>&1 </dev/null &
+nspawn_pid=$!
+# The container's init is nspawn's child once it runs systemd.
+find_init() {
+    cp_pid=$(ps -o pid=,comm= --ppid "$nspawn_pid" | awk '$2 == "systemd" { print $1 }')
+    [[ -n $cp_pid ]]
+}
+if ! poll 30 find_init; then
+    tail -n 30 "$work/console"
+    echo "the guest did not boot"
+    exit 1
+fi
+# is-system-running fails at once while the guest's manager is not reachable yet.
+poll 60 g systemctl is-system-running --wait >/dev/null
+state=$(g systemctl is-system-running)
+if [[ $state != running ]]; then
+    g systemctl --failed --no-legend
+    tail -n 30 "$work/console"
+fi
+expect "the guest boots ($mode cgroups)" "$state" running
+echo "# booted after $((SECONDS - t_start)) s"
+
+# --- socket activation ------------------------------------------------------------
+expect "lodged.socket listens" "$(g systemctl is-active lodged.socket)" active
+expect "lodged.service does not run before anyone asks" "$(g systemctl is-active lodged.service)" inactive
+python3 -c 'import socket,sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.close()' "/proc/$cp_pid/root/run/lodge/devlxd/sock" || fail "cannot connect to /run/lodge/devlxd/sock"
+is_active() { [[ $(g systemctl is-active "$1") == "$2" ]]; }
+poll 30 is_active lodged.service active
+expect "the first connection to the devlxd socket starts lodged.service" \
+    "$(g systemctl is-active lodged.service)" active
+
+# --- bus activation ---------------------------------------------------------------
+# lodged does not accept on the devlxd socket yet, so that connection stays queued and would
+# start lodged again at once: a fresh socket drops it.
+g systemctl stop lodged.socket lodged.service
+g systemctl start lodged.socket
+expect "lodged.service stopped" "$(g systemctl is-active lodged.service)" inactive
+out=$(g busctl call io.lodge1 /io/lodge1 io.lodge1.Manager ListContainers 2>&1)
+expect_match "ListContainers by bus activation answers" "$out" '^a\(ssuo\) 0'
+expect "bus activation started lodged.service" "$(g systemctl is-active lodged.service)" active
+
+# --- a container in its scope --------------------------------------------------------
+g lodgectl create c1 >/dev/null || fail "lodgectl create c1"
+g lodgectl config set c1 limits.processes=500 >/dev/null || fail "config set before start"
+out=$(g lodgectl start c1 2>&1) || fail "lodgectl start c1: $out"
+scope_prop() { g systemctl show -P "$2" "$1"; }
+expect "lodge-c1.scope is active" "$(scope_prop lodge-c1.scope ActiveState)" active
+expect "lodge-c1.scope is in machine.slice" "$(scope_prop lodge-c1.scope Slice)" machine.slice
+expect "lodge-c1.scope is delegated" "$(scope_prop lodge-c1.scope Delegate)" yes
+expect "limits.processes set before the start is the scope's TasksMax" \
+    "$(scope_prop lodge-c1.scope TasksMax)" 500
+expect "the container's stop timeout (30 s) plus a margin is the scope's" \
+    "$(scope_prop lodge-c1.scope TimeoutStopUSec)" 35s
+expect_match "lodge-c1.scope stops before the bus does" "$(scope_prop lodge-c1.scope After)" \
+    '(^| )dbus\.service( |$)'
+controller=$(scope_prop lodge-c1.scope Controller)
+expect_match "the scope has a controller" "$controller" '^:[0-9]+\.[0-9]+$'
+leader=$(g lodgectl show c1 --json | json_field leader)
+expect_match "c1 has a PID 1" "$leader" '^[1-9][0-9]*$'
+# The scope's cgroup, in the guest's cgroup2 tree (/sys/fs/cgroup/unified when hybrid).
+cgroot=/sys/fs/cgroup
+[[ $mode == hybrid ]] && cgroot=/sys/fs/cgroup/unified
+scope_cg=$cgroot$(scope_prop lodge-c1.scope ControlGroup)
+expect "lodge-c1.scope's cgroup" "$scope_cg" $cgroot/machine.slice/lodge-c1.scope
+procs=$(g cat "$scope_cg/payload/cgroup.procs" | tr '\n' ' ')
+expect_match "c1's PID 1 is in lodge-c1.scope/payload" " $procs" " $leader "
+sup=$(g cat /run/lodge/containers/c1/state.json | json_field supervisor_pid)
+expect "the supervisor is alone in lodge-c1.scope/supervisor" \
+    "$(g cat "$scope_cg/supervisor/cgroup.procs" | tr '\n' ' ')" "$sup "
+expect "lodge-c1.scope itself holds no process" "$(g cat "$scope_cg/cgroup.procs")" ""
+
+g lodgectl config set c1 limits.memory=256MiB >/dev/null || fail "config set limits.memory"
+expect "limits.memory=256MiB is the running scope's MemoryMax" \
+    "$(scope_prop lodge-c1.scope MemoryMax)" 268435456
+g lodgectl config set c1 limits.cpu=1 >/dev/null || fail "config set limits.cpu=1"
+expect "limits.cpu=1 is CPUQuotaPerSecUSec=1s" "$(scope_prop lodge-c1.scope CPUQuotaPerSecUSec)" 1s
+g lodgectl config set c1 limits.cpu=0-1 >/dev/null || fail "config set limits.cpu=0-1"
+expect "limits.cpu=0-1 is AllowedCPUs=0-1" "$(scope_prop lodge-c1.scope AllowedCPUs)" 0-1
+expect "a cpuset lifts the quota" "$(scope_prop lodge-c1.scope CPUQuotaPerSecUSec)" infinity
+g lodgectl config unset c1 limits.memory >/dev/null || fail "config unset limits.memory"
+expect "unset limits.memory is MemoryMax=infinity" "$(scope_prop lodge-c1.scope MemoryMax)" infinity
+
+# --- starts that fail leave nothing behind ------------------------------------------------
+# A unit of the scope's name that is not ours: lodged gives up, and its supervisor, still held
+# before its first step, exits without having made anything.
+g lodgectl create c3 >/dev/null || fail "lodgectl create c3"
+g setsid -f systemd-run --quiet --scope --unit=lodge-c3 -- sleep 600 </dev/null >/dev/null 2>&1
+poll 10 is_active lodge-c3.scope active || fail "cannot make a blocking lodge-c3.scope"
+out=$(g lodgectl start c3 2>&1) && fail "c3 started although lodge-c3.scope was taken"
+echo "# lodgectl start c3: $out"
+expect_match "the failed start names the scope" "$out" 'lodge-c3\.scope'
+expect "c3 is not running" "$(g lodgectl show c3 --json | json_field state)" error
+check "no supervisor of c3 is left over" "its control socket exists" \
+    g test ! -e /run/lodge/containers/c3/control
+g systemctl stop lodge-c3.scope
+# A supervisor that fails after the scope exists: its scope goes away with it.
+g lodgectl create c4 >/dev/null || fail "lodgectl create c4"
+g rm -f /var/lib/lodge/containers/c4/rootfs/sbin/init
+out=$(g lodgectl start c4 2>&1) && fail "c4 started without /sbin/init"
+echo "# lodgectl start c4: $out"
+expect_match "the failed start of c4 names /sbin/init" "$out" '/sbin/init'
+# PID 1 notices the empty cgroup on its own; there is no event to wait for from here.
+poll 10 is_active lodge-c4.scope inactive
+expect "c4's scope is gone" "$(scope_prop lodge-c4.scope ActiveState)" inactive
+
+# --- machined -------------------------------------------------------------------------
+out=$(g machinectl list --no-legend 2>&1)
+expect_match "machinectl list shows c1" "$out" '(^|'$'\n'')c1 +container +lodge'
+out=$(g machinectl status c1 --no-pager 2>&1)
+expect_match "machinectl status c1 names its unit" "$out" 'Unit: lodge-c1\.scope'
+expect_match "machinectl status c1 names its leader" "$out" "Leader: $leader "
+
+# --- lodge@.service ---------------------------------------------------------------------
+g lodgectl create c2 >/dev/null || fail "lodgectl create c2"
+g systemctl start lodge@c2.service || fail "systemctl start lodge@c2.service"
+expect "lodge@c2.service starts c2" "$(g lodgectl show c2 --json | json_field state)" running
+expect "c2 runs in lodge-c2.scope" "$(scope_prop lodge-c2.scope ActiveState)" active
+
+# --- lodged restart ------------------------------------------------------------------------
+old_lodged=$(scope_prop lodged.service MainPID)
+g systemctl restart lodged.service || fail "systemctl restart lodged"
+new_lodged=$(scope_prop lodged.service MainPID)
+check "lodged restarted" "MainPID $old_lodged, then $new_lodged" \
+    test "$new_lodged" != 0 -a "$new_lodged" != "$old_lodged"
+expect "after a restart of lodged c1 is running" "$(g lodgectl show c1 --json | json_field state)" running
+expect_match "after a restart of lodged c1's PID 1 is the same" \
+    "$(g lodgectl show c1 --json | json_field leader)" "^$leader\$"
+check "c1's PID 1 lives on" "it is gone" g kill -0 "$leader"
+out=$(g lodgectl status c1 2>&1)
+expect_match "lodgectl status c1 says running" "$out" 'State: running'
+
+# --- systemctl stop lodge-c1.scope: the stop signal, not a kill ---------------------------
+expect "lodge-c1.scope runs before the stop" "$(scope_prop lodge-c1.scope ActiveState)" active
+t0=$SECONDS
+g systemctl stop lodge-c1.scope || fail "systemctl stop lodge-c1.scope"
+took=$((SECONDS - t0))
+expect "lodge-c1.scope is gone" "$(scope_prop lodge-c1.scope ActiveState)" inactive
+log=$(g cat /var/log/lodge/c1/lodge.log)
+expect_match "systemd asked c1's supervisor to stop (RequestStop)" "$log" 'systemd asks to stop'
+expect_match "the supervisor sent c1 its stop signal" "$log" 'Stopping container "c1" with SIG'
+expect_match "c1's init ran its shutdown actions" "$(g cat /var/log/lodge/c1/console.log)" \
+    'lodge-busybox: shutting down'
+expect "c1 stopped cleanly" "$(g cat /run/lodge/containers/c1/state.json | json_field reason)" stopped
+check "the stop took ${took}s, less than the 30 s timeout" "the timeout, not the guest, ended it" \
+    test "$took" -lt 30
+expect "lodgectl says c1 stopped" "$(g lodgectl show c1 --json | json_field state)" stopped
+machine_gone() { ! g machinectl show c1 >/dev/null 2>&1; }
+check "machined forgot c1 with its scope" "it still knows c1" poll 10 machine_gone
+
+# --- poweroff: every running container gets its stop signal --------------------------------
+out=$(g lodgectl start c1 2>&1) || fail "lodgectl start c1 again: $out"
+expect "c1 runs again" "$(g lodgectl show c1 --json | json_field state)" running
+before_c1=$(grep -c 'lodge-busybox: shutting down' "$root/var/log/lodge/c1/console.log")
+before_c2=$(grep -c 'lodge-busybox: shutting down' "$root/var/log/lodge/c2/console.log")
+asked_c1=$(grep -c 'systemd asks to stop' "$root/var/log/lodge/c1/lodge.log")
+t0=$SECONDS
+g systemctl poweroff
+if wait_nspawn 90; then
+    pass "the guest powered off in $((SECONDS - t0)) s"
+else
+    fail "the guest did not power off within 90 s"
+fi
+after_c1=$(grep -c 'lodge-busybox: shutting down' "$root/var/log/lodge/c1/console.log")
+after_c2=$(grep -c 'lodge-busybox: shutting down' "$root/var/log/lodge/c2/console.log")
+expect "poweroff: c1's init ran its shutdown actions" "$after_c1" $((before_c1 + 1))
+expect "poweroff: c2's init ran its shutdown actions" "$after_c2" $((before_c2 + 1))
+# c1 was started by hand, so only its scope's stop can have stopped it.
+expect "poweroff: systemd asked c1's supervisor to stop" \
+    "$(grep -c 'systemd asks to stop' "$root/var/log/lodge/c1/lodge.log")" $((asked_c1 + 1))
+for c in c1 c2; do
+    last=$(grep -E 'Stopping container|did not stop in time|PID 1 ended' \
+        "$root/var/log/lodge/$c/lodge.log" | tail -n 2 | tr '\n' ' ')
+    if [[ $last == *"Stopping container \"$c\""* && $last != *"did not stop in time"* ]]; then
+        pass "poweroff: $c was stopped with its stop signal"
+    else
+        fail "poweroff: $c's last stop: $last"
+    fi
+done
+
+echo "# $mode: $failures failed, $((SECONDS - t_start)) s"
+if ((failures > 0)); then
+    echo "--- guest console (tail) ---"
+    tail -n 40 "$work/console"
+    exit 1
+fi
+exit 0
