@@ -11,8 +11,10 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
+#include <vector>
 
 using namespace lodge;
 using namespace lodge::daemon;
@@ -39,9 +41,11 @@ int main() {
     // Sockets from systemd (the devlxd listener): named, read before anything unsets the env.
     char** names = nullptr;
     int nfds = sd_listen_fds_with_names(1, &names);
+    std::vector<int> listeners;
     for (int i = 0; i < nfds; i++) {
         log_info("Received socket %d named %s", SD_LISTEN_FDS_START + i,
                  names && names[i] ? names[i] : "?");
+        listeners.push_back(SD_LISTEN_FDS_START + i);
         std::free(names ? names[i] : nullptr);
     }
     std::free(names);
@@ -53,6 +57,18 @@ int main() {
     sd_event_add_signal(event.get(), nullptr, SIGTERM, nullptr, nullptr);
     sd_event_add_signal(event.get(), nullptr, SIGINT, nullptr, nullptr);
     sd_event_set_watchdog(event.get(), 1);
+    // The guest API is not served yet: connections are accepted and closed at once, so a
+    // waiting client is not left queued (which would make systemd start lodged again and again).
+    for (int fd : listeners)
+        sd_event_add_io(
+            event.get(), nullptr, fd, EPOLLIN,
+            [](sd_event_source*, int listener, uint32_t, void*) -> int {
+                int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (c >= 0)
+                    ::close(c);
+                return 0;
+            },
+            nullptr);
 
     sd_bus* b = nullptr;
     if (int r = sd_bus_open_system(&b); r < 0)

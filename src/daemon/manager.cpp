@@ -147,7 +147,11 @@ void Manager::on_status(Container& c, const std::string& text) {
         return;
     c.state = j.value("state", "stopped");
     c.reason = j.value("reason", "");
-    c.leader = j.value("pid", 0);
+    pid_t leader = j.value("pid", 0);
+    // A guest reboot brings a new PID 1: machined must follow it.
+    if (use_scopes_ && leader > 0 && c.leader > 0 && leader != c.leader)
+        machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()));
+    c.leader = leader;
     c.boot_id = j.value("boot_id", "");
     c.cgroup = j.value("cgroup", "");
     emit_state_changed(c);
