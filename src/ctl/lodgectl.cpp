@@ -317,9 +317,56 @@ int verb_create(const Options& o, sd_bus* bus) {
     for (int fd : fds)
         if (r >= 0)
             r = sd_bus_message_append(m, "h", fd);
+    // lodged reads the very file description we opened, so its offset is the import's
+    // progress: on a terminal, show it while waiting for the answer.
+    uint64_t total = 0;
+    for (int fd : fds) {
+        struct stat st {};
+        if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+            total += static_cast<uint64_t>(st.st_size);
+    }
+    bool progress = total > 0 && !o.quiet && ::isatty(STDERR_FILENO);
     Reply reply;
-    if (r >= 0)
+    if (r >= 0 && !progress)
         r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+    if (r >= 0 && progress) {
+        struct Done {
+            bool done = false;
+            std::string error;
+        } done;
+        sd_bus_slot* slot = nullptr;
+        r = sd_bus_call_async(
+            bus, &slot, m,
+            [](sd_bus_message* rep, void* ud, sd_bus_error*) {
+                auto* d = static_cast<Done*>(ud);
+                d->done = true;
+                if (const sd_bus_error* e = sd_bus_message_get_error(rep))
+                    d->error = e->message ? e->message : e->name;
+                return 0;
+            },
+            &done, UINT64_MAX);
+        while (r >= 0 && !done.done) {
+            uint64_t read = 0;
+            for (int fd : fds)
+                if (off_t pos = ::lseek(fd, 0, SEEK_CUR); pos > 0)
+                    read += static_cast<uint64_t>(pos);
+            std::fprintf(stderr, "\rImporting %s: %3u%% (%.1f of %.1f MiB)", name.c_str(),
+                         static_cast<unsigned>(std::min<uint64_t>(100, read * 100 / total)),
+                         static_cast<double>(read) / (1 << 20),
+                         static_cast<double>(total) / (1 << 20));
+            while ((r = sd_bus_process(bus, nullptr)) > 0) {
+            }
+            if (r >= 0 && !done.done)
+                r = sd_bus_wait(bus, 200000);
+        }
+        std::fprintf(stderr, "\r\033[K");
+        sd_bus_slot_unref(slot);
+        if (r >= 0 && !done.error.empty()) {
+            for (int fd : fds)
+                ::close(fd);
+            return fail(done.error);
+        }
+    }
     for (int fd : fds)
         ::close(fd);
     if (r < 0)

@@ -183,6 +183,10 @@ fi
 expect "the guest boots ($mode cgroups)" "$state" running
 echo "# booted after $((SECONDS - t_start)) s"
 
+# --- the installed units lint clean ---------------------------------------------------
+verify=$(g systemd-analyze verify --man=no lodged.socket lodged.service lodge@lint.service 2>&1)
+expect "systemd-analyze verify of the installed units is clean" "$verify" ""
+
 # --- socket activation ------------------------------------------------------------
 expect "lodged.socket listens" "$(g systemctl is-active lodged.socket)" active
 expect "lodged.service does not run before anyone asks" "$(g systemctl is-active lodged.service)" inactive
