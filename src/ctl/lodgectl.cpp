@@ -1,5 +1,6 @@
 // lodgectl: the admin CLI, machinectl-style. It talks to lodged over D-Bus only (CONTRACT §8):
 // sources are opened here and passed as file descriptors; lodged never opens a caller's path.
+#include "common/fdpass.hpp"
 #include "common/validate.hpp"
 
 #include <cerrno>
@@ -631,29 +632,6 @@ int on_exec_reply(sd_bus_message* m, void* userdata, sd_bus_error*) {
     return 0;
 }
 
-int recv_fd(int sock, std::string& what) {
-    char buf[64];
-    struct iovec iov {
-        buf, sizeof buf
-    };
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    if (n <= 0)
-        return -1;
-    what.assign(buf, static_cast<size_t>(n));
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS)
-        return -1;
-    int fd;
-    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
-}
-
 int verb_exec(const Options& o, sd_bus* bus) {
     if (o.args.size() != 2 || o.command.empty())
         return fail("Usage: lodgectl exec NAME [-t|-T] [--env K=V]... [--cwd DIR] -- CMD...");
@@ -755,7 +733,9 @@ int verb_exec(const Options& o, sd_bus* bus) {
         }
         if (p[1].revents) {
             std::string what;
-            int fd = recv_fd(ctl[0], what);
+            lodge::Fd passed;
+            int fd =
+                lodge::recv_with_fd(ctl[0], what, passed) > 0 && passed ? passed.release() : -1;
             if (fd < 0) {
                 ::close(ctl[0]);
                 ctl[0] = -1;

@@ -1,4 +1,5 @@
 #include "exec.hpp"
+#include "common/fdpass.hpp"
 #include "common/log.hpp"
 #include "container-dbus.hpp"
 #include "runtime/attach.hpp"
@@ -32,24 +33,6 @@ int read_strv(sd_bus_message* m, std::vector<std::string>& out) {
     }
     std::free(v);
     return 0;
-}
-
-int send_fd(int sock, const char* what, int fd) {
-    struct iovec iov {
-        const_cast<char*>(what), std::strlen(what)
-    };
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    return ::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 ? -errno : 0;
 }
 
 int on_exit(sd_event_source*, const siginfo_t* si, void* userdata) {
@@ -102,9 +85,9 @@ int op_exec(sd_bus_message* m, Container& c, sd_event* event, sd_bus_error* erro
         return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "Cannot run the command in \"%s\": %s",
                                  c.name().c_str(), msg.c_str());
     // The caller signals the command through its pidfd and drives the pty itself.
-    send_fd(fds[3], "pidfd", run->handle.process.get());
+    send_with_fd(fds[3], "pidfd", run->handle.process.get());
     if (run->handle.pty_master)
-        send_fd(fds[3], "pty", run->handle.pty_master.get());
+        send_with_fd(fds[3], "pty", run->handle.pty_master.get());
     run->handle.pty_master.reset();
 
     sd_event_source* s = nullptr;

@@ -1,5 +1,6 @@
 #include "attach.hpp"
 #include "cgroup.hpp"
+#include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "security.hpp"
@@ -32,55 +33,6 @@ constexpr const char* default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/
 //   C<pid>          from the helper, with the command's pidfd attached
 //   P               from the command, with the pty master attached
 //   E<errno>:<text> from either, just before it exits on a failure
-int send_msg(int sock, const std::string& text, int fd = -1) {
-    struct iovec iov {
-        const_cast<char*>(text.data()), text.size()
-    };
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    if (fd >= 0) {
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-    }
-    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
-        return -errno;
-    return 0;
-}
-
-// Returns the message length (0 at end-of-file) or -errno; a passed fd lands in `fd`.
-ssize_t recv_msg(int sock, std::string& text, Fd& fd) {
-    char buf[4096];
-    struct iovec iov {
-        buf, sizeof buf
-    };
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    do
-        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int received;
-            std::memcpy(&received, CMSG_DATA(c), sizeof(int));
-            fd.reset(received);
-        }
-    text.assign(buf, static_cast<size_t>(n));
-    return n;
-}
 
 // Everything the forked processes need, prepared beforehand: the caller may be multithreaded,
 // so after fork() only system calls and allocation-level libc run.
@@ -100,7 +52,7 @@ struct Plan {
     std::string msg = log_last_error();
     if (msg.empty())
         msg = "Failed to start the command in the container";
-    send_msg(sock, "E" + std::to_string(err < 0 ? -err : err) + ":" + msg);
+    send_with_fd(sock, "E" + std::to_string(err < 0 ? -err : err) + ":" + msg);
     _exit(1);
 }
 
@@ -189,7 +141,7 @@ void reset_signals() {
         slave = ::ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (slave < 0)
             fail(p.sock, log_error_errno(errno, "Failed to open the pty's terminal side"));
-        if (int r = send_msg(p.sock, "P", master); r < 0)
+        if (int r = send_with_fd(p.sock, "P", master); r < 0)
             fail(p.sock, log_error_errno(r, "Failed to hand over the pty"));
         ::close(master);
         stdio[0] = stdio[1] = stdio[2] = slave;
@@ -273,7 +225,7 @@ void reset_signals() {
         fail(p.sock, log_error_errno(errno, "Failed to create the command's process"));
     if (pid == 0)
         command_main(p);
-    if (int r = send_msg(p.sock, "C" + std::to_string(pid), pidfd); r < 0) {
+    if (int r = send_with_fd(p.sock, "C" + std::to_string(pid), pidfd); r < 0) {
         ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
         _exit(1);
     }
@@ -417,7 +369,7 @@ int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& erro
     for (;;) {
         std::string msg;
         Fd fd;
-        ssize_t n = recv_msg(ours.get(), msg, fd);
+        ssize_t n = recv_with_fd(ours.get(), msg, fd);
         if (n < 0) {
             err = log_error_errno(n, "Lost the exec helper");
             error = log_last_error();

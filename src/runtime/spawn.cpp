@@ -1,4 +1,5 @@
 #include "spawn.hpp"
+#include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "idmap-shift.hpp"
@@ -27,61 +28,11 @@
 namespace lodge::runtime {
 namespace {
 
-int send_msg(int sock, const std::string& text, int fd = -1) {
-    struct iovec iov {
-        const_cast<char*>(text.data()), text.size()
-    };
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    if (fd >= 0) {
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-    }
-    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
-        return -errno;
-    return 0;
-}
-
-// Returns the message length (0 at EOF) or -errno; a passed fd lands in `fd`.
-ssize_t recv_msg(int sock, std::string& text, Fd& fd) {
-    char buf[4096];
-    struct iovec iov {
-        buf, sizeof buf
-    };
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    do
-        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int received;
-            std::memcpy(&received, CMSG_DATA(c), sizeof(int));
-            fd.reset(received);
-        }
-    text.assign(buf, static_cast<size_t>(n));
-    return n;
-}
-
 [[noreturn]] void child_fail(int sync) {
     std::string msg = log_last_error();
     if (msg.empty())
         msg = "container setup failed";
-    send_msg(sync, "E" + msg);
+    send_with_fd(sync, "E" + msg);
     _exit(1);
 }
 
@@ -110,7 +61,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     log_set_prefix("lodge-supervisor[" + c.name + "] setup");
     std::string go;
     Fd rootfs_tree;
-    if (recv_msg(sync, go, rootfs_tree) <= 0 || go != "go" || !rootfs_tree)
+    if (recv_with_fd(sync, go, rootfs_tree) <= 0 || go != "go" || !rootfs_tree)
         _exit(1); // the parent is gone or gave up; it reports the reason itself
 
     bool userns = !c.privileged();
@@ -156,7 +107,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
         mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
         setup_dev(ctx) < 0 || mount_lxcfs(ctx) < 0)
         child_fail(sync);
-    if (int r = send_msg(sync, "console", ctx.console_master.get()); r < 0)
+    if (int r = send_with_fd(sync, "console", ctx.console_master.get()); r < 0)
         _exit(1);
     ctx.console_master.reset();
     if (enter_root(ctx) < 0)
@@ -332,7 +283,7 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     Fd tree = prepare_rootfs_tree(o, init.pid(), error);
     if (!tree)
         return abort_child(-EINVAL);
-    if (int r = send_msg(parent_end.get(), "go", tree.get()); r < 0) {
+    if (int r = send_with_fd(parent_end.get(), "go", tree.get()); r < 0) {
         error = std::string("Lost the container's setup process: ") + std::strerror(-r);
         return abort_child(r);
     }
@@ -342,7 +293,7 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     for (;;) {
         std::string msg;
         Fd fd;
-        ssize_t n = recv_msg(parent_end.get(), msg, fd);
+        ssize_t n = recv_with_fd(parent_end.get(), msg, fd);
         if (n < 0) {
             error = std::string("Lost the container's setup process: ") + std::strerror(-n);
             return abort_child(static_cast<int>(n));
