@@ -322,13 +322,8 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
         }
         next.config.erase(k);
     }
-    if (int r = registry_.save(next); r < 0) {
-        error = std::string("Cannot write config.json: ") + std::strerror(-r);
+    if (int r = commit_config(c, std::move(next), "Config", error); r < 0)
         return r;
-    }
-    c.config = std::move(next);
-    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Config",
-                                   "Privileged", nullptr);
     // limits.* apply to a running container at once.
     bool limits = false;
     for (auto& [k, v] : set)
@@ -343,6 +338,19 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
                         : request(c, "apply-limits", reply, error) < 0)
             return -EIO;
     }
+    return 0;
+}
+
+// Writes `next` to disk (atomically) and only then makes it the container's config.
+int Manager::commit_config(Container& c, ContainerConfig next, const char* property,
+                           std::string& error) {
+    if (int r = registry_.save(next); r < 0) {
+        error = std::string("Cannot write config.json: ") + std::strerror(-r);
+        return r;
+    }
+    c.config = std::move(next);
+    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", property,
+                                   nullptr);
     return 0;
 }
 
@@ -362,14 +370,7 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
         error = e;
         return -EINVAL;
     }
-    if (int r = registry_.save(next); r < 0) {
-        error = std::string("Cannot write config.json: ") + std::strerror(-r);
-        return r;
-    }
-    c.config = std::move(next);
-    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Devices",
-                                   nullptr);
-    return 0;
+    return commit_config(c, std::move(next), "Devices", error);
 }
 
 int Manager::remove_device(Container& c, const std::string& device, std::string& error) {
@@ -379,14 +380,7 @@ int Manager::remove_device(Container& c, const std::string& device, std::string&
     }
     ContainerConfig next = c.config;
     next.devices.erase(device);
-    if (int r = registry_.save(next); r < 0) {
-        error = std::string("Cannot write config.json: ") + std::strerror(-r);
-        return r;
-    }
-    c.config = std::move(next);
-    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Devices",
-                                   nullptr);
-    return 0;
+    return commit_config(c, std::move(next), "Devices", error);
 }
 
 int Manager::open_console(Container& c, Fd& out, std::string& error) {

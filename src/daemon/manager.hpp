@@ -23,7 +23,7 @@ struct Container {
     std::string reason;
     pid_t leader = 0;
     std::string boot_id;
-    std::string cgroup; // the supervisor's cgroup base (payload is below it)
+    std::string cgroup;        // the supervisor's cgroup base (payload is below it)
     uint64_t started_usec = 0; // CLOCK_REALTIME of the last start
     // The supervisor's "watch" stream, while one runs.
     Fd watch;
@@ -78,6 +78,7 @@ private:
     static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
     static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
     void emit_state_changed(Container& c);
+    int commit_config(Container& c, ContainerConfig next, const char* property, std::string& error);
 
     sd_event* event_;
     sd_bus* bus_;
