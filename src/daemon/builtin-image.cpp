@@ -2,6 +2,7 @@
 // tests/fixtures/make-busybox-rootfs.sh (test-import compares the two trees).
 #include "daemon/builtin-image.hpp"
 #include "daemon/import.hpp"
+#include "import-error.hpp"
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
@@ -18,19 +19,6 @@
 
 namespace lodge::daemon {
 namespace {
-
-int fail_errno(std::string& error, int err, const std::string& msg) {
-    err = err < 0 ? -err : err;
-    error = msg + ": " + std::strerror(err);
-    log_error_errno(err, "%s", msg.c_str());
-    return -err;
-}
-
-int fail_invalid(std::string& error, const std::string& msg) {
-    error = msg;
-    log_error("%s", msg.c_str());
-    return -EINVAL;
-}
 
 // The same text as the heredocs in make-busybox-rootfs.sh.
 constexpr const char inittab[] = R"(# busybox init(8) inittab for lodge tests.

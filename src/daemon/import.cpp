@@ -12,6 +12,7 @@
 // When the fd is not seekable (a pipe), the first entry that is metadata.yaml, rootfs/... or
 // templates/... means unified (and metadata.yaml must then turn up later), anything else plain.
 #include "daemon/import.hpp"
+#include "import-error.hpp"
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
@@ -41,21 +42,6 @@ namespace {
 
 constexpr uint64_t progress_step = 1 << 20;
 constexpr size_t max_metadata_size = 16 << 20;
-
-int fail_errno(std::string& error, int err, const std::string& msg) {
-    err = err < 0 ? -err : err;
-    if (err == 0)
-        err = EIO;
-    error = msg + ": " + std::strerror(err);
-    log_error_errno(err, "%s", msg.c_str());
-    return -err;
-}
-
-int fail_invalid(std::string& error, const std::string& msg) {
-    error = msg;
-    log_error("%s", msg.c_str());
-    return -EINVAL;
-}
 
 // Rate-limited progress reports; `base` and `total` let a split image report one sequence.
 class Progress {

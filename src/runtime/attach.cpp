@@ -3,6 +3,7 @@
 #include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "common/process.hpp"
 #include "security.hpp"
 
 #include <algorithm>
@@ -103,17 +104,6 @@ int join_cgroup(const std::string& dir, bool unified) {
     return 0;
 }
 
-void reset_signals() {
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            ::sigaction(sig, &sa, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-}
-
 // The command, after the helper entered the namespaces: becomes the container's root, sets up
 // its directory, terminal and stdio, takes on PID 1's restrictions and execs.
 [[noreturn]] void command_main(const Plan& p) {
@@ -158,7 +148,7 @@ void reset_signals() {
         fail(p.sock, log_error_errno(errno, "Failed to create a session"));
     if (slave >= 0 && ::ioctl(slave, TIOCSCTTY, 0) < 0)
         fail(p.sock, log_error_errno(errno, "Failed to make the pty the controlling terminal"));
-    reset_signals();
+    reset_signal_state();
 
     // Copies above 2 first, so that no source is clobbered by an earlier dup2(). stderr stays the
     // caller's until the last moment, so that setup failures end up in its log and not in the

@@ -2,6 +2,7 @@
 #include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "common/process.hpp"
 #include "idmap-shift.hpp"
 #include "mountapi.hpp"
 #include "security.hpp"
@@ -34,17 +35,6 @@ namespace {
         msg = "container setup failed";
     send_with_fd(sync, "E" + msg);
     _exit(1);
-}
-
-void reset_signals() {
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            ::sigaction(sig, &sa, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
 std::vector<std::string> init_environment(const ContainerConfig& c) {
@@ -139,7 +129,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     };
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::prctl(PR_SET_DUMPABLE, 1);
-    reset_signals();
+    reset_signal_state();
     if (drop_capabilities(c) < 0 || load_seccomp(c) < 0)
         fail_with_stderr();
 
