@@ -6,6 +6,7 @@
 #include "common/validate.hpp"
 #include "dbus-api.hpp"
 #include "exec.hpp"
+#include "lxcfs-watch.hpp"
 #include "manager.hpp"
 
 #include <csignal>
@@ -79,6 +80,9 @@ int main() {
     if (int r = register_bus_objects(bus.get(), manager); r < 0)
         return log_error_errno(r, "Failed to register the bus objects"), 1;
     manager.load();
+    LxcfsWatch lxcfs(event.get(), manager);
+    lxcfs.start();
+    manager.set_on_running([&lxcfs] { lxcfs.rearm(); });
     if (int r = sd_bus_request_name(bus.get(), "io.lodge1", 0); r < 0)
         return log_error_errno(r, "Failed to own io.lodge1"), 1;
     if (int r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL); r < 0)

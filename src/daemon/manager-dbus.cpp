@@ -225,8 +225,14 @@ BY_NAME(method_remove_container_device, { return op_remove_device(m, *c, e); })
 BY_NAME(method_open_container_console, { return op_open_console(m, *c, e); })
 BY_NAME(method_open_container_console_log, { return op_open_console_log(m, *c, e); })
 
+int property_get_lxcfs(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,
+                       void* ud, sd_bus_error*) {
+    return sd_bus_message_append(reply, "b", manager(ud).lxcfs_live() ? 1 : 0);
+}
+
 const sd_bus_vtable manager_vtable[] = {
     SD_BUS_VTABLE_START(0),
+    SD_BUS_PROPERTY("LXCFS", "b", property_get_lxcfs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("ListContainers", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuo)", containers),
                             method_list_containers, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetContainer", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", path),

@@ -154,7 +154,17 @@ void Manager::on_status(Container& c, const std::string& text) {
     c.leader = leader;
     c.boot_id = j.value("boot_id", "");
     c.cgroup = j.value("cgroup", "");
+    bool had_lxcfs = c.lxcfs;
+    c.lxcfs = j.value("lxcfs", false);
     emit_state_changed(c);
+    if (had_lxcfs != c.lxcfs)
+        sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container",
+                                       "LXCFS", nullptr);
+    if (c.state == "running" && on_running_)
+        on_running_();
+    // A container re-attached after a lodged restart, or one that started while lxcfs moved.
+    if (lxcfs_known_ && c.state == "running" && c.lxcfs != lxcfs_live_)
+        set_lxcfs_live(lxcfs_live_);
 }
 
 void Manager::emit_state_changed(Container& c) {
@@ -405,6 +415,28 @@ int Manager::open_console(Container& c, Fd& out, std::string& error) {
     ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     out = std::move(sock);
     return 0;
+}
+
+void Manager::set_lxcfs_live(bool live) {
+    if (!lxcfs_known_ || live != lxcfs_live_) {
+        log_info("lxcfs at %s is %s", paths::lxcfs_dir().c_str(), live ? "live" : "gone");
+        lxcfs_live_ = live;
+        lxcfs_known_ = true;
+        sd_bus_emit_properties_changed(bus_, "/io/lodge1", "io.lodge1.Manager", "LXCFS", nullptr);
+    }
+    for (auto& [name, c] : containers_) {
+        if (c->state != "running" || c->lxcfs == live || c->lxcfs_pending)
+            continue;
+        std::string error, target = name;
+        c->lxcfs_pending = true;
+        // Looked up again on the answer: the container may be gone by then.
+        auto done = [this, target](const std::string&) {
+            if (Container* found = find(target))
+                found->lxcfs_pending = false;
+        };
+        if (request_async(*c, live ? "lxcfs-attach" : "lxcfs-detach", done, error) < 0)
+            c->lxcfs_pending = false;
+    }
 }
 
 bool Manager::idle() const {

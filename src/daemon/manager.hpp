@@ -8,6 +8,7 @@
 #include "polkit.hpp"
 #include "registry.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,8 +24,10 @@ struct Container {
     std::string reason;
     pid_t leader = 0;
     std::string boot_id;
-    std::string cgroup;        // the supervisor's cgroup base (payload is below it)
-    uint64_t started_usec = 0; // CLOCK_REALTIME of the last start
+    std::string cgroup;         // the supervisor's cgroup base (payload is below it)
+    bool lxcfs = false;         // the supervisor reports lxcfs binds in place
+    bool lxcfs_pending = false; // an attach/detach request is under way
+    uint64_t started_usec = 0;  // CLOCK_REALTIME of the last start
     // The supervisor's "watch" stream, while one runs.
     Fd watch;
     SourcePtr watch_source;
@@ -67,6 +70,12 @@ public:
     // A control connection to the supervisor, already attached to the console.
     int open_console(Container& c, Fd& out, std::string& error);
 
+    // Called with the live state of LODGE_LXCFS_DIR; brings every running container in line.
+    void set_lxcfs_live(bool live);
+    // Called whenever a container is seen running (lodged re-arms the lxcfs check with it).
+    void set_on_running(std::function<void()> fn) { on_running_ = std::move(fn); }
+    bool lxcfs_live() const { return lxcfs_live_; }
+
     bool idle() const;
     sd_bus* bus() const { return bus_; }
     sd_event* event() const { return event_; }
@@ -86,6 +95,9 @@ private:
     // systemd is PID 1: each container's supervisor goes into its own transient scope.
     bool use_scopes_ = false;
     Polkit polkit_;
+    bool lxcfs_live_ = false;
+    bool lxcfs_known_ = false;
+    std::function<void()> on_running_;
     std::map<std::string, std::unique_ptr<Container>> containers_;
     struct Pending {
         Manager* manager;

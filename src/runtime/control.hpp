@@ -2,6 +2,8 @@
 // <runtime>/containers/<name>/control, one request per message, one JSON reply per request.
 //
 //   status                 {"name","state","reason","pid","supervisor_pid","boot_id","boots"}
+//   lxcfs-attach           binds the live lxcfs into the running container (lxcfs appeared)
+//   lxcfs-detach           takes the lxcfs binds out (lxcfs went away)
 //   apply-limits           re-reads config.json and applies limits.* to the running container
 //   watch                  the status now, then again at every state change
 //   wait                   replies once the container has stopped (at once if it is not running)

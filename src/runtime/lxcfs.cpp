@@ -4,10 +4,15 @@
 #include "setup.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <functional>
 #include <libmount/libmount.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
@@ -88,6 +93,124 @@ int mount_lxcfs(const SetupContext& ctx) {
     if (::stat((cpu + "/uevent").c_str(), &st) == 0)
         return bind_from_lxcfs(ctx, cpu, "sys/devices/system/cpu");
     return bind_entries(ctx, "sys/devices/system/cpu");
+}
+
+} // namespace lodge::runtime
+
+// ---- live: LXCFS binds put into or taken out of a running container ----------------------
+
+namespace lodge::runtime {
+namespace {
+
+// Runs `fn` in a child that has joined PID 1's mount namespace (and user namespace, for an
+// unprivileged container), so mounts land in the container and nowhere else. Host-side
+// preparation happens before the join, in `prepare`.
+int in_container_mntns(pid_t init_pid, const std::function<int()>& prepare,
+                       const std::function<int()>& fn) {
+    PidFd init = PidFd::open(init_pid);
+    if (!init.valid())
+        return log_error_errno(errno, "Cannot open PID 1 (%d)", init_pid);
+    pid_t child = ::fork();
+    if (child < 0)
+        return log_error_errno(errno, "fork failed");
+    if (child == 0) {
+        if (prepare() < 0)
+            _exit(1);
+        char own[64] = {}, theirs[64] = {};
+        ::readlink("/proc/self/ns/user", own, sizeof own - 1);
+        ::readlink(("/proc/" + std::to_string(init_pid) + "/ns/user").c_str(), theirs,
+                   sizeof theirs - 1);
+        int flags = CLONE_NEWNS | (std::strcmp(own, theirs) != 0 ? CLONE_NEWUSER : 0);
+        if (::setns(init.get(), flags) < 0) {
+            log_error_errno(errno, "Cannot join the container's mount namespace");
+            _exit(1);
+        }
+        _exit(fn() < 0 ? 1 : 0);
+    }
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+// The container's mount points and their types, read from the host through PID 1's
+// mountinfo (inside, /proc belongs to the container's pid namespace, where we have no pid).
+std::vector<std::pair<std::string, std::string>> container_mounts(pid_t init_pid) {
+    std::vector<std::pair<std::string, std::string>> out;
+    libmnt_table* tb = mnt_new_table();
+    std::string mountinfo = "/proc/" + std::to_string(init_pid) + "/mountinfo";
+    if (tb && mnt_table_parse_file(tb, mountinfo.c_str()) == 0) {
+        libmnt_iter* it = mnt_new_iter(MNT_ITER_FORWARD);
+        libmnt_fs* fs = nullptr;
+        while (mnt_table_next_fs(tb, it, &fs) == 0)
+            if (mnt_fs_get_target(fs) && mnt_fs_get_fstype(fs))
+                out.emplace_back(mnt_fs_get_target(fs), mnt_fs_get_fstype(fs));
+        mnt_free_iter(it);
+    }
+    mnt_unref_table(tb);
+    return out;
+}
+
+} // namespace
+
+int lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir) {
+    // Host side: detached copies of every lxcfs entry, made before joining the container.
+    std::vector<std::pair<std::string, Fd>> trees;
+    std::vector<std::pair<std::string, std::string>> mounts;
+    auto prepare = [&]() -> int {
+        mounts = container_mounts(init_pid);
+        for (auto& n : list_dir(lxcfs_dir + "/proc"))
+            if (Fd t = clone_tree(AT_FDCWD, lxcfs_dir + "/proc/" + n, false); t)
+                trees.emplace_back("/proc/" + n, std::move(t));
+        std::string cpu = lxcfs_dir + "/sys/devices/system/cpu";
+        struct stat st {};
+        if (::stat((cpu + "/uevent").c_str(), &st) == 0) {
+            if (Fd t = clone_tree(AT_FDCWD, cpu, false); t)
+                trees.emplace_back("/sys/devices/system/cpu", std::move(t));
+        } else {
+            for (auto& n : list_dir(cpu))
+                if (Fd t = clone_tree(AT_FDCWD, cpu + "/" + n, false); t)
+                    trees.emplace_back("/sys/devices/system/cpu/" + n, std::move(t));
+        }
+        return trees.empty() ? log_error_errno(ENOENT, "Nothing to bind from %s", lxcfs_dir.c_str())
+                             : 0;
+    };
+    auto attach = [&]() -> int {
+        for (auto& [path, tree] : trees) {
+            struct stat st {};
+            if (::stat(path.c_str(), &st) < 0)
+                continue; // not in this container's /proc (e.g. no PSI)
+            // Already bound, or something the guest mounted there itself: leave it.
+            bool taken = false;
+            for (auto& [target, type] : mounts)
+                taken |= target == path;
+            if (taken)
+                continue;
+            if (::move_mount(tree.get(), "", AT_FDCWD, path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                log_warning_errno(errno, "Cannot bind lxcfs on %s", path.c_str());
+        }
+        return 0;
+    };
+    return in_container_mntns(init_pid, prepare, attach);
+}
+
+int lxcfs_detach_running(pid_t init_pid) {
+    std::vector<std::pair<std::string, std::string>> mounts;
+    auto prepare = [&]() -> int {
+        mounts = container_mounts(init_pid);
+        return 0;
+    };
+    auto detach = [&]() -> int {
+        for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+            auto& [target, type] = *it;
+            bool ours =
+                target.rfind("/proc/", 0) == 0 || target.rfind("/sys/devices/system/cpu", 0) == 0;
+            if (type == "fuse.lxcfs" && ours && ::umount2(target.c_str(), MNT_DETACH) < 0)
+                log_warning_errno(errno, "Cannot remove the lxcfs bind on %s", target.c_str());
+        }
+        return 0;
+    };
+    return in_container_mntns(init_pid, prepare, detach);
 }
 
 } // namespace lodge::runtime

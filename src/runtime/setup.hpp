@@ -38,5 +38,9 @@ int setup_dev(SetupContext& ctx);
 // lxcfs.cpp
 bool is_lxcfs_mount(const std::string& dir);
 int mount_lxcfs(const SetupContext& ctx);
+// A running container: add the binds a fresh start would get (paths that already hold a mount
+// are left alone), or take every lxcfs bind out so reads fall back to the kernel's files.
+int lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir);
+int lxcfs_detach_running(pid_t init_pid);
 
 } // namespace lodge::runtime

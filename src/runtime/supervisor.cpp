@@ -52,7 +52,7 @@ struct Client {
     SourcePtr source;
     bool attached = false;
     bool watching = false; // gets the status JSON at every state change
-    std::string pending; // console output not yet taken by a slow attached client
+    std::string pending;   // console output not yet taken by a slow attached client
     // What the client waits for: the container stopped, or running again after a restart.
     enum class Wait { nothing, stopped, restarted } wait = Wait::nothing;
     unsigned wait_boot = 0; // with Wait::restarted: the boot number that answers it
@@ -127,6 +127,7 @@ private:
     bool restart_pending_ = false;
     int last_signal_ = 0;
     unsigned boots_ = 0; // how many times PID 1 was started by this supervisor
+    bool lxcfs_ = false; // the container has lxcfs binds
 };
 
 template <typename F> int guarded(F&& f) noexcept {
@@ -214,6 +215,7 @@ int Supervisor::start_container(std::string& error) {
     std::string lxcfs = paths::lxcfs_dir();
     if (is_lxcfs_mount(lxcfs))
         opts.lxcfs_dir = lxcfs;
+    lxcfs_ = !opts.lxcfs_dir.empty();
     if (config_.get_bool("security.devlxd", true)) {
         opts.devlxd_dir = paths::devlxd_dir();
         mkdir_p(opts.devlxd_dir, 0755);
@@ -262,6 +264,7 @@ nlohmann::json Supervisor::status_json() const {
     j["boot_id"] = boot_id_;
     j["cgroup"] = cgroup_.base();
     j["boots"] = boots_;
+    j["lxcfs"] = lxcfs_;
     return j;
 }
 
@@ -534,6 +537,21 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
     bool alive = state_ == State::running || state_ == State::stopping;
     if (verb == "status") {
         send_json(c, status_json());
+    } else if (verb == "lxcfs-attach" || verb == "lxcfs-detach") {
+        // lxcfs appeared or went away: follow it in the running container (lodged asks).
+        if (state_ != State::running)
+            return error("container is not running");
+        std::string dir = paths::lxcfs_dir();
+        bool attach = verb == "lxcfs-attach";
+        if (attach && !is_lxcfs_mount(dir))
+            return error("no live lxcfs at " + dir);
+        int r = attach ? lxcfs_attach_running(spawned_.init.pid(), dir)
+                       : lxcfs_detach_running(spawned_.init.pid());
+        if (r < 0)
+            return error(log_last_error());
+        lxcfs_ = attach;
+        write_state();
+        send_json(c, nlohmann::json{{"ok", true}, {"lxcfs", lxcfs_}});
     } else if (verb == "apply-limits") {
         // limits.* changed in config.json: apply them to the running container now.
         if (load_config() < 0)

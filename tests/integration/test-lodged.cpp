@@ -404,6 +404,94 @@ TEST_F(LodgedTest, ExecStatusStreamsEnvironmentAndSignals) {
     EXPECT_NE(st, 0);
 }
 
+// Issue 7: lxcfs appearing, crashing and coming back while containers run.
+TEST_F(LodgedTest, LxcfsIsFollowedLive) {
+    if (!exists("/usr/bin/lxcfs") || !exists("/dev/fuse"))
+        GTEST_SKIP() << "needs lxcfs and /dev/fuse";
+    std::string n = make("lxlive"), p = make("lxlivep");
+    ctl("create " + n + " -c limits.memory=256MiB");
+    ctl("create " + p + " -c limits.memory=256MiB -c security.privileged=true");
+    ctl("start " + n);
+    ctl("start " + p);
+    // A systemd guest too, when the Debian rootfs is at hand: it must stay up throughout.
+    std::string d;
+    const char* tarball = std::getenv("LODGE_DEBIAN_TARBALL");
+    if (tarball && exists(tarball)) {
+        d = make("lxlived");
+        ctl("create " + d + " " + tarball + " -c limits.memory=256MiB");
+        ctl("start " + d);
+    }
+    auto system_state = [&] {
+        return sh(env_path("LODGE_LODGECTL") + " exec " + d +
+                  " -- sh -c 'for i in $(seq 600); do s=$(timeout 120 systemctl "
+                  "is-system-running --wait 2>/dev/null); [ -n \"$s\" ] && break; sleep 0.2; "
+                  "done; echo $s'");
+    };
+    if (!d.empty()) {
+        EXPECT_EQ(system_state(), "running\n");
+    }
+    const std::string mnt = TestRoot::get().dir + "/lxcfs"; // LODGE_LXCFS_DIR
+    sh("mkdir -p " + mnt);
+    auto start_lxcfs = [&] {
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl("/usr/bin/lxcfs", "lxcfs", "-f", "-p",
+                  (TestRoot::get().dir + "/lxcfs.pid").c_str(), mnt.c_str(), nullptr);
+            _exit(127);
+        }
+        return pid;
+    };
+    // Runs `script` in the container until it prints `want`, at most ~10 s: lodged gives the
+    // test no event for "binds moved".
+    auto eventually = [&](const std::string& c, const std::string& script,
+                          const std::string& want) {
+        std::string out;
+        for (int i = 0; i < 200 && !contains(out, want); i++) {
+            out = sh(env_path("LODGE_LODGECTL") + " exec " + c + " -- sh -c '" + script + "' 2>&1");
+            if (!contains(out, want))
+                usleep(50000);
+        }
+        return out;
+    };
+    const std::string meminfo = "grep MemTotal /proc/meminfo";
+    for (auto& c : {n, p})
+        EXPECT_FALSE(
+            contains(sh(env_path("LODGE_LODGECTL") + " exec " + c + " -- cat /proc/self/mountinfo"),
+                     "fuse.lxcfs"));
+    // lxcfs appears after the containers started: the binds arrive without a restart.
+    pid_t lxcfs = start_lxcfs();
+    for (auto& c : {n, p})
+        EXPECT_TRUE(contains(eventually(c, meminfo, "262144 kB"), "262144 kB")) << c;
+    EXPECT_EQ(sh("busctl --system get-property io.lodge1 /io/lodge1 io.lodge1.Manager LXCFS"),
+              "b true\n");
+    // lxcfs dies: reads fall back to the kernel's files instead of failing with ENOTCONN.
+    kill(lxcfs, SIGKILL);
+    waitpid(lxcfs, nullptr, 0);
+    const std::string reads = "cat /proc/meminfo /proc/uptime /proc/cpuinfo >/dev/null && "
+                              "! grep -q fuse.lxcfs /proc/self/mountinfo && echo reads-ok";
+    for (auto& c : {n, p})
+        EXPECT_TRUE(contains(eventually(c, reads, "reads-ok"), "reads-ok")) << c;
+    EXPECT_EQ(sh("busctl --system get-property io.lodge1 /io/lodge1 io.lodge1.Manager LXCFS"),
+              "b false\n");
+    // lxcfs comes back (its dead mount cleared first, as a service manager would): binds too.
+    sh("umount -l " + mnt + " 2>/dev/null");
+    lxcfs = start_lxcfs();
+    for (auto& c : {n, p})
+        EXPECT_TRUE(contains(eventually(c, meminfo, "262144 kB"), "262144 kB")) << c;
+    if (!d.empty()) {
+        EXPECT_TRUE(contains(eventually(d, meminfo, "262144 kB"), "262144 kB"));
+        EXPECT_EQ(system_state(), "running\n") << "the systemd guest stayed up";
+    }
+    // A lodged restart while lxcfs is down reconciles at start.
+    daemon->kill9();
+    kill(lxcfs, SIGKILL);
+    waitpid(lxcfs, nullptr, 0);
+    daemon = std::make_unique<Lodged>();
+    ASSERT_TRUE(daemon->wait_ready());
+    EXPECT_TRUE(contains(eventually(n, reads, "reads-ok"), "reads-ok"));
+    sh("umount -l " + mnt + " 2>/dev/null; rm -f " + TestRoot::get().dir + "/lxcfs.pid");
+}
+
 TEST_F(LodgedTest, BusApiIsIntrospectableAndTyped) {
     std::string n = make("bus");
     ctl("create " + n);
