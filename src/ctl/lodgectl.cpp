@@ -101,6 +101,7 @@ struct ContainerInfo {
     std::string name, state, reason, unit, root, boot_id;
     uint32_t leader = 0;
     bool privileged = false;
+    bool lxcfs = false;
     uint64_t timestamp = 0;
     std::map<std::string, std::string> config;
     std::map<std::string, std::map<std::string, std::string>> devices;
@@ -160,10 +161,10 @@ int get_info(sd_bus* bus, const std::string& name, ContainerInfo& info, Error& e
             sd_bus_message_read(all.m, "u", &info.leader);
         else if (p == "Timestamp")
             sd_bus_message_read(all.m, "t", &info.timestamp);
-        else if (p == "Privileged") {
+        else if (p == "Privileged" || p == "LXCFS") {
             int b = 0;
             sd_bus_message_read(all.m, "b", &b);
-            info.privileged = b;
+            (p == "LXCFS" ? info.lxcfs : info.privileged) = b;
         } else if (p == "Config")
             read_map(all.m, info.config);
         else if (p == "Devices") {
@@ -277,6 +278,8 @@ int verb_status_or_show(const Options& o, sd_bus* bus, bool show) {
         std::printf(" Privileged: %s\n", info.privileged ? "yes" : "no");
         if (!info.boot_id.empty() && info.leader)
             std::printf("    Boot ID: %s\n", info.boot_id.c_str());
+        if (info.leader)
+            std::printf("      LXCFS: %s\n", info.lxcfs ? "bound" : "not bound");
     }
     if (o.json)
         std::printf("%s\n", (all.size() == 1 ? all[0] : all).dump().c_str());

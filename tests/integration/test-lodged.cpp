@@ -464,6 +464,7 @@ TEST_F(LodgedTest, LxcfsIsFollowedLive) {
         EXPECT_TRUE(contains(eventually(c, meminfo, "262144 kB"), "262144 kB")) << c;
     EXPECT_EQ(sh("busctl --system get-property io.lodge1 /io/lodge1 io.lodge1.Manager LXCFS"),
               "b true\n");
+    EXPECT_TRUE(contains(ctl("status " + n), "LXCFS: bound")) << ctl("status " + n);
     // lxcfs dies: reads fall back to the kernel's files instead of failing with ENOTCONN.
     kill(lxcfs, SIGKILL);
     waitpid(lxcfs, nullptr, 0);
