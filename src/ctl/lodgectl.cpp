@@ -1,6 +1,7 @@
 // lodgectl: the admin CLI, machinectl-style. It talks to lodged over D-Bus only (CONTRACT §8):
 // sources are opened here and passed as file descriptors; lodged never opens a caller's path.
 #include "common/fdpass.hpp"
+#include "common/sd-util.hpp"
 #include "common/validate.hpp"
 
 #include <cerrno>
@@ -107,16 +108,6 @@ struct ContainerInfo {
     std::map<std::string, std::map<std::string, std::string>> devices;
 };
 
-int read_map(sd_bus_message* m, std::map<std::string, std::string>& out) {
-    int r = sd_bus_message_enter_container(m, 'a', "{ss}");
-    if (r < 0)
-        return r;
-    const char *k, *v;
-    while ((r = sd_bus_message_read(m, "{ss}", &k, &v)) > 0)
-        out[k] = v;
-    return r < 0 ? r : sd_bus_message_exit_container(m);
-}
-
 int get_info(sd_bus* bus, const std::string& name, ContainerInfo& info, Error& err) {
     Reply reply;
     int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetContainer", &err.e,
@@ -166,13 +157,13 @@ int get_info(sd_bus* bus, const std::string& name, ContainerInfo& info, Error& e
             sd_bus_message_read(all.m, "b", &b);
             (p == "LXCFS" ? info.lxcfs : info.privileged) = b;
         } else if (p == "Config")
-            read_map(all.m, info.config);
+            lodge::read_string_map(all.m, info.config);
         else if (p == "Devices") {
             sd_bus_message_enter_container(all.m, 'a', "{sa{ss}}");
             while (sd_bus_message_enter_container(all.m, 'e', "sa{ss}") > 0) {
                 const char* dev;
                 sd_bus_message_read(all.m, "s", &dev);
-                read_map(all.m, info.devices[dev]);
+                lodge::read_string_map(all.m, info.devices[dev]);
                 sd_bus_message_exit_container(all.m);
             }
             sd_bus_message_exit_container(all.m);

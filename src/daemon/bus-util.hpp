@@ -1,32 +1,17 @@
-// Thin RAII over libsystemd handles, through libsystemd's own deleters.
+// lodged's bus vocabulary: the shared libsystemd RAII types and its typed errors.
 #pragma once
 
-#include <memory>
-#include <systemd/sd-bus.h>
-#include <systemd/sd-event.h>
+#include "common/sd-util.hpp"
 
 namespace lodge::daemon {
 
-struct BusDeleter {
-    void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
-};
-struct EventDeleter {
-    void operator()(sd_event* e) const { sd_event_unref(e); }
-};
-struct SourceDeleter {
-    void operator()(sd_event_source* s) const { sd_event_source_disable_unref(s); }
-};
-struct SlotDeleter {
-    void operator()(sd_bus_slot* s) const { sd_bus_slot_unref(s); }
-};
-struct MessageDeleter {
-    void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
-};
-using BusPtr = std::unique_ptr<sd_bus, BusDeleter>;
-using EventPtr = std::unique_ptr<sd_event, EventDeleter>;
-using SourcePtr = std::unique_ptr<sd_event_source, SourceDeleter>;
-using SlotPtr = std::unique_ptr<sd_bus_slot, SlotDeleter>;
-using MessagePtr = std::unique_ptr<sd_bus_message, MessageDeleter>;
+using lodge::BusPtr;
+using lodge::EventPtr;
+using lodge::guarded;
+using lodge::MessagePtr;
+using lodge::read_string_map;
+using lodge::SlotPtr;
+using lodge::SourcePtr;
 
 // Typed errors of io.lodge1 (CONTRACT §7).
 namespace errors {
@@ -40,14 +25,5 @@ constexpr const char* busy = "io.lodge1.Busy";
 constexpr const char* start_failed = "io.lodge1.StartFailed";
 constexpr const char* import_failed = "io.lodge1.ImportFailed";
 } // namespace errors
-
-// Runs `f` and turns an escaping exception into -EIO: none may cross into sd-bus's C frames.
-template <typename F> int guarded(F&& f) noexcept {
-    try {
-        return f();
-    } catch (...) {
-        return -EIO;
-    }
-}
 
 } // namespace lodge::daemon

@@ -129,18 +129,6 @@ int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error) {
     return sd_bus_reply_method_return(m, nullptr);
 }
 
-int read_string_map(sd_bus_message* m, KeyMap& out) {
-    int r = sd_bus_message_enter_container(m, 'a', "{ss}");
-    if (r < 0)
-        return r;
-    const char *k, *v;
-    while ((r = sd_bus_message_read(m, "{ss}", &k, &v)) > 0)
-        out[k] = v;
-    if (r < 0)
-        return r;
-    return sd_bus_message_exit_container(m);
-}
-
 int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;

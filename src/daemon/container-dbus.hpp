@@ -12,7 +12,6 @@ namespace lodge::daemon {
 int authorize(sd_bus_message* m, Manager& manager, const char* action, const std::string& container,
               sd_bus_error* error);
 int reply_error(sd_bus_error* error, int r, const std::string& msg);
-int read_string_map(sd_bus_message* m, KeyMap& out);
 int append_string_map(sd_bus_message* reply, const KeyMap& map);
 
 int op_start(sd_bus_message* m, Container& c, sd_bus_error* error);

@@ -5,6 +5,7 @@
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
+#include "common/sd-util.hpp"
 #include "common/validate.hpp"
 #include "console.hpp"
 #include "control.hpp"
@@ -33,15 +34,6 @@
 
 namespace lodge::runtime {
 namespace {
-
-struct EventDeleter {
-    void operator()(sd_event* e) const { sd_event_unref(e); }
-};
-struct SourceDeleter {
-    void operator()(sd_event_source* s) const { sd_event_source_disable_unref(s); }
-};
-using EventPtr = std::unique_ptr<sd_event, EventDeleter>;
-using SourcePtr = std::unique_ptr<sd_event_source, SourceDeleter>;
 
 // A client on the control socket. Waiting ones get their reply when the container stops
 // (stop) or runs again (restart); `attached` ones receive console output.
@@ -129,18 +121,6 @@ private:
     unsigned boots_ = 0; // how many times PID 1 was started by this supervisor
     bool lxcfs_ = false; // the container has lxcfs binds
 };
-
-template <typename F> int guarded(F&& f) noexcept {
-    // No exception may unwind into sd-event's C frames.
-    try {
-        return f();
-    } catch (const std::exception& e) {
-        log_error("Unexpected error: %s", e.what());
-        return -EIO;
-    } catch (...) {
-        return -EIO;
-    }
-}
 
 int Supervisor::setup_runtime_dir() {
     std::string dir = paths::container_runtime(name_);
