@@ -8,7 +8,7 @@ bash scripts/install-deps.sh || exit 1
 export LODGE_DEBIAN_TARBALL=${LODGE_DEBIAN_TARBALL:-/var/cache/lodge-tests/debian-bookworm.tar.zst}
 mkdir -p "$(dirname "$LODGE_DEBIAN_TARBALL")"
 # curl, python3 and cloud-init are the guest API's clients in the devlxd tests.
-LODGE_DEBIAN_EXTRA="cloud-init curl python3" \
+LODGE_DEBIAN_APT="cloud-init curl python3" \
   bash tests/fixtures/make-debian-rootfs.sh "$LODGE_DEBIAN_TARBALL" ||
   echo "test.sh: could not build the Debian rootfs; its tests will report themselves skipped"
 # Tier 2 boots that Debian with lodge installed: machined, busybox and lodge's libraries too.

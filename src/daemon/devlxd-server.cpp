@@ -3,7 +3,6 @@
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "devlxd-api.hpp"
-#include "manager.hpp"
 #include "peer.hpp"
 #include "websocket.hpp"
 
@@ -374,8 +373,8 @@ int queue(MHD_Connection* mhd, const devlxd::Response& res) {
 
 } // namespace
 
-DevlxdServer::DevlxdServer(sd_event* event, Manager& manager, DevlxdLimits limits)
-    : event_(event), manager_(manager), limits_(limits) {}
+DevlxdServer::DevlxdServer(sd_event* event, GuestDirectory& guests, DevlxdLimits limits)
+    : event_(event), guests_(guests), limits_(limits) {}
 
 DevlxdServer::~DevlxdServer() {
     if (!daemon_)
@@ -552,12 +551,12 @@ int DevlxdServer::respond(MHD_Connection* mhd, Connection* conn, const char* url
                           const char* method, const std::string& body, bool too_large) {
     if (too_large)
         return queue(mhd, devlxd::error(413, "Request Entity Too Large"));
-    Container* c = conn->peer_error == 0 ? manager_.find_by_pidns(conn->peer.pidns_chain) : nullptr;
+    auto c = conn->peer_error == 0 ? guests_.find(conn->peer) : std::nullopt;
     if (!c)
         return queue(mhd, devlxd::error(500, "Process ID not found in container"));
     if (conn->peer.uid != c->root_uid)
         return queue(mhd, devlxd::error(401, "Access denied for non-root user"));
-    if (!c->config.get_bool("security.devlxd", true))
+    if (!c->config->get_bool("security.devlxd", true))
         return queue(mhd, devlxd::error(403, "Forbidden"));
 
     devlxd::Request req;
@@ -570,15 +569,15 @@ int DevlxdServer::respond(MHD_Connection* mhd, Connection* conn, const char* url
     req.websocket = header_has_token(
         MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE), "websocket");
     req.body = body;
-    devlxd::GuestView view{&c->config, c->ready(), host_name()};
+    devlxd::GuestView view{c->config, c->ready, host_name()};
     devlxd::Response res = devlxd::handle(req, view);
     if (res.set_ready) {
         std::string error;
-        if (manager_.set_ready(*c, *res.set_ready, error) < 0)
+        if (guests_.set_ready(c->name, *res.set_ready, error) < 0)
             return queue(mhd, devlxd::error(500, error));
     }
     if (res.kind == devlxd::Kind::events && res.status == 200)
-        return start_events(mhd, conn, c->name(), res.event_types);
+        return start_events(mhd, conn, c->name, res.event_types);
     return queue(mhd, res);
 }
 

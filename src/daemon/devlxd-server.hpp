@@ -3,11 +3,13 @@
 // container found from its pid namespace, and the event feeds (websocket and plain stream).
 #pragma once
 
+#include "common/config.hpp"
 #include "common/fd.hpp"
 #include "common/sd-util.hpp"
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -16,8 +18,23 @@ struct MHD_Connection;
 
 namespace lodge::daemon {
 
-class Manager;
-struct Container;
+struct PeerIdentity;
+
+// What the server needs from lodged: the caller's container and a way to record readiness.
+// lodged answers from its Manager; the fuzz target from a fixed guest.
+class GuestDirectory {
+public:
+    struct Guest {
+        std::string name;
+        uid_t root_uid = 0;
+        const ContainerConfig* config = nullptr;
+        bool ready = false;
+    };
+    virtual ~GuestDirectory() = default;
+    // The running container the peer is in, if any.
+    virtual std::optional<Guest> find(const PeerIdentity& peer) = 0;
+    virtual int set_ready(const std::string& name, bool ready, std::string& error) = 0;
+};
 
 // Limits, after LXD's http.Server for devlxd (runtime.md §6.2).
 struct DevlxdLimits {
@@ -31,7 +48,7 @@ struct DevlxdLimits {
 
 class DevlxdServer {
 public:
-    DevlxdServer(sd_event* event, Manager& manager, DevlxdLimits limits = {});
+    DevlxdServer(sd_event* event, GuestDirectory& guests, DevlxdLimits limits = {});
     ~DevlxdServer();
     DevlxdServer(const DevlxdServer&) = delete;
     DevlxdServer& operator=(const DevlxdServer&) = delete;
@@ -68,7 +85,7 @@ private:
     friend struct MhdCallbacks;
 
     sd_event* event_;
-    Manager& manager_;
+    GuestDirectory& guests_;
     DevlxdLimits limits_;
     MHD_Daemon* daemon_ = nullptr;
     SourcePtr io_, timer_, tick_, defer_;

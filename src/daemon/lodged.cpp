@@ -30,6 +30,29 @@ uint64_t idle_timeout_usec() {
     return (secs ? *secs : 30) * 1000000ULL;
 }
 
+// The guest API's view of the Manager.
+class ManagerGuests : public GuestDirectory {
+public:
+    explicit ManagerGuests(Manager& m) : manager_(m) {}
+    std::optional<Guest> find(const PeerIdentity& peer) override {
+        Container* c = manager_.find_by_pidns(peer.pidns_chain);
+        if (!c)
+            return std::nullopt;
+        return Guest{c->name(), c->root_uid, &c->config, c->ready()};
+    }
+    int set_ready(const std::string& name, bool ready, std::string& error) override {
+        Container* c = manager_.find(name);
+        if (!c) {
+            error = "Container \"" + name + "\" is gone";
+            return -ENOENT;
+        }
+        return manager_.set_ready(*c, ready, error);
+    }
+
+private:
+    Manager& manager_;
+};
+
 } // namespace
 
 int main() {
@@ -79,7 +102,8 @@ int main() {
     Manager manager(event.get(), bus.get());
     if (int r = register_bus_objects(bus.get(), manager); r < 0)
         return log_error_errno(r, "Failed to register the bus objects"), 1;
-    DevlxdServer devlxd(event.get(), manager);
+    ManagerGuests guests(manager);
+    DevlxdServer devlxd(event.get(), guests);
     manager.set_guest_event_sink([&devlxd](const Container& c, unsigned type,
                                            const std::string& line) {
         devlxd.publish(c.name(), type, line);
