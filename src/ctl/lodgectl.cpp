@@ -103,6 +103,7 @@ struct ContainerInfo {
     uint32_t leader = 0;
     bool privileged = false;
     bool lxcfs = false;
+    bool ready = false;
     uint64_t timestamp = 0;
     std::map<std::string, std::string> config;
     std::map<std::string, std::map<std::string, std::string>> devices;
@@ -152,10 +153,10 @@ int get_info(sd_bus* bus, const std::string& name, ContainerInfo& info, Error& e
             sd_bus_message_read(all.m, "u", &info.leader);
         else if (p == "Timestamp")
             sd_bus_message_read(all.m, "t", &info.timestamp);
-        else if (p == "Privileged" || p == "LXCFS") {
+        else if (p == "Privileged" || p == "LXCFS" || p == "Ready") {
             int b = 0;
             sd_bus_message_read(all.m, "b", &b);
-            (p == "LXCFS" ? info.lxcfs : info.privileged) = b;
+            (p == "LXCFS" ? info.lxcfs : p == "Ready" ? info.ready : info.privileged) = b;
         } else if (p == "Config")
             lodge::read_string_map(all.m, info.config);
         else if (p == "Devices") {
@@ -183,6 +184,8 @@ nlohmann::json info_json(const ContainerInfo& i) {
             {"unit", i.unit},
             {"root_directory", i.root},
             {"privileged", i.privileged},
+            {"lxcfs", i.lxcfs},
+            {"ready", i.ready},
             {"boot_id", i.boot_id},
             {"timestamp", i.timestamp},
             {"config", i.config},
@@ -269,8 +272,10 @@ int verb_status_or_show(const Options& o, sd_bus* bus, bool show) {
         std::printf(" Privileged: %s\n", info.privileged ? "yes" : "no");
         if (!info.boot_id.empty() && info.leader)
             std::printf("    Boot ID: %s\n", info.boot_id.c_str());
-        if (info.leader)
+        if (info.leader) {
             std::printf("      LXCFS: %s\n", info.lxcfs ? "bound" : "not bound");
+            std::printf("      Ready: %s\n", info.ready ? "yes (the guest said so on /dev/lxd/sock)" : "no");
+        }
     }
     if (o.json)
         std::printf("%s\n", (all.size() == 1 ? all[0] : all).dump().c_str());

@@ -65,6 +65,7 @@ struct DevlxdServer::Connection {
     int peer_error = 0;
     uint64_t deadline = 0; // CLOCK_MONOTONIC µs by which the next request's headers must be in
     bool long_lived = false; // an event feed: no deadline applies
+    Feed* upgrading = nullptr; // a websocket feed waiting for its 101 to be sent; owned here
 };
 
 // A subscriber to one container's events.
@@ -255,10 +256,18 @@ struct MhdCallbacks {
                 conn->deadline = now_monotonic() + self->limits_.header_timeout_sec * 1000000ULL;
                 self->connections_.insert(conn.get());
                 *socket_context = conn.release();
+                // The deadline tick runs only while there are connections: an idle lodged
+                // must be able to notice it is idle.
+                if (self->connections_.size() == 1)
+                    sd_event_source_set_enabled(self->tick_.get(), SD_EVENT_ON);
             } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
                 auto* conn = static_cast<DevlxdServer::Connection*>(*socket_context);
                 self->connections_.erase(conn);
+                if (conn)
+                    delete conn->upgrading; // the client left before the upgrade completed
                 delete conn;
+                if (self->connections_.empty())
+                    sd_event_source_set_enabled(self->tick_.get(), SD_EVENT_OFF);
                 *socket_context = nullptr;
             }
         } catch (...) {
@@ -315,9 +324,15 @@ struct MhdCallbacks {
             conn->deadline = now_monotonic() + self->limits_.idle_timeout_sec * 1000000ULL;
     }
 
-    static void on_upgrade(void* cls, MHD_Connection*, void*, const char* extra, size_t extra_size,
+    static void on_upgrade(void*, MHD_Connection* mhd, void*, const char* extra, size_t extra_size,
                            MHD_socket sock, MHD_UpgradeResponseHandle* urh) {
-        auto* pending = static_cast<DevlxdServer::SocketFeed*>(cls);
+        auto* conn = connection_of(mhd);
+        auto* pending = conn ? static_cast<DevlxdServer::SocketFeed*>(conn->upgrading) : nullptr;
+        if (!pending) {
+            MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+            return;
+        }
+        conn->upgrading = nullptr;
         DevlxdServer* self = pending->server;
         try {
             std::unique_ptr<DevlxdServer::SocketFeed> feed(pending);
@@ -386,6 +401,12 @@ DevlxdServer::~DevlxdServer() {
                 s->suspended = false;
                 MHD_resume_connection(s->mhd);
             }
+    for (auto& [raw, feed] : socket_feeds_) {
+        feed->io.reset();
+        feed->ping.reset();
+        if (!feed->closing)
+            MHD_upgrade_action(feed->urh, MHD_UPGRADE_ACTION_CLOSE);
+    }
     socket_feeds_.clear();
     io_.reset();
     timer_.reset();
@@ -423,7 +444,7 @@ int DevlxdServer::start(int listener) {
         r < 0)
         return log_error_errno(r, "devlxd: cannot add the deadline timer");
     tick_.reset(s);
-    sd_event_source_set_enabled(s, SD_EVENT_ON);
+    sd_event_source_set_enabled(s, SD_EVENT_OFF);
     if (int r = sd_event_add_defer(event_, &s, on_defer, this); r < 0)
         return log_error_errno(r, "devlxd: cannot add the deferred run");
     defer_.reset(s);
@@ -478,8 +499,10 @@ int DevlxdServer::on_defer(sd_event_source*, void* userdata) {
 
 int DevlxdServer::on_tick(sd_event_source* s, uint64_t usec, void* userdata) {
     return guarded([&] {
-        static_cast<DevlxdServer*>(userdata)->expire_deadlines();
+        auto* self = static_cast<DevlxdServer*>(userdata);
+        self->expire_deadlines();
         sd_event_source_set_time(s, usec + 1000000);
+        sd_event_source_set_enabled(s, self->connections_.empty() ? SD_EVENT_OFF : SD_EVENT_ON);
         return 0;
     });
 }
@@ -598,7 +621,7 @@ int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std:
         feed->server = this;
         feed->container = container;
         feed->types = types;
-        MHD_Response* r = MHD_create_response_for_upgrade(&MhdCallbacks::on_upgrade, feed.get());
+        MHD_Response* r = MHD_create_response_for_upgrade(&MhdCallbacks::on_upgrade, nullptr);
         if (!r)
             return -ENOMEM;
         MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
@@ -608,7 +631,8 @@ int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std:
         if (ok != MHD_YES)
             return -EIO;
         conn->long_lived = true;
-        feed.release(); // on_upgrade owns it from here
+        delete conn->upgrading;
+        conn->upgrading = feed.release(); // on_upgrade takes it from the connection
         return 0;
     }
     auto* feed = new StreamFeed;

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 namespace lodge::runtime {
@@ -98,20 +100,30 @@ int mount_passthrough(const SetupContext& ctx) {
     struct Entry {
         const char* path;
         bool privileged_only;
+        unsigned long fs_magic; // nonzero: only when this filesystem is mounted there
     };
     // Kernels since 6.7 let a user namespace mount its own binfmt_misc, so LXD binds the
-    // host's only into privileged containers there.
+    // host's only into privileged containers there. Unlike LXD, an unmounted binfmt_misc
+    // directory is not bound: the empty procfs directory would look like a mount point to the
+    // guest's systemd-binfmt.service, which then fails registering its formats.
     static const Entry entries[] = {
-        {"/proc/sys/fs/binfmt_misc", true},  {"/sys/firmware/efi/efivars", false},
-        {"/sys/fs/fuse/connections", false}, {"/sys/fs/pstore", false},
-        {"/sys/kernel/config", false},       {"/sys/kernel/debug", false},
-        {"/sys/kernel/security", false},     {"/sys/kernel/tracing", false},
+        {"/proc/sys/fs/binfmt_misc", true, BINFMTFS_MAGIC},
+        {"/sys/firmware/efi/efivars", false, 0},
+        {"/sys/fs/fuse/connections", false, 0},
+        {"/sys/fs/pstore", false, 0},
+        {"/sys/kernel/config", false, 0},
+        {"/sys/kernel/debug", false, 0},
+        {"/sys/kernel/security", false, 0},
+        {"/sys/kernel/tracing", false, 0},
     };
     for (auto& e : entries) {
         if (e.privileged_only && !ctx.config->privileged())
             continue;
         struct stat st {};
         if (::stat(e.path, &st) < 0)
+            continue;
+        struct statfs fs {};
+        if (e.fs_magic && (::statfs(e.path, &fs) < 0 || static_cast<unsigned long>(fs.f_type) != e.fs_magic))
             continue;
         // "optional" in LXC's terms: a path the kernel will not let us bind is skipped.
         Fd tree = clone_tree(AT_FDCWD, e.path, true);

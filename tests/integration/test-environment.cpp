@@ -2,6 +2,9 @@
 // 23-25), for privileged and unprivileged busybox containers.
 #include "harness.hpp"
 
+#include <linux/magic.h>
+#include <sys/vfs.h>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -196,7 +199,10 @@ TEST_P(Environment, PassThroughPathsIffOnHost) {
         bool on_host = exists(p);
         EXPECT_EQ(!mount_line(mountinfo, p).empty(), on_host) << p;
     }
-    bool binfmt = exists("/proc/sys/fs/binfmt_misc");
+    // binfmt_misc counts as on the host only when it is mounted there.
+    struct statfs fs {};
+    bool binfmt = ::statfs("/proc/sys/fs/binfmt_misc", &fs) == 0 &&
+                  static_cast<unsigned long>(fs.f_type) == BINFMTFS_MAGIC;
     EXPECT_EQ(!mount_line(mountinfo, "/proc/sys/fs/binfmt_misc").empty(), binfmt && privileged);
 }
 

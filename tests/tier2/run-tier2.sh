@@ -190,18 +190,22 @@ expect "systemd-analyze verify of the installed units is clean" "$verify" ""
 # --- socket activation ------------------------------------------------------------
 expect "lodged.socket listens" "$(g systemctl is-active lodged.socket)" active
 expect "lodged.service does not run before anyone asks" "$(g systemctl is-active lodged.service)" inactive
-python3 -c 'import socket,sys
+# The first request from outside any container: it starts lodged, which answers it (500: the
+# caller is in no container lodged knows; from here it is in no pid namespace lodged can see).
+out=$(python3 -c 'import socket,sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
-s.close()' "/proc/$cp_pid/root/run/lodge/devlxd/sock" || fail "cannot connect to /run/lodge/devlxd/sock"
+s.sendall(b"GET /1.0 HTTP/1.1\r\nHost: lxd\r\n\r\n")
+print(s.recv(4096).decode().split("\r\n")[0])
+s.close()' "/proc/$cp_pid/root/run/lodge/devlxd/sock") || fail "cannot talk to /run/lodge/devlxd/sock"
+expect "a caller in no container gets 500" "$out" "HTTP/1.1 500 Internal Server Error"
 is_active() { [[ $(g systemctl is-active "$1") == "$2" ]]; }
 poll 30 is_active lodged.service active
 expect "the first connection to the devlxd socket starts lodged.service" \
     "$(g systemctl is-active lodged.service)" active
 
 # --- bus activation ---------------------------------------------------------------
-# lodged does not accept on the devlxd socket yet, so that connection stays queued and would
-# start lodged again at once: a fresh socket drops it.
+# Bus activation from a stopped lodged.
 g systemctl stop lodged.socket lodged.service
 g systemctl start lodged.socket
 expect "lodged.service stopped" "$(g systemctl is-active lodged.service)" inactive
@@ -249,6 +253,16 @@ expect "limits.cpu=0-1 is AllowedCPUs=0-1" "$(scope_prop lodge-c1.scope AllowedC
 expect "a cpuset lifts the quota" "$(scope_prop lodge-c1.scope CPUQuotaPerSecUSec)" infinity
 g lodgectl config unset c1 limits.memory >/dev/null || fail "config unset limits.memory"
 expect "unset limits.memory is MemoryMax=infinity" "$(scope_prop lodge-c1.scope MemoryMax)" infinity
+
+# --- the guest API from inside c1, served by the socket-activated lodged -------------------
+if [[ -n ${LODGE_DEVLXD_CLIENT:-} && -x $LODGE_DEVLXD_CLIENT ]]; then
+    cp "$LODGE_DEVLXD_CLIENT" "$root/var/lib/lodge/containers/c1/rootfs/devlxd-client"
+    g lodgectl config set c1 user.tier2=yes >/dev/null || fail "config set user.tier2"
+    out=$(g lodgectl exec c1 -- /devlxd-client GET /1.0/config/user.tier2 2>&1)
+    expect "GET /1.0/config/user.tier2 from inside c1" "$out" $'STATUS 200\nCONTENT-TYPE application/octet-stream\n\nyes'
+    out=$(g lodgectl exec c1 -- /devlxd-client GET /1.0/meta-data 2>&1)
+    expect "GET /1.0/meta-data from inside c1" "$out" $'STATUS 200\nCONTENT-TYPE application/octet-stream\n\ninstance-id: c1\nlocal-hostname: c1'
+fi
 
 # --- starts that fail leave nothing behind ------------------------------------------------
 # A unit of the scope's name that is not ours: lodged gives up, and its supervisor, still held
