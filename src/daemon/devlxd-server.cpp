@@ -28,10 +28,18 @@ uint64_t now_monotonic() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
 }
 
-std::string host_name() {
-    struct utsname u {};
-    ::uname(&u);
-    return u.nodename;
+// LXD reports the host's current name; re-read at most once a second, not per request.
+const std::string& host_name() {
+    static std::string name;
+    static uint64_t read_at = 0;
+    uint64_t now = now_monotonic();
+    if (name.empty() || now - read_at > 1000000) {
+        struct utsname u {};
+        ::uname(&u);
+        name = u.nodename;
+        read_at = now;
+    }
+    return name;
 }
 
 bool header_has_token(const char* value, const char* token) {

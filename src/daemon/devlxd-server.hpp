@@ -40,7 +40,7 @@ public:
 struct DevlxdLimits {
     unsigned header_timeout_sec = 3; // the request line and headers must arrive in this time
     unsigned idle_timeout_sec = 30;  // an idle keep-alive connection is closed after this
-    size_t header_bytes = 32 * 1024; // MHD's per-connection buffer: request line plus headers
+    size_t header_bytes = 16 * 1024; // MHD's per-connection buffer (zeroed per request)
     size_t body_bytes = 64 * 1024;   // PATCH bodies are tiny JSON objects
     unsigned connections = 4096;
     size_t subscriber_backlog = 1024 * 1024; // queued event bytes before a stalled feed is cut
