@@ -217,7 +217,8 @@ int plug_veth(nl_sock* host, int netns_fd, const NicSpec& s, PluggedNic& out,
         rtnl_link_set_addr(peer.get(), mac.get());
         if (mtu)
             rtnl_link_set_mtu(peer.get(), mtu);
-        rtnl_link_set_flags(peer.get(), IFF_UP);
+        // Not IFF_UP yet: the kernel opens the peer before the pair is joined (ENOTCONN); plug()
+        // brings it up inside the namespace.
         rtnl_link_set_ns_fd(peer.get(), netns_fd);
         int r = rtnl_link_add(host, veth.get(), NLM_F_CREATE | NLM_F_EXCL);
         if (r < 0 && nl_to_errno(r) == EEXIST && s.host_name.empty() && attempt < 8 &&
@@ -323,14 +324,27 @@ int plug(int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
                                    : plug_veth(host.get(), netns_fd, s, nic, error);
     if (r < 0)
         return r;
-    // Learn the index inside the container: unplug finds the device by it even after the guest
-    // renamed it.
-    if (SockPtr inner = netns_socket(netns_fd)) {
-        int err = 0;
-        if (LinkPtr link = get_link(inner.get(), 0, s.name, err)) {
-            nic.ifindex = rtnl_link_get_ifindex(link.get());
-            nic.mtu = rtnl_link_get_mtu(link.get());
-        }
+    // Inside the container: learn the index (unplug finds the device by it even after the guest
+    // renamed it) and bring the interface up.
+    int err = 0;
+    SockPtr inner = netns_socket(netns_fd);
+    LinkPtr link = inner ? get_link(inner.get(), 0, s.name, err) : nullptr;
+    LinkPtr up(rtnl_link_alloc());
+    if (link && up) {
+        nic.ifindex = rtnl_link_get_ifindex(link.get());
+        nic.mtu = rtnl_link_get_mtu(link.get());
+        rtnl_link_set_flags(up.get(), IFF_UP);
+        if (int r = rtnl_link_change(inner.get(), link.get(), up.get(), 0); r < 0)
+            err = -nl_to_errno(r);
+    } else if (!err) {
+        err = -EIO;
+    }
+    if (err < 0 || !link) {
+        error = dev_error(s, "cannot bring up \"" + s.name + "\" in the container: " +
+                                 std::strerror(-err));
+        log_error_errno(err, "%s", error.c_str());
+        unplug(netns_fd, nic);
+        return err;
     }
     out = std::move(nic);
     return 0;
