@@ -1,6 +1,7 @@
 #include "manager.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "common/nic.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "machined.hpp"
@@ -128,6 +129,7 @@ int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
             auto j = nlohmann::json::parse(text, nullptr, false);
             c->state = "stopped";
             c->leader = 0;
+            c->manager->update_nics(*c, nlohmann::json::object());
             if (j.is_object()) {
                 c->reason = j.value("reason", "");
                 if (j.value("state", "") == "error")
@@ -148,9 +150,11 @@ void Manager::on_status(Container& c, const std::string& text) {
     c.state = j.value("state", "stopped");
     c.reason = j.value("reason", "");
     pid_t leader = j.value("pid", 0);
-    // A guest reboot brings a new PID 1: machined must follow it.
+    update_nics(c, j);
+    // A guest reboot brings a new PID 1 (and new host veths): machined must follow it.
     if (use_scopes_ && leader > 0 && c.leader > 0 && leader != c.leader)
-        machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()));
+        machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()),
+                          c.host_ifindices());
     c.leader = leader;
     c.boot_id = j.value("boot_id", "");
     c.cgroup = j.value("cgroup", "");
@@ -240,6 +244,9 @@ int Manager::start(Container& c, std::string& error) {
     std::string e;
     ContainerConfig config = c.config;
     registry_.load(c.name(), config, e); // what the supervisor will start from
+    // nic names and MACs are made once and kept (volatile.<dev>.name/hwaddr), before any start.
+    if (fill_nic_volatile(config) && commit_config(c, config, "Config", error) < 0)
+        return -EIO;
     runtime::LaunchHold hold;
     hold.bus_controller = true;
     hold.before_go = [&](pid_t pid, const std::string& bus_name, std::string& why) {
@@ -258,8 +265,14 @@ int Manager::start(Container& c, std::string& error) {
     registry_.load(c.name(), c.config, e);
     c.started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
     c.leader = res.init_pid;
-    if (use_scopes_)
-        machined_register(bus_, c.name(), res.init_pid, paths::container_rootfs(c.name()));
+    if (use_scopes_) {
+        // The host ends of the veths go to machined with the machine.
+        std::string reply, why;
+        if (request(c, "status", reply, why) == 0)
+            update_nics(c, nlohmann::json::parse(reply, nullptr, false));
+        machined_register(bus_, c.name(), res.init_pid, paths::container_rootfs(c.name()),
+                          c.host_ifindices());
+    }
     attach_watch(c);
     return 0;
 }
@@ -380,7 +393,19 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
         error = e;
         return -EINVAL;
     }
-    return commit_config(c, std::move(next), "Devices", error);
+    bool nic = is_nic(keys);
+    if (nic && prepare_nic(c, next, device, error) < 0)
+        return -EINVAL;
+    if (int r = commit_config(c, std::move(next), "Devices", error); r < 0) {
+        std::string ignored;
+        if (nic)
+            unplug_nic(c, device, ignored);
+        return r;
+    }
+    if (nic) // its volatile keys
+        sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container",
+                                       "Config", nullptr);
+    return 0;
 }
 
 int Manager::remove_device(Container& c, const std::string& device, std::string& error) {
@@ -389,7 +414,10 @@ int Manager::remove_device(Container& c, const std::string& device, std::string&
         return -ENOENT;
     }
     ContainerConfig next = c.config;
+    if (is_nic(next.devices[device]) && unplug_nic(c, device, error) < 0)
+        return -EIO;
     next.devices.erase(device);
+    drop_device_volatile(next, device);
     return commit_config(c, std::move(next), "Devices", error);
 }
 
