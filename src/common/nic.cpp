@@ -116,9 +116,14 @@ std::string check_nic_names(const ContainerConfig& c) {
         std::string name = effective_name(c, dev, keys);
         if (!name.empty()) {
             auto [it, fresh] = names.emplace(name, dev);
-            if (!fresh)
-                return device_error(dev, "\"name\" \"" + name + "\" is already used by device \"" +
-                                             it->second + "\"");
+            if (!fresh) {
+                // Blame the device whose `name` key asks for it, not one lodge named earlier.
+                bool mine = keys.count("name") || !c.devices.at(it->second).count("name");
+                const std::string& culprit = mine ? dev : it->second;
+                const std::string& other = mine ? it->second : dev;
+                return device_error(culprit, "\"name\" \"" + name +
+                                                 "\" is already used by device \"" + other + "\"");
+            }
         }
         std::string host = get(keys, "host_name");
         if (!host.empty()) {
