@@ -321,6 +321,26 @@ int verb_status_or_show(const Options& o, sd_bus* bus, bool show) {
             std::printf("    Boot ID: %s\n", info.boot_id.c_str());
         if (info.leader)
             std::printf("      LXCFS: %s\n", info.lxcfs ? "bound" : "not bound");
+        // nics: the name in the container, its MAC, and this boot's host end while running.
+        const char* label = "       NICs: ";
+        for (auto& [dev, keys] : info.devices) {
+            if (keys.count("type") == 0 || keys.at("type") != "nic")
+                continue;
+            auto key = [&](const std::string& k) {
+                auto it = keys.find(k);
+                if (it != keys.end())
+                    return it->second;
+                auto v = info.config.find("volatile." + dev + "." + k);
+                return v == info.config.end() ? std::string() : v->second;
+            };
+            std::string host = key("host_name");
+            std::string parent = keys.count("parent") ? keys.at("parent") : "";
+            std::printf("%s%s: %s %s (%s%s%s%s)\n", label, dev.c_str(), key("name").c_str(),
+                        key("hwaddr").c_str(), keys.count("nictype") ? keys.at("nictype").c_str() : "",
+                        parent.empty() ? "" : (" on " + parent).c_str(), host.empty() ? "" : ", host ",
+                        host.c_str());
+            label = "             ";
+        }
     }
     if (o.json)
         std::printf("%s\n", (all.size() == 1 ? all[0] : all).dump().c_str());

@@ -660,6 +660,10 @@ TEST_F(LodgedTest, NicsHotPlugAddressesAndRefusals) {
     EXPECT_TRUE(std::regex_match(host, std::regex("veth[0-9a-f]{8}\n"))) << host;
     host.pop_back();
     EXPECT_TRUE(contains(sh("readlink /sys/class/net/" + host + "/master"), br.name));
+    std::string status = ctl("status " + n);
+    EXPECT_TRUE(contains(status, "NICs: net0: eth0 " + mac.substr(0, 17) + " (bridged on " +
+                                     br.name + ", host " + host + ")"))
+        << status;
 
     // Hot plug: in at once, with its volatile keys kept; out at once, keys and host end gone.
     EXPECT_EQ(ctl("device add " + n + " net1 type=nic nictype=p2p", &st), "");
