@@ -649,7 +649,7 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
         // lodged persisted nothing yet: it commits the device once this succeeded.
         if (words.size() < 3)
             return error("nic-add needs a device and its JSON description");
-        size_t at = request.find(words[1]) + words[1].size();
+        size_t at = request.find(words[1], verb.size()) + words[1].size();
         nic_add(c, words[1], request.substr(at));
     } else if (verb == "nic-remove") {
         if (words.size() != 2)

@@ -336,6 +336,41 @@ TEST_F(Network, HundredCyclesWithFourNicsLeakNoLink) {
         std::cerr << "note: host links changed during the test (not ours):" << diff << "\n";
 }
 
+TEST_F(Network, HotAddAndRemoveThroughTheControlSocket) {
+    auto c = make("nhot");
+    LODGE_START_OR_SKIP(*c);
+    EXPECT_EQ(c->exec("ls /sys/class/net | tr '\\n' ' '"), "lo ");
+    nlohmann::json spec = {{"type", "nic"},
+                           {"nictype", "bridged"},
+                           {"parent", bridge->name},
+                           {"volatile.name", "eth0"},
+                           {"volatile.hwaddr", "00:16:3e:01:02:03"}};
+    // A device name that also occurs in the verb must not confuse the request parser.
+    auto r = c->request("nic-add ic " + spec.dump());
+    ASSERT_EQ(r["ok"], true) << r;
+    std::string host = r["nic"]["host_name"];
+    EXPECT_TRUE(is_veth_name(host)) << r;
+    EXPECT_EQ(master_of(host), bridge->name);
+    EXPECT_EQ(c->exec("cat /sys/class/net/eth0/address"), "00:16:3e:01:02:03\n");
+    EXPECT_TRUE(contains(c->exec("ip -o link show eth0"), ",UP"));
+    EXPECT_EQ(c->status()["nics"].size(), 1u);
+    EXPECT_TRUE(contains(c->request("nic-add ic " + spec.dump()).value("error", ""),
+                         "already plugged"));
+    // The guest's own interface names are taken: a second eth0 is refused, nothing left behind.
+    auto before = host_links();
+    spec["volatile.hwaddr"] = "00:16:3e:01:02:04";
+    auto clash = c->request("nic-add other " + spec.dump());
+    EXPECT_TRUE(contains(clash.value("error", ""), "\"eth0\" already exists in the container"))
+        << clash;
+    EXPECT_EQ(host_links(), before);
+    r = c->request("nic-remove ic");
+    EXPECT_EQ(r["plugged"], true) << r;
+    EXPECT_EQ(c->exec("ls /sys/class/net | tr '\\n' ' '"), "lo ");
+    EXPECT_FALSE(host_link_exists(host));
+    EXPECT_EQ(c->request("nic-remove ic")["plugged"], false);
+    EXPECT_EQ(c->stop()["state"], "stopped");
+}
+
 TEST_F(Network, BadDevicesAreRefusedNamingDeviceAndKey) {
     struct Case {
         KeyMap keys;
