@@ -577,13 +577,16 @@ void Supervisor::nic_add(Client& c, const std::string& device, const std::string
     }
     if (auto e = check_container_config(one); !e.empty())
         return fail(e);
-    fill_nic_volatile(one);
     if (!netns_) {
         netns_ = net::open_netns(spawned_.init.pid());
         if (!netns_)
             return fail(std::string("Cannot open the container's network namespace: ") +
                         std::strerror(errno));
     }
+    // Without a name from lodged: the first ethN the container does not have yet.
+    std::vector<std::string> in_use;
+    net::link_names(netns_.get(), in_use);
+    fill_nic_volatile(one, in_use);
     net::PluggedNic nic;
     std::string why;
     if (net::plug(netns_.get(), nic_spec(one, device), nic, why) < 0)

@@ -363,6 +363,11 @@ TEST_F(Network, HotAddAndRemoveThroughTheControlSocket) {
     EXPECT_TRUE(contains(clash.value("error", ""), "\"eth0\" already exists in the container"))
         << clash;
     EXPECT_EQ(host_links(), before);
+    // Without a volatile name the supervisor takes the first ethN the container lacks.
+    auto unnamed = c->request(R"(nic-add p {"type":"nic","nictype":"p2p"})");
+    EXPECT_EQ(unnamed["nic"]["name"], "eth1") << unnamed;
+    EXPECT_TRUE(is_lxd_mac(unnamed["nic"].value("hwaddr", ""))) << unnamed;
+    EXPECT_EQ(c->request("nic-remove p")["plugged"], true);
     r = c->request("nic-remove ic");
     EXPECT_EQ(r["plugged"], true) << r;
     EXPECT_EQ(c->exec("ls /sys/class/net | tr '\\n' ' '"), "lo ");
