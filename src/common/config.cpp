@@ -1,5 +1,6 @@
 #include "config.hpp"
 #include "fileio.hpp"
+#include "nic.hpp"
 #include "validate.hpp"
 
 #include <cerrno>
@@ -118,11 +119,14 @@ std::string check_container_config(const ContainerConfig& c) {
                 return "Device \"" + dev + "\": disk needs an absolute \"source\"";
             if (keys.count("readonly") && !parse_bool(keys.at("readonly")))
                 return "Device \"" + dev + "\": \"readonly\" must be true or false";
-        } else if (type->second != "nic") {
+        } else if (type->second == "nic") {
+            if (auto e = check_nic_device(dev, keys); !e.empty())
+                return e;
+        } else {
             return "Device \"" + dev + "\": unknown type \"" + type->second + "\"";
         }
     }
-    return {};
+    return check_nic_names(c);
 }
 
 int load_container_config(const std::string& path, ContainerConfig& out, std::string& error) {

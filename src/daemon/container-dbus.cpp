@@ -5,6 +5,7 @@
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "exec.hpp"
+#include "runtime/net.hpp"
 
 #include <cerrno>
 #include <csignal>
@@ -287,6 +288,41 @@ static int method_open_console_log(sd_bus_message* m, void* ud, sd_bus_error* e)
     return guarded([&] { return op_open_console_log(m, CONTAINER(ud), e); });
 }
 
+// As machined's GetAddresses: a(iay), read inside the container's network namespace.
+static int method_get_addresses(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        Container& c = CONTAINER(ud);
+        if (!c.running() || c.leader <= 0)
+            return sd_bus_error_setf(e, errors::not_running, "Container \"%s\" is not running",
+                                     c.name().c_str());
+        std::vector<runtime::net::Address> addrs;
+        Fd netns = runtime::net::open_netns(c.leader);
+        if (!netns || runtime::net::addresses(netns.get(), addrs) < 0)
+            return sd_bus_error_setf(e, SD_BUS_ERROR_FAILED,
+                                     "Cannot read the addresses of container \"%s\"",
+                                     c.name().c_str());
+        sd_bus_message* raw = nullptr;
+        int r = sd_bus_message_new_method_return(m, &raw);
+        if (r < 0)
+            return r;
+        MessagePtr reply(raw);
+        r = sd_bus_message_open_container(raw, 'a', "(iay)");
+        for (auto& a : addrs) {
+            if (r >= 0)
+                r = sd_bus_message_open_container(raw, 'r', "iay");
+            if (r >= 0)
+                r = sd_bus_message_append(raw, "i", static_cast<int32_t>(a.family));
+            if (r >= 0)
+                r = sd_bus_message_append_array(raw, 'y', a.bytes.data(), a.bytes.size());
+            if (r >= 0)
+                r = sd_bus_message_close_container(raw);
+        }
+        if (r >= 0)
+            r = sd_bus_message_close_container(raw);
+        return r < 0 ? r : sd_bus_send(nullptr, raw, nullptr);
+    });
+}
+
 static int property_get_string(sd_bus*, const char*, const char*, const char* property,
                                sd_bus_message* reply, void* ud, sd_bus_error*) {
     return guarded([&] {
@@ -344,7 +380,7 @@ int append_string_map(sd_bus_message* reply, const KeyMap& map) {
 
 static int property_get_config(sd_bus*, const char*, const char*, const char*,
                                sd_bus_message* reply, void* ud, sd_bus_error*) {
-    return guarded([&] { return append_string_map(reply, CONTAINER(ud).config.config); });
+    return guarded([&] { return append_string_map(reply, CONTAINER(ud).visible_config()); });
 }
 
 static int property_get_devices(sd_bus*, const char*, const char*, const char*,
@@ -408,6 +444,8 @@ static const sd_bus_vtable container_vtable[] = {
                             SD_BUS_RESULT("i", status), method_exec, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("OpenConsole", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", console),
                             method_open_console, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetAddresses", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(iay)", addresses),
+                            method_get_addresses, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("OpenConsoleLog", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", log),
                             method_open_console_log, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,

@@ -7,7 +7,7 @@
 namespace lodge::daemon {
 
 void machined_register(sd_bus* bus, const std::string& name, pid_t leader,
-                       const std::string& root_directory) {
+                       const std::string& root_directory, const std::vector<int>& ifindices) {
     sd_bus_error err = SD_BUS_ERROR_NULL;
     sd_bus_message* reply = nullptr;
     // The id stays null (16 zero bytes): lodge does not know the guest's machine-id.
@@ -21,8 +21,12 @@ void machined_register(sd_bus* bus, const std::string& name, pid_t leader,
     if (r >= 0)
         r = sd_bus_message_append_array(m, 'y', id, sizeof id);
     if (r >= 0)
-        r = sd_bus_message_append(m, "ssusai", "lodge", "container", static_cast<uint32_t>(leader),
-                                  root_directory.c_str(), 0);
+        r = sd_bus_message_append(m, "ssus", "lodge", "container", static_cast<uint32_t>(leader),
+                                  root_directory.c_str());
+    if (r >= 0) {
+        std::vector<int32_t> indices(ifindices.begin(), ifindices.end());
+        r = sd_bus_message_append_array(m, 'i', indices.data(), indices.size() * sizeof(int32_t));
+    }
     if (r >= 0)
         r = sd_bus_call(bus, m, 0, &err, &reply);
     if (r >= 0)

@@ -1,6 +1,7 @@
 #include "manager.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "common/nic.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "devlxd-api.hpp"
@@ -179,6 +180,7 @@ int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
             auto j = nlohmann::json::parse(text, nullptr, false);
             c->state = "stopped";
             c->manager->set_leader(*c, 0);
+            c->manager->update_nics(*c, nlohmann::json::object());
             if (j.is_object()) {
                 c->reason = j.value("reason", "");
                 if (j.value("state", "") == "error")
@@ -200,9 +202,11 @@ void Manager::on_status(Container& c, const std::string& text) {
     c.state = j.value("state", "stopped");
     c.reason = j.value("reason", "");
     pid_t leader = j.value("pid", 0);
-    // A guest reboot brings a new PID 1: machined must follow it.
+    update_nics(c, j);
+    // A guest reboot brings a new PID 1 (and new host veths): machined must follow it.
     if (use_scopes_ && leader > 0 && c.leader > 0 && leader != c.leader)
-        machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()));
+        machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()),
+                          c.host_ifindices());
     set_leader(c, leader);
     std::string boot_id = j.value("boot_id", "");
     // A new boot id without a stop in between: the guest rebooted.
@@ -296,6 +300,9 @@ int Manager::start(Container& c, std::string& error) {
     std::string e;
     ContainerConfig config = c.config;
     registry_.load(c.name(), config, e); // what the supervisor will start from
+    // nic names and MACs are made once and kept (volatile.<dev>.name/hwaddr), before any start.
+    if (fill_nic_volatile(config) && commit_config(c, config, "Config", error) < 0)
+        return -EIO;
     runtime::LaunchHold hold;
     hold.bus_controller = true;
     hold.before_go = [&](pid_t pid, const std::string& bus_name, std::string& why) {
@@ -314,8 +321,14 @@ int Manager::start(Container& c, std::string& error) {
     registry_.load(c.name(), c.config, e);
     c.started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
     set_leader(c, res.init_pid);
-    if (use_scopes_)
-        machined_register(bus_, c.name(), res.init_pid, paths::container_rootfs(c.name()));
+    if (use_scopes_) {
+        // The host ends of the veths go to machined with the machine.
+        std::string reply, why;
+        if (request(c, "status", reply, why) == 0)
+            update_nics(c, nlohmann::json::parse(reply, nullptr, false));
+        machined_register(bus_, c.name(), res.init_pid, paths::container_rootfs(c.name()),
+                          c.host_ifindices());
+    }
     attach_watch(c);
     return 0;
 }
@@ -463,8 +476,18 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
         error = e;
         return -EINVAL;
     }
-    if (int r = commit_config(c, std::move(next), "Devices", error); r < 0)
+    bool nic = is_nic(keys);
+    if (nic && prepare_nic(c, next, device, error) < 0)
+        return -EINVAL;
+    if (int r = commit_config(c, std::move(next), "Devices", error); r < 0) {
+        std::string ignored;
+        if (nic)
+            unplug_nic(c, device, ignored);
         return r;
+    }
+    if (nic) // its volatile keys
+        sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container",
+                                       "Config", nullptr);
     if (c.running())
         guest_event(c, devlxd::event_device,
                     devlxd::device_event("added", device, keys, now_realtime_usec()));
@@ -478,7 +501,10 @@ int Manager::remove_device(Container& c, const std::string& device, std::string&
     }
     ContainerConfig next = c.config;
     KeyMap removed = next.devices[device];
+    if (is_nic(removed) && unplug_nic(c, device, error) < 0)
+        return -EIO;
     next.devices.erase(device);
+    drop_device_volatile(next, device);
     if (int r = commit_config(c, std::move(next), "Devices", error); r < 0)
         return r;
     if (c.running())

@@ -10,6 +10,7 @@
 #include "registry.hpp"
 
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +18,12 @@
 namespace lodge::daemon {
 
 class Manager;
+
+// A nic plugged into the running container, as its supervisor reports it (per boot).
+struct LiveNic {
+    std::string device, name, host_name;
+    int host_ifindex = 0;
+};
 
 struct Container {
     Manager* manager = nullptr;
@@ -35,6 +42,12 @@ struct Container {
     Fd watch;
     SourcePtr watch_source;
     std::string watch_buffer;
+    std::vector<LiveNic> nics; // empty while stopped
+
+    // config.config plus volatile.<dev>.host_name of the nics plugged now (never on disk).
+    KeyMap visible_config() const;
+    // The host ends of the veths (for machined's NetworkInterfaces).
+    std::vector<int> host_ifindices() const;
 
     const std::string& name() const { return config.name; }
     std::string object_path() const;
@@ -71,7 +84,7 @@ public:
     int set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
                    std::string& error);
 
-    // Devices are stored now and take effect at the next start (no hot plug yet).
+    // Devices are stored; a nic is plugged into (or out of) a running container at once.
     int add_device(Container& c, const std::string& device, const KeyMap& keys, std::string& error);
     int remove_device(Container& c, const std::string& device, std::string& error);
     // volatile.last_state.ready, set by the guest and cleared whenever the container stops.
@@ -109,6 +122,11 @@ private:
     void container_stopped(Container& c);
     void guest_event(const Container& c, unsigned type, const std::string& line);
     int commit_config(Container& c, ContainerConfig next, const char* property, std::string& error);
+    // manager-nic.cpp: volatile keys, host checks and live plugging for nic devices.
+    int prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
+                    std::string& error);
+    int unplug_nic(Container& c, const std::string& device, std::string& error);
+    void update_nics(Container& c, const nlohmann::json& status);
 
     sd_event* event_;
     sd_bus* bus_;

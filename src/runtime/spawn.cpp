@@ -273,6 +273,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     Fd tree = prepare_rootfs_tree(o, init.pid(), error);
     if (!tree)
         return abort_child(-EINVAL);
+    if (o.before_go) {
+        if (int r = o.before_go(init.pid(), error); r < 0)
+            return abort_child(r);
+    }
     if (int r = send_with_fd(parent_end.get(), "go", tree.get()); r < 0) {
         error = std::string("Lost the container's setup process: ") + std::strerror(-r);
         return abort_child(r);

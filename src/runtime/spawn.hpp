@@ -6,6 +6,7 @@
 #include "common/config.hpp"
 #include "common/fd.hpp"
 
+#include <functional>
 #include <string>
 
 namespace lodge::runtime {
@@ -18,6 +19,9 @@ struct SpawnOptions {
     std::string devlxd_dir; // empty: no /dev/lxd
     std::string boot_id;
     CgroupFs* cgroup = nullptr;
+    // Runs in the parent once the child's namespaces exist and before the child may go on to
+    // exec /sbin/init (network interfaces are plugged here). 0 or -errno with `error` set.
+    std::function<int(pid_t child, std::string& error)> before_go;
 };
 
 struct Spawned {

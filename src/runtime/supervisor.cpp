@@ -4,12 +4,14 @@
 #include "common/config.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "common/nic.hpp"
 #include "common/paths.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
 #include "console.hpp"
 #include "control.hpp"
 #include "lifecycle.hpp"
+#include "net.hpp"
 #include "security.hpp"
 #include "setup.hpp"
 #include "spawn.hpp"
@@ -93,6 +95,10 @@ private:
     void queue_console(Client& c, const char* data, size_t len);
     void flush_console(Client& c);
     void reply_waiters(Client::Wait what, const nlohmann::json& j);
+    int plug_nics(pid_t child, std::string& error);
+    void unplug_nics();
+    void nic_add(Client& c, const std::string& device, const std::string& spec_json);
+    void nic_remove(Client& c, const std::string& device);
 
     static int on_child(sd_event_source*, const siginfo_t* si, void* userdata);
     static int on_console(sd_event_source*, int fd, uint32_t revents, void* userdata);
@@ -120,7 +126,17 @@ private:
     int last_signal_ = 0;
     unsigned boots_ = 0; // how many times PID 1 was started by this supervisor
     bool lxcfs_ = false; // the container has lxcfs binds
+    // The running container's network namespace (held so that unplugging at stop still reaches
+    // devices inside it) and the nics plugged into it, with this boot's host names.
+    Fd netns_;
+    std::vector<net::PluggedNic> nics_;
 };
+
+nlohmann::json nic_json(const net::PluggedNic& n) {
+    return {{"device", n.device},         {"nictype", n.nictype},     {"name", n.name},
+            {"hwaddr", n.hwaddr},         {"host_name", n.host_name}, {"host_ifindex", n.host_ifindex},
+            {"ifindex", n.ifindex},       {"mtu", n.mtu},             {"host_mtu", n.host_mtu}};
+}
 
 int Supervisor::setup_runtime_dir() {
     std::string dir = paths::container_runtime(name_);
@@ -165,6 +181,9 @@ int Supervisor::start_container(std::string& error) {
         error = log_last_error();
         return -EINVAL;
     }
+    // lodged persists volatile.<dev>.name/hwaddr before it starts us; a config written by
+    // someone else (tests drive the supervisor directly) gets values for this boot only.
+    fill_nic_volatile(config_);
     // A systemd scope's own attributes are systemd's (lodged sets limits.* as unit properties);
     // only a base this supervisor made itself gets them written here.
     if (own_base_) {
@@ -203,9 +222,11 @@ int Supervisor::start_container(std::string& error) {
     boot_id_ = new_boot_id();
     opts.boot_id = boot_id_;
     opts.cgroup = &cgroup_;
+    opts.before_go = [this](pid_t child, std::string& why) { return plug_nics(child, why); };
 
     Spawned spawned;
     if (int r = spawn_container(opts, spawned, error); r < 0) {
+        unplug_nics();
         cgroup_.destroy_payload();
         return r;
     }
@@ -245,6 +266,9 @@ nlohmann::json Supervisor::status_json() const {
     j["cgroup"] = cgroup_.base();
     j["boots"] = boots_;
     j["lxcfs"] = lxcfs_;
+    j["nics"] = nlohmann::json::array();
+    for (auto& n : nics_)
+        j["nics"].push_back(nic_json(n));
     return j;
 }
 
@@ -350,6 +374,7 @@ void Supervisor::on_init_exit(const siginfo_t& si) {
     console_peer_.reset();
     spawned_.console_master.reset();
     spawned_.init.reset();
+    unplug_nics();
     cgroup_.destroy_payload();
 
     InitOutcome out = decode_init_exit(si.si_code, si.si_status);
@@ -497,6 +522,97 @@ int Supervisor::on_client(sd_event_source*, int fd, uint32_t revents, void* user
     });
 }
 
+int Supervisor::plug_nics(pid_t child, std::string& error) {
+    auto specs = nic_specs(config_);
+    if (specs.empty())
+        return 0;
+    netns_ = net::open_netns(child);
+    if (!netns_) {
+        error = std::string("Cannot open the container's network namespace: ") +
+                std::strerror(errno);
+        return log_error_errno(errno, "Failed to open the network namespace of %d", child);
+    }
+    for (auto& spec : specs) {
+        net::PluggedNic nic;
+        if (int r = net::plug(netns_.get(), spec, nic, error); r < 0) {
+            unplug_nics();
+            return r;
+        }
+        log_info("Container \"%s\": device \"%s\" is %s (host side %s)", name_.c_str(),
+                 nic.device.c_str(), nic.name.c_str(),
+                 nic.host_name.empty() ? spec.parent.c_str() : nic.host_name.c_str());
+        nics_.push_back(std::move(nic));
+    }
+    return 0;
+}
+
+// At every stop, guest reboot and failed start: host ends go now, not whenever the kernel gets
+// round to the dead namespace.
+void Supervisor::unplug_nics() {
+    for (auto& nic : nics_)
+        net::unplug(netns_.get(), nic);
+    nics_.clear();
+    netns_.reset();
+}
+
+void Supervisor::nic_add(Client& c, const std::string& device, const std::string& spec_json) {
+    auto fail = [&](const std::string& msg) { send_json(c, nlohmann::json{{"error", msg}}); };
+    if (state_ != State::running || !spawned_.init.valid())
+        return fail("container is not running");
+    for (auto& n : nics_)
+        if (n.device == device)
+            return fail("Device \"" + device + "\" is already plugged");
+    auto j = nlohmann::json::parse(spec_json, nullptr, false);
+    if (!j.is_object())
+        return fail("nic-add: bad JSON");
+    ContainerConfig one;
+    one.name = name_;
+    for (auto& [k, v] : j.items()) {
+        if (!v.is_string())
+            return fail("nic-add: key \"" + k + "\" must be a string");
+        if (k == "volatile.name" || k == "volatile.hwaddr")
+            one.config["volatile." + device + k.substr(8)] = v.get<std::string>();
+        else
+            one.devices[device][k] = v.get<std::string>();
+    }
+    if (auto e = check_container_config(one); !e.empty())
+        return fail(e);
+    if (!netns_) {
+        netns_ = net::open_netns(spawned_.init.pid());
+        if (!netns_)
+            return fail(std::string("Cannot open the container's network namespace: ") +
+                        std::strerror(errno));
+    }
+    // Without a name from lodged: the first ethN the container does not have yet.
+    std::vector<std::string> in_use;
+    net::link_names(netns_.get(), in_use);
+    fill_nic_volatile(one, in_use);
+    net::PluggedNic nic;
+    std::string why;
+    if (net::plug(netns_.get(), nic_spec(one, device), nic, why) < 0)
+        return fail(why);
+    log_info("Container \"%s\": device \"%s\" plugged as %s", name_.c_str(), device.c_str(),
+             nic.name.c_str());
+    nics_.push_back(nic);
+    write_state();
+    send_json(c, nlohmann::json{{"ok", true}, {"nic", nic_json(nic)}});
+}
+
+void Supervisor::nic_remove(Client& c, const std::string& device) {
+    for (auto it = nics_.begin(); it != nics_.end(); ++it) {
+        if (it->device != device)
+            continue;
+        if (int r = net::unplug(netns_.get(), *it); r < 0)
+            return send_json(c, nlohmann::json{{"error", "Device \"" + device +
+                                                                 "\": " + log_last_error()}});
+        log_info("Container \"%s\": device \"%s\" unplugged", name_.c_str(), device.c_str());
+        nics_.erase(it);
+        write_state();
+        return send_json(c, nlohmann::json{{"ok", true}, {"plugged", true}});
+    }
+    send_json(c, nlohmann::json{{"ok", true}, {"plugged", false}});
+}
+
 void Supervisor::handle_request(Client& c, const std::string& request) {
     std::vector<std::string> words;
     size_t pos = 0;
@@ -545,6 +661,16 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
         if (r < 0)
             return error(log_last_error());
         send_json(c, nlohmann::json{{"ok", true}});
+    } else if (verb == "nic-add") {
+        // lodged persisted nothing yet: it commits the device once this succeeded.
+        if (words.size() < 3)
+            return error("nic-add needs a device and its JSON description");
+        size_t at = request.find(words[1], verb.size()) + words[1].size();
+        nic_add(c, words[1], request.substr(at));
+    } else if (verb == "nic-remove") {
+        if (words.size() != 2)
+            return error("nic-remove needs a device");
+        nic_remove(c, words[1]);
     } else if (verb == "apply-limits") {
         // limits.* changed in config.json: apply them to the running container now.
         if (load_config() < 0)

@@ -1,0 +1,90 @@
+// nic devices in lodged: volatile keys are made here (lodged is the only writer of config.json)
+// and committed with the device; a running container gets the nic plugged or unplugged live by
+// its supervisor. Host names are per boot: the supervisor picks them and reports them in its
+// status, lodged only mirrors them in memory (Container::nics) and never writes them to disk.
+#include "common/log.hpp"
+#include "common/nic.hpp"
+#include "manager.hpp"
+#include "runtime/net.hpp"
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+namespace lodge::daemon {
+
+// Names already inside the running container count as used (LXD does the same): a guest that
+// made its own eth1 keeps it.
+static std::vector<std::string> names_in_container(const Container& c) {
+    std::vector<std::string> names;
+    if (!c.running() || c.leader <= 0)
+        return names;
+    Fd netns = runtime::net::open_netns(c.leader);
+    if (netns)
+        runtime::net::link_names(netns.get(), names);
+    return names;
+}
+
+int Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
+                         std::string& error) {
+    fill_nic_volatile(next, names_in_container(c));
+    if (auto e = check_container_config(next); !e.empty()) {
+        error = e;
+        return -EINVAL;
+    }
+    if (auto e = runtime::net::check_host_side(nic_spec(next, device)); !e.empty()) {
+        error = e;
+        return -EINVAL;
+    }
+    if (!c.running())
+        return 0;
+    // The device with its volatile keys, as the supervisor's nic-add takes it.
+    nlohmann::json spec = next.devices.at(device);
+    for (const char* key : {"name", "hwaddr"})
+        if (auto v = next.get("volatile." + device + "." + key); !v.empty())
+            spec[std::string("volatile.") + key] = v;
+    std::string reply;
+    if (request(c, "nic-add " + device + " " + spec.dump(), reply, error) < 0)
+        return -EINVAL;
+    return 0;
+}
+
+int Manager::unplug_nic(Container& c, const std::string& device, std::string& error) {
+    if (!c.running())
+        return 0;
+    std::string reply;
+    return request(c, "nic-remove " + device, reply, error) < 0 ? -EIO : 0;
+}
+
+void Manager::update_nics(Container& c, const nlohmann::json& status) {
+    std::vector<LiveNic> nics;
+    if (status.contains("nics") && status["nics"].is_array())
+        for (auto& n : status["nics"])
+            nics.push_back({n.value("device", ""), n.value("name", ""), n.value("host_name", ""),
+                            n.value("host_ifindex", 0)});
+    bool changed = nics.size() != c.nics.size();
+    for (size_t i = 0; !changed && i < nics.size(); i++)
+        changed = nics[i].host_name != c.nics[i].host_name || nics[i].device != c.nics[i].device;
+    c.nics = std::move(nics);
+    // volatile.<dev>.host_name is part of the Config property while the container runs.
+    if (changed)
+        sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container",
+                                       "Config", nullptr);
+}
+
+KeyMap Container::visible_config() const {
+    KeyMap shown = config.config;
+    for (auto& n : nics)
+        if (!n.host_name.empty())
+            shown["volatile." + n.device + ".host_name"] = n.host_name;
+    return shown;
+}
+
+std::vector<int> Container::host_ifindices() const {
+    std::vector<int> out;
+    for (auto& n : nics)
+        if (n.host_ifindex > 0)
+            out.push_back(n.host_ifindex);
+    return out;
+}
+
+} // namespace lodge::daemon
