@@ -3,6 +3,7 @@
 // touches them: on start it re-reads the registry and re-attaches to every supervisor.
 #include "bus-util.hpp"
 #include "common/log.hpp"
+#include "common/process.hpp"
 #include "common/validate.hpp"
 #include "dbus-api.hpp"
 #include "exec.hpp"
@@ -38,6 +39,11 @@ int main() {
         sigaddset(&mask, sig);
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
+    // Out of descriptors, sd-bus gets a truncated SCM_RIGHTS message, drops the bus connection
+    // and lodged is cut off from its callers (seen with 500 containers and 500 concurrent execs
+    // under the 1024 soft limit).
+    if (long n = raise_fd_limit(); n < 0)
+        log_error_errno(static_cast<int>(n), "Failed to raise RLIMIT_NOFILE");
 
     // Sockets from systemd (the devlxd listener): named, read before anything unsets the env.
     char** names = nullptr;
