@@ -93,13 +93,21 @@ int main() {
         return log_error_errno(r, "Failed to own io.lodge1"), 1;
     if (int r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL); r < 0)
         return log_error_errno(r, "Failed to attach the bus to the event loop"), 1;
+    // A lost bus connection leaves nobody able to reach lodged: exit with a failure then, so
+    // that systemd restarts it (Restart=on-failure) or the bus activates it afresh.
+    sd_bus_set_exit_on_disconnect(bus.get(), 1);
     sd_notify(0, "READY=1\nSTATUS=Running");
     log_info("Ready, %zu containers", manager.containers().size());
 
     uint64_t timeout = idle_timeout_usec();
     for (;;) {
-        if (sd_event_get_state(event.get()) == SD_EVENT_FINISHED)
-            break;
+        if (sd_event_get_state(event.get()) == SD_EVENT_FINISHED) {
+            int code = 0;
+            sd_event_get_exit_code(event.get(), &code);
+            if (code != 0)
+                log_error("Lost the bus connection; exiting");
+            return code;
+        }
         bool idle = timeout > 0 && manager.idle() && execs_in_flight() == 0;
         int r = sd_event_run(event.get(), idle ? timeout : UINT64_MAX);
         if (r < 0)
