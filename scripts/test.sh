@@ -7,7 +7,9 @@ bash scripts/install-deps.sh || exit 1
 # The systemd guest tests use a debootstrapped Debian rootfs, cached between runs.
 export LODGE_DEBIAN_TARBALL=${LODGE_DEBIAN_TARBALL:-/var/cache/lodge-tests/debian-bookworm.tar.zst}
 mkdir -p "$(dirname "$LODGE_DEBIAN_TARBALL")"
-bash tests/fixtures/make-debian-rootfs.sh "$LODGE_DEBIAN_TARBALL" ||
+# curl, python3 and cloud-init are the guest API's clients in the devlxd tests.
+LODGE_DEBIAN_APT="cloud-init curl python3" \
+  bash tests/fixtures/make-debian-rootfs.sh "$LODGE_DEBIAN_TARBALL" ||
   echo "test.sh: could not build the Debian rootfs; its tests will report themselves skipped"
 # Tier 2 boots that Debian with lodge installed: machined, busybox and lodge's libraries too.
 export LODGE_TIER2_TARBALL=${LODGE_TIER2_TARBALL:-/var/cache/lodge-tests/debian-bookworm-tier2.tar.zst}

@@ -324,6 +324,11 @@ static int property_get_lxcfs(sd_bus*, const char*, const char*, const char*, sd
     return sd_bus_message_append(reply, "b", CONTAINER(ud).lxcfs ? 1 : 0);
 }
 
+static int property_get_ready(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,
+                              void* ud, sd_bus_error*) {
+    return sd_bus_message_append(reply, "b", CONTAINER(ud).ready() ? 1 : 0);
+}
+
 static int property_get_timestamp(sd_bus*, const char*, const char*, const char*,
                                   sd_bus_message* reply, void* ud, sd_bus_error*) {
     return sd_bus_message_append(reply, "t", CONTAINER(ud).started_usec);
@@ -376,6 +381,7 @@ static const sd_bus_vtable container_vtable[] = {
     SD_BUS_PROPERTY("Devices", "a{sa{ss}}", property_get_devices, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("LXCFS", "b", property_get_lxcfs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Ready", "b", property_get_ready, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("Timestamp", "t", property_get_timestamp, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
     SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start,

@@ -6,6 +6,7 @@
 #include "common/process.hpp"
 #include "common/validate.hpp"
 #include "dbus-api.hpp"
+#include "devlxd-server.hpp"
 #include "exec.hpp"
 #include "lxcfs-watch.hpp"
 #include "manager.hpp"
@@ -13,6 +14,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -28,6 +30,29 @@ uint64_t idle_timeout_usec() {
     auto secs = v ? parse_uint(v, 86400) : std::nullopt;
     return (secs ? *secs : 30) * 1000000ULL;
 }
+
+// The guest API's view of the Manager.
+class ManagerGuests : public GuestDirectory {
+public:
+    explicit ManagerGuests(Manager& m) : manager_(m) {}
+    std::optional<Guest> find(const PeerIdentity& peer) override {
+        Container* c = manager_.find_by_pidns(peer.pidns_chain);
+        if (!c)
+            return std::nullopt;
+        return Guest{c->name(), c->root_uid, &c->config, c->ready()};
+    }
+    int set_ready(const std::string& name, bool ready, std::string& error) override {
+        Container* c = manager_.find(name);
+        if (!c) {
+            error = "Container \"" + name + "\" is gone";
+            return -ENOENT;
+        }
+        return manager_.set_ready(*c, ready, error);
+    }
+
+private:
+    Manager& manager_;
+};
 
 } // namespace
 
@@ -45,17 +70,28 @@ int main() {
     if (long n = raise_fd_limit(); n < 0)
         log_error_errno(static_cast<int>(n), "Failed to raise RLIMIT_NOFILE");
 
-    // Sockets from systemd (the devlxd listener): named, read before anything unsets the env.
+    // Every guest API connection and container watch is an fd: use all the hard limit allows.
+    struct rlimit nofile {};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+
+    // The devlxd listener from systemd (lodged.socket), read before anything unsets the env;
+    // without one, lodged makes it itself.
     char** names = nullptr;
     int nfds = sd_listen_fds_with_names(1, &names);
-    std::vector<int> listeners;
+    int devlxd_listener = -1;
     for (int i = 0; i < nfds; i++) {
-        log_info("Received socket %d named %s", SD_LISTEN_FDS_START + i,
-                 names && names[i] ? names[i] : "?");
-        listeners.push_back(SD_LISTEN_FDS_START + i);
+        const char* name = names && names[i] ? names[i] : "";
+        if (std::strcmp(name, "devlxd") == 0 || (nfds == 1 && devlxd_listener < 0))
+            devlxd_listener = SD_LISTEN_FDS_START + i;
         std::free(names ? names[i] : nullptr);
     }
     std::free(names);
+    Fd own_listener;
+    if (devlxd_listener < 0 && open_devlxd_listener(own_listener) == 0)
+        devlxd_listener = own_listener.get();
 
     sd_event* e = nullptr;
     if (int r = sd_event_default(&e); r < 0)
@@ -64,19 +100,6 @@ int main() {
     sd_event_add_signal(event.get(), nullptr, SIGTERM, nullptr, nullptr);
     sd_event_add_signal(event.get(), nullptr, SIGINT, nullptr, nullptr);
     sd_event_set_watchdog(event.get(), 1);
-    // The guest API is not served yet: connections are accepted and closed at once, so a
-    // waiting client is not left queued (which would make systemd start lodged again and again).
-    for (int fd : listeners)
-        sd_event_add_io(
-            event.get(), nullptr, fd, EPOLLIN,
-            [](sd_event_source*, int listener, uint32_t, void*) -> int {
-                int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (c >= 0)
-                    ::close(c);
-                return 0;
-            },
-            nullptr);
-
     sd_bus* b = nullptr;
     if (int r = sd_bus_open_system(&b); r < 0)
         return log_error_errno(r, "Failed to connect to the system bus"), 1;
@@ -85,7 +108,16 @@ int main() {
     Manager manager(event.get(), bus.get());
     if (int r = register_bus_objects(bus.get(), manager); r < 0)
         return log_error_errno(r, "Failed to register the bus objects"), 1;
+    ManagerGuests guests(manager);
+    DevlxdServer devlxd(event.get(), guests);
+    manager.set_guest_event_sink([&devlxd](const Container& c, unsigned type,
+                                           const std::string& line) {
+        devlxd.publish(c.name(), type, line);
+    });
+    manager.set_on_stopped([&devlxd](const Container& c) { devlxd.drop_container(c.name()); });
     manager.load();
+    if (devlxd_listener >= 0 && devlxd.start(devlxd_listener) < 0)
+        return 1;
     LxcfsWatch lxcfs(event.get(), manager);
     lxcfs.start();
     manager.set_on_running([&lxcfs] { lxcfs.rearm(); });

@@ -287,6 +287,7 @@ const sd_bus_vtable manager_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_SIGNAL_WITH_ARGS("ContainerNew", SD_BUS_ARGS("s", name, "o", path), 0),
     SD_BUS_SIGNAL_WITH_ARGS("ContainerRemoved", SD_BUS_ARGS("s", name, "o", path), 0),
+    SD_BUS_SIGNAL_WITH_ARGS("ContainerReady", SD_BUS_ARGS("s", name, "o", path), 0),
     SD_BUS_VTABLE_END,
 };
 

@@ -3,6 +3,7 @@
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
+#include "devlxd-api.hpp"
 #include "machined.hpp"
 #include "runtime/control.hpp"
 #include "scope.hpp"
@@ -10,6 +11,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <set>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -19,6 +23,12 @@
 #endif
 
 namespace lodge::daemon {
+
+static uint64_t now_realtime_usec() {
+    struct timespec ts {};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
 
 std::string supervisor_binary() {
     const char* env = std::getenv("LODGE_SUPERVISOR");
@@ -50,6 +60,9 @@ int Manager::load() {
         Container& ref = *c;
         containers_[name] = std::move(c);
         attach_watch(ref);
+        // Stopped while lodged was away: the guest's readiness went with it.
+        if (!ref.running() && ref.ready())
+            container_stopped(ref);
     }
     return 0;
 }
@@ -66,6 +79,44 @@ Container* Manager::find_by_path(const std::string& path) {
     std::string n = name;
     std::free(name);
     return find(n);
+}
+
+Container* Manager::find_by_pidns(const std::vector<NamespaceId>& chain) {
+    for (auto& ns : chain)
+        for (auto& [name, c] : containers_)
+            if (c->leader > 0 && c->running() && c->pidns == ns)
+                return c.get();
+    return nullptr;
+}
+
+void Manager::set_leader(Container& c, pid_t leader) {
+    if (leader == c.leader && (leader <= 0 || c.pidns.ino != 0))
+        return;
+    c.leader = leader;
+    c.pidns = {};
+    c.root_uid = 0;
+    if (leader <= 0)
+        return;
+    if (int r = pidns_of(leader, c.pidns); r < 0)
+        log_error_errno(r, "Cannot read the pid namespace of %s's PID 1 (%d)", c.name().c_str(),
+                        leader);
+    // The first line of uid_map says where uid 0 went: "0 <host uid> <count>".
+    std::ifstream map("/proc/" + std::to_string(leader) + "/uid_map");
+    unsigned long inside = 1, outside = 0;
+    if (map >> inside >> outside && inside == 0)
+        c.root_uid = static_cast<uid_t>(outside);
+}
+
+// The container is down (stopped, crashed, or its guest rebooted): what the guest said about
+// itself no longer holds.
+void Manager::container_stopped(Container& c) {
+    if (on_stopped_)
+        on_stopped_(c);
+    if (!c.ready())
+        return;
+    std::string error;
+    if (set_ready(c, false, error) < 0)
+        log_error("Cannot clear the ready state of %s: %s", c.name().c_str(), error.c_str());
 }
 
 Container* Manager::find_by_pid(pid_t pid) {
@@ -101,7 +152,7 @@ void Manager::attach_watch(Container& c) {
                 c.reason = j.value("reason", "");
         }
         c.state = "stopped";
-        c.leader = 0;
+        set_leader(c, 0);
         return;
     }
     sd_event_source* s = nullptr;
@@ -127,12 +178,13 @@ int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
             read_file(paths::runtime_state(c->name()), text);
             auto j = nlohmann::json::parse(text, nullptr, false);
             c->state = "stopped";
-            c->leader = 0;
+            c->manager->set_leader(*c, 0);
             if (j.is_object()) {
                 c->reason = j.value("reason", "");
                 if (j.value("state", "") == "error")
                     c->state = "error";
             }
+            c->manager->container_stopped(*c);
             c->manager->emit_state_changed(*c);
             return 0;
         }
@@ -151,8 +203,12 @@ void Manager::on_status(Container& c, const std::string& text) {
     // A guest reboot brings a new PID 1: machined must follow it.
     if (use_scopes_ && leader > 0 && c.leader > 0 && leader != c.leader)
         machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()));
-    c.leader = leader;
-    c.boot_id = j.value("boot_id", "");
+    set_leader(c, leader);
+    std::string boot_id = j.value("boot_id", "");
+    // A new boot id without a stop in between: the guest rebooted.
+    if (!c.boot_id.empty() && !boot_id.empty() && boot_id != c.boot_id)
+        container_stopped(c);
+    c.boot_id = boot_id;
     c.cgroup = j.value("cgroup", "");
     bool had_lxcfs = c.lxcfs;
     c.lxcfs = j.value("lxcfs", false);
@@ -257,7 +313,7 @@ int Manager::start(Container& c, std::string& error) {
     // Re-read: the supervisor started from what is on disk now.
     registry_.load(c.name(), c.config, e);
     c.started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
-    c.leader = res.init_pid;
+    set_leader(c, res.init_pid);
     if (use_scopes_)
         machined_register(bus_, c.name(), res.init_pid, paths::container_rootfs(c.name()));
     attach_watch(c);
@@ -332,8 +388,35 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
         }
         next.config.erase(k);
     }
+    ContainerConfig before = c.config;
     if (int r = commit_config(c, std::move(next), "Config", error); r < 0)
         return r;
+    if (c.running()) {
+        // The guest hears of user.* changes only (LXD's rule), old and new value alike.
+        uint64_t now = now_realtime_usec();
+        std::set<std::string> keys;
+        for (auto& [k, v] : set)
+            keys.insert(k);
+        keys.insert(unset.begin(), unset.end());
+        for (auto& k : keys) {
+            std::string was = before.get(k), is = c.config.get(k);
+            if (k.rfind("user.", 0) == 0 && was != is)
+                guest_event(c, devlxd::event_config, devlxd::config_event(k, was, is, now));
+        }
+        bool devlxd_was = before.get_bool("security.devlxd", true);
+        bool devlxd_is = c.config.get_bool("security.devlxd", true);
+        if (devlxd_was != devlxd_is) {
+            std::string target = c.name();
+            auto done = [target](const std::string& reply) {
+                if (reply.find("\"ok\"") == std::string::npos)
+                    log_error("Cannot follow security.devlxd in %s: %s", target.c_str(),
+                              reply.c_str());
+            };
+            std::string why;
+            if (request_async(c, devlxd_is ? "devlxd-attach" : "devlxd-detach", done, why) < 0)
+                log_error("Cannot follow security.devlxd in %s: %s", target.c_str(), why.c_str());
+        }
+    }
     // limits.* apply to a running container at once.
     bool limits = false;
     for (auto& [k, v] : set)
@@ -380,7 +463,12 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
         error = e;
         return -EINVAL;
     }
-    return commit_config(c, std::move(next), "Devices", error);
+    if (int r = commit_config(c, std::move(next), "Devices", error); r < 0)
+        return r;
+    if (c.running())
+        guest_event(c, devlxd::event_device,
+                    devlxd::device_event("added", device, keys, now_realtime_usec()));
+    return 0;
 }
 
 int Manager::remove_device(Container& c, const std::string& device, std::string& error) {
@@ -389,8 +477,36 @@ int Manager::remove_device(Container& c, const std::string& device, std::string&
         return -ENOENT;
     }
     ContainerConfig next = c.config;
+    KeyMap removed = next.devices[device];
     next.devices.erase(device);
-    return commit_config(c, std::move(next), "Devices", error);
+    if (int r = commit_config(c, std::move(next), "Devices", error); r < 0)
+        return r;
+    if (c.running())
+        guest_event(c, devlxd::event_device,
+                    devlxd::device_event("removed", device, removed, now_realtime_usec()));
+    return 0;
+}
+
+int Manager::set_ready(Container& c, bool ready, std::string& error) {
+    if (c.ready() == ready)
+        return 0;
+    ContainerConfig next = c.config;
+    next.config["volatile.last_state.ready"] = ready ? "true" : "false";
+    if (int r = commit_config(c, std::move(next), "Config", error); r < 0)
+        return r;
+    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Ready",
+                                   nullptr);
+    if (ready) {
+        log_info("Container %s is ready", c.name().c_str());
+        sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerReady", "so",
+                           c.name().c_str(), c.object_path().c_str());
+    }
+    return 0;
+}
+
+void Manager::guest_event(const Container& c, unsigned type, const std::string& line) {
+    if (guest_events_)
+        guest_events_(c, type, line);
 }
 
 int Manager::open_console(Container& c, Fd& out, std::string& error) {

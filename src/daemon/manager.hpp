@@ -5,6 +5,7 @@
 #include "bus-util.hpp"
 #include "common/config.hpp"
 #include "common/fd.hpp"
+#include "peer.hpp"
 #include "polkit.hpp"
 #include "registry.hpp"
 
@@ -28,6 +29,8 @@ struct Container {
     bool lxcfs = false;         // the supervisor reports lxcfs binds in place
     bool lxcfs_pending = false; // an attach/detach request is under way
     uint64_t started_usec = 0;  // CLOCK_REALTIME of the last start
+    NamespaceId pidns;          // PID 1's pid namespace: how guest API callers are told apart
+    uid_t root_uid = 0;         // the host uid the container's root maps to
     // The supervisor's "watch" stream, while one runs.
     Fd watch;
     SourcePtr watch_source;
@@ -38,6 +41,8 @@ struct Container {
     bool running() const {
         return state == "running" || state == "stopping" || state == "starting";
     }
+    // The guest said it is ready (PATCH /1.0 on /dev/lxd/sock), kept as LXD keeps it.
+    bool ready() const { return config.get_bool("volatile.last_state.ready", false); }
 };
 
 class Manager {
@@ -49,6 +54,8 @@ public:
     Container* find(const std::string& name);
     Container* find_by_path(const std::string& path);
     Container* find_by_pid(pid_t pid);
+    // The running container whose PID 1 shares the first pid namespace of `chain` it can.
+    Container* find_by_pidns(const std::vector<NamespaceId>& chain);
     const std::map<std::string, std::unique_ptr<Container>>& containers() const {
         return containers_;
     }
@@ -67,6 +74,17 @@ public:
     // Devices are stored now and take effect at the next start (no hot plug yet).
     int add_device(Container& c, const std::string& device, const KeyMap& keys, std::string& error);
     int remove_device(Container& c, const std::string& device, std::string& error);
+    // volatile.last_state.ready, set by the guest and cleared whenever the container stops.
+    int set_ready(Container& c, bool ready, std::string& error);
+
+    // Guest API events (runtime.md §6.4): user.* config changes and device changes of a
+    // running container, already serialised; `type` is a devlxd::EventType.
+    using GuestEventSink =
+        std::function<void(const Container& c, unsigned type, const std::string& line)>;
+    void set_guest_event_sink(GuestEventSink sink) { guest_events_ = std::move(sink); }
+    // Called when a container goes down (stop, crash, guest reboot): its guest API streams end.
+    void set_on_stopped(std::function<void(const Container&)> fn) { on_stopped_ = std::move(fn); }
+
     // A control connection to the supervisor, already attached to the console.
     int open_console(Container& c, Fd& out, std::string& error);
 
@@ -87,6 +105,9 @@ private:
     static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
     static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
     void emit_state_changed(Container& c);
+    void set_leader(Container& c, pid_t leader);
+    void container_stopped(Container& c);
+    void guest_event(const Container& c, unsigned type, const std::string& line);
     int commit_config(Container& c, ContainerConfig next, const char* property, std::string& error);
 
     sd_event* event_;
@@ -98,6 +119,8 @@ private:
     bool lxcfs_live_ = false;
     bool lxcfs_known_ = false;
     std::function<void()> on_running_;
+    GuestEventSink guest_events_;
+    std::function<void(const Container&)> on_stopped_;
     std::map<std::string, std::unique_ptr<Container>> containers_;
     struct Pending {
         Manager* manager;

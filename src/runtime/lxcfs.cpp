@@ -100,58 +100,6 @@ int mount_lxcfs(const SetupContext& ctx) {
 // ---- live: LXCFS binds put into or taken out of a running container ----------------------
 
 namespace lodge::runtime {
-namespace {
-
-// Runs `fn` in a child that has joined PID 1's mount namespace (and user namespace, for an
-// unprivileged container), so mounts land in the container and nowhere else. Host-side
-// preparation happens before the join, in `prepare`.
-int in_container_mntns(pid_t init_pid, const std::function<int()>& prepare,
-                       const std::function<int()>& fn) {
-    PidFd init = PidFd::open(init_pid);
-    if (!init.valid())
-        return log_error_errno(errno, "Cannot open PID 1 (%d)", init_pid);
-    pid_t child = ::fork();
-    if (child < 0)
-        return log_error_errno(errno, "fork failed");
-    if (child == 0) {
-        if (prepare() < 0)
-            _exit(1);
-        char own[64] = {}, theirs[64] = {};
-        ::readlink("/proc/self/ns/user", own, sizeof own - 1);
-        ::readlink(("/proc/" + std::to_string(init_pid) + "/ns/user").c_str(), theirs,
-                   sizeof theirs - 1);
-        int flags = CLONE_NEWNS | (std::strcmp(own, theirs) != 0 ? CLONE_NEWUSER : 0);
-        if (::setns(init.get(), flags) < 0) {
-            log_error_errno(errno, "Cannot join the container's mount namespace");
-            _exit(1);
-        }
-        _exit(fn() < 0 ? 1 : 0);
-    }
-    int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
-}
-
-// The container's mount points and their types, read from the host through PID 1's
-// mountinfo (inside, /proc belongs to the container's pid namespace, where we have no pid).
-std::vector<std::pair<std::string, std::string>> container_mounts(pid_t init_pid) {
-    std::vector<std::pair<std::string, std::string>> out;
-    libmnt_table* tb = mnt_new_table();
-    std::string mountinfo = "/proc/" + std::to_string(init_pid) + "/mountinfo";
-    if (tb && mnt_table_parse_file(tb, mountinfo.c_str()) == 0) {
-        libmnt_iter* it = mnt_new_iter(MNT_ITER_FORWARD);
-        libmnt_fs* fs = nullptr;
-        while (mnt_table_next_fs(tb, it, &fs) == 0)
-            if (mnt_fs_get_target(fs) && mnt_fs_get_fstype(fs))
-                out.emplace_back(mnt_fs_get_target(fs), mnt_fs_get_fstype(fs));
-        mnt_free_iter(it);
-    }
-    mnt_unref_table(tb);
-    return out;
-}
-
-} // namespace
 
 int lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir) {
     // Host side: detached copies of every lxcfs entry, made before joining the container.

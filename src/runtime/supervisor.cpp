@@ -532,6 +532,19 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
         lxcfs_ = attach;
         write_state();
         send_json(c, nlohmann::json{{"ok", true}, {"lxcfs", lxcfs_}});
+    } else if (verb == "devlxd-attach" || verb == "devlxd-detach") {
+        // security.devlxd changed while running: /dev/lxd follows it live, as in LXD.
+        if (state_ != State::running)
+            return error("container is not running");
+        std::string dir = paths::devlxd_dir();
+        bool attach = verb == "devlxd-attach";
+        if (attach)
+            mkdir_p(dir, 0755);
+        int r = attach ? devlxd_attach_running(spawned_.init.pid(), dir)
+                       : devlxd_detach_running(spawned_.init.pid());
+        if (r < 0)
+            return error(log_last_error());
+        send_json(c, nlohmann::json{{"ok", true}});
     } else if (verb == "apply-limits") {
         // limits.* changed in config.json: apply them to the running container now.
         if (load_config() < 0)

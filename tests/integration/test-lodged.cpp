@@ -4,6 +4,7 @@
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
 #include "harness.hpp"
+#include "lodged-harness.hpp"
 
 #include <csignal>
 #include <fcntl.h>
@@ -17,109 +18,6 @@ using namespace lodge;
 using namespace lodge::test;
 
 namespace {
-
-// A private system bus: /usr/share/dbus-1/system.conf with our socket and policy dir.
-class PrivateBus {
-public:
-    PrivateBus() {
-        dir = TestRoot::get().dir + "/" + unique_name("bus");
-        sh("mkdir -p " + dir + "/policy && cp " + env_path("LODGE_DBUS_DIR") + "/io.lodge1.conf " +
-           dir + "/policy/");
-        std::string conf = read_text("/usr/share/dbus-1/system.conf");
-        auto replace = [&](const std::string& from_tag, const std::string& to) {
-            auto a = conf.find("<" + from_tag + ">");
-            auto b = conf.find("</" + from_tag + ">", a);
-            if (a != std::string::npos && b != std::string::npos)
-                conf.replace(a, b - a + from_tag.size() + 3, to);
-        };
-        replace("listen", "<listen>unix:path=" + dir + "/socket</listen>");
-        replace("user", "");
-        replace("pidfile", "");
-        while (conf.find("<includedir>") != std::string::npos)
-            replace("includedir", "");
-        conf.replace(conf.find("</busconfig>"), 0, "<includedir>" + dir + "/policy</includedir>\n");
-        write_file_atomic(dir + "/bus.conf", conf);
-        pid = fork();
-        if (pid == 0) {
-            execlp("dbus-daemon", "dbus-daemon", ("--config-file=" + dir + "/bus.conf").c_str(),
-                   "--nofork", "--nopidfile", "--print-address=1", nullptr);
-            _exit(127);
-        }
-        address = "unix:path=" + dir + "/socket";
-        // dbus-daemon listens before it forks nothing; wait (bounded) for the socket.
-        sh("for i in $(seq 500); do [ -S " + dir + "/socket ] && exit 0; sleep 0.01; done");
-        setenv("DBUS_SYSTEM_BUS_ADDRESS", address.c_str(), 1);
-    }
-    ~PrivateBus() {
-        kill(pid, SIGTERM);
-        waitpid(pid, nullptr, 0);
-        sh("rm -rf " + dir);
-    }
-    std::string dir, address;
-    pid_t pid = -1;
-};
-
-// lodged as a child, with NOTIFY_SOCKET pointing at us so READY=1 says it is up.
-class Lodged {
-public:
-    explicit Lodged(const std::vector<std::string>& prefix = {}, const char* idle = "0") {
-        std::string notify = TestRoot::get().dir + "/" + unique_name("notify");
-        ::unlink(notify.c_str());
-        sock.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-        struct sockaddr_un addr {};
-        addr.sun_family = AF_UNIX;
-        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify.c_str());
-        bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-        setenv("LODGE_CGROUP_ROOT", TestRoot::get().cgroup.c_str(), 1);
-        setenv("LODGE_SUPERVISOR", env_path("LODGE_SUPERVISOR").c_str(), 1);
-        pid = fork();
-        if (pid == 0) {
-            setenv("NOTIFY_SOCKET", notify.c_str(), 1);
-            setenv("LODGE_IDLE_TIMEOUT", idle, 1);
-            std::vector<std::string> args = prefix;
-            args.push_back(env_path("LODGE_LODGED"));
-            std::vector<char*> argv;
-            for (auto& a : args)
-                argv.push_back(a.data());
-            argv.push_back(nullptr);
-            execvp(argv[0], argv.data());
-            _exit(127);
-        }
-    }
-    // Waits for READY=1, at most 30 s.
-    bool wait_ready() {
-        for (;;) {
-            struct pollfd p {
-                sock.get(), POLLIN, 0
-            };
-            if (poll(&p, 1, 30000) <= 0)
-                return false;
-            char buf[4096];
-            ssize_t n = recv(sock.get(), buf, sizeof buf - 1, 0);
-            if (n > 0 && contains(std::string(buf, static_cast<size_t>(n)), "READY=1"))
-                return true;
-        }
-    }
-    void kill9() {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-            pid = -1;
-        }
-    }
-    ~Lodged() {
-        if (pid > 0) {
-            kill(pid, SIGTERM);
-            waitpid(pid, nullptr, 0);
-        }
-    }
-    Fd sock;
-    pid_t pid = -1;
-};
-
-std::string ctl(const std::string& args, int* status = nullptr) {
-    return sh(env_path("LODGE_LODGECTL") + " " + args + " 2>&1", status);
-}
 
 class LodgedTest : public ::testing::Test {
 protected:

@@ -1,0 +1,662 @@
+#include "devlxd-server.hpp"
+#include "common/fileio.hpp"
+#include "common/log.hpp"
+#include "common/paths.hpp"
+#include "devlxd-api.hpp"
+#include "peer.hpp"
+#include "websocket.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <microhttpd.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#include <vector>
+
+namespace lodge::daemon {
+
+namespace {
+
+uint64_t now_monotonic() {
+    struct timespec ts {};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+std::string host_name() {
+    struct utsname u {};
+    ::uname(&u);
+    return u.nodename;
+}
+
+bool header_has_token(const char* value, const char* token) {
+    if (!value)
+        return false;
+    std::string v = value;
+    size_t pos = 0;
+    while (pos <= v.size()) {
+        size_t comma = v.find(',', pos);
+        std::string t = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        t.erase(0, t.find_first_not_of(" \t"));
+        t.erase(t.find_last_not_of(" \t") + 1);
+        if (strcasecmp(t.c_str(), token) == 0)
+            return true;
+        if (comma == std::string::npos)
+            break;
+        pos = comma + 1;
+    }
+    return false;
+}
+
+constexpr uint64_t ping_interval_usec = 10 * 1000000ULL; // LXD pings every 10 s ...
+constexpr unsigned max_missed_pongs = 2;                  // ... and gives up after 2 missed pongs
+
+} // namespace
+
+// One accepted socket: who is on the other end, read once at accept.
+struct DevlxdServer::Connection {
+    int fd = -1;
+    PeerIdentity peer;
+    int peer_error = 0;
+    uint64_t deadline = 0; // CLOCK_MONOTONIC µs by which the next request's headers must be in
+    bool long_lived = false; // an event feed: no deadline applies
+};
+
+// A subscriber to one container's events.
+struct DevlxdServer::Feed {
+    DevlxdServer* server = nullptr;
+    std::string container;
+    unsigned types = 0;
+    virtual ~Feed() = default;
+    virtual void deliver(const std::string& line) = 0;
+    virtual void finish() = 0;
+};
+
+// GET /1.0/events without an upgrade: newline-delimited JSON in a chunked response.
+struct DevlxdServer::StreamFeed : Feed {
+    MHD_Connection* mhd = nullptr;
+    std::string pending;
+    bool suspended = false;
+    bool finished = false;
+
+    void deliver(const std::string& line) override {
+        if (pending.size() + line.size() > server->limits_.subscriber_backlog) {
+            finish(); // a reader this far behind is gone or stuck
+            return;
+        }
+        pending += line;
+        pending += '\n';
+        wake();
+    }
+    void finish() override {
+        finished = true;
+        wake();
+    }
+    void wake() {
+        if (suspended) {
+            suspended = false;
+            MHD_resume_connection(mhd);
+            server->kick();
+        }
+    }
+    static ssize_t read(void* cls, uint64_t, char* buf, size_t max) {
+        auto* f = static_cast<StreamFeed*>(cls);
+        if (!f->pending.empty()) {
+            size_t n = std::min(max, f->pending.size());
+            std::memcpy(buf, f->pending.data(), n);
+            f->pending.erase(0, n);
+            return static_cast<ssize_t>(n);
+        }
+        if (f->finished)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        // Nothing to send: park the connection until an event (or the end) arrives.
+        f->suspended = true;
+        MHD_suspend_connection(f->mhd);
+        return 0;
+    }
+    static void release(void* cls) {
+        auto* f = static_cast<StreamFeed*>(cls);
+        f->server->remove_feed(f);
+        delete f;
+    }
+};
+
+// GET /1.0/events with Upgrade: websocket: one text frame per event, pings every 10 s.
+struct DevlxdServer::SocketFeed : Feed {
+    int fd = -1;
+    MHD_UpgradeResponseHandle* urh = nullptr;
+    SourcePtr io, ping;
+    std::string out;
+    ws::Decoder decoder;
+    unsigned missed_pongs = 0;
+    bool closing = false;
+
+    void deliver(const std::string& line) override { send(ws::frame(ws::Opcode::text, line)); }
+    void finish() override {
+        send(ws::frame(ws::Opcode::close, std::string("\x03\xe9", 2))); // 1001: going away
+        close();
+    }
+    void send(const std::string& data) {
+        if (closing)
+            return;
+        if (out.size() + data.size() > server->limits_.subscriber_backlog) {
+            close();
+            return;
+        }
+        out += data;
+        flush();
+    }
+    void flush() {
+        while (!out.empty()) {
+            ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN)
+                break;
+            if (n <= 0) {
+                close();
+                return;
+            }
+            out.erase(0, static_cast<size_t>(n));
+        }
+        if (io)
+            sd_event_source_set_io_events(io.get(), out.empty() ? uint32_t{EPOLLIN} : uint32_t{EPOLLIN | EPOLLOUT});
+    }
+    // Hands the socket back to MHD to close; the feed is freed on the next loop iteration.
+    void close() {
+        if (closing)
+            return;
+        closing = true;
+        io.reset();
+        ping.reset();
+        ::shutdown(fd, SHUT_RDWR);
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        server->remove_feed(this);
+        server->kick();
+    }
+    void on_frames(std::string_view data) {
+        std::vector<ws::Frame> frames;
+        bool ok = decoder.feed(data, frames);
+        for (auto& f : frames) {
+            if (closing)
+                return;
+            switch (f.op) {
+            case ws::Opcode::ping:
+                send(ws::frame(ws::Opcode::pong, f.payload));
+                break;
+            case ws::Opcode::pong:
+                missed_pongs = 0;
+                break;
+            case ws::Opcode::close:
+                send(ws::frame(ws::Opcode::close, f.payload.substr(0, 2)));
+                close();
+                return;
+            default:
+                break; // the feed is one-way: data from the client is read and dropped
+            }
+        }
+        if (!ok) {
+            send(ws::frame(ws::Opcode::close, std::string("\x03\xea", 2))); // 1002: protocol error
+            close();
+        }
+    }
+    static int on_io(sd_event_source*, int, uint32_t revents, void* userdata) {
+        return guarded([&] {
+            auto* f = static_cast<SocketFeed*>(userdata);
+            if (revents & EPOLLOUT)
+                f->flush();
+            if (f->closing || !(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                return 0;
+            char buf[4096];
+            ssize_t n = ::recv(f->fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+            if (n <= 0) {
+                f->close();
+                return 0;
+            }
+            f->on_frames(std::string_view(buf, static_cast<size_t>(n)));
+            return 0;
+        });
+    }
+    static int on_ping(sd_event_source* s, uint64_t usec, void* userdata) {
+        return guarded([&] {
+            auto* f = static_cast<SocketFeed*>(userdata);
+            if (f->missed_pongs >= max_missed_pongs) {
+                f->close();
+                return 0;
+            }
+            f->missed_pongs++;
+            f->send(ws::frame(ws::Opcode::ping, ""));
+            if (!f->closing)
+                sd_event_source_set_time(s, usec + ping_interval_usec);
+            return 0;
+        });
+    }
+};
+
+// The C entry points MHD calls; none lets an exception out.
+struct MhdCallbacks {
+    static void on_connection(void* cls, MHD_Connection* mhd, void** socket_context,
+                              MHD_ConnectionNotificationCode code) {
+        auto* self = static_cast<DevlxdServer*>(cls);
+        try {
+            if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                auto conn = std::make_unique<DevlxdServer::Connection>();
+                const MHD_ConnectionInfo* info =
+                    MHD_get_connection_info(mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+                conn->fd = info ? info->connect_fd : -1;
+                conn->peer_error = conn->fd >= 0 ? identify_peer(conn->fd, conn->peer) : -EBADF;
+                conn->deadline = now_monotonic() + self->limits_.header_timeout_sec * 1000000ULL;
+                self->connections_.insert(conn.get());
+                *socket_context = conn.release();
+            } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+                auto* conn = static_cast<DevlxdServer::Connection*>(*socket_context);
+                self->connections_.erase(conn);
+                delete conn;
+                *socket_context = nullptr;
+            }
+        } catch (...) {
+            log_error("devlxd: out of memory tracking a connection");
+        }
+    }
+
+    struct RequestBody {
+        std::string data;
+        bool too_large = false;
+    };
+
+    static MHD_Result on_request(void* cls, MHD_Connection* mhd, const char* url,
+                                 const char* method, const char*, const char* upload,
+                                 size_t* upload_size, void** request_context) {
+        auto* self = static_cast<DevlxdServer*>(cls);
+        try {
+            auto* conn = connection_of(mhd);
+            if (!*request_context) {
+                // The request line and headers are in: the header deadline is met.
+                if (conn)
+                    conn->deadline = 0;
+                *request_context = new RequestBody;
+                return MHD_YES;
+            }
+            auto* body = static_cast<RequestBody*>(*request_context);
+            if (*upload_size) {
+                if (body->data.size() + *upload_size > self->limits_.body_bytes)
+                    body->too_large = true;
+                else
+                    body->data.append(upload, *upload_size);
+                *upload_size = 0;
+                return MHD_YES;
+            }
+            if (!conn)
+                return MHD_NO;
+            return self->respond(mhd, conn, url, method, body->data, body->too_large) < 0 ? MHD_NO
+                                                                                          : MHD_YES;
+        } catch (const std::exception& e) {
+            log_error("devlxd: %s", e.what());
+            return MHD_NO;
+        } catch (...) {
+            return MHD_NO;
+        }
+    }
+
+    static void on_completed(void* cls, MHD_Connection* mhd, void** request_context,
+                             MHD_RequestTerminationCode) {
+        auto* self = static_cast<DevlxdServer*>(cls);
+        delete static_cast<RequestBody*>(*request_context);
+        *request_context = nullptr;
+        // Keep-alive: the next request's headers have the idle timeout to arrive in full.
+        if (auto* conn = connection_of(mhd); conn && !conn->long_lived)
+            conn->deadline = now_monotonic() + self->limits_.idle_timeout_sec * 1000000ULL;
+    }
+
+    static void on_upgrade(void* cls, MHD_Connection*, void*, const char* extra, size_t extra_size,
+                           MHD_socket sock, MHD_UpgradeResponseHandle* urh) {
+        auto* pending = static_cast<DevlxdServer::SocketFeed*>(cls);
+        DevlxdServer* self = pending->server;
+        try {
+            std::unique_ptr<DevlxdServer::SocketFeed> feed(pending);
+            feed->fd = sock;
+            feed->urh = urh;
+            sd_event_source* s = nullptr;
+            if (sd_event_add_io(self->event_, &s, sock, EPOLLIN, DevlxdServer::SocketFeed::on_io,
+                                feed.get()) < 0) {
+                MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+                return;
+            }
+            feed->io.reset(s);
+            uint64_t now = 0;
+            sd_event_now(self->event_, CLOCK_MONOTONIC, &now);
+            if (sd_event_add_time(self->event_, &s, CLOCK_MONOTONIC, now + ping_interval_usec, 0,
+                                  DevlxdServer::SocketFeed::on_ping, feed.get()) >= 0) {
+                feed->ping.reset(s);
+                sd_event_source_set_enabled(s, SD_EVENT_ON);
+            }
+            auto* raw = feed.get();
+            self->socket_feeds_[raw] = std::move(feed);
+            self->add_feed(raw);
+            if (extra_size)
+                raw->on_frames(std::string_view(extra, extra_size));
+        } catch (...) {
+            log_error("devlxd: cannot set up an event websocket");
+            MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        }
+    }
+
+    static DevlxdServer::Connection* connection_of(MHD_Connection* mhd) {
+        const MHD_ConnectionInfo* info =
+            MHD_get_connection_info(mhd, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        return info ? static_cast<DevlxdServer::Connection*>(info->socket_context) : nullptr;
+    }
+};
+
+namespace {
+
+int queue(MHD_Connection* mhd, const devlxd::Response& res) {
+    MHD_Response* r = MHD_create_response_from_buffer(
+        res.body.size(), const_cast<char*>(res.body.data()), MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return -ENOMEM;
+    if (!res.content_type.empty())
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res.content_type.c_str());
+    if (res.status >= 400 && res.content_type.rfind("text/plain", 0) == 0)
+        MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_Result ok = MHD_queue_response(mhd, res.status, r);
+    MHD_destroy_response(r);
+    return ok == MHD_YES ? 0 : -EIO;
+}
+
+} // namespace
+
+DevlxdServer::DevlxdServer(sd_event* event, GuestDirectory& guests, DevlxdLimits limits)
+    : event_(event), guests_(guests), limits_(limits) {}
+
+DevlxdServer::~DevlxdServer() {
+    if (!daemon_)
+        return;
+    // MHD must not be stopped with a connection suspended.
+    for (auto& [name, feeds] : feeds_)
+        for (Feed* f : feeds)
+            if (auto* s = dynamic_cast<StreamFeed*>(f); s && s->suspended) {
+                s->suspended = false;
+                MHD_resume_connection(s->mhd);
+            }
+    socket_feeds_.clear();
+    io_.reset();
+    timer_.reset();
+    tick_.reset();
+    defer_.reset();
+    MHD_stop_daemon(daemon_);
+}
+
+int DevlxdServer::start(int listener) {
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE;
+    daemon_ = MHD_start_daemon(
+        flags, 0, nullptr, nullptr, &MhdCallbacks::on_request, this,
+        MHD_OPTION_LISTEN_SOCKET, listener,
+        MHD_OPTION_CONNECTION_LIMIT, limits_.connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, limits_.idle_timeout_sec,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits_.header_bytes,
+        MHD_OPTION_NOTIFY_CONNECTION, &MhdCallbacks::on_connection, this,
+        MHD_OPTION_NOTIFY_COMPLETED, &MhdCallbacks::on_completed, this,
+        MHD_OPTION_END);
+    if (!daemon_)
+        return log_error_errno(EINVAL, "devlxd: cannot start the HTTP server");
+    const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info)
+        return log_error_errno(EINVAL, "devlxd: the HTTP server has no epoll fd");
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_io(event_, &s, info->epoll_fd, EPOLLIN, on_io, this); r < 0)
+        return log_error_errno(r, "devlxd: cannot watch the HTTP server");
+    io_.reset(s);
+    if (int r = sd_event_add_time(event_, &s, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, this); r < 0)
+        return log_error_errno(r, "devlxd: cannot add the HTTP timer");
+    timer_.reset(s);
+    // Header deadlines are checked once a second: they only ever need to be roughly on time.
+    if (int r = sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 1000000, 250000, on_tick,
+                                           this);
+        r < 0)
+        return log_error_errno(r, "devlxd: cannot add the deadline timer");
+    tick_.reset(s);
+    sd_event_source_set_enabled(s, SD_EVENT_ON);
+    if (int r = sd_event_add_defer(event_, &s, on_defer, this); r < 0)
+        return log_error_errno(r, "devlxd: cannot add the deferred run");
+    defer_.reset(s);
+    sd_event_source_set_enabled(s, SD_EVENT_OFF);
+    run();
+    return 0;
+}
+
+void DevlxdServer::run() {
+    if (MHD_run(daemon_) != MHD_YES)
+        log_error("devlxd: the HTTP server failed to run");
+    arm_timer();
+}
+
+void DevlxdServer::kick() {
+    if (defer_)
+        sd_event_source_set_enabled(defer_.get(), SD_EVENT_ONESHOT);
+}
+
+void DevlxdServer::arm_timer() {
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    if (MHD_get_timeout(daemon_, &ms) != MHD_YES) {
+        sd_event_source_set_enabled(timer_.get(), SD_EVENT_OFF);
+        return;
+    }
+    uint64_t now = 0;
+    sd_event_now(event_, CLOCK_MONOTONIC, &now);
+    sd_event_source_set_time(timer_.get(), now + ms * 1000);
+    sd_event_source_set_enabled(timer_.get(), SD_EVENT_ONESHOT);
+}
+
+int DevlxdServer::on_io(sd_event_source*, int, uint32_t, void* userdata) {
+    return guarded([&] {
+        static_cast<DevlxdServer*>(userdata)->run();
+        return 0;
+    });
+}
+
+int DevlxdServer::on_timer(sd_event_source*, uint64_t, void* userdata) {
+    return guarded([&] {
+        static_cast<DevlxdServer*>(userdata)->run();
+        return 0;
+    });
+}
+
+int DevlxdServer::on_defer(sd_event_source*, void* userdata) {
+    return guarded([&] {
+        static_cast<DevlxdServer*>(userdata)->run();
+        return 0;
+    });
+}
+
+int DevlxdServer::on_tick(sd_event_source* s, uint64_t usec, void* userdata) {
+    return guarded([&] {
+        static_cast<DevlxdServer*>(userdata)->expire_deadlines();
+        sd_event_source_set_time(s, usec + 1000000);
+        return 0;
+    });
+}
+
+// Slow clients (slowloris) lose their socket: shutting it down makes MHD see the end and
+// close the connection on its next run.
+void DevlxdServer::expire_deadlines() {
+    uint64_t now = now_monotonic();
+    bool any = false;
+    for (Connection* c : connections_)
+        if (c->deadline && c->deadline < now && c->fd >= 0) {
+            ::shutdown(c->fd, SHUT_RDWR);
+            c->deadline = 0;
+            any = true;
+        }
+    if (any)
+        kick();
+}
+
+void DevlxdServer::add_feed(Feed* feed) { feeds_[feed->container].insert(feed); }
+
+void DevlxdServer::remove_feed(Feed* feed) {
+    auto it = feeds_.find(feed->container);
+    if (it == feeds_.end())
+        return;
+    it->second.erase(feed);
+    if (it->second.empty())
+        feeds_.erase(it);
+    // A closed websocket's feed goes once nothing on the stack uses it any more.
+    if (auto* s = dynamic_cast<SocketFeed*>(feed)) {
+        auto owned = socket_feeds_.find(s);
+        if (owned != socket_feeds_.end()) {
+            owned->second.release();
+            socket_feeds_.erase(owned);
+            sd_event_source* d = nullptr;
+            if (sd_event_add_defer(event_, &d,
+                                   [](sd_event_source* src, void* p) -> int {
+                                       delete static_cast<SocketFeed*>(p);
+                                       sd_event_source_unref(src);
+                                       return 0;
+                                   },
+                                   s) < 0)
+                log_error("devlxd: cannot free a closed feed");
+        }
+    }
+}
+
+void DevlxdServer::publish(const std::string& name, unsigned type, const std::string& line) {
+    auto it = feeds_.find(name);
+    if (it == feeds_.end())
+        return;
+    // Delivering may end a feed and change the set: iterate over a copy.
+    std::vector<Feed*> targets(it->second.begin(), it->second.end());
+    for (Feed* f : targets)
+        if (f->types & type)
+            f->deliver(line);
+}
+
+void DevlxdServer::drop_container(const std::string& name) {
+    auto it = feeds_.find(name);
+    if (it == feeds_.end())
+        return;
+    std::vector<Feed*> targets(it->second.begin(), it->second.end());
+    for (Feed* f : targets)
+        f->finish();
+}
+
+int DevlxdServer::respond(MHD_Connection* mhd, Connection* conn, const char* url,
+                          const char* method, const std::string& body, bool too_large) {
+    if (too_large)
+        return queue(mhd, devlxd::error(413, "Request Entity Too Large"));
+    auto c = conn->peer_error == 0 ? guests_.find(conn->peer) : std::nullopt;
+    if (!c)
+        return queue(mhd, devlxd::error(500, "Process ID not found in container"));
+    if (conn->peer.uid != c->root_uid)
+        return queue(mhd, devlxd::error(401, "Access denied for non-root user"));
+    if (!c->config->get_bool("security.devlxd", true))
+        return queue(mhd, devlxd::error(403, "Forbidden"));
+
+    devlxd::Request req;
+    req.method = method;
+    req.url = url;
+    if (const char* type = MHD_lookup_connection_value(mhd, MHD_GET_ARGUMENT_KIND, "type")) {
+        req.has_type = true;
+        req.query_type = type;
+    }
+    req.websocket = header_has_token(
+        MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE), "websocket");
+    req.body = body;
+    devlxd::GuestView view{c->config, c->ready, host_name()};
+    devlxd::Response res = devlxd::handle(req, view);
+    if (res.set_ready) {
+        std::string error;
+        if (guests_.set_ready(c->name, *res.set_ready, error) < 0)
+            return queue(mhd, devlxd::error(500, error));
+    }
+    if (res.kind == devlxd::Kind::events && res.status == 200)
+        return start_events(mhd, conn, c->name, res.event_types);
+    return queue(mhd, res);
+}
+
+int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std::string& container,
+                               unsigned types) {
+    bool upgrade = header_has_token(
+        MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE), "websocket");
+    if (upgrade) {
+        const char* key = MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+        const char* version =
+            MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+        if (!key || !*key || !version || std::string(version) != "13" ||
+            !header_has_token(
+                MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION),
+                "upgrade"))
+            return queue(mhd, devlxd::error(400, "Bad Request"));
+        auto feed = std::make_unique<SocketFeed>();
+        feed->server = this;
+        feed->container = container;
+        feed->types = types;
+        MHD_Response* r = MHD_create_response_for_upgrade(&MhdCallbacks::on_upgrade, feed.get());
+        if (!r)
+            return -ENOMEM;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
+        MHD_add_response_header(r, "Sec-WebSocket-Accept", ws::accept_key(key).c_str());
+        MHD_Result ok = MHD_queue_response(mhd, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+        MHD_destroy_response(r);
+        if (ok != MHD_YES)
+            return -EIO;
+        conn->long_lived = true;
+        feed.release(); // on_upgrade owns it from here
+        return 0;
+    }
+    auto* feed = new StreamFeed;
+    feed->server = this;
+    feed->container = container;
+    feed->types = types;
+    feed->mhd = mhd;
+    MHD_Response* r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                        &StreamFeed::read, feed,
+                                                        &StreamFeed::release);
+    if (!r) {
+        delete feed;
+        return -ENOMEM;
+    }
+    add_feed(feed);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_Result ok = MHD_queue_response(mhd, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    // Feeds stay open for as long as the guest listens.
+    MHD_set_connection_option(mhd, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    conn->long_lived = true;
+    return ok == MHD_YES ? 0 : -EIO;
+}
+
+int open_devlxd_listener(Fd& out) {
+    std::string dir = paths::devlxd_dir();
+    if (int r = mkdir_p(dir, 0755); r < 0)
+        return log_error_errno(r, "Cannot create %s", dir.c_str());
+    std::string path = dir + "/sock";
+    struct sockaddr_un addr {};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path)
+        return log_error_errno(ENAMETOOLONG, "devlxd socket path %s", path.c_str());
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd)
+        return log_error_errno(errno, "Cannot create the devlxd socket");
+    ::unlink(path.c_str()); // a stale socket from an earlier lodged
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return log_error_errno(errno, "Cannot bind %s", path.c_str());
+    // World-connectable, as LXD's: who may talk is decided per request from the credentials.
+    if (::chmod(path.c_str(), 0666) < 0)
+        return log_error_errno(errno, "Cannot chmod %s", path.c_str());
+    if (::listen(fd.get(), SOMAXCONN) < 0)
+        return log_error_errno(errno, "Cannot listen on %s", path.c_str());
+    out = std::move(fd);
+    return 0;
+}
+
+} // namespace lodge::daemon

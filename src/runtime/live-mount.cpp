@@ -1,0 +1,112 @@
+// Mounts changed in a running container from the host: a child joins PID 1's mount (and user)
+// namespace and does the work there, so nothing lands anywhere else.
+#include "common/log.hpp"
+#include "mountapi.hpp"
+#include "setup.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <libmount/libmount.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace lodge::runtime {
+
+// Runs `fn` in a child that has joined PID 1's mount namespace (and user namespace, for an
+// unprivileged container), so mounts land in the container and nowhere else. Host-side
+// preparation happens before the join, in `prepare`.
+int in_container_mntns(pid_t init_pid, const std::function<int()>& prepare,
+                       const std::function<int()>& fn) {
+    PidFd init = PidFd::open(init_pid);
+    if (!init.valid())
+        return log_error_errno(errno, "Cannot open PID 1 (%d)", init_pid);
+    pid_t child = ::fork();
+    if (child < 0)
+        return log_error_errno(errno, "fork failed");
+    if (child == 0) {
+        if (prepare() < 0)
+            _exit(1);
+        char own[64] = {}, theirs[64] = {};
+        ::readlink("/proc/self/ns/user", own, sizeof own - 1);
+        ::readlink(("/proc/" + std::to_string(init_pid) + "/ns/user").c_str(), theirs,
+                   sizeof theirs - 1);
+        int flags = CLONE_NEWNS | (std::strcmp(own, theirs) != 0 ? CLONE_NEWUSER : 0);
+        if (::setns(init.get(), flags) < 0) {
+            log_error_errno(errno, "Cannot join the container's mount namespace");
+            _exit(1);
+        }
+        // Be the container's root, so what we create is owned by it (host root has no
+        // mapping there, and files it made would fail with EOVERFLOW).
+        if ((flags & CLONE_NEWUSER) && (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0)) {
+            log_error_errno(errno, "Cannot become the container's root");
+            _exit(1);
+        }
+        _exit(fn() < 0 ? 1 : 0);
+    }
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+// The container's mount points and their types, read from the host through PID 1's
+// mountinfo (inside, /proc belongs to the container's pid namespace, where we have no pid).
+std::vector<std::pair<std::string, std::string>> container_mounts(pid_t init_pid) {
+    std::vector<std::pair<std::string, std::string>> out;
+    libmnt_table* tb = mnt_new_table();
+    std::string mountinfo = "/proc/" + std::to_string(init_pid) + "/mountinfo";
+    if (tb && mnt_table_parse_file(tb, mountinfo.c_str()) == 0) {
+        libmnt_iter* it = mnt_new_iter(MNT_ITER_FORWARD);
+        libmnt_fs* fs = nullptr;
+        while (mnt_table_next_fs(tb, it, &fs) == 0)
+            if (mnt_fs_get_target(fs) && mnt_fs_get_fstype(fs))
+                out.emplace_back(mnt_fs_get_target(fs), mnt_fs_get_fstype(fs));
+        mnt_free_iter(it);
+    }
+    mnt_unref_table(tb);
+    return out;
+}
+
+
+int devlxd_attach_running(pid_t init_pid, const std::string& devlxd_dir) {
+    Fd tree;
+    bool present = false;
+    auto prepare = [&]() -> int {
+        for (auto& [target, type] : container_mounts(init_pid))
+            present |= target == "/dev/lxd";
+        if (present)
+            return 0;
+        tree = clone_tree(AT_FDCWD, devlxd_dir, false);
+        return tree ? 0 : log_error_errno(errno, "Failed to clone %s", devlxd_dir.c_str());
+    };
+    auto attach = [&]() -> int {
+        if (present)
+            return 0;
+        if (::mkdir("/dev/lxd", 0755) < 0 && errno != EEXIST)
+            return log_error_errno(errno, "Cannot create /dev/lxd");
+        if (::move_mount(tree.get(), "", AT_FDCWD, "/dev/lxd", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return log_error_errno(errno, "Cannot mount /dev/lxd");
+        return 0;
+    };
+    return in_container_mntns(init_pid, prepare, attach);
+}
+
+int devlxd_detach_running(pid_t init_pid) {
+    auto detach = []() -> int {
+        // Every layer, in case the guest stacked its own mounts there.
+        while (::umount2("/dev/lxd", MNT_DETACH) == 0) {
+        }
+        if (errno != EINVAL && errno != ENOENT)
+            return log_error_errno(errno, "Cannot unmount /dev/lxd");
+        if (::rmdir("/dev/lxd") < 0 && errno != ENOENT)
+            return log_error_errno(errno, "Cannot remove /dev/lxd");
+        return 0;
+    };
+    return in_container_mntns(init_pid, [] { return 0; }, detach);
+}
+
+} // namespace lodge::runtime

@@ -1,0 +1,546 @@
+// The guest API (/dev/lxd/sock) from inside real containers run by a real lodged: every
+// endpoint's status, content type and body; who may ask; events over a stream and a websocket;
+// security.devlxd live; malformed and hostile requests; 64 clients at once; and, in a Debian
+// guest, curl, python3 and cloud-init's LXD datasource.
+#include "harness.hpp"
+#include "lodged-harness.hpp"
+
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+using namespace lodge;
+using namespace lodge::test;
+
+namespace {
+
+struct Reply {
+    int status = 0;
+    std::string type;
+    std::string body;
+};
+
+// devlxd-client prints "STATUS n", "CONTENT-TYPE t", an empty line, then the body.
+Reply parse_reply(const std::string& out) {
+    Reply r;
+    auto blank = out.find("\n\n");
+    if (out.rfind("STATUS ", 0) != 0 || blank == std::string::npos)
+        return r;
+    r.status = std::atoi(out.c_str() + 7);
+    auto ct = out.find("CONTENT-TYPE ");
+    if (ct != std::string::npos && ct < blank)
+        r.type = out.substr(ct + 13, out.find('\n', ct) - ct - 13);
+    r.body = out.substr(blank + 2);
+    return r;
+}
+
+// A command whose output is read line by line while it runs (an event subscriber).
+class Background {
+public:
+    explicit Background(const std::string& cmd) {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) < 0)
+            return;
+        pid = fork();
+        if (pid == 0) {
+            dup2(fds[1], 1);
+            dup2(fds[1], 2);
+            execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+            _exit(127);
+        }
+        close(fds[1]);
+        out.reset(fds[0]);
+    }
+    // The next line, or "" once `timeout_ms` passes or the command ends without one.
+    std::string line(int timeout_ms = 30000) {
+        for (;;) {
+            auto nl = buffer.find('\n');
+            if (nl != std::string::npos) {
+                std::string l = buffer.substr(0, nl);
+                buffer.erase(0, nl + 1);
+                return l;
+            }
+            struct pollfd p {
+                out.get(), POLLIN, 0
+            };
+            if (poll(&p, 1, timeout_ms) <= 0)
+                return "";
+            char buf[4096];
+            ssize_t n = read(out.get(), buf, sizeof buf);
+            if (n <= 0)
+                return "";
+            buffer.append(buf, static_cast<size_t>(n));
+        }
+    }
+    int wait() {
+        int status = -1;
+        if (pid > 0 && waitpid(pid, &status, 0) == pid)
+            pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    ~Background() {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+    }
+    pid_t pid = -1;
+    Fd out;
+    std::string buffer;
+};
+
+// Runs argv (no shell) and returns its stdout.
+std::string run(const std::vector<std::string>& args) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return "pipe failed";
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        execvp(argv[0], argv.data());
+        _exit(127);
+    }
+    close(fds[1]);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof buf)) > 0)
+        out.append(buf, static_cast<size_t>(n));
+    close(fds[0]);
+    waitpid(pid, nullptr, 0);
+    return out;
+}
+
+long rss_kib(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("VmRSS:", 0) == 0)
+            return std::atol(line.c_str() + 6);
+    return -1;
+}
+
+class DevlxdTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        LODGE_REQUIRE_ROOT();
+        bus = std::make_unique<PrivateBus>();
+        daemon = std::make_unique<Lodged>();
+        ASSERT_TRUE(daemon->wait_ready());
+        socket_path = TestRoot::get().dir + "/run/devlxd/sock";
+    }
+    void TearDown() override {
+        for (auto& n : created)
+            ctl("delete --force " + n);
+        daemon.reset();
+        bus.reset();
+    }
+    // A busybox container with devlxd-client at /devlxd-client, started.
+    std::string make(const std::string& base, const std::string& config = "") {
+        std::string n = unique_name(base);
+        int st = -1;
+        std::string out = ctl("create " + n, &st);
+        EXPECT_EQ(st, 0) << out;
+        created.push_back(n);
+        if (!config.empty()) {
+            EXPECT_EQ(ctl("config set " + n + " " + config, &st), "");
+        }
+        sh("cp " + env_path("LODGE_DEVLXD_CLIENT") + " " + rootfs(n) + "/devlxd-client");
+        out = ctl("start " + n, &st);
+        if (st != 0 && contains(out, "idmapped"))
+            skip_reason = out;
+        EXPECT_EQ(st, 0) << out;
+        return n;
+    }
+    std::string rootfs(const std::string& n) {
+        return TestRoot::get().dir + "/state/containers/" + n + "/rootfs";
+    }
+    Reply get(const std::string& n, const std::string& path, const std::string& opts = "") {
+        return parse_reply(ctl("exec " + n + " -- /devlxd-client " + opts + " GET '" + path + "'"));
+    }
+    std::string client(const std::string& n, const std::string& args, int* st = nullptr) {
+        return ctl("exec " + n + " -- /devlxd-client " + args, st);
+    }
+    // Raw bytes from a host file sent from inside the container.
+    std::string raw(const std::string& n, const std::string& bytes) {
+        std::string f = TestRoot::get().dir + "/" + unique_name("raw");
+        write_file_atomic(f, bytes);
+        std::string out = sh(env_path("LODGE_LODGECTL") + " exec " + n +
+                             " -- /devlxd-client -r < " + f + " 2>&1");
+        unlink(f.c_str());
+        return out;
+    }
+
+    std::unique_ptr<PrivateBus> bus;
+    std::unique_ptr<Lodged> daemon;
+    std::vector<std::string> created;
+    std::string socket_path, skip_reason;
+};
+
+#define SKIP_IF_NO_CONTAINER()                                                                     \
+    do {                                                                                           \
+        if (!skip_reason.empty())                                                                  \
+            GTEST_SKIP() << skip_reason;                                                           \
+    } while (0)
+
+const std::string api_body_started = R"({"state":"Started","api_version":"1.0",)"
+                                     R"("instance_type":"container","location":")";
+
+TEST_F(DevlxdTest, EveryEndpointAnswersAsLxd) {
+    std::string n = make("dx-endpoints", "user.foo=bar cloud-init.vendor-data=vd user.meta-data='tags: [a]'");
+    SKIP_IF_NO_CONTAINER();
+    std::string host = sh("uname -n");
+    host.pop_back();
+
+    Reply r = get(n, "/");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.type, "application/json");
+    EXPECT_EQ(r.body, "[\"/1.0\"]\n");
+
+    r = get(n, "/1.0");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.type, "application/json");
+    EXPECT_EQ(r.body, api_body_started + host +
+                          R"(","auth":"untrusted","supported_storage_drivers":[]})" + "\n");
+
+    r = get(n, "/1.0/config");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.type, "application/json");
+    auto list = nlohmann::json::parse(r.body);
+    std::set<std::string> keys(list.begin(), list.end());
+    EXPECT_EQ(keys, (std::set<std::string>{"/1.0/config/user.foo",
+                                           "/1.0/config/cloud-init.vendor-data",
+                                           "/1.0/config/user.meta-data"}));
+
+    r = get(n, "/1.0/config/user.foo");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.type, "application/octet-stream");
+    EXPECT_EQ(r.body, "bar");
+    r = get(n, "/1.0/config/user.f%6fo"); // the key is path-unescaped
+    EXPECT_EQ(r.body, "bar");
+    r = get(n, "/1.0/config/user.%zz");
+    EXPECT_EQ(r.status, 400);
+    r = get(n, "/1.0/config/security.privileged");
+    EXPECT_EQ(r.status, 403);
+    EXPECT_EQ(r.type, "text/plain; charset=utf-8");
+    EXPECT_EQ(r.body, "Forbidden\n");
+    r = get(n, "/1.0/config/user.missing");
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(r.body, "Not Found\n");
+
+    r = get(n, "/1.0/meta-data");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.type, "application/octet-stream");
+    EXPECT_EQ(r.body, "instance-id: " + n + "\nlocal-hostname: " + n + "\ntags: [a]");
+
+    EXPECT_EQ(ctl("device add " + n + " data type=disk source=/tmp path=/mnt"), "");
+    r = get(n, "/1.0/devices");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.type, "application/json");
+    EXPECT_EQ(nlohmann::json::parse(r.body),
+              nlohmann::json::parse(R"({"data":{"path":"/mnt","source":"/tmp","type":"disk"}})"));
+
+    r = get(n, "/1.0/images/0123456789abcdef/export");
+    EXPECT_EQ(r.status, 403);
+    EXPECT_EQ(r.type, "application/json");
+    EXPECT_EQ(nlohmann::json::parse(r.body)["error"], "Forbidden");
+
+    r = get(n, "/1.0/nothing-here");
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(r.body, "Not Found\n");
+    r = parse_reply(client(n, "DELETE /1.0"));
+    EXPECT_EQ(r.status, 501);
+    EXPECT_EQ(r.body, "Not Implemented\n");
+}
+
+TEST_F(DevlxdTest, ConfigValuesAreByteExact) {
+    std::string n = make("dx-exact");
+    SKIP_IF_NO_CONTAINER();
+    std::string value = "line one\n  indented: \"quoted\" \\ back\ttab\n\u00fcnic\u00f8de\n\n";
+    // Straight through the bus, so no shell or CLI parsing touches the bytes.
+    EXPECT_EQ(run({"busctl", "--address=" + bus->address, "call", "io.lodge1", "/io/lodge1",
+                   "io.lodge1.Manager", "SetContainerConfig", "sa{ss}as", n, "1", "user.exact",
+                   value, "0"}),
+              "");
+    Reply r = get(n, "/1.0/config/user.exact");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, value);
+}
+
+TEST_F(DevlxdTest, ReadyIsReflectedAndClearedAtStop) {
+    std::string n = make("dx-ready");
+    SKIP_IF_NO_CONTAINER();
+    Reply r = parse_reply(client(n, "-d '{\"state\":\"Ready\"}' PATCH /1.0"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "");
+    EXPECT_TRUE(contains(get(n, "/1.0").body, "\"state\":\"Ready\""));
+    EXPECT_EQ(ctl("config get " + n + " volatile.last_state.ready"), "true\n");
+    std::string path = run({"busctl", "--address=" + bus->address, "call", "io.lodge1",
+                            "/io/lodge1", "io.lodge1.Manager", "GetContainer", "s", n});
+    path = path.substr(path.find('"') + 1);
+    path = path.substr(0, path.find('"'));
+    EXPECT_EQ(run({"busctl", "--address=" + bus->address, "get-property", "io.lodge1", path,
+                   "io.lodge1.Container", "Ready"}),
+              "b true\n");
+
+    r = parse_reply(client(n, "-d '{\"state\":\"Sleeping\"}' PATCH /1.0"));
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(r.body, "Invalid state \"Sleeping\"\n");
+    r = parse_reply(client(n, "-d '{\"state\":' PATCH /1.0"));
+    EXPECT_EQ(r.status, 400);
+    EXPECT_TRUE(r.body.rfind("Invalid request body: ", 0) == 0) << r.body;
+    EXPECT_TRUE(contains(get(n, "/1.0").body, "\"state\":\"Ready\""));
+
+    r = parse_reply(client(n, "-d '{\"state\":\"Started\"}' PATCH /1.0"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(ctl("config get " + n + " volatile.last_state.ready"), "false\n");
+    client(n, "-d '{\"state\":\"Ready\"}' PATCH /1.0");
+    EXPECT_EQ(ctl("stop --force " + n), "");
+    EXPECT_EQ(ctl("config get " + n + " volatile.last_state.ready"), "false\n");
+    EXPECT_EQ(ctl("start " + n), "");
+    EXPECT_TRUE(contains(get(n, "/1.0").body, "\"state\":\"Started\""));
+}
+
+TEST_F(DevlxdTest, CallersAreToldApartByNamespaceNotName) {
+    std::string a = make("dx-a", "user.who=a");
+    SKIP_IF_NO_CONTAINER();
+    std::string b = make("dx-b", "user.who=b security.privileged=true");
+    EXPECT_EQ(get(a, "/1.0/config/user.who").body, "a");
+    EXPECT_EQ(get(b, "/1.0/config/user.who").body, "b");
+    EXPECT_EQ(get(a, "/1.0/config").body, "[\"/1.0/config/user.who\"]\n");
+
+    // Not root in the container.
+    Reply r = get(a, "/1.0", "-u 1000");
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(r.body, "Access denied for non-root user\n");
+    r = get(b, "/1.0", "-u 1000");
+    EXPECT_EQ(r.status, 401);
+
+    // A process in a pid namespace nested inside a: found through the namespace's parents.
+    int st = -1;
+    std::string nested = ctl("exec " + a + " -- unshare -p -f /devlxd-client GET /1.0/config/user.who", &st);
+    EXPECT_EQ(parse_reply(nested).body, "a") << nested;
+
+    // The host is in no container.
+    std::string host = sh(env_path("LODGE_DEVLXD_CLIENT") + " -s " + socket_path + " GET /1.0");
+    r = parse_reply(host);
+    EXPECT_EQ(r.status, 500);
+    EXPECT_EQ(r.body, "Process ID not found in container\n");
+}
+
+TEST_F(DevlxdTest, EventsReachStreamsAndWebsocketsFiltered) {
+    std::string n = make("dx-events", "user.foo=bar");
+    SKIP_IF_NO_CONTAINER();
+    std::string exec = env_path("LODGE_LODGECTL") + " exec " + n + " -- /devlxd-client ";
+    Background all(exec + "-e 3 /1.0/events");
+    Background ws(exec + "-w 3 '/1.0/events?type=config,device'");
+    Background devices(exec + "-e 2 '/1.0/events?type=device'");
+    Background config(exec + "-w 1 '/1.0/events?type=config'");
+    for (auto* b : {&all, &ws, &devices, &config})
+        ASSERT_EQ(b->line(), "subscribed");
+
+    EXPECT_EQ(ctl("config set " + n + " user.foo=baz"), "");
+    // Not user.*: the guest hears nothing of these.
+    EXPECT_EQ(ctl("config set " + n + " cloud-init.user-data=x limits.processes=200"), "");
+    EXPECT_EQ(ctl("device add " + n + " mnt type=disk source=/tmp path=/mnt"), "");
+    EXPECT_EQ(ctl("device remove " + n + " mnt"), "");
+
+    auto check_config = [&](const std::string& line) {
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        ASSERT_TRUE(j.is_object()) << line;
+        EXPECT_EQ(j["type"], "config");
+        EXPECT_EQ(j["metadata"], nlohmann::json::parse(
+                                     R"({"key":"user.foo","old_value":"bar","value":"baz"})"));
+        EXPECT_TRUE(contains(j.value("timestamp", ""), "T")) << line;
+    };
+    auto check_device = [&](const std::string& line, const char* action) {
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        ASSERT_TRUE(j.is_object()) << line;
+        EXPECT_EQ(j["type"], "device");
+        EXPECT_EQ(j["metadata"]["action"], action);
+        EXPECT_EQ(j["metadata"]["name"], "mnt");
+        EXPECT_EQ(j["metadata"]["config"],
+                  nlohmann::json::parse(R"({"path":"/mnt","source":"/tmp","type":"disk"})"));
+    };
+    for (auto* b : {&all, &ws}) {
+        check_config(b->line());
+        check_device(b->line(), "added");
+        check_device(b->line(), "removed");
+        EXPECT_EQ(b->wait(), 0);
+    }
+    check_device(devices.line(), "added");
+    check_device(devices.line(), "removed");
+    EXPECT_EQ(devices.wait(), 0);
+    check_config(config.line());
+    EXPECT_EQ(config.wait(), 0);
+
+    // An unknown type is refused.
+    EXPECT_EQ(get(n, "/1.0/events?type=nope").status, 400);
+}
+
+TEST_F(DevlxdTest, SecurityDevlxdFollowsLive) {
+    std::string n = make("dx-toggle");
+    SKIP_IF_NO_CONTAINER();
+    EXPECT_EQ(get(n, "/1.0").status, 200);
+    EXPECT_EQ(ctl("config set " + n + " security.devlxd=false"), "");
+    int st = -1;
+    ctl("exec " + n + " -- test -e /dev/lxd", &st);
+    EXPECT_NE(st, 0) << "/dev/lxd is still there";
+    // Even a socket reached another way is refused.
+    EXPECT_EQ(ctl("config unset " + n + " security.devlxd"), "");
+    ctl("exec " + n + " -- test -S /dev/lxd/sock", &st);
+    EXPECT_EQ(st, 0) << "/dev/lxd/sock did not come back";
+    EXPECT_EQ(get(n, "/1.0").status, 200);
+
+    std::string off = unique_name("dx-off");
+    ctl("create " + off);
+    created.push_back(off);
+    ctl("config set " + off + " security.devlxd=false");
+    EXPECT_EQ(ctl("start " + off), "");
+    ctl("exec " + off + " -- test -e /dev/lxd", &st);
+    EXPECT_NE(st, 0) << "a container started with security.devlxd=false has /dev/lxd";
+}
+
+TEST_F(DevlxdTest, MalformedRequestsGetErrorsAndLoseNothing) {
+    std::string n = make("dx-malformed", "user.keep=1");
+    SKIP_IF_NO_CONTAINER();
+    // Truncated: the headers never end; the server gives up on it (header timeout).
+    std::string out = raw(n, "GET /1.0 HTTP/1.1\r\nHost: l");
+    EXPECT_FALSE(contains(out, " 200 ")) << out;
+    // Binary garbage.
+    std::string garbage;
+    for (int i = 0; i < 4096; i++)
+        garbage += static_cast<char>((i * 7919 + 13) & 0xff);
+    out = raw(n, garbage);
+    EXPECT_TRUE(out.empty() || contains(out, " 400 ")) << out.substr(0, 200);
+    // A request line with no version, an unknown method, a huge header, a huge body.
+    out = raw(n, "GET\r\n\r\n");
+    EXPECT_TRUE(out.empty() || contains(out, " 400 ")) << out;
+    out = raw(n, "BREW /1.0 HTTP/1.1\r\nHost: lxd\r\n\r\n");
+    EXPECT_TRUE(contains(out, "404 ") && contains(out, "Method \"BREW\" not found")) << out;
+    out = raw(n, "GET /1.0 HTTP/1.1\r\nHost: lxd\r\nX-Big: " + std::string(100000, 'a') +
+                     "\r\n\r\n");
+    EXPECT_FALSE(contains(out, " 200 ")) << out.substr(0, 200);
+    std::string body = "{\"state\":\"Ready\"" + std::string(100000, ' ') + "}";
+    out = raw(n, "PATCH /1.0 HTTP/1.1\r\nHost: lxd\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body);
+    EXPECT_TRUE(contains(out, " 413 ")) << out.substr(0, 200);
+    EXPECT_EQ(ctl("config get " + n + " volatile.last_state.ready"), "\n");
+    // Slowloris: a header byte every 200 ms is cut off long before it completes.
+    EXPECT_EQ(client(n, "-S"), "closed\n");
+
+    // lodged is alive and nothing was lost.
+    EXPECT_EQ(kill(daemon->pid, 0), 0);
+    EXPECT_EQ(get(n, "/1.0/config/user.keep").body, "1");
+}
+
+TEST_F(DevlxdTest, SixtyFourClientsTenThousandRequestsEach) {
+    std::string n = make("dx-load");
+    SKIP_IF_NO_CONTAINER();
+    // Warm up, so allocator pools and MHD's connection memory are at their working size.
+    EXPECT_EQ(client(n, "-L 64,500 /1.0"), "requests 32000 errors 0\n");
+    long before = rss_kib(daemon->pid);
+    int st = -1;
+    EXPECT_EQ(client(n, "-L 64,10000 /1.0", &st), "requests 640000 errors 0\n");
+    EXPECT_EQ(st, 0);
+    ASSERT_EQ(kill(daemon->pid, 0), 0) << "lodged died under load";
+    long after = rss_kib(daemon->pid);
+    std::printf("lodged VmRSS %ld kB before, %ld kB after 640000 requests\n", before, after);
+    // ASan's quarantine holds freed memory on purpose: flatness is a plain-build property.
+    if (!std::getenv("LODGE_SANITIZED")) {
+        EXPECT_LT(after - before, 2048) << "lodged grew by " << after - before << " kB";
+    }
+    EXPECT_EQ(get(n, "/1.0").status, 200);
+}
+
+TEST_F(DevlxdTest, AnswersAreTheSameAfterLodgedRestarts) {
+    std::string n = make("dx-restart", "user.a=1");
+    SKIP_IF_NO_CONTAINER();
+    client(n, "-d '{\"state\":\"Ready\"}' PATCH /1.0");
+    std::string before = get(n, "/1.0").body + get(n, "/1.0/config/user.a").body;
+    daemon->kill9();
+    daemon = std::make_unique<Lodged>();
+    ASSERT_TRUE(daemon->wait_ready());
+    std::string after = get(n, "/1.0").body + get(n, "/1.0/config/user.a").body;
+    EXPECT_EQ(before, after);
+    EXPECT_TRUE(contains(after, "\"state\":\"Ready\""));
+}
+
+// A debootstrapped Debian with systemd, curl, python3 and cloud-init.
+class DevlxdDebianTest : public DevlxdTest {};
+
+TEST_F(DevlxdDebianTest, CurlPythonAndCloudInitReadTheGuestApi) {
+    const char* tarball = std::getenv("LODGE_DEBIAN_TARBALL");
+    if (!tarball || !exists(tarball))
+        GTEST_SKIP() << "no Debian rootfs tarball (scripts/test.sh makes one; "
+                        "it sets LODGE_DEBIAN_TARBALL)";
+    std::string n = unique_name("dx-debian");
+    int st = -1;
+    std::string out = ctl(std::string("create ") + n + " " + tarball, &st);
+    ASSERT_EQ(st, 0) << out;
+    created.push_back(n);
+    if (!exists(rootfs(n) + "/usr/bin/cloud-init"))
+        GTEST_SKIP() << "the Debian rootfs has no cloud-init (scripts/test.sh includes it)";
+    // locale: false, because minbase has no `locales` for cloud-init's locale module to use.
+    std::string user_data = "#cloud-config\nlocale: false\nwrite_files:\n"
+                            "- path: /var/tmp/from-user-data\n  content: hello from user-data\n";
+    std::string vendor_data = "#cloud-config\nbootcmd:\n- echo vendor > /var/tmp/from-vendor-data\n";
+    std::string network = "version: 1\nconfig: []\n";
+    std::string cmd = "busctl --address=" + bus->address +
+                      " call io.lodge1 /io/lodge1 io.lodge1.Manager SetContainerConfig 'sa{ss}as' " +
+                      n + " 4 cloud-init.user-data '" + user_data + "' cloud-init.vendor-data '" +
+                      vendor_data + "' cloud-init.network-config '" + network +
+                      "' user.meta-data 'tags: [lodge]' 0";
+    ASSERT_EQ(sh(cmd + " 2>&1", &st), "");
+    unlink((rootfs(n) + "/etc/cloud/cloud-init.disabled").c_str());
+    ASSERT_EQ(ctl("start " + n, &st), "") << "start failed";
+    auto in = [&](const std::string& c, int* status = nullptr) {
+        return ctl("exec " + n + " -- " + c, status);
+    };
+    // systemd settles with cloud-init's four stages done (bounded by systemd's own timeouts).
+    in("systemctl is-system-running --wait");
+    out = in("cloud-init status --wait --long");
+    EXPECT_TRUE(contains(out, "status: done")) << out << in("cat /var/log/cloud-init.log | grep -i -E 'warn|error|trace' | head -40");
+
+    // curl
+    EXPECT_EQ(in("curl -s --unix-socket /dev/lxd/sock -w ' %{http_code} %{content_type}' http://lxd/1.0/config/user.meta-data"),
+              "tags: [lodge] 200 application/octet-stream");
+    out = in("curl -s --unix-socket /dev/lxd/sock http://lxd/1.0");
+    EXPECT_TRUE(out.rfind(api_body_started, 0) == 0) << out;
+    EXPECT_EQ(in("curl -s -o /dev/null -w '%{http_code}' --unix-socket /dev/lxd/sock http://lxd/1.0/nope"),
+              "404");
+
+    // python3, standard library only
+    out = in("python3 -c 'import http.client, socket, json\n"
+             "class C(http.client.HTTPConnection):\n"
+             "    def connect(self):\n"
+             "        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(\"/dev/lxd/sock\")\n"
+             "c = C(\"lxd\"); c.request(\"GET\", \"/1.0/devices\"); r = c.getresponse()\n"
+             "print(r.status, r.getheader(\"Content-Type\"), json.loads(r.read()))\n"
+             "c.request(\"GET\", \"/1.0/meta-data\"); r = c.getresponse(); print(r.status, repr(r.read().decode()))'");
+    EXPECT_EQ(out, "200 application/json {}\n200 'instance-id: " + n + "\\nlocal-hostname: " + n +
+                       "\\ntags: [lodge]'\n");
+
+    // cloud-init: the LXD datasource found /dev/lxd/sock and read everything through it.
+    EXPECT_EQ(in("cloud-init query v1.platform"), "lxd\n");
+    EXPECT_EQ(in("cloud-init query v1.instance_id"), n + "\n");
+    EXPECT_EQ(in("cloud-init query v1.local_hostname"), n + "\n");
+    EXPECT_EQ(in("cloud-init query userdata"), user_data + "\n");
+    EXPECT_EQ(in("cloud-init query vendordata"), vendor_data + "\n");
+    EXPECT_EQ(in("cat /var/tmp/from-user-data"), "hello from user-data");
+    EXPECT_EQ(in("cat /var/tmp/from-vendor-data"), "vendor\n");
+    out = in("cloud-init query ds");
+    auto ds = nlohmann::json::parse(out, nullptr, false);
+    ASSERT_TRUE(ds.is_object()) << out;
+    EXPECT_EQ(ds["network-config"], network) << out;
+    EXPECT_EQ(ds["meta-data"], "instance-id: " + n + "\nlocal-hostname: " + n + "\ntags: [lodge]")
+        << out;
+    EXPECT_EQ(ds["config"]["user.meta-data"], "tags: [lodge]") << out;
+    EXPECT_EQ(ds["devices"], nlohmann::json::object()) << out;
+}
+
+} // namespace
