@@ -14,7 +14,6 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -64,18 +63,11 @@ int main() {
         sigaddset(&mask, sig);
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
-    // Out of descriptors, sd-bus gets a truncated SCM_RIGHTS message, drops the bus connection
-    // and lodged is cut off from its callers (seen with 500 containers and 500 concurrent execs
-    // under the 1024 soft limit).
+    // Every container watch, exec and guest API connection is an fd. Out of descriptors, sd-bus
+    // gets a truncated SCM_RIGHTS message, drops the bus connection and lodged is cut off from
+    // its callers (seen with 500 containers and 500 concurrent execs under the 1024 soft limit).
     if (long n = raise_fd_limit(); n < 0)
         log_error_errno(static_cast<int>(n), "Failed to raise RLIMIT_NOFILE");
-
-    // Every guest API connection and container watch is an fd: use all the hard limit allows.
-    struct rlimit nofile {};
-    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-        nofile.rlim_cur = nofile.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &nofile);
-    }
 
     // The devlxd listener from systemd (lodged.socket), read before anything unsets the env;
     // without one, lodged makes it itself.
