@@ -59,7 +59,8 @@ int write_file(const std::string& path, const std::string& content) {
     return static_cast<size_t>(n) == content.size() ? 0 : -EIO;
 }
 
-int write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
+int write_file_atomic(const std::string& path, const std::string& content, unsigned mode,
+                      bool durable) {
     auto slash = path.rfind('/');
     std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
     if (dir.empty())
@@ -71,7 +72,7 @@ int write_file_atomic(const std::string& path, const std::string& content, unsig
     int r = write_all(fd.get(), content);
     if (r == 0 && ::fchmod(fd.get(), mode) < 0)
         r = -errno;
-    if (r == 0 && ::fsync(fd.get()) < 0)
+    if (r == 0 && durable && ::fsync(fd.get()) < 0)
         r = -errno;
     if (r == 0 && ::rename(tmp.c_str(), path.c_str()) < 0)
         r = -errno;
@@ -79,6 +80,8 @@ int write_file_atomic(const std::string& path, const std::string& content, unsig
         ::unlink(tmp.c_str());
         return r;
     }
+    if (!durable)
+        return 0;
     Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (dfd)
         ::fsync(dfd.get());

@@ -3,6 +3,7 @@
 // touches them: on start it re-reads the registry and re-attaches to every supervisor.
 #include "bus-util.hpp"
 #include "common/log.hpp"
+#include "common/process.hpp"
 #include "common/validate.hpp"
 #include "dbus-api.hpp"
 #include "devlxd-server.hpp"
@@ -13,7 +14,6 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -63,13 +63,11 @@ int main() {
         sigaddset(&mask, sig);
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
-
-    // Every guest API connection and container watch is an fd: use all the hard limit allows.
-    struct rlimit nofile {};
-    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-        nofile.rlim_cur = nofile.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &nofile);
-    }
+    // Every container watch, exec and guest API connection is an fd. Out of descriptors, sd-bus
+    // gets a truncated SCM_RIGHTS message, drops the bus connection and lodged is cut off from
+    // its callers (seen with 500 containers and 500 concurrent execs under the 1024 soft limit).
+    if (long n = raise_fd_limit(); n < 0)
+        log_error_errno(static_cast<int>(n), "Failed to raise RLIMIT_NOFILE");
 
     // The devlxd listener from systemd (lodged.socket), read before anything unsets the env;
     // without one, lodged makes it itself.
@@ -119,13 +117,21 @@ int main() {
         return log_error_errno(r, "Failed to own io.lodge1"), 1;
     if (int r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL); r < 0)
         return log_error_errno(r, "Failed to attach the bus to the event loop"), 1;
+    // A lost bus connection leaves nobody able to reach lodged: exit with a failure then, so
+    // that systemd restarts it (Restart=on-failure) or the bus activates it afresh.
+    sd_bus_set_exit_on_disconnect(bus.get(), 1);
     sd_notify(0, "READY=1\nSTATUS=Running");
     log_info("Ready, %zu containers", manager.containers().size());
 
     uint64_t timeout = idle_timeout_usec();
     for (;;) {
-        if (sd_event_get_state(event.get()) == SD_EVENT_FINISHED)
-            break;
+        if (sd_event_get_state(event.get()) == SD_EVENT_FINISHED) {
+            int code = 0;
+            sd_event_get_exit_code(event.get(), &code);
+            if (code != 0)
+                log_error("Lost the bus connection; exiting");
+            return code;
+        }
         bool idle = timeout > 0 && manager.idle() && execs_in_flight() == 0;
         int r = sd_event_run(event.get(), idle ? timeout : UINT64_MAX);
         if (r < 0)

@@ -149,6 +149,7 @@ int join_cgroup(const std::string& dir, bool unified) {
     if (slave >= 0 && ::ioctl(slave, TIOCSCTTY, 0) < 0)
         fail(p.sock, log_error_errno(errno, "Failed to make the pty the controlling terminal"));
     reset_signal_state();
+    restore_fd_limit();
 
     // Copies above 2 first, so that no source is clobbered by an earlier dup2(). stderr stays the
     // caller's until the last moment, so that setup failures end up in its log and not in the

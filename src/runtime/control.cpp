@@ -1,6 +1,7 @@
 #include "control.hpp"
 #include "common/fileio.hpp"
 #include "common/paths.hpp"
+#include "common/process.hpp"
 
 #include <cerrno>
 #include <cstdlib>
@@ -161,6 +162,7 @@ int launch_supervisor(const std::string& supervisor, const std::string& name,
         place_fd(wr.get(), 3);
         if (hold)
             place_fd(go_rd.get(), 4);
+        restore_fd_limit(); // lodged's raised limit is not the supervisor's, nor its guest's
         int null = ::open("/dev/null", O_RDWR);
         ::dup2(null, 0);
         ::dup2(null, 1);

@@ -22,7 +22,16 @@ Fd open_in_root(int root, const std::string& path, int flags, bool follow_symlin
         rel.erase(0, 1);
     if (rel.empty())
         rel = ".";
-    int fd = static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how));
+    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a ".." was resolved while any rename
+    // or mount happened anywhere on the host (it cannot prove the walk stayed inside); callers
+    // are meant to retry. Busybox's sbin/init -> ../bin/busybox hits this when many containers
+    // start at once. Bounded, so a guest that renames without pause cannot make us spin.
+    int fd = -1;
+    for (int i = 0; i < 1000; i++) {
+        fd = static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how));
+        if (fd >= 0 || errno != EAGAIN)
+            break;
+    }
     return Fd(fd);
 }
 

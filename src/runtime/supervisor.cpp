@@ -275,7 +275,7 @@ nlohmann::json Supervisor::status_json() const {
 // Every state change lands in state.json (for readers that come later) and reaches watchers.
 void Supervisor::write_state() {
     auto j = status_json();
-    if (int r = write_file_atomic(paths::runtime_state(name_), j.dump() + "\n"); r < 0)
+    if (int r = write_file_atomic(paths::runtime_state(name_), j.dump() + "\n", 0644, false); r < 0)
         log_warning_errno(r, "Failed to write %s", paths::runtime_state(name_).c_str());
     for (auto& c : clients_)
         if (c.watching)

@@ -244,6 +244,16 @@ TEST_F(DevlxdTest, EveryEndpointAnswersAsLxd) {
     EXPECT_EQ(nlohmann::json::parse(r.body),
               nlohmann::json::parse(R"({"data":{"path":"/mnt","source":"/tmp","type":"disk"}})"));
 
+    // A nic without hwaddr: the guest sees the MAC lodge chose (volatile.<dev>.hwaddr).
+    EXPECT_EQ(ctl("device add " + n + " net type=nic nictype=p2p"), "");
+    std::string mac = ctl("config get " + n + " volatile.net.hwaddr");
+    ASSERT_EQ(mac.size(), 18u) << mac;
+    mac.pop_back();
+    auto devices = nlohmann::json::parse(get(n, "/1.0/devices").body, nullptr, false);
+    EXPECT_EQ(devices["net"], nlohmann::json({{"type", "nic"}, {"nictype", "p2p"}, {"hwaddr", mac}}))
+        << devices.dump();
+    EXPECT_EQ(ctl("device remove " + n + " net"), "");
+
     r = get(n, "/1.0/images/0123456789abcdef/export");
     EXPECT_EQ(r.status, 403);
     EXPECT_EQ(r.type, "application/json");

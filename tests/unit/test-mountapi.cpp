@@ -1,9 +1,12 @@
 #include "common/fileio.hpp"
 #include "runtime/mountapi.hpp"
 
+#include <atomic>
+#include <cstdio>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace lodge;
@@ -74,6 +77,33 @@ TEST_F(ResolveInRoot, MkdirRefusesSymlinkLoops) {
     ASSERT_EQ(symlink("/a", (root + "/b").c_str()), 0);
     Fd dir;
     EXPECT_LT(mkdir_in_root(rootfd.get(), "a/x", dir), 0);
+}
+
+// A rename anywhere on the host while ".." is resolved makes openat2(RESOLVE_IN_ROOT) fail with
+// EAGAIN; many containers starting at once (busybox's sbin/init -> ../bin/busybox) hit that.
+TEST_F(ResolveInRoot, DotDotSurvivesConcurrentRenames) {
+    ASSERT_EQ(mkdir_p(root + "/bin"), 0);
+    ASSERT_EQ(write_file_atomic(root + "/bin/busybox", "bb"), 0);
+    ASSERT_EQ(mkdir_p(root + "/sbin"), 0);
+    ASSERT_EQ(symlink("../bin/busybox", (root + "/sbin/init").c_str()), 0);
+    ASSERT_EQ(write_file_atomic(outside + "/a", "x"), 0);
+    std::atomic<bool> stop{false};
+    std::thread renamer([&] {
+        std::string a = outside + "/a", b = outside + "/b";
+        while (!stop.load(std::memory_order_relaxed)) {
+            std::rename(a.c_str(), b.c_str());
+            std::rename(b.c_str(), a.c_str());
+        }
+    });
+    int failures = 0, first_errno = 0;
+    for (int i = 0; i < 20000; i++) {
+        Fd fd = open_in_root(rootfd.get(), "sbin/init", O_PATH);
+        if (!fd && failures++ == 0)
+            first_errno = errno;
+    }
+    stop = true;
+    renamer.join();
+    EXPECT_EQ(failures, 0) << "first errno " << first_errno;
 }
 
 } // namespace
