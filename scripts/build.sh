@@ -9,4 +9,5 @@ if [ -d "$dir" ] && [ -f "$dir/build.ninja" ]; then
 else
   meson setup "$dir" "$@" >/dev/null
 fi
-ninja -C "$dir" >/dev/null
+# Quiet on success; on failure the compiler's own words, which CI logs would otherwise lose.
+ninja -C "$dir" >"$dir/ninja.log" 2>&1 || { tail -n 60 "$dir/ninja.log"; exit 1; }
