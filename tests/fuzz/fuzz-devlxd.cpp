@@ -9,6 +9,7 @@
 #include "daemon/peer.hpp"
 #include "daemon/websocket.hpp"
 
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,14 +49,13 @@ public:
 
 struct Server {
     Server() {
-        char tmpl[] = "/tmp/lodge-fuzz-XXXXXX";
-        dir = mkdtemp(tmpl);
-        path = dir + "/sock";
-        struct sockaddr_un addr {};
+        // An abstract socket: nothing on disk to clean up, whoever ends the process.
+        std::string name = "lodge-fuzz-" + std::to_string(::getpid());
         addr.sun_family = AF_UNIX;
-        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+        std::memcpy(addr.sun_path + 1, name.data(), name.size());
+        addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
         listener = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
+        if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) < 0 ||
             ::listen(listener.get(), 64) < 0)
             std::abort();
         sd_event* e = nullptr;
@@ -68,18 +68,10 @@ struct Server {
         if (server->start(listener.get()) < 0)
             std::abort();
     }
-    ~Server() {
-        server.reset();
-        ::unlink(path.c_str());
-        ::rmdir(dir.c_str());
-    }
     // Sends `input`, half-closes, and runs the loop until the server has answered and hung up.
     void exchange(const uint8_t* data, size_t size) {
         Fd c(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        struct sockaddr_un addr {};
-        addr.sun_family = AF_UNIX;
-        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-        if (::connect(c.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        if (::connect(c.get(), reinterpret_cast<const sockaddr*>(&addr), addr_len) < 0)
             return;
         size_t sent = 0;
         bool closed = false;
@@ -111,7 +103,8 @@ struct Server {
             sd_event_run(event.get(), 1000);
     }
 
-    std::string dir, path;
+    struct sockaddr_un addr {};
+    socklen_t addr_len = 0;
     Fd listener;
     EventPtr event;
     FixedGuest guest;
