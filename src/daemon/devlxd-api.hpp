@@ -24,7 +24,6 @@ struct Request {
     std::string url;           // path only, as sent (percent-encoded)
     std::string query_type;    // the `type` query argument of /1.0/events, if any
     bool has_type = false;
-    bool websocket = false;    // Upgrade: websocket requested
     std::string body;
 };
 

@@ -597,8 +597,6 @@ int DevlxdServer::respond(MHD_Connection* mhd, Connection* conn, const char* url
         req.has_type = true;
         req.query_type = type;
     }
-    req.websocket = header_has_token(
-        MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE), "websocket");
     req.body = body;
     devlxd::GuestView view{c->config, c->ready, host_name()};
     devlxd::Response res = devlxd::handle(req, view);

@@ -25,11 +25,6 @@
 
 namespace lodge::daemon {
 
-static uint64_t now_realtime_usec() {
-    struct timespec ts {};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
-}
 
 std::string supervisor_binary() {
     const char* env = std::getenv("LODGE_SUPERVISOR");
@@ -121,21 +116,9 @@ void Manager::container_stopped(Container& c) {
 }
 
 Container* Manager::find_by_pid(pid_t pid) {
-    // A process belongs to a container when it shares PID 1's pid namespace.
-    std::string ns;
-    char buf[64];
-    ssize_t n = ::readlink(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(), buf, sizeof buf);
-    if (n <= 0)
-        return nullptr;
-    ns.assign(buf, static_cast<size_t>(n));
-    for (auto& [name, c] : containers_) {
-        if (c->leader <= 0)
-            continue;
-        n = ::readlink(("/proc/" + std::to_string(c->leader) + "/ns/pid").c_str(), buf, sizeof buf);
-        if (n > 0 && ns == std::string(buf, static_cast<size_t>(n)))
-            return c.get();
-    }
-    return nullptr;
+    // A process belongs to a container when it shares PID 1's pid namespace (kept per leader).
+    NamespaceId ns;
+    return pidns_of(pid, ns) < 0 ? nullptr : find_by_pidns({ns});
 }
 
 // Live state comes from the supervisor's watch stream; without a supervisor, from the state
@@ -406,7 +389,7 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
         return r;
     if (c.running()) {
         // The guest hears of user.* changes only (LXD's rule), old and new value alike.
-        uint64_t now = now_realtime_usec();
+        uint64_t now = realtime_usec();
         std::set<std::string> keys;
         for (auto& [k, v] : set)
             keys.insert(k);
@@ -490,7 +473,7 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
                                        "Config", nullptr);
     if (c.running())
         guest_event(c, devlxd::event_device,
-                    devlxd::device_event("added", device, keys, now_realtime_usec()));
+                    devlxd::device_event("added", device, keys, realtime_usec()));
     return 0;
 }
 
@@ -509,7 +492,7 @@ int Manager::remove_device(Container& c, const std::string& device, std::string&
         return r;
     if (c.running())
         guest_event(c, devlxd::event_device,
-                    devlxd::device_event("removed", device, removed, now_realtime_usec()));
+                    devlxd::device_event("removed", device, removed, realtime_usec()));
     return 0;
 }
 

@@ -121,6 +121,12 @@ private:
     void set_leader(Container& c, pid_t leader);
     void container_stopped(Container& c);
     void guest_event(const Container& c, unsigned type, const std::string& line);
+    // The loop's cached CLOCK_REALTIME: event timestamps of one iteration agree.
+    uint64_t realtime_usec() const {
+        uint64_t t = 0;
+        sd_event_now(event_, CLOCK_REALTIME, &t);
+        return t;
+    }
     int commit_config(Container& c, ContainerConfig next, const char* property, std::string& error);
     // manager-nic.cpp: volatile keys, host checks and live plugging for nic devices.
     int prepare_nic(Container& c, ContainerConfig& next, const std::string& device,

@@ -23,7 +23,7 @@ struct Fixture {
         config.devices["eth1"] = {{"type", "nic"}, {"hwaddr", "00:16:3e:00:00:01"}};
         view = GuestView{&config, false, "host1"};
     }
-    Response get(const std::string& url) { return handle(Request{"GET", url, "", false, false, ""}, view); }
+    Response get(const std::string& url) { return handle(Request{"GET", url, "", false, ""}, view); }
 };
 
 TEST(DevlxdApi, RootAndApi) {
@@ -62,8 +62,8 @@ TEST(DevlxdApi, MetaDataAndDevices) {
 
 TEST(DevlxdApi, MethodsAndUnknownPaths) {
     Fixture f;
-    EXPECT_EQ(handle(Request{"DELETE", "/1.0", "", false, false, ""}, f.view).status, 501u);
-    Response r = handle(Request{"BREW", "/1.0", "", false, false, ""}, f.view);
+    EXPECT_EQ(handle(Request{"DELETE", "/1.0", "", false, ""}, f.view).status, 501u);
+    Response r = handle(Request{"BREW", "/1.0", "", false, ""}, f.view);
     EXPECT_EQ(r.status, 404u);
     EXPECT_EQ(r.body, "Method \"BREW\" not found\n");
     EXPECT_EQ(f.get("/2.0").status, 404u);
@@ -73,17 +73,17 @@ TEST(DevlxdApi, MethodsAndUnknownPaths) {
 
 TEST(DevlxdApi, PatchState) {
     Fixture f;
-    Response r = handle(Request{"PATCH", "/1.0", "", false, false, R"({"state":"Ready"})"}, f.view);
+    Response r = handle(Request{"PATCH", "/1.0", "", false, R"({"state":"Ready"})"}, f.view);
     EXPECT_EQ(r.status, 200u);
     ASSERT_TRUE(r.set_ready.has_value());
     EXPECT_TRUE(*r.set_ready);
-    r = handle(Request{"PATCH", "/1.0", "", false, false, R"({"state":"Started"})"}, f.view);
+    r = handle(Request{"PATCH", "/1.0", "", false, R"({"state":"Started"})"}, f.view);
     EXPECT_FALSE(*r.set_ready);
-    r = handle(Request{"PATCH", "/1.0", "", false, false, R"({"state":"x"})"}, f.view);
+    r = handle(Request{"PATCH", "/1.0", "", false, R"({"state":"x"})"}, f.view);
     EXPECT_EQ(r.body, "Invalid state \"x\"\n");
-    r = handle(Request{"PATCH", "/1.0", "", false, false, R"({"state":1})"}, f.view);
+    r = handle(Request{"PATCH", "/1.0", "", false, R"({"state":1})"}, f.view);
     EXPECT_EQ(r.status, 400u);
-    r = handle(Request{"PATCH", "/1.0", "", false, false, "{"}, f.view);
+    r = handle(Request{"PATCH", "/1.0", "", false, "{"}, f.view);
     EXPECT_EQ(r.status, 400u);
     EXPECT_FALSE(r.set_ready.has_value());
 }
@@ -93,10 +93,10 @@ TEST(DevlxdApi, EventsFilterAndLines) {
     EXPECT_EQ(parse_event_types("config,device"), event_config | event_device);
     EXPECT_FALSE(parse_event_types("config,logging").has_value());
     Fixture f;
-    Response r = handle(Request{"GET", "/1.0/events", "device", true, false, ""}, f.view);
+    Response r = handle(Request{"GET", "/1.0/events", "device", true, ""}, f.view);
     EXPECT_EQ(r.kind, Kind::events);
     EXPECT_EQ(r.event_types, unsigned{event_device});
-    EXPECT_EQ(handle(Request{"GET", "/1.0/events", "bogus", true, false, ""}, f.view).status, 400u);
+    EXPECT_EQ(handle(Request{"GET", "/1.0/events", "bogus", true, ""}, f.view).status, 400u);
     EXPECT_EQ(rfc3339_nano(1700000000123456), "2023-11-14T22:13:20.123456Z");
     EXPECT_EQ(rfc3339_nano(1700000000000000), "2023-11-14T22:13:20Z");
     EXPECT_EQ(config_event("user.a", "1", "2", 1700000000100000),
