@@ -24,28 +24,8 @@
 set -uo pipefail
 export LC_ALL=C
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-top=$(cd "$here/.." && pwd)
-build=${LODGE_BUILD_DIR:-$top/build}
-SUP=$build/lodge-supervisor
-TEST_INIT=$build/tests/test-init
-MKROOTFS=$top/tests/fixtures/make-busybox-rootfs.sh
-
-runs=10
-resdir=$here/results
-usage() { echo "usage: $0 [-n RUNS] [-o RESULTS_DIR]" >&2; exit 2; }
-while getopts "n:o:h" opt; do
-    case $opt in
-    n) runs=$OPTARG ;;
-    o) resdir=$OPTARG ;;
-    *) usage ;;
-    esac
-done
-[[ $runs =~ ^[1-9][0-9]*$ ]] || usage
-
-die() { echo "nic.sh: $*" >&2; exit 1; }
-[[ $EUID -eq 0 ]] || die "must run as root"
-for f in "$SUP" "$TEST_INIT"; do [[ -x $f ]] || die "$f missing (build first)"; done
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if ! command -v lxc-start >/dev/null; then
     apt-get install -y --no-install-recommends lxc >&2 || die "cannot install lxc"
 fi
@@ -90,7 +70,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-rec() { echo "$3" >>"$T/data/$1.$2"; }
 links() { ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | sort; }
 
 mkdir -p "$T/data" "$T/state/containers" "$T/lxc" "$T/nolxcfs"
@@ -197,19 +176,11 @@ bench_secs=$(awk -v a="$bench_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", 
 left_on_bridge=$(ls "/sys/class/net/$BR/brif" | tr '\n' ' ')
 
 # ---- report ------------------------------------------------------------------
-stats() { # FILE -> "min median max" in ms
-    [[ -s $1 ]] || { echo "- - -"; return; }
-    sort -n "$1" | awk '{v[NR] = $1}
-        END {
-            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%.1f %.1f %.1f\n", v[1] / 1000, m / 1000, v[NR] / 1000
-        }'
-}
-cell() { local a; read -r -a a <<<"$(stats "$T/data/$1.$2")"; echo "${a[0]} / ${a[1]} / ${a[2]}"; }
+cell() { local a; read -r -a a <<<"$(stats "$T/data/$1.$2" 1000 %.1f)"; echo "${a[0]} / ${a[1]} / ${a[2]}"; }
 ratio() { # METRIC NICS
     local a b
-    read -r -a a <<<"$(stats "$T/data/lodge-$2.$1")"
-    read -r -a b <<<"$(stats "$T/data/lxc-$2.$1")"
+    read -r -a a <<<"$(stats "$T/data/lodge-$2.$1" 1000 %.1f)"
+    read -r -a b <<<"$(stats "$T/data/lxc-$2.$1" 1000 %.1f)"
     awk -v a="${a[1]}" -v b="${b[1]}" 'BEGIN { printf "%.2f", a / b }'
 }
 report() {

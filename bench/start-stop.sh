@@ -45,28 +45,8 @@
 set -uo pipefail
 export LC_ALL=C
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-top=$(cd "$here/.." && pwd)
-build=${LODGE_BUILD_DIR:-$top/build}
-SUP=$build/lodge-supervisor
-TEST_INIT=$build/tests/test-init
-MKROOTFS=$top/tests/fixtures/make-busybox-rootfs.sh
-
-runs=10
-resdir=$here/results
-usage() { echo "usage: $0 [-n RUNS] [-o RESULTS_DIR]" >&2; exit 2; }
-while getopts "n:o:h" opt; do
-    case $opt in
-    n) runs=$OPTARG ;;
-    o) resdir=$OPTARG ;;
-    *) usage ;;
-    esac
-done
-[[ $runs =~ ^[1-9][0-9]*$ ]] || usage
-
-die() { echo "start-stop.sh: $*" >&2; exit 1; }
-[[ $EUID -eq 0 ]] || die "must run as root"
-for f in "$SUP" "$TEST_INIT"; do [[ -x $f ]] || die "$f missing (build first)"; done
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 for c in lxc-start lxc-stop lxc-wait lxc-info systemd-nspawn perl; do
     command -v "$c" >/dev/null || die "$c not found"
 done
@@ -139,7 +119,6 @@ trap 'exit 143' TERM
 # Time stamps: $EPOCHREALTIME without the dot = microseconds; expanded inline
 # (no command substitution, which would fork).
 # Append a sample (integer) to $T/data/<case>.<metric>.
-rec() { echo "$3" >>"$T/data/$1.$2"; }
 rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 # What the process alone costs: its private pages (shared library pages are counted once per
 # machine, not per container).
@@ -309,15 +288,6 @@ done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ------------------------------------------------------------------
-# stats FILE DIV -> "min median max" (values divided by DIV)
-stats() {
-    [[ -s $1 ]] || { echo "- - -"; return; }
-    sort -n "$1" | awk -v d="$2" '{v[NR] = $1}
-        END {
-            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%.6g %.6g %.6g\n", v[1] / d, m / d, v[NR] / d
-        }'
-}
 # cell CASE METRIC DIV FMT -> "median (min–max)"
 cell() {
     local a
