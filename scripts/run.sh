@@ -10,7 +10,7 @@ bash scripts/build.sh build
 
 name=${LODGE_DEMO_NAME:-demo}
 export LODGE_STATE_DIR=${LODGE_STATE_DIR:-/var/lib/lodge}
-export LODGE_SUPERVISOR=$PWD/build/lodge-supervisor LODGE_IDLE_TIMEOUT=0
+export LODGE_SUPERVISOR=$PWD/build/lodge-supervisor LODGE_EXEC_HELPER=$PWD/build/lodge-exec LODGE_IDLE_TIMEOUT=0
 ctl=$PWD/build/lodgectl
 bus=$(mktemp -d /run/lodge-demo-bus.XXXXXX)
 cleanup() {

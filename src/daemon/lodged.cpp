@@ -97,6 +97,9 @@ int main() {
         return log_error_errno(r, "Failed to connect to the system bus"), 1;
     BusPtr bus(b);
 
+    // Before any container can see an exec helper: its image is a sealed copy made now.
+    prepare_exec_helper();
+
     Manager manager(event.get(), bus.get());
     if (int r = register_bus_objects(bus.get(), manager); r < 0)
         return log_error_errno(r, "Failed to register the bus objects"), 1;

@@ -4,224 +4,36 @@
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
-#include "security.hpp"
+#include "exec-protocol.hpp"
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
-#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
-#include <grp.h>
-#include <linux/close_range.h>
-#include <linux/sched.h>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <poll.h>
 #include <sched.h>
-#include <sys/ioctl.h>
-#include <sys/prctl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
 
 namespace lodge::runtime {
 namespace {
 
 constexpr const char* default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-// Messages on the sync socket, one per datagram:
-//   C<pid>          from the helper, with the command's pidfd attached
-//   P               from the command, with the pty master attached
-//   E<errno>:<text> from either, just before it exits on a failure
-
-// Everything the forked processes need, prepared beforehand: the caller may be multithreaded,
-// so after fork() only system calls and allocation-level libc run.
-struct Plan {
-    const ExecRequest* req = nullptr;
-    int sock = -1;       // the forked side's end of the sync socket
-    int init_pidfd = -1; // PID 1 of the container
-    int ns_flags = 0;
-    std::vector<std::string> cgroups; // <mountpoint>/<payload> per hierarchy
-    std::vector<bool> unified;
-    std::vector<std::string> env;
-    std::vector<char*> envp;
-    std::vector<char*> argv;
-};
-
-[[noreturn]] void fail(int sock, int err) {
-    std::string msg = log_last_error();
-    if (msg.empty())
-        msg = "Failed to start the command in the container";
-    send_with_fd(sock, "E" + std::to_string(err < 0 ? -err : err) + ":" + msg);
-    _exit(1);
-}
-
-// Closes every descriptor but 0-2 and `keep` (-1 entries ignored).
-void close_all_but(std::initializer_list<int> keep) {
-    int fds[16];
-    size_t n = 0;
-    for (int fd : keep)
-        if (fd > 2 && n < std::size(fds))
-            fds[n++] = fd;
-    std::sort(fds, fds + n);
-    unsigned next = 3;
-    for (size_t i = 0; i < n; i++) {
-        unsigned fd = static_cast<unsigned>(fds[i]);
-        if (fd > next)
-            ::syscall(SYS_close_range, next, fd - 1, 0);
-        next = std::max(next, fd + 1);
-    }
-    ::syscall(SYS_close_range, next, ~0U, 0);
-}
-
-int write_self_to(const std::string& procs) {
-    int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    // "0" is the writing process in both cgroup versions.
-    int r = ::write(fd, "0", 1) < 0 ? -errno : 0;
-    ::close(fd);
-    return r;
-}
-
-// Joins `dir`. A cgroup2 payload whose own init enabled controllers for its children (systemd
-// does) cannot take processes; like lxc-attach, use a leaf ".lxc" owned as the payload is.
-int join_cgroup(const std::string& dir, bool unified) {
-    int r = write_self_to(dir + "/cgroup.procs");
-    if (r == -EBUSY && unified) {
-        std::string leaf = dir + "/.lxc";
-        struct stat st {};
-        if (::stat(dir.c_str(), &st) < 0 || (::mkdir(leaf.c_str(), 0755) < 0 && errno != EEXIST))
-            return log_error_errno(errno, "Failed to create the cgroup %s", leaf.c_str());
-        for (const char* f : {"", "/cgroup.procs", "/cgroup.threads", "/cgroup.subtree_control"})
-            if (::chown((leaf + f).c_str(), st.st_uid, st.st_gid) < 0 && errno != ENOENT)
-                return log_error_errno(errno, "Failed to delegate the cgroup %s", leaf.c_str());
-        r = write_self_to(leaf + "/cgroup.procs");
-    }
-    if (r < 0)
-        return log_error_errno(r, "Failed to join the container's cgroup %s", dir.c_str());
-    return 0;
-}
-
-// The command, after the helper entered the namespaces: becomes the container's root, sets up
-// its directory, terminal and stdio, takes on PID 1's restrictions and execs.
-[[noreturn]] void command_main(const Plan& p) {
-    const ExecRequest& req = *p.req;
-    if (::setgroups(0, nullptr) < 0 || ::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to become root in the container"));
-    ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-
-    if (!req.cwd.empty()) {
-        if (::chdir(req.cwd.c_str()) < 0)
-            fail(p.sock,
-                 log_error_errno(errno, "Cannot change to the directory \"%s\"", req.cwd.c_str()));
-    } else if (::chdir("/root") < 0 && ::chdir("/") < 0) {
-        fail(p.sock, log_error_errno(errno, "Cannot change to the directory \"/\""));
-    }
-
-    int stdio[3] = {req.stdin_fd, req.stdout_fd, req.stderr_fd};
-    int slave = -1;
-    if (req.pty) {
-        // The container's devpts instance, so the pty is /dev/pts/N inside, owned by its root.
-        int master = ::open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
-        int unlock = 0;
-        if (master < 0 || ::ioctl(master, TIOCSPTLCK, &unlock) < 0)
-            fail(p.sock, log_error_errno(errno, "Failed to allocate a pty in the container"));
-        slave = ::ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (slave < 0)
-            fail(p.sock, log_error_errno(errno, "Failed to open the pty's terminal side"));
-        if (int r = send_with_fd(p.sock, "P", master); r < 0)
-            fail(p.sock, log_error_errno(r, "Failed to hand over the pty"));
-        ::close(master);
-        stdio[0] = stdio[1] = stdio[2] = slave;
-    }
-    for (int& fd : stdio)
-        if (fd < 0) {
-            fd = ::open("/dev/null", O_RDWR | O_NOCTTY | O_CLOEXEC);
-            if (fd < 0)
-                fail(p.sock, log_error_errno(errno, "Failed to open /dev/null in the container"));
-        }
-
-    // Never the caller's controlling terminal: a new session, with the pty as its terminal.
-    if (::setsid() < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to create a session"));
-    if (slave >= 0 && ::ioctl(slave, TIOCSCTTY, 0) < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to make the pty the controlling terminal"));
-    reset_signal_state();
-    restore_fd_limit();
-
-    // Copies above 2 first, so that no source is clobbered by an earlier dup2(). stderr stays the
-    // caller's until the last moment, so that setup failures end up in its log and not in the
-    // command's output.
-    int moved[3];
-    for (int i = 0; i < 3; i++) {
-        moved[i] = ::fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
-        if (moved[i] < 0)
-            fail(p.sock, log_error_errno(errno, "Failed to set up the command's stdio"));
-    }
-    if (::dup2(moved[0], 0) < 0 || ::dup2(moved[1], 1) < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to set up the command's stdio"));
-    // Only 0, 1 and 2 survive exec.
-    if (::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to mark descriptors close-on-exec"));
-
-    if (int r = drop_capabilities(*req.config); r < 0)
-        fail(p.sock, r);
-    if (int r = load_seccomp(*req.config); r < 0)
-        fail(p.sock, r);
-    if (::dup2(moved[2], 2) < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to set up the command's stdio"));
-
-    // execvp() searches the PATH of the calling process's environment.
-    environ = const_cast<char**>(p.envp.data());
-    ::execvp(p.argv[0], p.argv.data());
-    int err = errno;
-    char line[512];
-    int n = std::snprintf(line, sizeof line, "lodge: cannot run \"%s\": %s\n", p.argv[0],
-                          std::strerror(err));
-    if (n > 0) {
-        ssize_t ignored = ::write(2, line, std::min(static_cast<size_t>(n), sizeof line - 1));
-        (void)ignored;
-    }
-    _exit(err == ENOENT ? 127 : 126);
-}
-
-// The helper: joins the payload cgroup and the namespaces, then creates the command as a sibling,
-// i.e. as the caller's child.
-[[noreturn]] void helper_main(Plan& p) {
-    const ExecRequest& req = *p.req;
-    // A caller with closed stdio may have got the socket as 0-2, where the command's stdio goes.
-    if (p.sock < 3)
-        p.sock = ::fcntl(p.sock, F_DUPFD_CLOEXEC, 3);
-    close_all_but({p.sock, p.init_pidfd, req.stdin_fd, req.stdout_fd, req.stderr_fd});
-    // Until exec nothing in the container may look into these processes: they still hold the
-    // caller's descriptors (and /proc/PID/fd of a non-dumpable process is host root's).
-    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-
-    for (size_t i = 0; i < p.cgroups.size(); i++)
-        if (int r = join_cgroup(p.cgroups[i], p.unified[i]); r < 0)
-            fail(p.sock, r);
-    if (::setns(p.init_pidfd, p.ns_flags) < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to enter the container's namespaces"));
-    ::close(p.init_pidfd);
-
-    int pidfd = -1;
-    struct clone_args args {};
-    args.flags = CLONE_PARENT | CLONE_PIDFD;
-    args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-    args.exit_signal = 0; // CLONE_PARENT: the command signals the caller as this helper would
-    long pid = ::syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0)
-        fail(p.sock, log_error_errno(errno, "Failed to create the command's process"));
-    if (pid == 0)
-        command_main(p);
-    if (int r = send_with_fd(p.sock, "C" + std::to_string(pid), pidfd); r < 0) {
-        ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
-        _exit(1);
-    }
-    _exit(0);
-}
 
 // True when PID's namespace of this type exists and is not ours.
 bool other_namespace(pid_t pid, const char* ns) {
@@ -280,36 +92,177 @@ int build_environment(const ExecRequest& req, std::vector<std::string>& out, std
     return 0;
 }
 
+
+// What the vfork child needs; it writes `err` (shared memory) when it cannot exec.
+struct SpawnArgs {
+    int sock = -1;
+    int exe = -1;
+    int err = 0;
+};
+
+// Runs on its own stack in lodged's memory until execveat: system calls only.
+[[gnu::no_sanitize("address", "undefined")]] int spawn_child(void* data) {
+    auto* a = static_cast<SpawnArgs*>(data);
+    const int target = exec_helper_socket_fd;
+    int r = a->sock == target ? ::fcntl(target, F_SETFD, 0) : ::dup2(a->sock, target);
+    if (r < 0) {
+        a->err = errno;
+        _exit(127);
+    }
+    restore_fd_limit();
+    static char arg0[] = "lodge-exec";
+    char* argv[] = {arg0, nullptr};
+    ::syscall(SYS_execveat, a->exe, "", argv, environ, AT_EMPTY_PATH);
+    a->err = errno;
+    _exit(127);
+}
+
+// Starts the helper as our child with `sock` as its socket, without copying our page tables
+// (CLONE_VM | CLONE_VFORK, as posix_spawn does): we resume once it has exec'd.
+int spawn_helper(int exe, int sock, PidFd& out) {
+    constexpr size_t stack_size = 64 * 1024;
+    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return log_error_errno(errno, "Failed to allocate a stack for the exec helper");
+    SpawnArgs args;
+    args.sock = sock;
+    args.exe = exe;
+    // No signal handler of ours may run in the child, which shares our memory.
+    sigset_t all, saved;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &saved);
+    int pidfd = -1;
+    pid_t pid = ::clone(spawn_child, static_cast<char*>(stack) + stack_size,
+                        CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &args, &pidfd);
+    int clone_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    ::munmap(stack, stack_size);
+    if (pid < 0)
+        return log_error_errno(clone_errno, "Failed to start the exec helper");
+    PidFd helper(pidfd, pid);
+    if (args.err) {
+        siginfo_t si{};
+        ::waitid(P_PIDFD, static_cast<id_t>(pidfd), &si, WEXITED);
+        return log_error_errno(args.err, "Failed to execute the exec helper");
+    }
+    out = std::move(helper);
+    return 0;
+}
+
+// The request datagram with PID 1's pidfd and the stdio descriptors.
+int send_request(int sock, const std::string& text, const std::vector<int>& fds) {
+    struct iovec iov {
+        const_cast<char*>(text.data()), text.size()
+    };
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * exec_request_max_fds)] = {};
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+        return -errno;
+    return 0;
+}
+
+int fail_with(int err, std::string why, std::string& error) {
+    error = std::move(why);
+    log_error("%s", error.c_str());
+    return err;
+}
+
 } // namespace
 
-int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& error) {
-    auto refuse = [&](int err, std::string why) {
-        error = std::move(why);
-        log_error("%s", error.c_str());
-        return err;
-    };
+int copy_exec_helper(const std::string& path, Fd& out, std::string& error) {
+    Fd src(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (!src || ::fstat(src.get(), &st) < 0) {
+        int r = log_error_errno(errno, "Cannot open the exec helper %s", path.c_str());
+        error = log_last_error();
+        return r;
+    }
+    int fd = static_cast<int>(
+        ::memfd_create("lodge-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC));
+    if (fd < 0 && errno == EINVAL) // kernels before 6.3 know no MFD_EXEC (and need none)
+        fd = static_cast<int>(::memfd_create("lodge-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    Fd mem(fd);
+    if (!mem) {
+        int r = log_error_errno(errno, "Failed to create a memfd for the exec helper");
+        error = log_last_error();
+        return r;
+    }
+    for (off_t done = 0; done < st.st_size;) {
+        ssize_t n = ::sendfile(mem.get(), src.get(), nullptr,
+                               static_cast<size_t>(st.st_size - done));
+        if (n <= 0) {
+            int r = log_error_errno(n < 0 ? errno : EIO, "Failed to copy the exec helper %s",
+                                    path.c_str());
+            error = log_last_error();
+            return r;
+        }
+        done += n;
+    }
+    if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) <
+        0) {
+        int r = log_error_errno(errno, "Failed to seal the exec helper's copy");
+        error = log_last_error();
+        return r;
+    }
+    // Never at exec_helper_socket_fd, where the helper's socket goes before execveat.
+    Fd high(::fcntl(mem.get(), F_DUPFD_CLOEXEC, 10));
+    if (!high) {
+        int r = log_error_errno(errno, "Failed to duplicate the exec helper's copy");
+        error = log_last_error();
+        return r;
+    }
+    out = std::move(high);
+    return 0;
+}
+
+int check_exec_stdio(int fd, const char* what, std::string& error) {
+    if (fd < 0)
+        return 0;
+    struct stat st {};
+    if (::fstat(fd, &st) < 0)
+        return fail_with(-EINVAL, std::string("Cannot use ") + what + ": " + std::strerror(errno),
+                         error);
+    struct termios tio {};
+    bool null_device = S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3;
+    if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || null_device ||
+        (S_ISCHR(st.st_mode) && ::tcgetattr(fd, &tio) == 0))
+        return 0;
+    return fail_with(-EINVAL,
+                     std::string("Refusing ") + what +
+                         ": only pipes, sockets and terminals can be a command's stdio",
+                     error);
+}
+
+int exec_spawn(const ExecRequest& req, int helper_exe, ExecHandle& out, std::string& error) {
     if (req.init_pid <= 0 || !req.config || req.argv.empty() || req.payload_cgroup.empty())
-        return refuse(-EINVAL, "Invalid exec request: PID 1, config, cgroup and command needed");
+        return fail_with(-EINVAL, "Invalid exec request: PID 1, config, cgroup and command needed",
+                         error);
+    if (helper_exe < 0)
+        return fail_with(-ENOENT, "The exec helper lodge-exec is not available", error);
     std::string payload = req.payload_cgroup;
     while (!payload.empty() && payload.front() == '/')
         payload.erase(0, 1);
     if (payload.empty() || ("/" + payload + "/").find("/../") != std::string::npos)
-        return refuse(-EINVAL, "Invalid payload cgroup \"" + req.payload_cgroup + "\"");
+        return fail_with(-EINVAL, "Invalid payload cgroup \"" + req.payload_cgroup + "\"", error);
+    if (!req.pty)
+        for (auto [fd, what] : {std::pair{req.stdin_fd, "stdin"}, std::pair{req.stdout_fd, "stdout"},
+                                std::pair{req.stderr_fd, "stderr"}})
+            if (int r = check_exec_stdio(fd, what, error); r < 0)
+                return r;
 
-    Plan p;
-    p.req = &req;
-    if (int r = build_environment(req, p.env, error); r < 0)
-        return refuse(r, error);
-    for (auto& e : p.env)
-        p.envp.push_back(const_cast<char*>(e.c_str()));
-    p.envp.push_back(nullptr);
-    for (auto& a : req.argv)
-        p.argv.push_back(const_cast<char*>(a.c_str()));
-    p.argv.push_back(nullptr);
-    for (auto& h : host_hierarchies()) {
-        p.cgroups.push_back(h.mountpoint + "/" + payload);
-        p.unified.push_back(h.unified);
-    }
+    std::vector<std::string> env;
+    if (int r = build_environment(req, env, error); r < 0)
+        return fail_with(r, error, error);
 
     // A pidfd pins PID 1; the checks through /proc/PID are about that process if it is still
     // alive afterwards. A recycled pid must never lead into the host's namespaces.
@@ -324,15 +277,48 @@ int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& erro
     bool own_timens = other_namespace(req.init_pid, "time");
     bool is_container = other_namespace(req.init_pid, "pid") && in_cgroup(req.init_pid, payload);
     if (init.send_signal(0) < 0)
-        return refuse(-ESRCH,
-                      "The container's PID 1 (pid " + std::to_string(req.init_pid) + ") is gone");
+        return fail_with(-ESRCH,
+                         "The container's PID 1 (pid " + std::to_string(req.init_pid) + ") is gone",
+                         error);
     if (!is_container)
-        return refuse(-ESRCH, "Process " + std::to_string(req.init_pid) +
-                                  " is not the init of a container in cgroup " + payload);
-    p.ns_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                 CLONE_NEWCGROUP | (own_userns ? CLONE_NEWUSER : 0) |
-                 (own_timens ? CLONE_NEWTIME : 0);
-    p.init_pidfd = init.get();
+        return fail_with(-ESRCH,
+                         "Process " + std::to_string(req.init_pid) +
+                             " is not the init of a container in cgroup " + payload,
+                         error);
+
+    nlohmann::json j;
+    j["argv"] = req.argv;
+    j["env"] = env;
+    j["cwd"] = req.cwd;
+    j["pty"] = req.pty;
+    j["ns"] = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+              CLONE_NEWCGROUP | (own_userns ? CLONE_NEWUSER : 0) | (own_timens ? CLONE_NEWTIME : 0);
+    KeyMap security;
+    for (auto& [k, v] : req.config->config)
+        if (k.rfind("security.", 0) == 0)
+            security[k] = v;
+    j["config"] = security;
+    j["cgroups"] = nlohmann::json::array();
+    for (auto& h : host_hierarchies())
+        j["cgroups"].push_back({{"path", h.mountpoint + "/" + payload}, {"unified", h.unified}});
+    std::vector<int> fds = {init.get()};
+    std::vector<int> stdio = {-1, -1, -1};
+    if (!req.pty) {
+        int given[3] = {req.stdin_fd, req.stdout_fd, req.stderr_fd};
+        for (size_t i = 0; i < 3; i++)
+            if (given[i] >= 0) {
+                stdio[i] = static_cast<int>(fds.size());
+                fds.push_back(given[i]);
+            }
+    }
+    j["stdio"] = stdio;
+    std::string text = j.dump();
+    if (text.size() > exec_request_max)
+        return fail_with(-E2BIG,
+                         "The command line and environment are too long (" +
+                             std::to_string(text.size()) + " bytes, at most " +
+                             std::to_string(exec_request_max) + ")",
+                         error);
 
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
@@ -341,78 +327,132 @@ int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& erro
         return r;
     }
     Fd ours(pair[0]), theirs(pair[1]);
-    p.sock = theirs.get();
-
-    pid_t helper = ::fork();
-    if (helper < 0) {
-        int r = log_error_errno(errno, "Failed to fork");
+    PidFd helper;
+    if (int r = spawn_helper(helper_exe, theirs.get(), helper); r < 0) {
         error = log_last_error();
         return r;
     }
-    if (helper == 0)
-        helper_main(p);
     theirs.reset();
-    init.reset();
+    if (int r = send_request(ours.get(), text, fds); r < 0) {
+        helper.send_signal(SIGKILL);
+        siginfo_t si{};
+        ::waitid(P_PIDFD, static_cast<id_t>(helper.get()), &si, WEXITED);
+        r = log_error_errno(r, "Failed to hand the request to the exec helper");
+        error = log_last_error();
+        return r;
+    }
+    if (::fcntl(ours.get(), F_SETFL, O_NONBLOCK) < 0) {
+        helper.send_signal(SIGKILL);
+        siginfo_t si{};
+        ::waitid(P_PIDFD, static_cast<id_t>(helper.get()), &si, WEXITED);
+        int r = log_error_errno(errno, "Failed to make the exec handshake non-blocking");
+        error = log_last_error();
+        return r;
+    }
+    out = ExecHandle{};
+    out.helper = std::move(helper);
+    out.handshake = std::move(ours);
+    out.pty = req.pty;
+    return 0;
+}
 
-    PidFd process;
-    Fd master;
-    int err = 0;
+int exec_setup_read(ExecHandle& h, std::string& error) {
     for (;;) {
         std::string msg;
         Fd fd;
-        ssize_t n = recv_with_fd(ours.get(), msg, fd);
+        ssize_t n = recv_with_fd(h.handshake.get(), msg, fd);
+        if (n == -EAGAIN)
+            return 0;
         if (n < 0) {
-            err = log_error_errno(n, "Lost the exec helper");
-            error = log_last_error();
+            h.setup_error = log_error_errno(static_cast<int>(n), "Lost the exec helper");
+            h.setup_message = log_last_error();
             break;
         }
         if (n == 0)
-            break; // every copy closed: the helper exited and the command exec'd (or died)
+            break; // every copy closed: the command exec'd (or died)
         if (msg[0] == 'C' && fd) {
-            process = PidFd(fd.release(), static_cast<pid_t>(std::atoi(msg.c_str() + 1)));
+            h.process = PidFd(fd.release(), static_cast<pid_t>(std::atoi(msg.c_str() + 1)));
         } else if (msg[0] == 'P' && fd) {
-            master = std::move(fd);
-        } else if (msg[0] == 'E' && !err) {
+            h.pty_master = std::move(fd);
+        } else if (msg[0] == 'E' && !h.setup_error) {
             size_t colon = msg.find(':');
-            err = -std::max(1, std::atoi(msg.c_str() + 1));
-            error = colon == std::string::npos ? msg.substr(1) : msg.substr(colon + 1);
+            h.setup_error = -std::max(1, std::atoi(msg.c_str() + 1));
+            h.setup_message = colon == std::string::npos ? msg.substr(1) : msg.substr(colon + 1);
         }
     }
-    int status;
-    while (::waitpid(helper, &status, 0) < 0 && errno == EINTR) {
+    h.handshake.reset();
+    if (!h.setup_error && !h.process.valid()) {
+        h.setup_error = -ECHILD;
+        h.setup_message = "The exec helper died before starting the command";
+        log_error("%s", h.setup_message.c_str());
     }
-    if (!err && !process.valid()) {
-        err = -ECHILD;
-        error = "The exec helper died before starting the command";
-        log_error("%s", error.c_str());
+    if (!h.setup_error && !h.pty_master && h.pty) {
+        h.setup_error = -ECHILD;
+        h.setup_message = "The command died before handing over its pty";
+        log_error("%s", h.setup_message.c_str());
     }
-    if (!err && req.pty && !master) {
-        err = -ECHILD;
-        error = "The command died before handing over its pty";
-        log_error("%s", error.c_str());
+    if (h.setup_error < 0) {
+        error = h.setup_message;
+        exec_abort(h);
+        return h.setup_error;
     }
-    if (err < 0) {
-        if (process.valid()) {
-            process.send_signal(SIGKILL);
-            siginfo_t si{};
-            ::waitid(P_PIDFD, static_cast<id_t>(process.get()), &si, WEXITED);
+    return 1;
+}
+
+void exec_abort(ExecHandle& h) {
+    if (h.process.valid())
+        h.process.send_signal(SIGKILL);
+    if (h.helper.valid())
+        h.helper.send_signal(SIGKILL);
+}
+
+int exec_in_container(const ExecRequest& req, int helper_exe, ExecHandle& out, std::string& error,
+                      int timeout_ms) {
+    ExecHandle h;
+    if (int r = exec_spawn(req, helper_exe, h, error); r < 0)
+        return r;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+        int r = exec_setup_read(h, error);
+        if (r == 1)
+            break;
+        if (r < 0) {
+            exec_wait(h);
+            return r;
         }
-        return err;
+        int wait_ms = -1;
+        if (timeout_ms >= 0) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            wait_ms = static_cast<int>(std::max<long long>(0, left.count()));
+        }
+        struct pollfd p {
+            h.handshake.get(), POLLIN, 0
+        };
+        int ready = ::poll(&p, 1, wait_ms);
+        if (ready == 0) {
+            exec_abort(h);
+            exec_wait(h);
+            return fail_with(-ETIMEDOUT, "The command's setup did not finish in time", error);
+        }
     }
-    out.process = std::move(process);
-    out.pty_master = std::move(master);
+    out = std::move(h);
     return 0;
+}
+
+int exec_status(const siginfo_t& helper) {
+    return helper.si_code == CLD_EXITED ? helper.si_status : 128 + helper.si_status;
 }
 
 int exec_wait(const ExecHandle& h) {
     siginfo_t si{};
     int r;
     do
-        r = ::waitid(P_PIDFD, static_cast<id_t>(h.process.get()), &si, WEXITED);
+        r = ::waitid(P_PIDFD, static_cast<id_t>(h.helper.get()), &si, WEXITED);
     while (r < 0 && errno == EINTR);
     if (r < 0)
-        return log_error_errno(errno, "Failed to wait for process %d", h.process.pid());
-    return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+        return log_error_errno(errno, "Failed to wait for process %d", h.helper.pid());
+    return exec_status(si);
 }
 
 } // namespace lodge::runtime

@@ -2,19 +2,20 @@
 // the container's payload cgroup and every namespace of its PID 1, runs as the container's root
 // with PID 1's capability bounding set and seccomp filters, and gets only the stdio it is given.
 //
-// Process tree. The caller forks a helper H, which joins the payload cgroup, marks itself
-// non-dumpable, enters the namespaces through a pidfd of PID 1 and then creates the command C
-// with clone3(CLONE_PARENT | CLONE_PIDFD): a pid namespace only applies to the children of the
-// process that entered it, and CLONE_PARENT makes C the caller's child instead of H's. H hands
-// C's pidfd up over a socketpair and exits, so no process lingers between the caller and the
-// command: signals sent through the pidfd reach the command itself, and the caller reaps it with
-// waitid(P_PIDFD), seeing the exact exit status. C reports setup failures over the same socket,
-// which is close-on-exec: end-of-file tells the caller that the command was exec'd.
+// The work is done by lodge-exec (runtime/exec-helper.cpp, protocol in exec-protocol.hpp),
+// started from a sealed in-memory copy of its binary: the caller never forks its own image and
+// never resolves a guest path. exec_spawn() starts the helper and returns at once; the caller
+// watches ExecHandle::handshake (poll or sd-event) and feeds exec_setup_read() until it says the
+// command was exec'd, with a deadline of its own after which it calls exec_abort(). The helper
+// is the caller's child and the command's parent: it reaps the command the moment it ends and
+// exits with its status, so the caller reaps the helper (exec_wait, or an sd-event child source
+// and exec_status) and a dying container never waits for the caller.
 #pragma once
 
 #include "common/config.hpp"
 #include "common/fd.hpp"
 
+#include <csignal>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -33,7 +34,7 @@ struct ExecRequest {
     std::vector<std::string> env;
     std::string cwd; // empty: /root, or / when /root is missing
     // The command's stdio when there is no pty; -1 means the container's /dev/null. The caller
-    // owns these (pipes or ptys, never host files it cares about); only they enter the container.
+    // owns these (pipes, sockets or ttys: see check_exec_stdio); only they enter the container.
     int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
     // A pty from the container's own devpts instance becomes the command's stdio and controlling
     // terminal; its master is handed back in ExecHandle::pty_master. The stdio fds are ignored.
@@ -41,21 +42,48 @@ struct ExecRequest {
 };
 
 struct ExecHandle {
-    PidFd process; // the command itself, a child of the calling process
+    PidFd helper;  // lodge-exec, the caller's child; its exit status is the command's
+    PidFd process; // the command itself (for signals), once the helper created it
     Fd pty_master; // only with ExecRequest::pty
+    bool pty = false;
+    // Non-blocking; readable while the setup runs, end-of-file once the command was exec'd.
+    Fd handshake;
+    int setup_error = 0; // first failure reported by the helper or the command (-errno)
+    std::string setup_message;
 };
 
-// Starts the command and returns once it has been exec'd (a command that cannot be found or run
-// still counts: it exits 127 or 126 with a message on its stderr). Returns 0, or -errno with
-// `error` naming the reason. Blocks for the few milliseconds the setup takes.
-//
-// The command is the caller's child: the caller must not ignore SIGCHLD, and must reap it with
-// exec_wait() (also after killing it). Until it is reaped the container's pid namespace cannot
-// finish dying, so a stopping container would wait for it.
-int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& error);
+// A sealed (no write, grow, shrink or further seals), executable in-memory copy of the helper
+// binary at `path`, close-on-exec. Made once, before any container can see the helper.
+int copy_exec_helper(const std::string& path, Fd& out, std::string& error);
 
-// Waits for the command and reaps it. Returns its exit status the shell way (the exit code, or
-// 128 + the signal that killed it), or -errno.
+// Descriptors a command may get as stdio: pipes, sockets, ttys and the null device. Anything
+// else (a directory, a host file, a block device) would hand the guest a way out of its root.
+// Returns 0 or -EINVAL with `error` naming the descriptor by `what`.
+int check_exec_stdio(int fd, const char* what, std::string& error);
+
+// Starts the helper from `helper_exe` (copy_exec_helper) and hands it the request. Never waits
+// for the container. Returns 0, or -errno with `error` set (the request is refused or nothing
+// was started).
+int exec_spawn(const ExecRequest& req, int helper_exe, ExecHandle& out, std::string& error);
+
+// Reads what the helper sent so far. Returns 0 while the setup runs, 1 once the command was
+// exec'd (out.process valid, and out.pty_master with a pty), or -errno with `error` set when
+// the setup failed (the helper and command are then killed; the helper is still to be reaped).
+int exec_setup_read(ExecHandle& h, std::string& error);
+
+// Kills the helper and, when it was created, the command. The helper must still be reaped.
+void exec_abort(ExecHandle& h);
+
+// exec_spawn plus the handshake, blocking for at most `timeout_ms` (-1: no limit): for callers
+// that can afford to wait (tests). On a timeout returns -ETIMEDOUT, the helper killed and reaped.
+int exec_in_container(const ExecRequest& req, int helper_exe, ExecHandle& out, std::string& error,
+                      int timeout_ms = -1);
+
+// The command's exit status the shell way (the exit code, or 128 + the signal that killed it),
+// from the helper's waitid() result.
+int exec_status(const siginfo_t& helper);
+
+// Waits for the helper and reaps it. Returns the command's status as exec_status, or -errno.
 int exec_wait(const ExecHandle& h);
 
 } // namespace lodge::runtime

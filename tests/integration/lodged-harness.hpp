@@ -73,6 +73,7 @@ public:
         bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
         setenv("LODGE_CGROUP_ROOT", TestRoot::get().cgroup.c_str(), 1);
         setenv("LODGE_SUPERVISOR", env_path("LODGE_SUPERVISOR").c_str(), 1);
+        setenv("LODGE_EXEC_HELPER", env_path("LODGE_EXEC_HELPER").c_str(), 1);
         pid = fork();
         if (pid == 0) {
             setenv("NOTIFY_SOCKET", notify.c_str(), 1);

@@ -1,6 +1,7 @@
 // exec into a running container (runtime/attach.hpp, CONTRACT §8), for privileged and
 // unprivileged busybox containers: exit status, stdio, namespaces, cgroup, ids, capabilities,
-// seccomp, inherited descriptors, environment, working directory, pty and signals.
+// seccomp, inherited descriptors, environment, working directory, pty and signals, all through
+// lodge-exec started from its sealed memfd copy.
 #include "common/fileio.hpp"
 #include "harness.hpp"
 #include "runtime/attach.hpp"
@@ -19,12 +20,27 @@
 
 using namespace lodge::test;
 using lodge::Fd;
-using lodge::runtime::exec_in_container;
 using lodge::runtime::exec_wait;
 using lodge::runtime::ExecHandle;
 using lodge::runtime::ExecRequest;
 
 namespace {
+
+// The sealed copy of lodge-exec every exec here starts from, as lodged's.
+int helper_exe() {
+    static Fd copy = [] {
+        Fd fd;
+        std::string error;
+        if (lodge::runtime::copy_exec_helper(env_path("LODGE_EXEC_HELPER"), fd, error) < 0)
+            ADD_FAILURE() << error;
+        return fd;
+    }();
+    return copy.get();
+}
+
+int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& error) {
+    return lodge::runtime::exec_in_container(req, helper_exe(), out, error, 60 * 1000);
+}
 
 struct Result {
     int status = -1;
@@ -81,16 +97,15 @@ void drain(int out_fd, int err_fd, Result& res) {
     }
 }
 
-// A started command that is killed and reaped however the test ends: an unreaped child of ours
-// in the container's pid namespace would keep its init from finishing to exit.
+// A started command that is killed, and its helper reaped, however the test ends.
 struct Command {
     ExecHandle h;
     ~Command() {
-        if (!h.process.valid())
+        if (!h.helper.valid())
             return;
-        h.process.send_signal(SIGKILL);
+        lodge::runtime::exec_abort(h);
         siginfo_t si{};
-        ::waitid(P_PIDFD, static_cast<id_t>(h.process.get()), &si, WEXITED);
+        ::waitid(P_PIDFD, static_cast<id_t>(h.helper.get()), &si, WEXITED);
     }
 };
 
@@ -150,6 +165,7 @@ protected:
         in_w.reset();
         drain(out_r.get(), err_r.get(), res);
         res.status = exec_wait(cmd.h);
+        cmd.h.helper.reset();
         return res;
     }
 
@@ -209,8 +225,9 @@ TEST_P(Exec, RunsInsideTheContainer) {
     EXPECT_EQ(run({"sh", "-c", "readlink /proc/1/exe"}).out, "/bin/busybox\n");
 }
 
-// The command seen from the host: the caller's child, in every namespace of PID 1, in the
-// payload cgroup of every hierarchy, uid 0 of the container; SIGTERM through its pidfd kills it.
+// The command seen from the host: the child of lodge-exec (the caller's child, running from a
+// memfd, never a host file), in every namespace of PID 1, in the payload cgroup of every
+// hierarchy, uid 0 of the container; SIGTERM through its pidfd kills it.
 TEST_P(Exec, HostViewAndSignalThroughThePidfd) {
     ExecRequest req = request({"sleep", "1000"}); // stdio: the container's /dev/null
     Command cmd;
@@ -221,7 +238,12 @@ TEST_P(Exec, HostViewAndSignalThroughThePidfd) {
     ASSERT_FALSE(h.pty_master.valid());
     std::string proc = "/proc/" + std::to_string(h.process.pid());
     std::string status = read_text(proc + "/status");
-    EXPECT_EQ(status_field(status, "PPid"), std::to_string(::getpid()));
+    ASSERT_TRUE(h.helper.valid());
+    std::string helper = "/proc/" + std::to_string(h.helper.pid());
+    EXPECT_EQ(status_field(status, "PPid"), std::to_string(h.helper.pid()));
+    EXPECT_EQ(status_field(read_text(helper + "/status"), "PPid"), std::to_string(::getpid()));
+    EXPECT_EQ(readlink_str(helper + "/exe").rfind("/memfd:lodge-exec", 0), 0u)
+        << readlink_str(helper + "/exe");
     EXPECT_EQ(readlink_str(proc + "/exe"), "/bin/busybox");
 
     for (const char* ns : {"mnt", "pid", "net", "uts", "ipc", "cgroup", "user"}) {
@@ -245,6 +267,7 @@ TEST_P(Exec, HostViewAndSignalThroughThePidfd) {
 
     ASSERT_EQ(h.process.send_signal(SIGTERM), 0);
     EXPECT_EQ(exec_wait(h), 128 + SIGTERM);
+    h.helper.reset();
 }
 
 TEST_P(Exec, SameRestrictionsAsPid1) {
@@ -353,6 +376,7 @@ TEST_P(Exec, PtyFromTheContainersDevpts) {
     while ((got = ::read(h.pty_master.get(), buf, sizeof buf)) > 0)
         out.append(buf, static_cast<size_t>(got));
     EXPECT_EQ(exec_wait(h), 0);
+    h.helper.reset();
     std::string tty = "/dev/pts/" + std::to_string(n);
     EXPECT_EQ(out.substr(0, out.find('\r')), tty) << out;
     EXPECT_TRUE(contains(out, "TERM=xterm\r\n")) << out;
