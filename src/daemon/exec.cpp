@@ -23,8 +23,8 @@
 namespace lodge::daemon {
 namespace {
 
-Fd helper_exe;             // the sealed copy of lodge-exec
-std::string helper_error;  // why there is none
+Fd helper_exe;            // the sealed copy of lodge-exec
+std::string helper_error; // why there is none
 
 struct Running {
     MessagePtr call;
@@ -112,8 +112,9 @@ int on_deadline(sd_event_source*, uint64_t, void* userdata) {
         // A guest path the command had to resolve never answered (a FUSE server that does not
         // reply, a frozen cgroup): the caller gets the reason, the helper and command go.
         runtime::exec_abort(r->handle);
-        std::string msg = "exec setup in container \"" + r->container + "\" did not finish within " +
-                          std::to_string(setup_timeout_sec()) + " s (a guest path may be blocked)";
+        std::string msg = "exec setup in container \"" + r->container +
+                          "\" did not finish within " + std::to_string(setup_timeout_sec()) +
+                          " s (a guest path may be blocked)";
         log_error("%s", msg.c_str());
         r->handshake.reset();
         reply_error(*r, SD_BUS_ERROR_TIMEOUT, msg);
@@ -214,9 +215,8 @@ int op_exec(sd_bus_message* m, Container& c, sd_event* event, sd_bus_error* erro
     }
     if (e >= 0) {
         run->handshake.reset(s);
-        e = sd_event_add_time_relative(event, &s, CLOCK_MONOTONIC,
-                                       setup_timeout_sec() * 1000000ULL, 0, on_deadline,
-                                       run.get());
+        e = sd_event_add_time_relative(event, &s, CLOCK_MONOTONIC, setup_timeout_sec() * 1000000ULL,
+                                       0, on_deadline, run.get());
     }
     if (e < 0) {
         runtime::exec_abort(run->handle);

@@ -92,7 +92,6 @@ int build_environment(const ExecRequest& req, std::vector<std::string>& out, std
     return 0;
 }
 
-
 // What the vfork child needs; it writes `err` (shared memory) when it cannot exec.
 struct SpawnArgs {
     int sock = -1;
@@ -187,8 +186,8 @@ int copy_exec_helper(const std::string& path, Fd& out, std::string& error) {
         error = log_last_error();
         return r;
     }
-    int fd = static_cast<int>(
-        ::memfd_create("lodge-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC));
+    int fd =
+        static_cast<int>(::memfd_create("lodge-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC));
     if (fd < 0 && errno == EINVAL) // kernels before 6.3 know no MFD_EXEC (and need none)
         fd = static_cast<int>(::memfd_create("lodge-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     Fd mem(fd);
@@ -198,8 +197,8 @@ int copy_exec_helper(const std::string& path, Fd& out, std::string& error) {
         return r;
     }
     for (off_t done = 0; done < st.st_size;) {
-        ssize_t n = ::sendfile(mem.get(), src.get(), nullptr,
-                               static_cast<size_t>(st.st_size - done));
+        ssize_t n =
+            ::sendfile(mem.get(), src.get(), nullptr, static_cast<size_t>(st.st_size - done));
         if (n <= 0) {
             int r = log_error_errno(n < 0 ? errno : EIO, "Failed to copy the exec helper %s",
                                     path.c_str());
@@ -255,8 +254,9 @@ int exec_spawn(const ExecRequest& req, int helper_exe, ExecHandle& out, std::str
     if (payload.empty() || ("/" + payload + "/").find("/../") != std::string::npos)
         return fail_with(-EINVAL, "Invalid payload cgroup \"" + req.payload_cgroup + "\"", error);
     if (!req.pty)
-        for (auto [fd, what] : {std::pair{req.stdin_fd, "stdin"}, std::pair{req.stdout_fd, "stdout"},
-                                std::pair{req.stderr_fd, "stderr"}})
+        for (auto [fd, what] :
+             {std::pair{req.stdin_fd, "stdin"}, std::pair{req.stdout_fd, "stdout"},
+              std::pair{req.stderr_fd, "stderr"}})
             if (int r = check_exec_stdio(fd, what, error); r < 0)
                 return r;
 

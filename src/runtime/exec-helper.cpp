@@ -111,8 +111,7 @@ int open_cgroup(const std::string& dir, bool unified) {
     if (unified && n > 0 && controllers[0] != '\n') {
         target = dir + "/.lxc";
         struct stat st {};
-        if (::stat(dir.c_str(), &st) < 0 ||
-            (::mkdir(target.c_str(), 0755) < 0 && errno != EEXIST))
+        if (::stat(dir.c_str(), &st) < 0 || (::mkdir(target.c_str(), 0755) < 0 && errno != EEXIST))
             return log_error_errno(errno, "Failed to create the cgroup %s", target.c_str());
         for (const char* f : {"", "/cgroup.procs", "/cgroup.threads", "/cgroup.subtree_control"})
             if (::chown((target + f).c_str(), st.st_uid, st.st_gid) < 0 && errno != ENOENT)

@@ -186,8 +186,8 @@ protected:
         return st == 0;
     }
     std::string exec(const std::string& n, const std::string& cmd, int* st = nullptr) {
-        return sh("timeout 60 " + env_path("LODGE_LODGECTL") + " exec " + n + " --cwd / -- sh -c '" +
-                      cmd + "' 2>&1",
+        return sh("timeout 60 " + env_path("LODGE_LODGECTL") + " exec " + n +
+                      " --cwd / -- sh -c '" + cmd + "' 2>&1",
                   st);
     }
     pid_t leader(const std::string& n) {
@@ -226,8 +226,8 @@ TEST_F(ExecSecurity, FuseTrapOnRootNeitherFreezesLodgedNorHangsTheExec) {
         GTEST_SKIP() << "no /dev/fuse in the container";
     exec(n, "(exec 3<>/dev/fuse; mount -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0 "
             "stall /root && exec sleep 1000000) </dev/null >/dev/null 2>&1 &");
-    ASSERT_TRUE(eventually([&] { return contains(exec(n, "cat /proc/mounts"), " /root fuse"); },
-                           30))
+    ASSERT_TRUE(
+        eventually([&] { return contains(exec(n, "cat /proc/mounts"), " /root fuse"); }, 30))
         << exec(n, "cat /proc/mounts");
 
     pid_t init = leader(n);
@@ -237,8 +237,8 @@ TEST_F(ExecSecurity, FuseTrapOnRootNeitherFreezesLodgedNorHangsTheExec) {
     auto caught = [&] {
         for (pid_t p : host_pids()) {
             std::string proc = "/proc/" + std::to_string(p);
-            if (readlink_str(proc + "/ns/pid") == readlink_str("/proc/" + std::to_string(init) +
-                                                               "/ns/pid") &&
+            if (readlink_str(proc + "/ns/pid") ==
+                    readlink_str("/proc/" + std::to_string(init) + "/ns/pid") &&
                 read_text(proc + "/syscall").rfind("80 ", 0) == 0)
                 return true;
         }
