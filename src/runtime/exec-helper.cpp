@@ -27,7 +27,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
-#include <linux/sched.h>
 #include <nlohmann/json.hpp>
 #include <sched.h>
 #include <string>
@@ -276,16 +275,17 @@ int main() {
     if (::setns(req.init_pidfd, req.ns_flags & ~CLONE_NEWUSER) < 0)
         fail(log_error_errno(errno, "Failed to enter the container's namespaces"));
 
-    int pidfd = -1;
-    struct clone_args args {};
-    args.flags = CLONE_PIDFD;
-    args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-    args.exit_signal = SIGCHLD;
-    long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    pid_t pid = ::fork();
     if (pid < 0)
         fail(log_error_errno(errno, "Failed to create the command's process"));
     if (pid == 0)
         command_main(req);
+    // Our unreaped child: its pid cannot be reused before we wait for it.
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0) {
+        ::kill(pid, SIGKILL);
+        fail(log_error_errno(errno, "Failed to open the command's pidfd"));
+    }
     if (send_with_fd(sock, "C" + std::to_string(pid), pidfd) < 0) {
         ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
         _exit(1);
