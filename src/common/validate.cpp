@@ -197,6 +197,11 @@ std::string bad_value(const std::string& key, const std::string& value, const ch
 
 } // namespace
 
+bool is_secret_config_key(const std::string& key) {
+    return starts_with(key, "cloud-init.") || starts_with(key, "environment.") ||
+           starts_with(key, "user.");
+}
+
 std::string check_config_key(const std::string& key, const std::string& value, KeySource source) {
     if (key.empty())
         return "Config key must not be empty";

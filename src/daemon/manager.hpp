@@ -10,9 +10,9 @@
 #include "registry.hpp"
 
 #include <functional>
-#include <nlohmann/json_fwd.hpp>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 namespace lodge::daemon {
@@ -46,6 +46,8 @@ struct Container {
 
     // config.config plus volatile.<dev>.host_name of the nics plugged now (never on disk).
     KeyMap visible_config() const;
+    // visible_config() without the keys that may hold secrets: what any bus caller may read.
+    KeyMap public_config() const;
     // The host ends of the veths (for machined's NetworkInterfaces).
     std::vector<int> host_ifindices() const;
 
