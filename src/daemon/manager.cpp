@@ -252,6 +252,12 @@ int Manager::create(ContainerConfig config, const FillRootfs& fill, std::string&
         error = "Container \"" + config.name + "\" already exists";
         return -EEXIST;
     }
+    if (std::string other = isolated_overlap(nullptr, config); !other.empty()) {
+        error = "Invalid value for \"security.idmap.base\": its ids overlap the isolated range "
+                "of container \"" +
+                other + "\"";
+        return -EINVAL;
+    }
     if (int r = registry_.create(config, fill, error); r < 0)
         return r;
     auto c = std::make_unique<Container>();
@@ -305,6 +311,10 @@ int Manager::start(Container& c, std::string& error) {
     // nic names and MACs are made once and kept (volatile.<dev>.name/hwaddr), before any start.
     if (fill_nic_volatile(config) && commit_config(c, config, "Config", error) < 0)
         return -EIO;
+    if (int r = assign_idmap(c, config, error); r < 0)
+        return r;
+    else if (r > 0 && commit_config(c, config, "Config", error) < 0)
+        return -EIO;
     runtime::LaunchHold hold;
     hold.bus_controller = true;
     hold.before_go = [&](pid_t pid, const std::string& bus_name, std::string& why) {
@@ -333,6 +343,66 @@ int Manager::start(Container& c, std::string& error) {
     }
     attach_watch(c);
     return 0;
+}
+
+// Isolated ranges come from a fixed pool above the shared default range (1000000, 65536 ids),
+// in 65536-aligned steps; /etc/subuid is not consulted (lodged runs as root and owns the pool).
+constexpr uint64_t isolated_pool_start = 1000000 + 65536;
+constexpr uint64_t idmap_step = 65536;
+
+static bool ranges_overlap(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size) {
+    return a < b + b_size && b < a + a_size;
+}
+
+std::string Manager::isolated_overlap(const Container* self, const ContainerConfig& next) const {
+    if (!next.config.count("security.idmap.base"))
+        return {};
+    uint64_t base = next.idmap_base(), size = next.idmap_size();
+    for (auto& [name, other] : containers_)
+        if (other.get() != self && other->config.config.count("volatile.idmap.base") &&
+            other->config.get_bool("security.idmap.isolated", false) &&
+            ranges_overlap(base, size, other->config.idmap_base(), other->config.idmap_size()))
+            return name;
+    return {};
+}
+
+int Manager::assign_idmap(const Container& c, ContainerConfig& config, std::string& error) {
+    // A container made before bases were checked: refused here, with the key named.
+    for (const char* key : {"security.idmap.base", "security.idmap.size"})
+        if (config.config.count(key))
+            if (auto e = check_config_key(key, config.config.at(key)); !e.empty()) {
+                error = e;
+                return -EINVAL;
+            }
+    bool isolated = config.get_bool("security.idmap.isolated", false);
+    auto recorded = config.config.find("volatile.idmap.base");
+    if (!isolated || config.config.count("security.idmap.base")) {
+        if (recorded == config.config.end())
+            return 0;
+        config.config.erase(recorded); // the range goes back to the pool
+        return 1;
+    }
+    uint64_t size = config.idmap_size();
+    auto taken = [&](uint64_t base) {
+        for (auto& [name, other] : containers_)
+            if (other.get() != &c && !other->config.privileged() &&
+                ranges_overlap(base, size, other->config.idmap_base(), other->config.idmap_size()))
+                return true;
+        return false;
+    };
+    // Kept across restarts while nobody else's ids moved into it.
+    if (recorded != config.config.end())
+        if (auto base = parse_uint(recorded->second, UINT32_MAX);
+            base && *base >= isolated_pool_start && *base + size <= UINT32_MAX && !taken(*base))
+            return 0;
+    for (uint64_t base = isolated_pool_start; base + size <= UINT32_MAX; base += idmap_step)
+        if (!taken(base)) {
+            config.config["volatile.idmap.base"] = std::to_string(base);
+            return 1;
+        }
+    error = "No free range of " + std::to_string(size) + " ids is left for isolated container \"" +
+            c.name() + "\"";
+    return -ENOSPC;
 }
 
 int Manager::request(Container& c, const std::string& req, std::string& reply, std::string& error) {
@@ -402,6 +472,12 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
             return -EINVAL;
         }
         next.config.erase(k);
+    }
+    if (std::string other = isolated_overlap(&c, next); !other.empty()) {
+        error = "Invalid value for \"security.idmap.base\": its ids overlap the isolated range "
+                "of container \"" +
+                other + "\"";
+        return -EINVAL;
     }
     ContainerConfig before = c.config;
     if (int r = commit_config(c, std::move(next), "Config", error); r < 0)

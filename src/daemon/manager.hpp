@@ -140,6 +140,11 @@ private:
         return t;
     }
     int commit_config(Container& c, ContainerConfig next, const char* property, std::string& error);
+    // security.idmap.isolated: gives `config` a range of its own (volatile.idmap.base), or
+    // drops the recorded one when it no longer applies. 1: config changed, 0: not, <0: error.
+    int assign_idmap(const Container& c, ContainerConfig& config, std::string& error);
+    // The container whose isolated range an explicit security.idmap.base in `next` overlaps.
+    std::string isolated_overlap(const Container* self, const ContainerConfig& next) const;
     // manager-nic.cpp: volatile keys, host checks and live plugging for nic devices.
     int prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
                     std::string& error);
