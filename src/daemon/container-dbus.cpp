@@ -45,18 +45,20 @@ int reply_error(sd_bus_error* error, int r, const std::string& msg) {
     return sd_bus_error_set(error, name, msg.c_str());
 }
 
-// The start itself, for a caller already authorized.
-static int start_authorized(sd_bus_message* m, Container& c, sd_bus_error* error) {
+// The start itself, for a caller already authorized. Restart replies with a (stop) reason.
+static int start_authorized(sd_bus_message* m, Container& c, bool reply_reason,
+                            sd_bus_error* error) {
     std::string msg;
     if (int r = c.manager->start(c, msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, nullptr);
+    return reply_reason ? sd_bus_reply_method_return(m, "s", "")
+                        : sd_bus_reply_method_return(m, nullptr);
 }
 
 int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
-    return start_authorized(m, c, error);
+    return start_authorized(m, c, false, error);
 }
 
 // stop and restart reply once the supervisor says the container stopped (or runs again).
@@ -101,7 +103,7 @@ int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* e
     if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
     if (!c.running()) // authorized above: asking polkit again would park the call forever
-        return start_authorized(m, c, error);
+        return start_authorized(m, c, true, error);
     return deferred_request(m, c, timeout < 0 ? "restart" : "restart " + std::to_string(timeout),
                             error);
 }
