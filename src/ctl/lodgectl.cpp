@@ -485,8 +485,8 @@ int verb_config(const Options& o, sd_bus* bus) {
         Reply full;
         // The whole config needs io.lodge1.manage; without it, the public part (the Config
         // property has no cloud-init.*, environment.* or user.* keys).
-        int r = sd_bus_call_method(bus, service, manager_path, manager_iface,
-                                   "GetContainerConfig", &err.e, &full.m, "s", name.c_str());
+        int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetContainerConfig",
+                                   &err.e, &full.m, "s", name.c_str());
         if (r >= 0)
             r = lodge::read_string_map(full.m, info.config);
         else if (sd_bus_error_has_name(&err.e, SD_BUS_ERROR_ACCESS_DENIED)) {
