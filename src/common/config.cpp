@@ -24,6 +24,9 @@ bool ContainerConfig::get_bool(const std::string& key, bool fallback) const {
 
 uint32_t ContainerConfig::idmap_base() const {
     auto v = parse_uint(get("security.idmap.base"), UINT32_MAX);
+    // An isolated container without an explicit base runs on the range lodged allocated.
+    if (!v && get_bool("security.idmap.isolated", false))
+        v = parse_uint(get("volatile.idmap.base"), UINT32_MAX);
     return v ? static_cast<uint32_t>(*v) : 1000000;
 }
 

@@ -197,6 +197,11 @@ std::string bad_value(const std::string& key, const std::string& value, const ch
 
 } // namespace
 
+bool is_secret_config_key(const std::string& key) {
+    return starts_with(key, "cloud-init.") || starts_with(key, "environment.") ||
+           starts_with(key, "user.");
+}
+
 std::string check_config_key(const std::string& key, const std::string& value, KeySource source) {
     if (key.empty())
         return "Config key must not be empty";
@@ -230,13 +235,24 @@ std::string check_config_key(const std::string& key, const std::string& value, K
             return parse_bool(value) ? std::string()
                                      : bad_value(key, value, "expected true or false");
 
-    if (key == "security.idmap.base")
-        return parse_uint(value, UINT32_MAX - 65536) ? std::string()
-                                                     : bad_value(key, value, "expected a host id");
+    if (key == "security.idmap.base") {
+        auto n = parse_uint(value, UINT32_MAX - 65536);
+        if (!n)
+            return bad_value(key, value, "expected a host id");
+        // Container root would be a host system id (owning the host's /dev/null binds, open to
+        // signals from that host user). Containers loaded from disk are refused at start.
+        if (*n < 65536 && source == KeySource::user)
+            return bad_value(key, value,
+                             "container root would be a host system id; expected 65536 or more");
+        return {};
+    }
     if (key == "security.idmap.size") {
         auto n = parse_uint(value, UINT32_MAX);
-        return n && *n >= 65536 ? std::string()
-                                : bad_value(key, value, "expected at least 65536 ids");
+        if (!n || *n < 65536)
+            return bad_value(key, value, "expected at least 65536 ids");
+        if (*n > (1ULL << 30))
+            return bad_value(key, value, "expected at most 1073741824 ids");
+        return {};
     }
     if (key == "security.syscalls.deny") {
         // Syscall names are resolved by the runtime; here only the shape is checked.

@@ -15,6 +15,10 @@ enum class KeySource { user, lodge };
 std::string check_config_key(const std::string& key, const std::string& value,
                              KeySource source = KeySource::user);
 
+// Keys that may hold secrets (passwords, keys, tokens): cloud-init.*, environment.*, user.*
+// (user.user-data and friends among them). Only authorized bus callers see their values.
+bool is_secret_config_key(const std::string& key);
+
 std::optional<bool> parse_bool(const std::string& v);
 std::optional<uint64_t> parse_uint(const std::string& v, uint64_t max = UINT64_MAX);
 // "256MiB", "1GB", "1048576", "50%": bytes, or a percentage when `percent` is set.

@@ -482,7 +482,19 @@ int verb_config(const Options& o, sd_bus* bus) {
     if (sub == "get" || sub == "show") {
         Error err;
         ContainerInfo info;
-        if (int r = get_info(bus, name, info, err); r < 0)
+        Reply full;
+        // The whole config needs io.lodge1.manage; without it, the public part (the Config
+        // property has no cloud-init.*, environment.* or user.* keys).
+        int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetContainerConfig",
+                                   &err.e, &full.m, "s", name.c_str());
+        if (r >= 0)
+            r = lodge::read_string_map(full.m, info.config);
+        else if (sd_bus_error_has_name(&err.e, SD_BUS_ERROR_ACCESS_DENIED)) {
+            Error public_err;
+            if ((r = get_info(bus, name, info, public_err)) < 0)
+                return bus_fail(public_err, r);
+        }
+        if (r < 0)
             return bus_fail(err, r);
         if (sub == "get") {
             if (o.args.size() != 4)

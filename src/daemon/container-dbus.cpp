@@ -45,13 +45,20 @@ int reply_error(sd_bus_error* error, int r, const std::string& msg) {
     return sd_bus_error_set(error, name, msg.c_str());
 }
 
-int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
-        return r == 0 ? 1 : r;
+// The start itself, for a caller already authorized. Restart replies with a (stop) reason.
+static int start_authorized(sd_bus_message* m, Container& c, bool reply_reason,
+                            sd_bus_error* error) {
     std::string msg;
     if (int r = c.manager->start(c, msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, nullptr);
+    return reply_reason ? sd_bus_reply_method_return(m, "s", "")
+                        : sd_bus_reply_method_return(m, nullptr);
+}
+
+int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
+    return start_authorized(m, c, false, error);
 }
 
 // stop and restart reply once the supervisor says the container stopped (or runs again).
@@ -95,8 +102,8 @@ int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_
 int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
-    if (!c.running())
-        return op_start(m, c, error);
+    if (!c.running()) // authorized above: asking polkit again would park the call forever
+        return start_authorized(m, c, true, error);
     return deferred_request(m, c, timeout < 0 ? "restart" : "restart " + std::to_string(timeout),
                             error);
 }
@@ -128,6 +135,19 @@ int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error) {
     if (int r = c.manager->remove(c, force, msg); r < 0)
         return reply_error(error, r, msg);
     return sd_bus_reply_method_return(m, nullptr);
+}
+
+int op_get_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
+    sd_bus_message* raw = nullptr;
+    int r = sd_bus_message_new_method_return(m, &raw);
+    if (r < 0)
+        return r;
+    MessagePtr reply(raw);
+    if ((r = append_string_map(raw, c.visible_config())) < 0)
+        return r;
+    return sd_bus_send(nullptr, raw, nullptr);
 }
 
 int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
@@ -201,13 +221,18 @@ int op_open_console_log(sd_bus_message* m, Container& c, sd_bus_error* error) {
 
 // ---- the object ------------------------------------------------------------------------------
 
-static int find_container(sd_bus*, const char* path, const char*, void* userdata, void** found,
+static int find_container(sd_bus* bus, const char* path, const char*, void* userdata, void** found,
                           sd_bus_error*) {
     return guarded([&] {
         auto* m = static_cast<Manager*>(userdata);
         Container* c = m->find_by_path(path);
-        if (!c)
+        if (!c) {
+            // A call parked for polkit whose container went away meanwhile: no handler will
+            // consume its answer.
+            if (sd_bus_message* call = sd_bus_get_current_message(bus))
+                m->polkit().forget(call);
             return 0;
+        }
         *found = c;
         return 1;
     });
@@ -268,6 +293,9 @@ static int method_delete(sd_bus_message* m, void* ud, sd_bus_error* e) {
             return r;
         return op_delete(m, CONTAINER(ud), force, e);
     });
+}
+static int method_get_config(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] { return op_get_config(m, CONTAINER(ud), e); });
 }
 static int method_set_config(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] { return op_set_config(m, CONTAINER(ud), e); });
@@ -380,7 +408,7 @@ int append_string_map(sd_bus_message* reply, const KeyMap& map) {
 
 static int property_get_config(sd_bus*, const char*, const char*, const char*,
                                sd_bus_message* reply, void* ud, sd_bus_error*) {
-    return guarded([&] { return append_string_map(reply, CONTAINER(ud).visible_config()); });
+    return guarded([&] { return append_string_map(reply, CONTAINER(ud).public_config()); });
 }
 
 static int property_get_devices(sd_bus*, const char*, const char*, const char*,
@@ -413,7 +441,9 @@ static const sd_bus_vtable container_vtable[] = {
                     SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
     SD_BUS_PROPERTY("Privileged", "b", property_get_privileged, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("Config", "a{ss}", property_get_config, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    // Public keys only, and invalidated rather than sent: see GetConfig.
+    SD_BUS_PROPERTY("Config", "a{ss}", property_get_config, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
     SD_BUS_PROPERTY("Devices", "a{sa{ss}}", property_get_devices, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("LXCFS", "b", property_get_lxcfs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -432,6 +462,8 @@ static const sd_bus_vtable container_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("b", force), SD_BUS_NO_RESULT, method_delete,
                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetConfig", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{ss}", config),
+                            method_get_config, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("SetConfig", SD_BUS_ARGS("a{ss}", set, "as", unset), SD_BUS_NO_RESULT,
                             method_set_config, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("AddDevice", SD_BUS_ARGS("s", device, "a{ss}", keys), SD_BUS_NO_RESULT,

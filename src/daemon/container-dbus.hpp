@@ -20,6 +20,8 @@ int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* e
 int op_reboot(sd_bus_message* m, Container& c, sd_bus_error* error);
 int op_kill(sd_bus_message* m, Container& c, int32_t sig, sd_bus_error* error);
 int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error);
+// The whole config, secrets included (io.lodge1.manage).
+int op_get_config(sd_bus_message* m, Container& c, sd_bus_error* error);
 // Reads a{ss} set, as unset from `m`.
 int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error);
 

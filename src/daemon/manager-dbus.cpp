@@ -25,8 +25,11 @@ Container* lookup(sd_bus_message* m, void* ud, sd_bus_error* error) {
         return nullptr;
     }
     Container* c = manager(ud).find(name);
-    if (!c)
+    if (!c) {
+        // A call parked for polkit whose container went away meanwhile.
+        manager(ud).polkit().forget(m);
         sd_bus_error_setf(error, errors::no_such_container, "No container \"%s\"", name);
+    }
     return c;
 }
 
@@ -192,6 +195,7 @@ int method_import_container_split(sd_bus_message* m, void* ud, sd_bus_error* e) 
 
 BY_NAME(method_start_container, { return op_start(m, *c, e); })
 BY_NAME(method_reboot_container, { return op_reboot(m, *c, e); })
+BY_NAME(method_get_container_config, { return op_get_config(m, *c, e); })
 BY_NAME(method_set_container_config, { return op_set_config(m, *c, e); })
 BY_NAME(method_stop_container, {
     int32_t timeout;
@@ -265,6 +269,9 @@ const sd_bus_vtable manager_vtable[] = {
                             method_reboot_container, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("KillContainer", SD_BUS_ARGS("s", name, "i", signal), SD_BUS_NO_RESULT,
                             method_kill_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetContainerConfig", SD_BUS_ARGS("s", name),
+                            SD_BUS_RESULT("a{ss}", config), method_get_container_config,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("SetContainerConfig", SD_BUS_ARGS("s", name, "a{ss}", set, "as", unset),
                             SD_BUS_NO_RESULT, method_set_container_config,
                             SD_BUS_VTABLE_UNPRIVILEGED),

@@ -4,6 +4,7 @@
 // status, lodged only mirrors them in memory (Container::nics) and never writes them to disk.
 #include "common/log.hpp"
 #include "common/nic.hpp"
+#include "common/validate.hpp"
 #include "manager.hpp"
 #include "runtime/net.hpp"
 
@@ -76,6 +77,12 @@ KeyMap Container::visible_config() const {
     for (auto& n : nics)
         if (!n.host_name.empty())
             shown["volatile." + n.device + ".host_name"] = n.host_name;
+    return shown;
+}
+
+KeyMap Container::public_config() const {
+    KeyMap shown = visible_config();
+    std::erase_if(shown, [](const auto& kv) { return is_secret_config_key(kv.first); });
     return shown;
 }
 

@@ -56,6 +56,9 @@ int Manager::load() {
         Container& ref = *c;
         containers_[name] = std::move(c);
         attach_watch(ref);
+        if (ref.running())
+            restore_ready(ref);
+        ref.ready_announced = ref.ready();
         // Stopped while lodged was away: the guest's readiness went with it.
         if (!ref.running() && ref.ready())
             container_stopped(ref);
@@ -103,16 +106,32 @@ void Manager::set_leader(Container& c, pid_t leader) {
         c.root_uid = static_cast<uid_t>(outside);
 }
 
+static std::string ready_file(const std::string& name) {
+    return paths::container_runtime(name) + "/ready";
+}
+
 // The container is down (stopped, crashed, or its guest rebooted): what the guest said about
 // itself no longer holds.
 void Manager::container_stopped(Container& c) {
     if (on_stopped_)
         on_stopped_(c);
+    // A later boot starts not ready, even if lodged restarts before the guest says otherwise.
+    ::unlink(ready_file(c.name()).c_str());
     if (!c.ready())
         return;
     std::string error;
-    if (set_ready(c, false, error) < 0)
+    c.config.config["volatile.last_state.ready"] = "false";
+    announce_ready(c);
+    // The one durable write of readiness: while running it lives in memory and /run only.
+    if (commit_config(c, c.config, "Config", error) < 0)
         log_error("Cannot clear the ready state of %s: %s", c.name().c_str(), error.c_str());
+}
+
+void Manager::restore_ready(Container& c) {
+    std::string text;
+    if (read_file(ready_file(c.name()), text) < 0)
+        return;
+    c.config.config["volatile.last_state.ready"] = text.rfind("true", 0) == 0 ? "true" : "false";
 }
 
 Container* Manager::find_by_pid(pid_t pid) {
@@ -233,6 +252,12 @@ int Manager::create(ContainerConfig config, const FillRootfs& fill, std::string&
         error = "Container \"" + config.name + "\" already exists";
         return -EEXIST;
     }
+    if (std::string other = isolated_overlap(nullptr, config); !other.empty()) {
+        error = "Invalid value for \"security.idmap.base\": its ids overlap the isolated range "
+                "of container \"" +
+                other + "\"";
+        return -EINVAL;
+    }
     if (int r = registry_.create(config, fill, error); r < 0)
         return r;
     auto c = std::make_unique<Container>();
@@ -286,6 +311,10 @@ int Manager::start(Container& c, std::string& error) {
     // nic names and MACs are made once and kept (volatile.<dev>.name/hwaddr), before any start.
     if (fill_nic_volatile(config) && commit_config(c, config, "Config", error) < 0)
         return -EIO;
+    if (int r = assign_idmap(c, config, error); r < 0)
+        return r;
+    else if (r > 0 && commit_config(c, config, "Config", error) < 0)
+        return -EIO;
     runtime::LaunchHold hold;
     hold.bus_controller = true;
     hold.before_go = [&](pid_t pid, const std::string& bus_name, std::string& why) {
@@ -314,6 +343,66 @@ int Manager::start(Container& c, std::string& error) {
     }
     attach_watch(c);
     return 0;
+}
+
+// Isolated ranges come from a fixed pool above the shared default range (1000000, 65536 ids),
+// in 65536-aligned steps; /etc/subuid is not consulted (lodged runs as root and owns the pool).
+constexpr uint64_t isolated_pool_start = 1000000 + 65536;
+constexpr uint64_t idmap_step = 65536;
+
+static bool ranges_overlap(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size) {
+    return a < b + b_size && b < a + a_size;
+}
+
+std::string Manager::isolated_overlap(const Container* self, const ContainerConfig& next) const {
+    if (!next.config.count("security.idmap.base"))
+        return {};
+    uint64_t base = next.idmap_base(), size = next.idmap_size();
+    for (auto& [name, other] : containers_)
+        if (other.get() != self && other->config.config.count("volatile.idmap.base") &&
+            other->config.get_bool("security.idmap.isolated", false) &&
+            ranges_overlap(base, size, other->config.idmap_base(), other->config.idmap_size()))
+            return name;
+    return {};
+}
+
+int Manager::assign_idmap(const Container& c, ContainerConfig& config, std::string& error) {
+    // A container made before bases were checked: refused here, with the key named.
+    for (const char* key : {"security.idmap.base", "security.idmap.size"})
+        if (config.config.count(key))
+            if (auto e = check_config_key(key, config.config.at(key)); !e.empty()) {
+                error = e;
+                return -EINVAL;
+            }
+    bool isolated = config.get_bool("security.idmap.isolated", false);
+    auto recorded = config.config.find("volatile.idmap.base");
+    if (!isolated || config.config.count("security.idmap.base")) {
+        if (recorded == config.config.end())
+            return 0;
+        config.config.erase(recorded); // the range goes back to the pool
+        return 1;
+    }
+    uint64_t size = config.idmap_size();
+    auto taken = [&](uint64_t base) {
+        for (auto& [name, other] : containers_)
+            if (other.get() != &c && !other->config.privileged() &&
+                ranges_overlap(base, size, other->config.idmap_base(), other->config.idmap_size()))
+                return true;
+        return false;
+    };
+    // Kept across restarts while nobody else's ids moved into it.
+    if (recorded != config.config.end())
+        if (auto base = parse_uint(recorded->second, UINT32_MAX);
+            base && *base >= isolated_pool_start && *base + size <= UINT32_MAX && !taken(*base))
+            return 0;
+    for (uint64_t base = isolated_pool_start; base + size <= UINT32_MAX; base += idmap_step)
+        if (!taken(base)) {
+            config.config["volatile.idmap.base"] = std::to_string(base);
+            return 1;
+        }
+    error = "No free range of " + std::to_string(size) + " ids is left for isolated container \"" +
+            c.name() + "\"";
+    return -ENOSPC;
 }
 
 int Manager::request(Container& c, const std::string& req, std::string& reply, std::string& error) {
@@ -383,6 +472,12 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
             return -EINVAL;
         }
         next.config.erase(k);
+    }
+    if (std::string other = isolated_overlap(&c, next); !other.empty()) {
+        error = "Invalid value for \"security.idmap.base\": its ids overlap the isolated range "
+                "of container \"" +
+                other + "\"";
+        return -EINVAL;
     }
     ContainerConfig before = c.config;
     if (int r = commit_config(c, std::move(next), "Config", error); r < 0)
@@ -496,21 +591,64 @@ int Manager::remove_device(Container& c, const std::string& device, std::string&
     return 0;
 }
 
+// A guest can flip its state thousands of times a second (PATCH /1.0): no durable write and
+// no more than one bus announcement per interval for it.
+constexpr uint64_t ready_announce_interval_usec = 250 * 1000;
+
 int Manager::set_ready(Container& c, bool ready, std::string& error) {
     if (c.ready() == ready)
         return 0;
-    ContainerConfig next = c.config;
-    next.config["volatile.last_state.ready"] = ready ? "true" : "false";
-    if (int r = commit_config(c, std::move(next), "Config", error); r < 0)
-        return r;
-    sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container", "Ready",
-                                   nullptr);
-    if (ready) {
-        log_info("Container %s is ready", c.name().c_str());
-        sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerReady", "so",
-                           c.name().c_str(), c.object_path().c_str());
-    }
+    c.config.config["volatile.last_state.ready"] = ready ? "true" : "false";
+    // /run outlives a lodged restart, not the container: the state a re-attach reads.
+    if (c.running())
+        if (int r =
+                write_file_atomic(ready_file(c.name()), ready ? "true\n" : "false\n", 0600, false);
+            r < 0) {
+            error = std::string("Cannot record readiness: ") + std::strerror(-r);
+            log_error("Cannot record the readiness of %s: %s", c.name().c_str(), error.c_str());
+        }
+    announce_ready(c);
     return 0;
+}
+
+void Manager::announce_ready(Container& c) {
+    if (c.ready_announce)
+        return; // one is due; it says whatever is true then
+    uint64_t now = 0;
+    sd_event_now(event_, CLOCK_MONOTONIC, &now);
+    uint64_t due = c.ready_announced_usec + ready_announce_interval_usec;
+    if (c.ready_announced_usec == 0 || now >= due) {
+        on_ready_announce(nullptr, now, &c);
+        return;
+    }
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_time(event_, &s, CLOCK_MONOTONIC, due, 0, on_ready_announce, &c);
+        r < 0) {
+        log_error_errno(r, "Cannot schedule the readiness signal of %s", c.name().c_str());
+        return;
+    }
+    c.ready_announce.reset(s);
+}
+
+int Manager::on_ready_announce(sd_event_source*, uint64_t now, void* userdata) {
+    return guarded([&] {
+        auto* c = static_cast<Container*>(userdata);
+        Manager* m = c->manager;
+        c->ready_announce.reset();
+        c->ready_announced_usec = now;
+        bool ready = c->ready();
+        if (ready == c->ready_announced)
+            return 0; // flipped and flipped back inside the window
+        c->ready_announced = ready;
+        sd_bus_emit_properties_changed(m->bus_, c->object_path().c_str(), "io.lodge1.Container",
+                                       "Ready", "Config", nullptr);
+        if (ready) {
+            log_info("Container %s is ready", c->name().c_str());
+            sd_bus_emit_signal(m->bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerReady", "so",
+                               c->name().c_str(), c->object_path().c_str());
+        }
+        return 0;
+    });
 }
 
 void Manager::guest_event(const Container& c, unsigned type, const std::string& line) {

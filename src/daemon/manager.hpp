@@ -10,9 +10,9 @@
 #include "registry.hpp"
 
 #include <functional>
-#include <nlohmann/json_fwd.hpp>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 namespace lodge::daemon {
@@ -43,9 +43,16 @@ struct Container {
     SourcePtr watch_source;
     std::string watch_buffer;
     std::vector<LiveNic> nics; // empty while stopped
+    // Readiness changes are announced on the bus at most every ready_announce_interval; a
+    // change inside the window is coalesced into one announcement at its end.
+    SourcePtr ready_announce;
+    bool ready_announced = false;
+    uint64_t ready_announced_usec = 0; // CLOCK_MONOTONIC
 
     // config.config plus volatile.<dev>.host_name of the nics plugged now (never on disk).
     KeyMap visible_config() const;
+    // visible_config() without the keys that may hold secrets: what any bus caller may read.
+    KeyMap public_config() const;
     // The host ends of the veths (for machined's NetworkInterfaces).
     std::vector<int> host_ifindices() const;
 
@@ -54,7 +61,8 @@ struct Container {
     bool running() const {
         return state == "running" || state == "stopping" || state == "starting";
     }
-    // The guest said it is ready (PATCH /1.0 on /dev/lxd/sock), kept as LXD keeps it.
+    // The guest said it is ready (PATCH /1.0 on /dev/lxd/sock), kept as LXD keeps it: in
+    // memory and in the runtime dir while the container runs, in config.json once it stops.
     bool ready() const { return config.get_bool("volatile.last_state.ready", false); }
 };
 
@@ -120,6 +128,10 @@ private:
     void emit_state_changed(Container& c);
     void set_leader(Container& c, pid_t leader);
     void container_stopped(Container& c);
+    void announce_ready(Container& c);
+    static int on_ready_announce(sd_event_source*, uint64_t, void* userdata);
+    // A running container's readiness from the runtime dir (newer than config.json).
+    void restore_ready(Container& c);
     void guest_event(const Container& c, unsigned type, const std::string& line);
     // The loop's cached CLOCK_REALTIME: event timestamps of one iteration agree.
     uint64_t realtime_usec() const {
@@ -128,6 +140,11 @@ private:
         return t;
     }
     int commit_config(Container& c, ContainerConfig next, const char* property, std::string& error);
+    // security.idmap.isolated: gives `config` a range of its own (volatile.idmap.base), or
+    // drops the recorded one when it no longer applies. 1: config changed, 0: not, <0: error.
+    int assign_idmap(const Container& c, ContainerConfig& config, std::string& error);
+    // The container whose isolated range an explicit security.idmap.base in `next` overlaps.
+    std::string isolated_overlap(const Container* self, const ContainerConfig& next) const;
     // manager-nic.cpp: volatile keys, host checks and live plugging for nic devices.
     int prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
                     std::string& error);

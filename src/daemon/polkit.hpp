@@ -20,8 +20,12 @@ class Polkit {
 public:
     // 1: authorized, go on. 0: asked polkit; the handler returns 1 without replying and runs
     // again with the answer. <0: refused, with `error` set.
+    // Call it once per method call: a re-dispatched call consumes the answer at its first
+    // verify(), so a second verify() would start a new query and park the call again.
     int verify(sd_bus_message* call, const char* action, const std::string& container,
                sd_bus_error* error);
+    // Drops the answer waiting for `call` (its object went away before the re-dispatch).
+    void forget(sd_bus_message* call) { queries_.erase(call); }
 
 private:
     struct Query {

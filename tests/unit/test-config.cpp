@@ -33,6 +33,17 @@ TEST(Config, Defaults) {
     EXPECT_EQ(c.reboot_signal(), SIGINT);
 }
 
+TEST(Config, IsolatedContainersRunOnTheRecordedRange) {
+    ContainerConfig c;
+    c.name = "c1";
+    c.config["volatile.idmap.base"] = "1131072";
+    EXPECT_EQ(c.idmap_base(), 1000000u); // recorded, but not isolated (any more)
+    c.config["security.idmap.isolated"] = "true";
+    EXPECT_EQ(c.idmap_base(), 1131072u);
+    c.config["security.idmap.base"] = "2000000"; // an explicit base wins
+    EXPECT_EQ(c.idmap_base(), 2000000u);
+}
+
 TEST(Config, RejectsMalformed) {
     ContainerConfig c;
     EXPECT_NE(parse_container_config("not json", c), "");

@@ -78,3 +78,27 @@ TEST(Parse, Sizes) {
     EXPECT_TRUE(percent);
     EXPECT_FALSE(parse_size("50%"));
 }
+
+TEST(ConfigKey, IdmapBaseMustNotMakeRootAHostSystemId) {
+    for (auto* bad : {"0", "1000", "65535"}) {
+        std::string e = check_config_key("security.idmap.base", bad);
+        EXPECT_NE(e.find("security.idmap.base"), std::string::npos) << bad;
+        EXPECT_NE(e.find("host system id"), std::string::npos) << e;
+    }
+    EXPECT_EQ(check_config_key("security.idmap.base", "65536"), "");
+    EXPECT_EQ(check_config_key("security.idmap.base", "2000000"), "");
+    // A container that has one from before is still loaded (and refused at start).
+    EXPECT_EQ(check_config_key("security.idmap.base", "1000", KeySource::lodge), "");
+    EXPECT_NE(check_config_key("security.idmap.size", "100"), "");
+    EXPECT_NE(check_config_key("security.idmap.size", "99999999999"), "");
+    EXPECT_EQ(check_config_key("security.idmap.size", "131072"), "");
+}
+
+TEST(ConfigKey, SecretKeys) {
+    for (auto* k : {"cloud-init.user-data", "cloud-init.network-config", "environment.DB_PASSWORD",
+                    "user.token", "user.user-data", "user.meta-data"})
+        EXPECT_TRUE(is_secret_config_key(k)) << k;
+    for (auto* k : {"limits.memory", "security.privileged", "volatile.eth0.hwaddr", "image.os",
+                    "volatile.last_state.ready"})
+        EXPECT_FALSE(is_secret_config_key(k)) << k;
+}
