@@ -11,6 +11,11 @@
 // that list metadata.yaml first, and one extra decompression for images that list rootfs/ first.
 // When the fd is not seekable (a pipe), the first entry that is metadata.yaml, rootfs/... or
 // templates/... means unified (and metadata.yaml must then turn up later), anything else plain.
+//
+// What an image may not bring (both sources): block and character device nodes outside dev/
+// (the host's disk as /root/disk would be raw access to it), file flags (immutable or
+// append-only files would make the container undeletable), and xattrs other than user.*,
+// security.capability and POSIX ACLs (trusted.* and security.* are the host's to set).
 #include "daemon/import.hpp"
 #include "import-error.hpp"
 
@@ -42,6 +47,35 @@ namespace {
 
 constexpr uint64_t progress_step = 1 << 20;
 constexpr size_t max_metadata_size = 16 << 20;
+
+// Device nodes are kept under dev/ only. A container never sees them there (its /dev is a fresh
+// tmpfs, and the rootfs is mounted nodev for unprivileged containers), but the tree stays the
+// image it was (as LXD keeps it) for tools that chroot into it or export it again.
+bool keeps_device_node(const std::string& rel) {
+    return rel.rfind("dev/", 0) == 0;
+}
+
+void log_skipped_node(const std::string& rel, bool block, unsigned major, unsigned minor) {
+    log_warning("Skipping the %s device node /%s (%u:%u): images may carry device nodes only "
+                "under /dev",
+                block ? "block" : "character", rel.c_str(), major, minor);
+}
+
+// The xattrs an image may set: the guest's own (user.*), file capabilities (which the kernel
+// ties to the container's root through the idmapped mount or the shift) and POSIX ACLs.
+bool keeps_xattr(const char* name) {
+    return std::strncmp(name, "user.", 5) == 0 || std::strcmp(name, "security.capability") == 0 ||
+           std::strcmp(name, "system.posix_acl_access") == 0 ||
+           std::strcmp(name, "system.posix_acl_default") == 0;
+}
+
+// Says once per attribute name that the import drops it.
+void log_dropped_xattr(std::set<std::string>& logged, const char* name, const std::string& rel) {
+    if (logged.insert(name).second)
+        log_warning("Not restoring the xattr %s (first on /%s): images may set only user.*, "
+                    "security.capability and ACLs",
+                    name, rel.c_str());
+}
 
 // Rate-limited progress reports; `base` and `total` let a split image report one sequence.
 class Progress {
@@ -88,6 +122,7 @@ struct CopyCtx {
     // (dev, ino) of multiply linked non-directories already copied -> their path in dst.
     std::map<std::pair<dev_t, uint64_t>, std::string> links;
     std::set<std::string> warned_xattrs;
+    std::set<std::string> dropped_xattrs;
     std::vector<char> buf;
     uint64_t done = 0;
     Progress* progress;
@@ -111,7 +146,7 @@ std::string proc_fd_path(int dirfd, const char* name) {
     return "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
 }
 
-// Copies extended attributes (ACLs and security.capability included). With fds for regular files
+// Copies the extended attributes an image may set (keeps_xattr). With fds for regular files
 // and directories; for symlinks and device nodes through /proc/self/fd/N/NAME with the l*xattr
 // calls, which never follow the last component and never open the node.
 int copy_xattrs(CopyCtx& c, int src_fd, int dst_fd, int src_dir, int dst_dir, const char* name,
@@ -143,6 +178,10 @@ int copy_xattrs(CopyCtx& c, int src_fd, int dst_fd, int src_dir, int dst_dir, co
     for (ssize_t off = 0; off < len;) {
         const char* attr = names.data() + off;
         off += static_cast<ssize_t>(std::strlen(attr)) + 1;
+        if (!keeps_xattr(attr)) {
+            log_dropped_xattr(c.dropped_xattrs, attr, rel);
+            continue;
+        }
         ssize_t vlen;
         for (;;) {
             vlen = by_fd ? ::fgetxattr(src_fd, attr, value.data(), value.size())
@@ -356,6 +395,11 @@ int copy_entry(CopyCtx& c, int src_dir, int dst_dir, const char* name, const std
     }
     if (is_mount_point(c.src_dev, s)) {
         log_info("Not copying /%s: it is a mount point", rel.c_str());
+        return 0;
+    }
+    // Before the hard link lookup: a link outside dev/ to a node under dev/ is a node too.
+    if ((type == S_IFBLK || type == S_IFCHR) && !keeps_device_node(rel)) {
+        log_skipped_node(rel, type == S_IFBLK, s.stx_rdev_major, s.stx_rdev_minor);
         return 0;
     }
     if (s.stx_nlink > 1) {
@@ -725,6 +769,39 @@ void set_root_attrs(struct archive_entry* e, RootAttrs& ra) {
                       : ra.times[1];
 }
 
+// Drops the xattrs an image may not set from the entry before libarchive restores them.
+void filter_xattrs(struct archive_entry* e, std::set<std::string>& logged, const std::string& rel) {
+    std::vector<std::pair<std::string, std::string>> kept;
+    bool dropped = false;
+    archive_entry_xattr_reset(e);
+    const char* name;
+    const void* value;
+    size_t size;
+    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+        if (!name)
+            continue;
+        if (keeps_xattr(name)) {
+            kept.emplace_back(name, value ? std::string(static_cast<const char*>(value), size)
+                                          : std::string());
+            continue;
+        }
+        dropped = true;
+        log_dropped_xattr(logged, name, rel);
+    }
+    if (!dropped)
+        return;
+    archive_entry_xattr_clear(e);
+    for (auto& [n, v] : kept)
+        archive_entry_xattr_add_entry(e, n.c_str(), v.data(), v.size());
+}
+
+// A device node entry seen so far (by its path in the rootfs), so that hard links to it follow
+// the same rule.
+struct DeviceNode {
+    bool kept, block;
+    unsigned major, minor;
+};
+
 // Extracts the source into `root` (a canonical path: no symlinks, no "..", so that
 // ARCHIVE_EXTRACT_SECURE_SYMLINKS, which checks every component of the rewritten absolute path,
 // only ever finds the archive's own symlinks). Entry names are checked here (absolute paths and
@@ -739,10 +816,13 @@ int extract(TarSource& src, Kind kind, const std::string& root, int root_fd, Key
     WriteArchive w(archive_write_disk_new());
     if (!w)
         return fail_errno(error, ENOMEM, "Cannot extract the " + src.what);
+    // No ARCHIVE_EXTRACT_FFLAGS: an image does not get to make immutable or append-only files.
     archive_write_disk_set_options(
         w.get(), ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
-                     ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS |
-                     ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+                     ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                     ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+    std::map<std::string, DeviceNode> device_nodes;
+    std::set<std::string> dropped_xattrs;
 
     bool saw_metadata = false;
     size_t extracted = 0;
@@ -794,9 +874,9 @@ int extract(TarSource& src, Kind kind, const std::string& root, int root_fd, Key
         }
 
         const char* hl = archive_entry_hardlink(e);
-        std::string link_desc;
+        std::string link_desc, target;
         if (hl) {
-            std::string target = normalize_path(hl, why);
+            target = normalize_path(hl, why);
             if (!why.empty())
                 why = "hard link target " + std::string(hl) + ": " + why;
             if (why.empty() && kind == Kind::unified) {
@@ -812,6 +892,29 @@ int extract(TarSource& src, Kind kind, const std::string& root, int root_fd, Key
             link_desc = " (hard link to " + std::string(hl) + ")";
             archive_entry_set_hardlink(e, (root + "/" + target).c_str());
         }
+
+        if (hl) {
+            // A link to a skipped node, or a link outside dev/ to a kept one, is such a node.
+            auto node = device_nodes.find(target);
+            if (node != device_nodes.end() && (!node->second.kept || !keeps_device_node(dest))) {
+                log_skipped_node(dest, node->second.block, node->second.major, node->second.minor);
+                continue;
+            }
+        } else {
+            device_nodes.erase(dest);
+            mode_t type = archive_entry_filetype(e);
+            if (type == AE_IFBLK || type == AE_IFCHR) {
+                DeviceNode node{keeps_device_node(dest), type == AE_IFBLK,
+                                static_cast<unsigned>(archive_entry_rdevmajor(e)),
+                                static_cast<unsigned>(archive_entry_rdevminor(e))};
+                device_nodes[dest] = node;
+                if (!node.kept) {
+                    log_skipped_node(dest, node.block, node.major, node.minor);
+                    continue;
+                }
+            }
+        }
+        filter_xattrs(e, dropped_xattrs, dest);
         archive_entry_set_pathname(e, (root + "/" + dest).c_str());
 
         r = archive_write_header(w.get(), e);
@@ -956,7 +1059,7 @@ int import_directory(int dir_fd, const std::string& rootfs_dir, ProgressFn progr
             scan_size(stx_dev(self), scan_fd, total, seen);
     }
     Progress progress(progress_fn, total);
-    CopyCtx c{dst.get(), stx_dev(self), {}, {}, {}, 0, &progress, error};
+    CopyCtx c{dst.get(), stx_dev(self), {}, {}, {}, {}, 0, &progress, error};
     r = copy_tree(c, std::move(src), dst.get(), "", self);
     if (r < 0)
         return r;

@@ -30,10 +30,11 @@ struct ImportResult {
 // as tests/fixtures/make-busybox-rootfs.sh (see builtin-image.hpp).
 int import_builtin(const std::string& rootfs_dir, std::string& error);
 
-// Copies the tree under `dir_fd` like `cp -ax`: ownership, modes, timestamps, xattrs (ACLs and
-// security.capability included), symlinks as they are, hard links, device nodes and fifos;
-// sockets are skipped. Symlinks are never followed, and mount points inside the source are
-// created empty without descending into them. Progress counts regular-file bytes.
+// Copies the tree under `dir_fd` like `cp -ax`: ownership, modes, timestamps, xattrs (user.*,
+// security.capability and ACLs only), symlinks as they are, hard links, fifos, and device nodes
+// under dev/ (others are skipped with a warning); sockets and file flags (chattr) are not
+// copied. Symlinks are never followed, and mount points inside the source are created empty
+// without descending into them. Progress counts regular-file bytes.
 int import_directory(int dir_fd, const std::string& rootfs_dir, ProgressFn progress,
                      std::string& error);
 
@@ -41,8 +42,9 @@ int import_directory(int dir_fd, const std::string& rootfs_dir, ProgressFn progr
 // a plain rootfs, or an LXD/Incus unified image (top-level metadata.yaml + rootfs/, templates/
 // ignored), of which only rootfs/ is extracted and metadata.yaml gives `result.image_keys`.
 // Entries that would land outside rootfs_dir (absolute, "..", through a symlink) fail the import
-// with "refusing entry X: ...". Progress counts compressed bytes read; the total is known when
-// `fd` is a regular file.
+// with "refusing entry X: ...". What the directory copy leaves out is left out here too
+// (device nodes outside dev/, other xattrs, file flags). Progress counts compressed bytes read;
+// the total is known when `fd` is a regular file.
 int import_tarball(int fd, const std::string& rootfs_dir, ImportResult& result, ProgressFn progress,
                    std::string& error);
 

@@ -44,7 +44,7 @@ Manager::Manager(sd_event* event, sd_bus* bus)
     : event_(event), bus_(bus), use_scopes_(use_systemd_scopes()) {}
 
 int Manager::load() {
-    registry_.collect_garbage();
+    registry_.prepare();
     for (auto& name : registry_.list()) {
         auto c = std::make_unique<Container>();
         c->manager = this;

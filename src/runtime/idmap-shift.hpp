@@ -12,7 +12,10 @@ uint32_t shifted_base(const std::string& container_dir);
 
 // Moves every id in the tree from [from, from+size) to [to, to+size), keeping setuid/setgid
 // bits and rewriting file capabilities for the new root; then records `to` in the marker.
-// Ids outside the range are left alone. Returns 0 or -errno.
+// Ids outside the range are left alone; symlinks are never followed and other filesystems
+// mounted inside are not entered. Overlapping ranges are refused (-ERANGE): only with disjoint
+// ones can a shift that was cut short be run again without shifting a file twice.
+// Returns 0 or -errno (logged).
 int shift_rootfs(const std::string& container_dir, uint32_t from, uint32_t to, uint32_t size);
 
 } // namespace lodge::runtime

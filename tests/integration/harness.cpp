@@ -64,7 +64,9 @@ TestRoot& TestRoot::get() {
         TestRoot r;
         r.dir = "/tmp/lodge-test-" + std::to_string(::getpid());
         r.cgroup = "lodge-test-" + std::to_string(::getpid());
-        mkdir_p(r.dir + "/state/containers", 0755);
+        // Root-only, as lodged makes it (CONTRACT §2), so every test runs containers that way.
+        mkdir_p(r.dir + "/state", 0755);
+        ::mkdir((r.dir + "/state/containers").c_str(), 0700);
         ::setenv("LODGE_STATE_DIR", (r.dir + "/state").c_str(), 1);
         ::setenv("LODGE_RUNTIME_DIR", (r.dir + "/run").c_str(), 1);
         ::setenv("LODGE_LOG_DIR", (r.dir + "/log").c_str(), 1);
@@ -90,7 +92,7 @@ Container::Container(std::string n, bool privileged) : name(std::move(n)) {
     config.name = name;
     if (privileged)
         config.config["security.privileged"] = "true";
-    mkdir_p(dir, 0755);
+    mkdir_p(dir, 0700);
 }
 
 Container::~Container() {
