@@ -11,9 +11,9 @@
 namespace lodge {
 
 struct DeviceRule {
-    static constexpr uint32_t any = UINT32_MAX; // "*" for a major or minor
+    static constexpr uint32_t any = UINT32_MAX;               // "*" for a major or minor
     static constexpr unsigned mknod = 1, read = 2, write = 4; // BPF_DEVCG_ACC_* values
-    char type; // 'b' or 'c'
+    char type;                                                // 'b' or 'c'
     uint32_t major = any;
     uint32_t minor = any;
     unsigned access = 0;

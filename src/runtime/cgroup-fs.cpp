@@ -10,8 +10,8 @@
 #include <fcntl.h>
 #include <libmount/libmount.h>
 #include <linux/magic.h>
-#include <sys/stat.h>
 #include <sstream>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 

@@ -41,7 +41,7 @@ public:
     // DevicePolicy= does the same). On B, not on the payload, so the guest, whose cgroup
     // namespace begins at B/payload, never holds the cgroup it is attached to.
     int attach_device_program();
-    int destroy_payload();                      // rmdir B/payload and everything below
+    int destroy_payload(); // rmdir B/payload and everything below
     // Moves this process back where it came from and removes B (cgroupfs mode only).
     int destroy_base();
 

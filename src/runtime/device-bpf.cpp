@@ -94,8 +94,8 @@ Fd load_device_program(std::span<const DeviceRule> rules) {
     opts.sz = sizeof opts;
     opts.log_buf = verifier_log;
     opts.log_size = sizeof verifier_log;
-    int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_DEVICE, "lodge_devices", "Apache-2.0",
-                           prog.data(), prog.size(), &opts);
+    int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_DEVICE, "lodge_devices", "Apache-2.0", prog.data(),
+                           prog.size(), &opts);
     if (fd < 0) {
         int err = errno;
         log_error_errno(err, "Failed to load the device allow-list program%s%s",
