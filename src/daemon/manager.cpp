@@ -13,9 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <set>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +24,7 @@
 #endif
 
 namespace lodge::daemon {
+
 
 std::string supervisor_binary() {
     const char* env = std::getenv("LODGE_SUPERVISOR");

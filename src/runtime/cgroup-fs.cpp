@@ -256,6 +256,10 @@ int CgroupFs::apply_limits(const ContainerConfig& c) {
             std::string cpus = v2 ? "" : read_parent_cpus(dir);
             if (!cpu.empty() && !is_cpu_count(cpu) && is_cpuset(cpu))
                 cpus = cpu;
+            std::string now;
+            read_file(dir + "/cpuset.cpus", now);
+            if (now == cpus + "\n")
+                continue;
             if (int r = write_file(dir + "/cpuset.cpus", cpus); r < 0)
                 return log_error_errno(r, "Failed to set %s/cpuset.cpus to \"%s\"", dir.c_str(),
                                        cpus.c_str());

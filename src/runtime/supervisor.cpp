@@ -133,11 +133,9 @@ private:
 };
 
 nlohmann::json nic_json(const net::PluggedNic& n) {
-    return {{"device", n.device},       {"nictype", n.nictype},
-            {"name", n.name},           {"hwaddr", n.hwaddr},
-            {"host_name", n.host_name}, {"host_ifindex", n.host_ifindex},
-            {"ifindex", n.ifindex},     {"mtu", n.mtu},
-            {"host_mtu", n.host_mtu}};
+    return {{"device", n.device},         {"nictype", n.nictype},     {"name", n.name},
+            {"hwaddr", n.hwaddr},         {"host_name", n.host_name}, {"host_ifindex", n.host_ifindex},
+            {"ifindex", n.ifindex},       {"mtu", n.mtu},             {"host_mtu", n.host_mtu}};
 }
 
 int Supervisor::setup_runtime_dir() {
@@ -533,8 +531,8 @@ int Supervisor::plug_nics(pid_t child, std::string& error) {
         return 0;
     netns_ = net::open_netns(child);
     if (!netns_) {
-        error =
-            std::string("Cannot open the container's network namespace: ") + std::strerror(errno);
+        error = std::string("Cannot open the container's network namespace: ") +
+                std::strerror(errno);
         return log_error_errno(errno, "Failed to open the network namespace of %d", child);
     }
     for (auto& spec : specs) {
@@ -608,8 +606,8 @@ void Supervisor::nic_remove(Client& c, const std::string& device) {
         if (it->device != device)
             continue;
         if (int r = net::unplug(netns_.get(), *it); r < 0)
-            return send_json(
-                c, nlohmann::json{{"error", "Device \"" + device + "\": " + log_last_error()}});
+            return send_json(c, nlohmann::json{{"error", "Device \"" + device +
+                                                                 "\": " + log_last_error()}});
         log_info("Container \"%s\": device \"%s\" unplugged", name_.c_str(), device.c_str());
         nics_.erase(it);
         write_state();

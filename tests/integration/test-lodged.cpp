@@ -166,8 +166,8 @@ TEST_F(LodgedTest, ConfigSetGetUnsetAndLiveLimits) {
     int st = 0;
     ctl("config set " + n + " limits.processes=77", &st);
     EXPECT_EQ(st, 0);
-    std::string pids =
-        "/sys/fs/cgroup/pids/" + TestRoot::get().cgroup + "/lodge-" + n + ".scope/payload/pids.max";
+    std::string pids = "/sys/fs/cgroup/pids/" + TestRoot::get().cgroup + "/lodge-" + n +
+                       ".scope/payload/pids.max";
     if (exists(pids)) {
         EXPECT_EQ(read_text(pids), "77\n");
     }
@@ -542,7 +542,8 @@ TEST_F(LodgedTest, NicsHotPlugAddressesAndRefusals) {
     std::string n = make("nic");
     ctl("create " + n);
     int st = 0;
-    EXPECT_EQ(ctl("device add " + n + " net0 type=nic nictype=bridged parent=" + br.name, &st), "");
+    EXPECT_EQ(ctl("device add " + n + " net0 type=nic nictype=bridged parent=" + br.name, &st),
+              "");
     ASSERT_EQ(st, 0);
     EXPECT_EQ(ctl("config get " + n + " volatile.net0.name"), "eth0\n");
     std::string mac = ctl("config get " + n + " volatile.net0.hwaddr");
