@@ -207,13 +207,25 @@ int CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
     return 0;
 }
 
+// cgroup2 has the knob only where the controller is enabled (none at all when the host binds
+// every controller to v1 and lodge runs under a systemd on the unified hierarchy). A limit that
+// cannot be applied is said once, not a reason to refuse the start (systemd ignores it too).
+static bool v2_knob(const std::string& dir, const char* knob, const char* key,
+                    const ContainerConfig& c) {
+    if (exists(dir + "/" + knob))
+        return true;
+    if (!c.get(key).empty())
+        log_warning("%s is not applied: %s has no %s", key, dir.c_str(), knob);
+    return false;
+}
+
 // On B/payload only: the supervisor in B/supervisor stays outside them, so a guest that fills
 // its pids.max or memory cannot keep the supervisor from forking or get it OOM-killed.
 int CgroupFs::apply_limits(const ContainerConfig& c) {
     for (auto& h : hierarchies_) {
         std::string dir = payload_path(h);
         bool v2 = h.unified && host_is_pure_cgroup2();
-        if (has_controller(h, "memory") || v2) {
+        if (has_controller(h, "memory") || (v2 && v2_knob(dir, "memory.max", "limits.memory", c))) {
             std::string mem = c.get("limits.memory");
             std::string value = v2 ? "max" : "-1";
             if (!mem.empty()) {
@@ -231,13 +243,13 @@ int CgroupFs::apply_limits(const ContainerConfig& c) {
                 return log_error_errno(r, "Failed to set %s/%s to %s", dir.c_str(), knob,
                                        value.c_str());
         }
-        if (has_controller(h, "pids") || v2) {
+        if (has_controller(h, "pids") || (v2 && v2_knob(dir, "pids.max", "limits.processes", c))) {
             std::string procs = c.get("limits.processes", "max");
             if (int r = write_file(dir + "/pids.max", procs); r < 0)
                 return log_error_errno(r, "Failed to set %s/pids.max", dir.c_str());
         }
         std::string cpu = c.get("limits.cpu");
-        if (has_controller(h, "cpu") || v2) {
+        if (has_controller(h, "cpu") || (v2 && v2_knob(dir, "cpu.max", "limits.cpu", c))) {
             std::string quota = v2 ? "max 100000" : "-1";
             if (is_cpu_count(cpu)) {
                 auto n = parse_uint(cpu).value_or(1);
