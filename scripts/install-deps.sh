@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   meson ninja-build pkg-config g++ gcc libc6-dev
   libsystemd-dev libmount-dev libnl-3-dev libnl-route-3-dev libseccomp-dev libcap-dev
+  libbpf-dev
   libgtest-dev libgmock-dev googletest nlohmann-json3-dev libmicrohttpd-dev libarchive-dev
   libdbus-1-dev nettle-dev dbus systemd-container util-linux libyaml-dev
   busybox-static debootstrap zstd lxcfs fuse3 uidmap scdoc perl python3 file polkitd

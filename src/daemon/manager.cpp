@@ -515,11 +515,9 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
     for (auto& k : unset)
         limits |= k.rfind("limits.", 0) == 0;
     if (limits && c.running()) {
-        // A scope's limits are its unit properties (systemd owns the scope's cgroup
-        // attributes); without systemd the supervisor writes them into its own cgroups.
+        // The supervisor writes them on the payload cgroup, in a (delegated) scope too.
         std::string reply;
-        if (use_scopes_ ? set_scope_limits(bus_, c.config, error) < 0
-                        : request(c, "apply-limits", reply, error) < 0)
+        if (request(c, "apply-limits", reply, error) < 0)
             return -EIO;
     }
     return 0;

@@ -1,5 +1,6 @@
 #include "scope.hpp"
 #include "bus-util.hpp"
+#include "common/device-policy.hpp"
 #include "common/fd.hpp"
 #include "common/log.hpp"
 #include "common/validate.hpp"
@@ -39,63 +40,33 @@ uint64_t now_usec() {
            static_cast<uint64_t>(ts.tv_nsec) / 1000;
 }
 
-// limits.cpu as a cpuset ("0-1,3"), as AllowedCPUs= takes it: bit N of byte N/8 is CPU N.
-std::vector<uint8_t> cpu_mask(const std::string& set) {
-    std::vector<uint8_t> mask;
-    size_t pos = 0;
-    while (pos < set.size()) {
-        size_t comma = set.find(',', pos);
-        std::string part =
-            set.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        pos = comma == std::string::npos ? set.size() : comma + 1;
-        size_t dash = part.find('-');
-        auto lo = parse_uint(part.substr(0, dash), 4095);
-        auto hi = dash == std::string::npos ? lo : parse_uint(part.substr(dash + 1), 4095);
-        if (!lo || !hi)
-            continue; // is_cpuset() accepted the whole value before it got here
-        for (uint64_t cpu = *lo; cpu <= *hi; cpu++) {
-            if (mask.size() <= cpu / 8)
-                mask.resize(cpu / 8 + 1, 0);
-            mask[cpu / 8] |= static_cast<uint8_t>(1u << (cpu % 8));
-        }
-    }
-    return mask;
+// The scope itself carries no limits.* (the supervisor writes them on the payload cgroup, so it
+// stays outside them itself); it only gives up systemd's DefaultTasksMax= and memory defaults,
+// which would otherwise cap the supervisor and the guest together.
+int append_unlimited(sd_bus_message* m) {
+    return sd_bus_message_append(m, "(sv)(sv)", "MemoryMax", "t", UINT64_MAX, "TasksMax", "t",
+                                 UINT64_MAX);
 }
 
-// limits.memory, limits.processes, limits.cpu as unit properties; an unset key resets its
-// property, so the same list serves the start and every later change.
-int append_limits(sd_bus_message* m, const ContainerConfig& c) {
-    uint64_t memory = UINT64_MAX; // "infinity"
-    if (std::string v = c.get("limits.memory"); !v.empty()) {
-        bool percent = false;
-        if (auto n = parse_size(v, &percent); n && percent)
-            memory = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
-                     static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) / 100 * *n;
-        else if (n)
-            memory = *n;
-    }
-    uint64_t tasks = parse_uint(c.get("limits.processes")).value_or(UINT64_MAX);
-    uint64_t quota = UINT64_MAX;
-    std::vector<uint8_t> cpus; // empty: every CPU
-    std::string cpu = c.get("limits.cpu");
-    if (is_cpu_count(cpu))
-        quota = parse_uint(cpu).value_or(1) * usec_per_sec;
-    else if (!cpu.empty() && is_cpuset(cpu))
-        cpus = cpu_mask(cpu);
-
-    int r = sd_bus_message_append(m, "(sv)(sv)(sv)", "MemoryMax", "t", memory, "TasksMax", "t",
-                                  tasks, "CPUQuotaPerSecUSec", "t", quota);
+// The device allow-list (common/device-policy.hpp): systemd installs it on the scope, as a BPF
+// program on cgroup2 or as devices.* on a v1 devices hierarchy.
+int append_device_policy(sd_bus_message* m) {
+    int r = sd_bus_message_append(m, "(sv)", "DevicePolicy", "s", "closed");
     if (r >= 0)
         r = sd_bus_message_open_container(m, 'r', "sv");
     if (r >= 0)
-        r = sd_bus_message_append(m, "s", "AllowedCPUs");
+        r = sd_bus_message_append(m, "s", "DeviceAllow");
     if (r >= 0)
-        r = sd_bus_message_open_container(m, 'v', "ay");
+        r = sd_bus_message_open_container(m, 'v', "a(ss)");
     if (r >= 0)
-        r = sd_bus_message_append_array(m, 'y', cpus.data(), cpus.size());
-    if (r >= 0)
-        r = sd_bus_message_close_container(m);
-    if (r >= 0)
+        r = sd_bus_message_open_container(m, 'a', "(ss)");
+    for (const DeviceRule& rule : device_allow_list()) {
+        if (r < 0)
+            break;
+        r = sd_bus_message_append(m, "(ss)", device_rule_systemd_node(rule).c_str(),
+                                  device_rule_access(rule).c_str());
+    }
+    for (int i = 0; i < 3 && r >= 0; i++)
         r = sd_bus_message_close_container(m);
     return r;
 }
@@ -168,7 +139,9 @@ int call_start_transient_unit(sd_bus* bus, const ScopeRequest& req, const std::s
         r = sd_bus_message_append(m.get(), "(sv)(sv)", "Controller", "s", req.controller.c_str(),
                                   "After", "as", 1, "dbus.service");
     if (r >= 0)
-        r = append_limits(m.get(), c);
+        r = append_unlimited(m.get());
+    if (r >= 0)
+        r = append_device_policy(m.get());
     if (r >= 0)
         r = sd_bus_message_close_container(m.get());
     if (r >= 0)
@@ -263,33 +236,6 @@ int start_scope(const ScopeRequest& req, std::string& error) {
     if (wait.result != "done")
         return fail(-EIO, "the start job ended with \"" + wait.result + "\"");
     log_info("Container \"%s\" runs in %s", req.config->name.c_str(), unit.c_str());
-    return 0;
-}
-
-int set_scope_limits(sd_bus* bus, const ContainerConfig& config, std::string& error) {
-    std::string unit = scope_unit_name(config.name);
-    sd_bus_message* raw = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &raw, systemd_service, systemd_path,
-                                           systemd_manager, "SetUnitProperties");
-    if (r < 0)
-        return log_error_errno(r, "Failed to build SetUnitProperties");
-    MessagePtr m(raw);
-    r = sd_bus_message_append(m.get(), "sb", unit.c_str(), 1);
-    if (r >= 0)
-        r = sd_bus_message_open_container(m.get(), 'a', "(sv)");
-    if (r >= 0)
-        r = append_limits(m.get(), config);
-    if (r >= 0)
-        r = sd_bus_message_close_container(m.get());
-    if (r < 0)
-        return log_error_errno(r, "Failed to build SetUnitProperties");
-    BusError err;
-    if (r = sd_bus_call(bus, m.get(), 0, &err.e, nullptr); r < 0) {
-        error = "Cannot apply limits.* to " + unit + ": " +
-                (sd_bus_error_is_set(&err.e) ? err.text() : std::strerror(-r));
-        log_error("%s", error.c_str());
-        return r;
-    }
     return 0;
 }
 

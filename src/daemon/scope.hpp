@@ -1,6 +1,8 @@
 // Containers in transient systemd scopes (CONTRACT §2): lodge-NAME.scope in machine.slice with
-// Delegate=yes, made by lodged through PID 1 when systemd runs the host, with limits.* as unit
-// properties. Without systemd the supervisor makes its cgroups on cgroupfs and none of this runs.
+// Delegate=yes, made by lodged through PID 1 when systemd runs the host, with the device
+// allow-list as DevicePolicy=closed + DeviceAllow= (limits.* are the supervisor's, on the
+// payload cgroup inside the scope, so the supervisor is outside them). Without systemd the
+// supervisor makes its cgroups on cgroupfs and none of this runs.
 #pragma once
 
 #include "common/config.hpp"
@@ -25,8 +27,5 @@ struct ScopeRequest {
 // StartTransientUnit and wait for its job (a failed unit of the same name left behind is reset
 // and the start tried once more). 0, or -errno with `error` set for the caller.
 int start_scope(const ScopeRequest& req, std::string& error);
-
-// limits.* of `config` onto the container's running scope (SetUnitProperties, runtime only).
-int set_scope_limits(sd_bus* bus, const ContainerConfig& config, std::string& error);
 
 } // namespace lodge::daemon

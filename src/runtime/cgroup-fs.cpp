@@ -1,13 +1,16 @@
 #include "cgroup.hpp"
+#include "common/device-policy.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/validate.hpp"
+#include "device-bpf.hpp"
 
 #include <cerrno>
 #include <dirent.h>
 #include <fcntl.h>
 #include <libmount/libmount.h>
 #include <linux/magic.h>
+#include <sstream>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -102,6 +105,18 @@ static bool has_controller(const Hierarchy& h, const char* c) {
            ("," + h.controllers + ",").find(std::string(",") + c + ",") != std::string::npos;
 }
 
+static bool exists(const std::string& path) {
+    return ::access(path.c_str(), F_OK) == 0;
+}
+
+static std::string read_parent_cpus(const std::string& dir) {
+    std::string cpus;
+    read_file(dir.substr(0, dir.rfind('/')) + "/cpuset.cpus", cpus);
+    while (!cpus.empty() && cpus.back() == '\n')
+        cpus.pop_back();
+    return cpus;
+}
+
 // v1 cpuset cgroups start with empty cpus/mems; a process cannot join until they are set.
 static void inherit_cpuset(const std::string& dir) {
     std::string parent = dir.substr(0, dir.rfind('/'));
@@ -143,10 +158,27 @@ int CgroupFs::create_base() {
     return 0;
 }
 
+// cgroup2: the controllers B has become available in B/payload, where limits.* go. B holds no
+// process itself (the supervisor sits in B/supervisor), so the kernel allows this.
+static void enable_controllers(const std::string& base_dir) {
+    std::string text;
+    if (read_file(base_dir + "/cgroup.controllers", text) < 0)
+        return;
+    std::istringstream available(text);
+    for (std::string c; available >> c;)
+        if (c == "cpu" || c == "cpuset" || c == "memory" || c == "pids")
+            if (int r = write_file(base_dir + "/cgroup.subtree_control", "+" + c); r < 0)
+                log_warning_errno(r, "Failed to enable the %s controller in %s", c.c_str(),
+                                  base_dir.c_str());
+}
+
 int CgroupFs::create_payload() {
-    for (auto& h : hierarchies_)
+    for (auto& h : hierarchies_) {
+        if (h.unified)
+            enable_controllers(h.mountpoint + "/" + base_);
         if (int r = make_cgroup(h, base_ + "/payload"); r < 0)
             return r;
+    }
     return 0;
 }
 
@@ -175,11 +207,25 @@ int CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
     return 0;
 }
 
+// cgroup2 has the knob only where the controller is enabled (none at all when the host binds
+// every controller to v1 and lodge runs under a systemd on the unified hierarchy). A limit that
+// cannot be applied is said once, not a reason to refuse the start (systemd ignores it too).
+static bool v2_knob(const std::string& dir, const char* knob, const char* key,
+                    const ContainerConfig& c) {
+    if (exists(dir + "/" + knob))
+        return true;
+    if (!c.get(key).empty())
+        log_warning("%s is not applied: %s has no %s", key, dir.c_str(), knob);
+    return false;
+}
+
+// On B/payload only: the supervisor in B/supervisor stays outside them, so a guest that fills
+// its pids.max or memory cannot keep the supervisor from forking or get it OOM-killed.
 int CgroupFs::apply_limits(const ContainerConfig& c) {
     for (auto& h : hierarchies_) {
-        std::string dir = h.mountpoint + "/" + base_;
+        std::string dir = payload_path(h);
         bool v2 = h.unified && host_is_pure_cgroup2();
-        if (has_controller(h, "memory") || v2) {
+        if (has_controller(h, "memory") || (v2 && v2_knob(dir, "memory.max", "limits.memory", c))) {
             std::string mem = c.get("limits.memory");
             std::string value = v2 ? "max" : "-1";
             if (!mem.empty()) {
@@ -197,13 +243,13 @@ int CgroupFs::apply_limits(const ContainerConfig& c) {
                 return log_error_errno(r, "Failed to set %s/%s to %s", dir.c_str(), knob,
                                        value.c_str());
         }
-        if (has_controller(h, "pids") || v2) {
+        if (has_controller(h, "pids") || (v2 && v2_knob(dir, "pids.max", "limits.processes", c))) {
             std::string procs = c.get("limits.processes", "max");
             if (int r = write_file(dir + "/pids.max", procs); r < 0)
                 return log_error_errno(r, "Failed to set %s/pids.max", dir.c_str());
         }
         std::string cpu = c.get("limits.cpu");
-        if (has_controller(h, "cpu") || v2) {
+        if (has_controller(h, "cpu") || (v2 && v2_knob(dir, "cpu.max", "limits.cpu", c))) {
             std::string quota = v2 ? "max 100000" : "-1";
             if (is_cpu_count(cpu)) {
                 auto n = parse_uint(cpu).value_or(1);
@@ -217,32 +263,44 @@ int CgroupFs::apply_limits(const ContainerConfig& c) {
                     return log_error_errno(r, "Failed to set %s/cpu.cfs_quota_us", dir.c_str());
             }
         }
-        if (is_cpuset_hierarchy(h) && !cpu.empty() && !is_cpu_count(cpu) && is_cpuset(cpu)) {
-            if (int r = write_file(dir + "/cpuset.cpus", cpu); r < 0)
-                return log_error_errno(r, "Failed to set %s/cpuset.cpus to %s", dir.c_str(),
-                                       cpu.c_str());
+        if (is_cpuset_hierarchy(h) || (v2 && exists(dir + "/cpuset.cpus"))) {
+            // Unset (or a count): every CPU B has, which an empty value means on cgroup2.
+            std::string cpus = v2 ? "" : read_parent_cpus(dir);
+            if (!cpu.empty() && !is_cpu_count(cpu) && is_cpuset(cpu))
+                cpus = cpu;
+            std::string now;
+            read_file(dir + "/cpuset.cpus", now);
+            if (now == cpus + "\n")
+                continue;
+            if (int r = write_file(dir + "/cpuset.cpus", cpus); r < 0)
+                return log_error_errno(r, "Failed to set %s/cpuset.cpus to \"%s\"", dir.c_str(),
+                                       cpus.c_str());
         }
     }
     return 0;
 }
 
 int CgroupFs::apply_device_policy() {
-    static const char* const allow[] = {
-        "b *:* m",   "c *:* m",      "c 136:* rwm",  "c 1:3 rwm", "c 1:5 rwm",
-        "c 1:7 rwm", "c 1:8 rwm",    "c 1:9 rwm",    "c 5:0 rwm", "c 5:1 rwm",
-        "c 5:2 rwm", "c 10:229 rwm", "c 10:200 rwm",
-    };
     for (auto& h : hierarchies_) {
         if (!has_controller(h, "devices"))
             continue;
         std::string dir = payload_path(h);
         if (int r = write_file(dir + "/devices.deny", "a"); r < 0)
             return log_error_errno(r, "Failed to write %s/devices.deny", dir.c_str());
-        for (auto* rule : allow)
-            if (int r = write_file(dir + "/devices.allow", rule); r < 0)
-                return log_error_errno(r, "Failed to allow \"%s\" in %s", rule, dir.c_str());
+        for (const DeviceRule& rule : device_allow_list()) {
+            std::string line = device_rule_v1(rule);
+            if (int r = write_file(dir + "/devices.allow", line); r < 0)
+                return log_error_errno(r, "Failed to allow \"%s\" in %s", line.c_str(),
+                                       dir.c_str());
+        }
     }
-    // On a pure cgroup2 host the allow-list needs a BPF device program; not done yet.
+    return 0;
+}
+
+int CgroupFs::attach_device_program() {
+    for (auto& h : hierarchies_)
+        if (h.unified)
+            return attach_device_policy(h.mountpoint + "/" + base_);
     return 0;
 }
 

@@ -3,6 +3,7 @@
 //   B/supervisor  the lodge-supervisor process
 //   B/payload     the container; its cgroup namespace root, delegated to the container's root
 // On hybrid hosts every v1 hierarchy gets the same layout next to the unified one.
+// limits.* and the v1 device list go on B/payload; the cgroup2 device program on B.
 #pragma once
 
 #include "common/config.hpp"
@@ -34,9 +35,13 @@ public:
     int create_payload();                       // fresh B/payload
     int attach_payload(pid_t pid);              // pid into B/payload everywhere
     int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
-    int apply_limits(const ContainerConfig& c); // limits.* on B
-    int apply_device_policy();                  // LXD's allow-list on B/payload (v1 devices)
-    int destroy_payload();                      // rmdir B/payload and everything below
+    int apply_limits(const ContainerConfig& c); // limits.* on B/payload (never on the supervisor)
+    int apply_device_policy(); // the allow-list on B/payload where a v1 devices controller is
+    // The allow-list as a cgroup2 device program on B (cgroupfs mode; under systemd the scope's
+    // DevicePolicy= does the same). On B, not on the payload, so the guest, whose cgroup
+    // namespace begins at B/payload, never holds the cgroup it is attached to.
+    int attach_device_program();
+    int destroy_payload(); // rmdir B/payload and everything below
     // Moves this process back where it came from and removes B (cgroupfs mode only).
     int destroy_base();
 

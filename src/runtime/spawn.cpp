@@ -273,6 +273,14 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     Fd tree = prepare_rootfs_tree(o, init.pid(), error);
     if (!tree)
         return abort_child(-EINVAL);
+    // Device nodes an image carries must not open host devices through a user namespace's
+    // rootfs (idmapped or shifted alike); /dev is a tmpfs with binds of its own, not this mount.
+    if (!c.privileged()) {
+        if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_NODEV); r < 0) {
+            error = std::string("Cannot mount the rootfs nodev: ") + std::strerror(-r);
+            return abort_child(r);
+        }
+    }
     if (o.before_go) {
         if (int r = o.before_go(init.pid(), error); r < 0)
             return abort_child(r);

@@ -184,26 +184,29 @@ int Supervisor::start_container(std::string& error) {
     // lodged persists volatile.<dev>.name/hwaddr before it starts us; a config written by
     // someone else (tests drive the supervisor directly) gets values for this boot only.
     fill_nic_volatile(config_);
-    // A systemd scope's own attributes are systemd's (lodged sets limits.* as unit properties);
-    // only a base this supervisor made itself gets them written here.
-    if (own_base_) {
-        if (int r = cgroup_.apply_limits(config_); r < 0) {
-            error = log_last_error();
-            return r;
-        }
-    }
     if (int r = cgroup_.create_payload(); r < 0) {
         error = log_last_error();
+        return r;
+    }
+    // limits.* on the payload only, in a systemd scope too (it is delegated to us): the
+    // supervisor next to it stays outside the guest's limits.
+    if (int r = cgroup_.apply_limits(config_); r < 0) {
+        error = log_last_error();
+        cgroup_.destroy_payload();
         return r;
     }
     if (!config_.privileged()) {
         uid_t root = config_.idmap_base();
         if (int r = cgroup_.delegate_payload(root, root); r < 0) {
             error = log_last_error();
+            cgroup_.destroy_payload();
             return r;
         }
-    } else if (int r = cgroup_.apply_device_policy(); r < 0) {
+    }
+    // Every container, privileged or not (the cgroup2 program is on the base, see run()).
+    if (int r = cgroup_.apply_device_policy(); r < 0) {
         error = log_last_error();
+        cgroup_.destroy_payload();
         return r;
     }
 
@@ -675,8 +678,6 @@ void Supervisor::handle_request(Client& c, const std::string& request) {
         // limits.* changed in config.json: apply them to the running container now.
         if (load_config() < 0)
             return error(log_last_error());
-        if (!own_base_)
-            return error("the container runs in a systemd scope: its limits are unit properties");
         if (cgroup_.apply_limits(config_) < 0)
             return error(log_last_error());
         send_json(c, nlohmann::json{{"ok", true}});
@@ -778,6 +779,11 @@ int Supervisor::run(int notify_fd) {
 
     if (cgroup_.create_base() < 0)
         return fail(log_last_error());
+    // In a systemd scope, DevicePolicy=closed on the scope (lodged) does this.
+    if (own_base_ && cgroup_.attach_device_program() < 0) {
+        cgroup_.destroy_base();
+        return fail(log_last_error());
+    }
     if (listen_control() < 0) {
         if (own_base_)
             cgroup_.destroy_base();

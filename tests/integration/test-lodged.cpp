@@ -166,8 +166,8 @@ TEST_F(LodgedTest, ConfigSetGetUnsetAndLiveLimits) {
     int st = 0;
     ctl("config set " + n + " limits.processes=77", &st);
     EXPECT_EQ(st, 0);
-    std::string pids =
-        "/sys/fs/cgroup/pids/" + TestRoot::get().cgroup + "/lodge-" + n + ".scope/pids.max";
+    std::string pids = "/sys/fs/cgroup/pids/" + TestRoot::get().cgroup + "/lodge-" + n +
+                       ".scope/payload/pids.max";
     if (exists(pids)) {
         EXPECT_EQ(read_text(pids), "77\n");
     }
