@@ -71,7 +71,6 @@ std::vector<std::pair<std::string, std::string>> container_mounts(pid_t init_pid
     return out;
 }
 
-
 int devlxd_attach_running(pid_t init_pid, const std::string& devlxd_dir) {
     Fd tree;
     bool present = false;
@@ -81,7 +80,12 @@ int devlxd_attach_running(pid_t init_pid, const std::string& devlxd_dir) {
         if (present)
             return 0;
         tree = clone_tree(AT_FDCWD, devlxd_dir, false);
-        return tree ? 0 : log_error_errno(errno, "Failed to clone %s", devlxd_dir.c_str());
+        if (!tree)
+            return log_error_errno(errno, "Failed to clone %s", devlxd_dir.c_str());
+        // Read-only as at start (dev.cpp): the directory is shared by every container.
+        int r = set_mount_attr(tree.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                               MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+        return r < 0 ? log_error_errno(r, "Failed to make /dev/lxd read-only") : 0;
     };
     auto attach = [&]() -> int {
         if (present)
@@ -106,7 +110,8 @@ int devlxd_detach_running(pid_t init_pid) {
             return log_error_errno(errno, "Cannot remove /dev/lxd");
         return 0;
     };
-    return in_container_mntns(init_pid, [] { return 0; }, detach);
+    return in_container_mntns(
+        init_pid, [] { return 0; }, detach);
 }
 
 } // namespace lodge::runtime

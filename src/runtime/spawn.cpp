@@ -5,6 +5,7 @@
 #include "common/process.hpp"
 #include "idmap-shift.hpp"
 #include "mountapi.hpp"
+#include "net.hpp"
 #include "security.hpp"
 #include "setup.hpp"
 
@@ -46,7 +47,8 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     return env;
 }
 
-[[noreturn]] void child_main(const SpawnOptions& o, int sync) {
+[[noreturn]] void child_main(const SpawnOptions& o, const std::vector<DiskSource>& disks,
+                             int sync) {
     const ContainerConfig& c = *o.config;
     log_set_prefix("lodge-supervisor[" + c.name + "] setup");
     std::string go;
@@ -92,6 +94,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ctx.boot_id = o.boot_id;
     ctx.lxcfs_dir = o.lxcfs_dir;
     ctx.devlxd_dir = o.devlxd_dir;
+    ctx.disk_sources = &disks;
 
     if (check_init(ctx, c.name) < 0 || ensure_base_dirs(ctx) < 0 || mount_proc_sys(ctx) < 0 ||
         mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
@@ -100,7 +103,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     if (int r = send_with_fd(sync, "console", ctx.console_master.get()); r < 0)
         _exit(1);
     ctx.console_master.reset();
-    if (enter_root(ctx) < 0)
+    if (enter_root(ctx) < 0 || (!userns && lock_mounts() < 0))
         child_fail(sync);
     root.reset();
     staging.reset();
@@ -228,6 +231,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
         return -errno;
     }
     Fd parent_end(pair[0]), child_end(pair[1]);
+    // Opened as host root, before the user namespace exists; the child inherits the fds.
+    std::vector<DiskSource> disks;
+    if (int r = open_disk_sources(c, disks, error); r < 0)
+        return r;
 
     uint64_t flags =
         CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
@@ -247,9 +254,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
     if (pid == 0) {
         parent_end.reset();
-        child_main(o, child_end.get());
+        child_main(o, disks, child_end.get());
     }
     child_end.reset();
+    disks.clear();
     PidFd init(pidfd, static_cast<pid_t>(pid));
 
     auto abort_child = [&](int err) {
@@ -267,6 +275,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
         }
     }
     if (int r = o.cgroup->attach_payload(init.pid()); r < 0) {
+        error = log_last_error();
+        return abort_child(r);
+    }
+    if (int r = net::bring_up_loopback(init.pid()); r < 0) {
         error = log_last_error();
         return abort_child(r);
     }
