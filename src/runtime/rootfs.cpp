@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,7 +64,30 @@ int enter_root(const SetupContext& ctx) {
     return 0;
 }
 
-int lock_mounts() {
+namespace {
+
+// The console pty was opened in the namespace we left; PID 1 must hold it through this one's
+// /dev/pts, or /proc/1/fd would name a path of a namespace nobody sees.
+int reopen_console(SetupContext& ctx) {
+    struct stat old {};
+    if (::fstat(ctx.console_slave.get(), &old) < 0)
+        return log_error_errno(errno, "Cannot inspect the console pty");
+    // devpts numbers pty N as major 136 + N / 256, minor N % 256.
+    unsigned index = (major(old.st_rdev) - 136) * 256 + minor(old.st_rdev);
+    std::string path = "/dev/pts/" + std::to_string(index);
+    Fd pty(::open(path.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+    struct stat now {};
+    if (!pty || ::fstat(pty.get(), &now) < 0)
+        return log_error_errno(errno, "Cannot reopen the console %s", path.c_str());
+    if (now.st_rdev != old.st_rdev || now.st_dev != old.st_dev)
+        return log_error_errno(EIO, "%s is not the console pty", path.c_str());
+    ctx.console_slave = std::move(pty);
+    return 0;
+}
+
+} // namespace
+
+int lock_mounts(SetupContext& ctx) {
     // The kernel locks mounts when it copies a mount namespace into a user namespace that is
     // less privileged than the original's owner: each mount becomes MNT_LOCKED (no umount that
     // would reveal what it covers) and its read-only, nosuid, nodev and noexec flags stay set,
@@ -130,7 +154,7 @@ int lock_mounts() {
     // setns() put us at the namespace's root, which is the container's.
     if (::chdir("/") < 0)
         return log_error_errno(errno, "chdir(/) failed");
-    return 0;
+    return reopen_console(ctx);
 }
 
 } // namespace lodge::runtime

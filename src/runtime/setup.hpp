@@ -39,8 +39,9 @@ int check_init(const SetupContext& ctx, const std::string& name);
 int ensure_base_dirs(const SetupContext& ctx);
 int enter_root(const SetupContext& ctx); // pivot_root into ctx.root and drop the old root
 // After enter_root(), privileged containers: join a copy of the mount namespace in which no
-// mount can be unmounted or made writable again (masks over /proc/sys, /sys, ...).
-int lock_mounts();
+// mount can be unmounted or made writable again (masks over /proc/sys, /sys, ...). Reopens
+// ctx.console_slave there.
+int lock_mounts(SetupContext& ctx);
 
 // mounts.cpp
 int mount_proc_sys(const SetupContext& ctx);

@@ -103,7 +103,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     if (int r = send_with_fd(sync, "console", ctx.console_master.get()); r < 0)
         _exit(1);
     ctx.console_master.reset();
-    if (enter_root(ctx) < 0 || (!userns && lock_mounts() < 0))
+    if (enter_root(ctx) < 0 || (!userns && lock_mounts(ctx) < 0))
         child_fail(sync);
     root.reset();
     staging.reset();
