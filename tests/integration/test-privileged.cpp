@@ -129,6 +129,15 @@ TEST_F(Privileged, DevLxdSocketCannotBeRemovedOrReplaced) {
     std::snprintf(ca.sun_path, sizeof ca.sun_path, "/proc/%d/root/dev/lxd/sock", c->pid());
     EXPECT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&ca), sizeof ca), 0) << strerror(errno);
     ::close(client);
+    // security.devlxd followed live: the locked bind cannot be unmounted, so it gets hidden and
+    // uncovered again.
+    auto r = c->request("devlxd-detach");
+    EXPECT_TRUE(r.value("ok", false)) << r;
+    EXPECT_FALSE(ok("test -e /dev/lxd/sock")) << "the socket is still reachable";
+    r = c->request("devlxd-attach");
+    EXPECT_TRUE(r.value("ok", false)) << r;
+    EXPECT_TRUE(ok("test -S /dev/lxd/sock")) << "the socket did not come back";
+    EXPECT_FALSE(ok("rm /dev/lxd/sock"));
     ::close(fd);
     ::unlink(sock_path.c_str());
 }
