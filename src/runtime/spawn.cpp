@@ -98,13 +98,22 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
 
     if (check_init(ctx, c.name) < 0 || ensure_base_dirs(ctx) < 0 || mount_proc_sys(ctx) < 0 ||
         mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
-        setup_dev(ctx) < 0 || mount_lxcfs(ctx) < 0)
+        setup_dev(ctx) < 0 || (userns && mount_lxcfs(ctx) < 0))
         child_fail(sync);
     if (int r = send_with_fd(sync, "console", ctx.console_master.get()); r < 0)
         _exit(1);
     ctx.console_master.reset();
     if (enter_root(ctx) < 0 || (!userns && lock_mounts(ctx) < 0))
         child_fail(sync);
+    if (!userns) {
+        // Binds made before the lock could never be taken out again, and lxcfs binds must go
+        // when lxcfs dies: the parent adds them to the locked namespace now.
+        std::string reply;
+        Fd none;
+        if (send_with_fd(sync, "locked") < 0 || recv_with_fd(sync, reply, none) <= 0 ||
+            reply != "continue")
+            _exit(1);
+    }
     root.reset();
     staging.reset();
 
@@ -308,6 +317,14 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
             break; // close-on-exec fired: /sbin/init is running
         if (msg == "console" && fd) {
             console = std::move(fd);
+        } else if (msg == "locked") {
+            if (!o.lxcfs_dir.empty() && lxcfs_attach_running(init.pid(), o.lxcfs_dir) < 0)
+                log_warning("Container \"%s\": no lxcfs binds (%s)", c.name.c_str(),
+                            log_last_error().c_str());
+            if (int r = send_with_fd(parent_end.get(), "continue"); r < 0) {
+                error = std::string("Lost the container's setup process: ") + std::strerror(-r);
+                return abort_child(r);
+            }
         } else if (!msg.empty() && msg[0] == 'E') {
             error = msg.substr(1);
             siginfo_t si{};

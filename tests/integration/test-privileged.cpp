@@ -8,12 +8,14 @@
 #include "common/paths.hpp"
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <linux/magic.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace lodge::test;
@@ -140,6 +142,57 @@ TEST_F(Privileged, DevLxdSocketCannotBeRemovedOrReplaced) {
     EXPECT_FALSE(ok("rm /dev/lxd/sock"));
     ::close(fd);
     ::unlink(sock_path.c_str());
+}
+
+// The lock must not freeze the lxcfs binds: when lxcfs dies they have to come out, so reads fall
+// back to the kernel's files instead of failing with ENOTCONN.
+TEST(PrivilegedLxcfs, BindsPresentAtStartCanStillBeTakenOut) {
+    LODGE_REQUIRE_ROOT();
+    if (!exists("/usr/bin/lxcfs") || !exists("/dev/fuse"))
+        GTEST_SKIP() << "needs lxcfs and /dev/fuse";
+    std::string mnt = lodge::paths::lxcfs_dir();
+    sh("mkdir -p " + mnt);
+    std::string pidfile = TestRoot::get().dir + "/" + unique_name("lxcfs") + ".pid";
+    pid_t lxcfs = fork();
+    if (lxcfs == 0) {
+        execl("/usr/bin/lxcfs", "lxcfs", "-f", "-p", pidfile.c_str(), mnt.c_str(), nullptr);
+        _exit(127);
+    }
+    ASSERT_GT(lxcfs, 0);
+    // lxcfs gives no readiness signal; its mount appearing is the sign.
+    std::string ready = sh("for i in $(seq 200); do grep -q ' " + mnt +
+                           " .*fuse.lxcfs' /proc/self/mountinfo && test -e " + mnt +
+                           "/proc/meminfo && echo up && break; sleep 0.05; done");
+    auto cleanup = [&] {
+        kill(lxcfs, SIGKILL);
+        waitpid(lxcfs, nullptr, 0);
+        sh("umount -l " + mnt + " 2>/dev/null; rm -f " + pidfile);
+    };
+    if (ready != "up\n") {
+        cleanup();
+        GTEST_SKIP() << "lxcfs did not come up here";
+    }
+    Container c(unique_name("privlx"), true);
+    c.make_busybox();
+    std::string error;
+    if (!c.start(&error)) {
+        cleanup();
+        FAIL() << error;
+    }
+    EXPECT_TRUE(contains(c.exec("cat /proc/self/mountinfo"), "fuse.lxcfs"));
+    kill(lxcfs, SIGKILL);
+    waitpid(lxcfs, nullptr, 0);
+    auto r = c.request("lxcfs-detach");
+    EXPECT_TRUE(r.value("ok", false)) << r;
+    std::string mountinfo = c.exec("cat /proc/self/mountinfo");
+    EXPECT_FALSE(contains(mountinfo, "fuse.lxcfs")) << mountinfo;
+    int rc = 0;
+    c.exec("cat /proc/meminfo /proc/uptime /proc/cpuinfo >/dev/null", &rc);
+    EXPECT_EQ(rc, 0) << "reads fail after lxcfs died";
+    // The masks stay locked all the same.
+    EXPECT_FALSE(c.exec("umount -l /proc/sys 2>/dev/null && echo unmounted") == "unmounted\n");
+    c.stop();
+    cleanup();
 }
 
 // ---- disk sources --------------------------------------------------------------------------
