@@ -232,8 +232,13 @@ int open_disk_sources(const ContainerConfig& config, std::vector<DiskSource>& ou
             return r;
         }
         struct stat st {};
-        if (::fstat(fd.get(), &st) < 0)
-            return -errno;
+        if (::fstat(fd.get(), &st) < 0) {
+            int r = -errno;
+            error =
+                "Device \"" + name + "\": cannot use source " + source + ": " + std::strerror(-r);
+            log_error("%s", error.c_str());
+            return r;
+        }
         DiskSource d;
         d.device = name;
         d.path = dev.at("path");
@@ -253,6 +258,8 @@ int open_disk_sources(const ContainerConfig& config, std::vector<DiskSource>& ou
 }
 
 int mount_disk_devices(const SetupContext& ctx) {
+    if (!ctx.disk_sources)
+        return 0;
     for (const DiskSource& d : *ctx.disk_sources) {
         if (int r = mount_in_root(ctx.root, d.path, d.tree.get(),
                                   d.is_dir ? Create::dir : Create::file);
