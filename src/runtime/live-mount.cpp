@@ -71,20 +71,25 @@ std::vector<std::pair<std::string, std::string>> container_mounts(pid_t init_pid
     return out;
 }
 
-
 int devlxd_attach_running(pid_t init_pid, const std::string& devlxd_dir) {
     Fd tree;
-    bool present = false;
+    struct stat host {};
     auto prepare = [&]() -> int {
-        for (auto& [target, type] : container_mounts(init_pid))
-            present |= target == "/dev/lxd";
-        if (present)
-            return 0;
+        if (::stat(devlxd_dir.c_str(), &host) < 0)
+            return log_error_errno(errno, "Cannot stat %s", devlxd_dir.c_str());
         tree = clone_tree(AT_FDCWD, devlxd_dir, false);
-        return tree ? 0 : log_error_errno(errno, "Failed to clone %s", devlxd_dir.c_str());
+        if (!tree)
+            return log_error_errno(errno, "Failed to clone %s", devlxd_dir.c_str());
+        // Read-only as at start (dev.cpp): the directory is shared by every container.
+        int r = set_mount_attr(tree.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                               MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+        return r < 0 ? log_error_errno(r, "Failed to make /dev/lxd read-only") : 0;
     };
     auto attach = [&]() -> int {
-        if (present)
+        // Already the host's directory: nothing to do. Otherwise (absent, or covered by the
+        // empty tmpfs a detach left over a locked bind) the bind goes on top.
+        struct stat st {};
+        if (::stat("/dev/lxd", &st) == 0 && st.st_dev == host.st_dev && st.st_ino == host.st_ino)
             return 0;
         if (::mkdir("/dev/lxd", 0755) < 0 && errno != EEXIST)
             return log_error_errno(errno, "Cannot create /dev/lxd");
@@ -102,11 +107,22 @@ int devlxd_detach_running(pid_t init_pid) {
         }
         if (errno != EINVAL && errno != ENOENT)
             return log_error_errno(errno, "Cannot unmount /dev/lxd");
-        if (::rmdir("/dev/lxd") < 0 && errno != ENOENT)
+        if (::rmdir("/dev/lxd") == 0 || errno == ENOENT)
+            return 0;
+        if (errno != EBUSY)
             return log_error_errno(errno, "Cannot remove /dev/lxd");
+        // A privileged container's start-time bind is locked (lock_mounts()) and cannot be
+        // unmounted: an empty read-only tmpfs over it hides the socket instead.
+        Fd empty =
+            make_fs("tmpfs", "size=4k,mode=755",
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+        if (!empty ||
+            ::move_mount(empty.get(), "", AT_FDCWD, "/dev/lxd", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return log_error_errno(errno, "Cannot hide /dev/lxd");
         return 0;
     };
-    return in_container_mntns(init_pid, [] { return 0; }, detach);
+    return in_container_mntns(
+        init_pid, [] { return 0; }, detach);
 }
 
 } // namespace lodge::runtime

@@ -6,9 +6,10 @@
 #include "setup.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <fcntl.h>
-#include <sys/mount.h>
 #include <linux/magic.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -123,12 +124,26 @@ int mount_passthrough(const SetupContext& ctx) {
         if (::stat(e.path, &st) < 0)
             continue;
         struct statfs fs {};
-        if (e.fs_magic && (::statfs(e.path, &fs) < 0 || static_cast<unsigned long>(fs.f_type) != e.fs_magic))
+        if (e.fs_magic &&
+            (::statfs(e.path, &fs) < 0 || static_cast<unsigned long>(fs.f_type) != e.fs_magic))
             continue;
         // "optional" in LXC's terms: a path the kernel will not let us bind is skipped.
         Fd tree = clone_tree(AT_FDCWD, e.path, true);
         if (!tree) {
             log_debug_errno(errno, "Skipping pass-through %s", e.path);
+            continue;
+        }
+        // Read-only, sub-mounts included, unlike LXD (whose privileged containers rely on
+        // AppArmor for it): they are the host's own, and writes there act on the host
+        // (binfmt_misc handlers run for host executions, debugfs/tracefs/securityfs/efivars/
+        // pstore/configfs change the kernel, fusectl aborts host FUSE connections). Locked
+        // with the other masks in privileged containers (lock_mounts()).
+        if (int r = set_mount_attr(tree.get(),
+                                   MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                       MOUNT_ATTR_NOEXEC,
+                                   0, -1, true);
+            r < 0) {
+            log_debug_errno(r, "Skipping pass-through %s", e.path);
             continue;
         }
         if (int r = mount_in_root(ctx.root, e.path, tree.get(), Create::dir); r < 0)
@@ -137,31 +152,120 @@ int mount_passthrough(const SetupContext& ctx) {
     return 0;
 }
 
-int mount_disk_devices(const SetupContext& ctx) {
-    for (auto& [name, dev] : ctx.config->devices) {
+namespace {
+
+// A symlink on the way to a disk source is followed only when nobody but host root could have
+// put it there: the link and the directory holding it are root's and that directory is not
+// writable by anyone else. Anything a container can write (its own ids, world-writable
+// directories, anything under its rootfs) is refused, so no guest can point the mount elsewhere.
+bool trusted_symlink(int dir, const struct stat& link) {
+    struct stat d {};
+    return link.st_uid == 0 && ::fstat(dir, &d) == 0 && d.st_uid == 0 &&
+           (d.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+// Walks `path` from the host's root one component at a time without following untrusted
+// symlinks; returns an O_PATH fd of the source or -errno with `why` set.
+int open_source(const std::string& path, Fd& out, std::string& why) {
+    std::string rest = path;
+    Fd cur(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!cur)
+        return -errno;
+    std::string walked; // what we resolved so far, for messages
+    for (int links = 0;;) {
+        size_t start = rest.find_first_not_of('/');
+        if (start == std::string::npos)
+            break;
+        size_t slash = rest.find('/', start);
+        std::string comp = rest.substr(start, slash == std::string::npos ? slash : slash - start);
+        rest = slash == std::string::npos ? "" : rest.substr(slash);
+        walked += "/" + comp;
+        Fd next(::openat(cur.get(), comp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!next)
+            return -errno;
+        struct stat st {};
+        if (::fstat(next.get(), &st) < 0)
+            return -errno;
+        if (!S_ISLNK(st.st_mode)) {
+            cur = std::move(next);
+            continue;
+        }
+        if (!trusted_symlink(cur.get(), st)) {
+            why = walked + " is a symlink that is not host root's alone; give the path it "
+                           "points to instead";
+            return -ELOOP;
+        }
+        if (++links > 40)
+            return -ELOOP;
+        char target[4096];
+        ssize_t n = ::readlinkat(next.get(), "", target, sizeof target - 1);
+        if (n < 0)
+            return -errno;
+        target[n] = '\0';
+        rest = std::string(target) + "/" + rest;
+        if (target[0] == '/') {
+            cur = Fd(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+            if (!cur)
+                return -errno;
+        }
+    }
+    out = std::move(cur);
+    return 0;
+}
+
+} // namespace
+
+int open_disk_sources(const ContainerConfig& config, std::vector<DiskSource>& out,
+                      std::string& error) {
+    for (auto& [name, dev] : config.devices) {
         auto type = dev.find("type");
         if (type == dev.end() || type->second != "disk")
             continue;
         const std::string& source = dev.at("source");
-        const std::string& path = dev.at("path");
         bool ro = dev.count("readonly") && parse_bool(dev.at("readonly")).value_or(false);
-        struct stat st {};
-        if (::stat(source.c_str(), &st) < 0)
-            return log_error_errno(errno, "Device \"%s\": cannot use source %s", name.c_str(),
-                                   source.c_str());
-        Fd tree = clone_tree(AT_FDCWD, source, true);
-        if (!tree)
-            return log_error_errno(errno, "Device \"%s\": cannot bind %s", name.c_str(),
-                                   source.c_str());
-        if (ro) {
-            if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_RDONLY, 0, -1, true); r < 0)
-                return log_error_errno(r, "Device \"%s\": cannot make it read-only", name.c_str());
+        Fd fd;
+        std::string why;
+        if (int r = open_source(source, fd, why); r < 0) {
+            error = "Device \"" + name + "\": cannot use source " + source + ": " +
+                    (why.empty() ? std::strerror(-r) : why);
+            log_error("%s", error.c_str());
+            return r;
         }
-        if (int r = mount_in_root(ctx.root, path, tree.get(),
-                                  S_ISDIR(st.st_mode) ? Create::dir : Create::file);
+        struct stat st {};
+        if (::fstat(fd.get(), &st) < 0) {
+            int r = -errno;
+            error =
+                "Device \"" + name + "\": cannot use source " + source + ": " + std::strerror(-r);
+            log_error("%s", error.c_str());
+            return r;
+        }
+        DiskSource d;
+        d.device = name;
+        d.path = dev.at("path");
+        d.is_dir = S_ISDIR(st.st_mode);
+        d.tree = clone_tree(fd.get(), "", true);
+        int r = d.tree ? 0 : -errno;
+        if (r == 0 && ro)
+            r = set_mount_attr(d.tree.get(), MOUNT_ATTR_RDONLY, 0, -1, true);
+        if (r < 0) {
+            error = "Device \"" + name + "\": cannot bind " + source + ": " + std::strerror(-r);
+            log_error("%s", error.c_str());
+            return r;
+        }
+        out.push_back(std::move(d));
+    }
+    return 0;
+}
+
+int mount_disk_devices(const SetupContext& ctx) {
+    if (!ctx.disk_sources)
+        return 0;
+    for (const DiskSource& d : *ctx.disk_sources) {
+        if (int r = mount_in_root(ctx.root, d.path, d.tree.get(),
+                                  d.is_dir ? Create::dir : Create::file);
             r < 0)
-            return log_error_errno(r, "Device \"%s\": cannot mount on %s", name.c_str(),
-                                   path.c_str());
+            return log_error_errno(r, "Device \"%s\": cannot mount on %s", d.device.c_str(),
+                                   d.path.c_str());
     }
     return 0;
 }

@@ -123,7 +123,8 @@ SockPtr netns_socket(int netns_fd) {
         err = EAGAIN;
     }
     if (fd < 0) {
-        log_error_errno(err, "Failed to open a netlink socket in the container's network namespace");
+        log_error_errno(err,
+                        "Failed to open a netlink socket in the container's network namespace");
         return nullptr;
     }
     SockPtr sock = sock_from_fd(fd);
@@ -179,8 +180,7 @@ int look_up_parent(nl_sock* sock, const NicSpec& s, Parent& out, std::string& er
     return 0;
 }
 
-int plug_veth(nl_sock* host, int netns_fd, const NicSpec& s, PluggedNic& out,
-              std::string& error) {
+int plug_veth(nl_sock* host, int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
     Parent parent;
     if (s.nictype == "bridged")
         if (int r = look_up_parent(host, s, parent, error); r < 0)
@@ -266,10 +266,10 @@ int plug_macvlan(nl_sock* host, int netns_fd, const NicSpec& s, std::string& err
     rtnl_link_set_ns_fd(link.get(), netns_fd);
     if (int r = rtnl_link_add(host, link.get(), NLM_F_CREATE | NLM_F_EXCL); r < 0) {
         int err = nl_to_errno(r);
-        error = err == EEXIST ? dev_error(s, "interface \"" + s.name +
-                                                 "\" already exists in the container")
-                              : dev_error(s, "cannot create the macvlan on \"" + s.parent +
-                                                 "\": " + std::strerror(err));
+        error = err == EEXIST
+                    ? dev_error(s, "interface \"" + s.name + "\" already exists in the container")
+                    : dev_error(s, "cannot create the macvlan on \"" + s.parent +
+                                       "\": " + std::strerror(err));
         log_error_errno(err, "%s", error.c_str());
         return -err;
     }
@@ -293,6 +293,26 @@ Fd open_netns(pid_t pid) {
     return Fd(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
 }
 
+int bring_up_loopback(pid_t pid) {
+    Fd netns = open_netns(pid);
+    if (!netns)
+        return log_error_errno(errno, "Cannot open the container's network namespace");
+    SockPtr sock = netns_socket(netns.get());
+    if (!sock)
+        return -EIO;
+    int err = 0;
+    LinkPtr lo = get_link(sock.get(), 0, "lo", err);
+    if (!lo)
+        return log_error_errno(err ? err : -ENODEV, "Cannot find lo in the container");
+    LinkPtr up(rtnl_link_alloc());
+    if (!up)
+        return log_error_errno(ENOMEM, "Cannot bring up lo in the container");
+    rtnl_link_set_flags(up.get(), IFF_UP);
+    if (int r = rtnl_link_change(sock.get(), lo.get(), up.get(), 0); r < 0)
+        return log_error_errno(nl_to_errno(r), "Cannot bring up lo in the container");
+    return 0;
+}
+
 std::string check_host_side(const NicSpec& s) {
     SockPtr host = host_socket();
     if (!host)
@@ -304,8 +324,9 @@ std::string check_host_side(const NicSpec& s) {
     if (!s.host_name.empty() && ::if_nametoindex(s.host_name.c_str()))
         return dev_error(s, "\"host_name\" \"" + s.host_name + "\" is already in use on the host");
     if (s.nictype == "macvlan" && s.mtu && s.mtu > parent.mtu)
-        return dev_error(s, "\"mtu\" " + std::to_string(s.mtu) + " is above the MTU of \"parent\" " +
-                                s.parent + " (" + std::to_string(parent.mtu) + ")");
+        return dev_error(s, "\"mtu\" " + std::to_string(s.mtu) +
+                                " is above the MTU of \"parent\" " + s.parent + " (" +
+                                std::to_string(parent.mtu) + ")");
     return {};
 }
 
@@ -340,8 +361,8 @@ int plug(int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
         err = -EIO;
     }
     if (err < 0 || !link) {
-        error = dev_error(s, "cannot bring up \"" + s.name + "\" in the container: " +
-                                 std::strerror(-err));
+        error = dev_error(s, "cannot bring up \"" + s.name +
+                                 "\" in the container: " + std::strerror(-err));
         log_error_errno(err, "%s", error.c_str());
         unplug(netns_fd, nic);
         return err;
@@ -389,7 +410,7 @@ int addresses(int netns_fd, std::vector<Address>& out) {
     CachePtr cache(raw);
     nl_cache* links_raw = nullptr;
     CachePtr links(rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &links_raw) < 0 ? nullptr
-                                                                                 : links_raw);
+                                                                                : links_raw);
     for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
         auto* a = reinterpret_cast<rtnl_addr*>(o);
         nl_addr* local = rtnl_addr_get_local(a);
@@ -398,10 +419,11 @@ int addresses(int netns_fd, std::vector<Address>& out) {
             continue;
         auto* bytes = static_cast<const uint8_t*>(nl_addr_get_binary_addr(local));
         unsigned len = nl_addr_get_len(local);
-        bool loopback = family == AF_INET ? len == 4 && bytes[0] == 127
-                                          : len == 16 && std::all_of(bytes, bytes + 15, [](uint8_t b) {
-                                                return b == 0;
-                                            }) && bytes[15] == 1;
+        bool loopback =
+            family == AF_INET
+                ? len == 4 && bytes[0] == 127
+                : len == 16 && std::all_of(bytes, bytes + 15, [](uint8_t b) { return b == 0; }) &&
+                      bytes[15] == 1;
         if (loopback)
             continue;
         Address addr;

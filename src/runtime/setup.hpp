@@ -13,6 +13,15 @@
 
 namespace lodge::runtime {
 
+// A disk device's source, opened and cloned on the host side as host root before the container's
+// user namespace exists (LXD mounts sources below directories only root may traverse).
+struct DiskSource {
+    std::string device;
+    std::string path; // inside the container
+    bool is_dir = false;
+    Fd tree; // detached clone of the source, read-only when the device says so
+};
+
 struct SetupContext {
     const ContainerConfig* config = nullptr;
     bool userns = false;    // unprivileged: every mount happens inside the user namespace
@@ -20,19 +29,28 @@ struct SetupContext {
     std::string boot_id;    // per-boot id, 36-char UUID text
     std::string lxcfs_dir;  // empty when no lxcfs mount was found at start
     std::string devlxd_dir; // host dir bind-mounted on /dev/lxd; empty when disabled
-    Fd console_master;      // filled by setup_dev()
-    Fd console_slave;       // filled by setup_dev(); becomes fds 0-2 of PID 1
+    const std::vector<DiskSource>* disk_sources = nullptr;
+    Fd console_master; // filled by setup_dev()
+    Fd console_slave;  // filled by setup_dev(); becomes fds 0-2 of PID 1
 };
 
 // rootfs.cpp
 int check_init(const SetupContext& ctx, const std::string& name);
 int ensure_base_dirs(const SetupContext& ctx);
 int enter_root(const SetupContext& ctx); // pivot_root into ctx.root and drop the old root
+// After enter_root(), privileged containers: join a copy of the mount namespace in which no
+// mount can be unmounted or made writable again (masks over /proc/sys, /sys, ...). Reopens
+// ctx.console_slave there.
+int lock_mounts(SetupContext& ctx);
 
 // mounts.cpp
 int mount_proc_sys(const SetupContext& ctx);
 int mount_cgroup(const SetupContext& ctx);
 int mount_passthrough(const SetupContext& ctx);
+// Host side, before clone: every disk device's source resolved from the host's root, refusing
+// symlinks a container could have written. 0, or -errno with `error` naming device and source.
+int open_disk_sources(const ContainerConfig& config, std::vector<DiskSource>& out,
+                      std::string& error);
 int mount_disk_devices(const SetupContext& ctx);
 
 // dev.cpp

@@ -5,6 +5,7 @@
 #include "common/process.hpp"
 #include "idmap-shift.hpp"
 #include "mountapi.hpp"
+#include "net.hpp"
 #include "security.hpp"
 #include "setup.hpp"
 
@@ -46,7 +47,8 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     return env;
 }
 
-[[noreturn]] void child_main(const SpawnOptions& o, int sync) {
+[[noreturn]] void child_main(const SpawnOptions& o, const std::vector<DiskSource>& disks,
+                             int sync) {
     const ContainerConfig& c = *o.config;
     log_set_prefix("lodge-supervisor[" + c.name + "] setup");
     std::string go;
@@ -92,16 +94,26 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ctx.boot_id = o.boot_id;
     ctx.lxcfs_dir = o.lxcfs_dir;
     ctx.devlxd_dir = o.devlxd_dir;
+    ctx.disk_sources = &disks;
 
     if (check_init(ctx, c.name) < 0 || ensure_base_dirs(ctx) < 0 || mount_proc_sys(ctx) < 0 ||
         mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
-        setup_dev(ctx) < 0 || mount_lxcfs(ctx) < 0)
+        setup_dev(ctx) < 0 || (userns && mount_lxcfs(ctx) < 0))
         child_fail(sync);
     if (int r = send_with_fd(sync, "console", ctx.console_master.get()); r < 0)
         _exit(1);
     ctx.console_master.reset();
-    if (enter_root(ctx) < 0)
+    if (enter_root(ctx) < 0 || (!userns && lock_mounts(ctx) < 0))
         child_fail(sync);
+    if (!userns) {
+        // Binds made before the lock could never be taken out again, and lxcfs binds must go
+        // when lxcfs dies: the parent adds them to the locked namespace now.
+        std::string reply;
+        Fd none;
+        if (send_with_fd(sync, "locked") < 0 || recv_with_fd(sync, reply, none) <= 0 ||
+            reply != "continue")
+            _exit(1);
+    }
     root.reset();
     staging.reset();
 
@@ -228,6 +240,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
         return -errno;
     }
     Fd parent_end(pair[0]), child_end(pair[1]);
+    // Opened as host root, before the user namespace exists; the child inherits the fds.
+    std::vector<DiskSource> disks;
+    if (int r = open_disk_sources(c, disks, error); r < 0)
+        return r;
 
     uint64_t flags =
         CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
@@ -247,9 +263,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
     if (pid == 0) {
         parent_end.reset();
-        child_main(o, child_end.get());
+        child_main(o, disks, child_end.get());
     }
     child_end.reset();
+    disks.clear();
     PidFd init(pidfd, static_cast<pid_t>(pid));
 
     auto abort_child = [&](int err) {
@@ -267,6 +284,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
         }
     }
     if (int r = o.cgroup->attach_payload(init.pid()); r < 0) {
+        error = log_last_error();
+        return abort_child(r);
+    }
+    if (int r = net::bring_up_loopback(init.pid()); r < 0) {
         error = log_last_error();
         return abort_child(r);
     }
@@ -304,6 +325,14 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
             break; // close-on-exec fired: /sbin/init is running
         if (msg == "console" && fd) {
             console = std::move(fd);
+        } else if (msg == "locked") {
+            if (!o.lxcfs_dir.empty() && lxcfs_attach_running(init.pid(), o.lxcfs_dir) < 0)
+                log_warning("Container \"%s\": no lxcfs binds (%s)", c.name.c_str(),
+                            log_last_error().c_str());
+            if (int r = send_with_fd(parent_end.get(), "continue"); r < 0) {
+                error = std::string("Lost the container's setup process: ") + std::strerror(-r);
+                return abort_child(r);
+            }
         } else if (!msg.empty() && msg[0] == 'E') {
             error = msg.substr(1);
             siginfo_t si{};

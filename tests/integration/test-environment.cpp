@@ -248,6 +248,17 @@ TEST_P(Environment, OwnDelegatedCgroup) {
     EXPECT_EQ(st.st_uid, privileged ? 0u : 1000000u);
 }
 
+// Issue 12: LXD's containers start with lo up; inits such as busybox's (and the test init here)
+// never bring it up themselves.
+TEST_P(Environment, LoopbackIsUpBeforeInitRuns) {
+    std::string flags = c->exec("cat /sys/class/net/lo/flags");
+    ASSERT_FALSE(flags.empty());
+    EXPECT_TRUE(std::stoul(flags, nullptr, 16) & 0x1) << "lo is down: flags " << flags;
+    int rc = 0;
+    std::string out = c->exec("ping -c 1 -W 5 127.0.0.1 2>&1", &rc);
+    EXPECT_EQ(rc, 0) << out;
+}
+
 TEST_P(Environment, UserNamespaceMap) {
     std::string map = read_text("/proc/" + std::to_string(init) + "/uid_map");
     if (privileged) {
