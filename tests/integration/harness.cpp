@@ -190,4 +190,16 @@ std::string Container::console_log() {
     return read_text(paths::console_log(name));
 }
 
+int exec_in_container(const runtime::ExecRequest& req, runtime::ExecHandle& out,
+                      std::string& error) {
+    static Fd helper = [] {
+        Fd fd;
+        std::string why;
+        if (runtime::copy_exec_helper(env_path("LODGE_EXEC_HELPER"), fd, why) < 0)
+            ADD_FAILURE() << why;
+        return fd;
+    }();
+    return runtime::exec_in_container(req, helper.get(), out, error, 60 * 1000);
+}
+
 } // namespace lodge::test

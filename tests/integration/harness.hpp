@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "runtime/attach.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -81,5 +82,10 @@ public:
     std::string rootfs; // its rootfs on the host
     ContainerConfig config;
 };
+
+// exec_in_container through the sealed copy of lodge-exec ($LODGE_EXEC_HELPER) that every exec in
+// the tests starts from, as lodged's; the handshake is bounded so a hang fails the test.
+int exec_in_container(const runtime::ExecRequest& req, runtime::ExecHandle& out,
+                      std::string& error);
 
 } // namespace lodge::test

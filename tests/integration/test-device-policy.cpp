@@ -239,7 +239,7 @@ TEST(DevicePolicy, ExecWithAPtyAndDevNullWorks) {
     req.pty = true;
     lodge::runtime::ExecHandle h;
     std::string error;
-    ASSERT_EQ(lodge::runtime::exec_in_container(req, h, error), 0) << error;
+    ASSERT_EQ(exec_in_container(req, h, error), 0) << error;
     std::string out;
     char buf[512];
     ssize_t n;
@@ -252,7 +252,7 @@ TEST(DevicePolicy, ExecWithAPtyAndDevNullWorks) {
     req.pty = false;
     req.argv = {"sh", "-c", "read x; exit 7"};
     lodge::runtime::ExecHandle h2;
-    ASSERT_EQ(lodge::runtime::exec_in_container(req, h2, error), 0) << error;
+    ASSERT_EQ(exec_in_container(req, h2, error), 0) << error;
     EXPECT_EQ(lodge::runtime::exec_wait(h2), 7);
 }
 

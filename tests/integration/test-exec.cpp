@@ -26,22 +26,6 @@ using lodge::runtime::ExecRequest;
 
 namespace {
 
-// The sealed copy of lodge-exec every exec here starts from, as lodged's.
-int helper_exe() {
-    static Fd copy = [] {
-        Fd fd;
-        std::string error;
-        if (lodge::runtime::copy_exec_helper(env_path("LODGE_EXEC_HELPER"), fd, error) < 0)
-            ADD_FAILURE() << error;
-        return fd;
-    }();
-    return copy.get();
-}
-
-int exec_in_container(const ExecRequest& req, ExecHandle& out, std::string& error) {
-    return lodge::runtime::exec_in_container(req, helper_exe(), out, error, 60 * 1000);
-}
-
 struct Result {
     int status = -1;
     std::string out, err;
