@@ -1,29 +1,33 @@
 // Containers on disk: <state>/containers/<name>/{config.json,rootfs/}. A container appears
 // under its name only once complete (made in a hidden directory, then renamed), and goes away
 // in one rename too, so a crash at any moment never leaves a half-made container visible.
+// Filling a new rootfs and removing a deleted one are long: lodged does them in workers
+// (operation.hpp) between prepare() and commit(), and after retire().
 #pragma once
 
 #include "common/config.hpp"
 
-#include <functional>
 #include <string>
 #include <vector>
 
 namespace lodge::daemon {
-
-// Populates a new rootfs; may add image.* keys taken from the image's metadata.
-using FillRootfs =
-    std::function<int(const std::string& rootfs_dir, KeyMap& image_keys, std::string& error)>;
 
 class Registry {
 public:
     std::vector<std::string> list() const;
     int load(const std::string& name, ContainerConfig& out, std::string& error) const;
     int save(const ContainerConfig& c) const;
-    // EEXIST when the name is taken; `fill` populates the new rootfs, and its image keys join
-    // `c` before config.json is written.
-    int create(ContainerConfig& c, const FillRootfs& fill, std::string& error) const;
-    int remove(const std::string& name) const;
+    // A hidden work directory for a new container `name`, holding an empty rootfs/ to fill.
+    // EEXIST when the name is taken.
+    int prepare(const std::string& name, std::string& work_dir, std::string& error) const;
+    // The image.* keys of `image_keys` join `c`, config.json goes into `work_dir`, and the work
+    // directory becomes the container in one rename (EEXIST when the name was taken meanwhile).
+    // On failure `work_dir` is left for the caller to remove.
+    int commit(ContainerConfig& c, const std::string& work_dir, const KeyMap& image_keys,
+               std::string& error) const;
+    // Deletes container `name` in one rename into a hidden trash directory, returned in
+    // `trash` for the caller to remove.
+    int retire(const std::string& name, std::string& trash) const;
     // Removes what a crash left behind: unfinished creates and deletes.
     void collect_garbage() const;
 };
