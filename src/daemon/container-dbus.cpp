@@ -198,11 +198,18 @@ int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
 int op_open_console(sd_bus_message* m, Container& c, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::exec, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
-    Fd console;
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+    auto done = [call](int r, Fd console, const std::string& msg) {
+        if (r >= 0) {
+            sd_bus_reply_method_return(call.get(), "h", console.get());
+            return;
+        }
+        reply_when_done(call.get())(r, msg);
+    };
     std::string msg;
-    if (int r = c.manager->open_console(c, console, msg); r < 0)
+    if (int r = c.manager->open_console(c, done, msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, "h", console.get());
+    return 1;
 }
 
 int op_open_console_log(sd_bus_message* m, Container& c, sd_bus_error* error) {

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fcntl.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -149,11 +150,14 @@ void Manager::attach_watch(Container& c) {
         }
         c.state = "stopped";
         set_leader(c, 0);
+        started(c); // PID 1 ran, and is gone already
         return;
     }
     sd_event_source* s = nullptr;
-    if (sd_event_add_io(event_, &s, sock.get(), EPOLLIN, on_watch, &c) < 0)
+    if (sd_event_add_io(event_, &s, sock.get(), EPOLLIN, on_watch, &c) < 0) {
+        started(c);
         return;
+    }
     c.watch = std::move(sock);
     c.watch_source.reset(s);
     c.state = "running"; // the first watch message corrects this at once
@@ -183,6 +187,7 @@ int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
             }
             c->manager->container_stopped(*c);
             c->manager->emit_state_changed(*c);
+            started(*c);
             return 0;
         }
         c->manager->on_status(*c, std::string(buf, static_cast<size_t>(n)));
@@ -220,6 +225,14 @@ void Manager::on_status(Container& c, const std::string& text) {
     // A container re-attached after a lodged restart, or one that started while lxcfs moved.
     if (lxcfs_known_ && c.state == "running" && c.lxcfs != lxcfs_live_)
         set_lxcfs_live(lxcfs_live_);
+    started(c);
+}
+
+void Manager::started(Container& c) {
+    if (auto done = std::move(c.start_done)) {
+        c.start_done = nullptr;
+        done(0, "");
+    }
 }
 
 void Manager::emit_state_changed(Container& c) {
@@ -363,6 +376,7 @@ void Manager::finish_remove(Container& c, Done done) {
     if (int r = registry_.retire(name, trash); r < 0)
         return done(r, "Cannot delete \"" + name + "\": " + std::strerror(-r));
     remove_tree(paths::container_runtime(name));
+    started(c); // a start still waiting for its first status did happen
     containers_.erase(name);
     sd_bus_emit_object_removed(bus_, path.c_str());
     sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerRemoved", "so",
@@ -487,9 +501,11 @@ void Manager::finish_launch(const std::string& name) {
     registry_.load(name, c->config, e);
     c->started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
     set_leader(*c, res.init_pid);
+    // The reply waits for the supervisor's first status: what exec needs (the cgroup) is known.
     if (!use_scopes_) {
+        c->start_done = std::move(launch->done);
         attach_watch(*c);
-        return launch->done(0, "");
+        return;
     }
     // The host ends of the veths go to machined with the machine.
     pid_t init_pid = res.init_pid;
@@ -501,8 +517,8 @@ void Manager::finish_launch(const std::string& name) {
         update_nics(*found, nlohmann::json::parse(reply, nullptr, false));
         machined_register(bus_, name, init_pid, paths::container_rootfs(name),
                           found->host_ifindices());
+        found->start_done = done;
         attach_watch(*found);
-        done(0, "");
     };
     std::string why;
     if (request_async(*c, "status", registered, why) < 0)
@@ -511,13 +527,18 @@ void Manager::finish_launch(const std::string& name) {
 
 int Manager::request_async(Container& c, const std::string& req,
                            std::function<void(const std::string& reply)> done, std::string& error) {
+    auto p = std::make_unique<Pending>();
+    p->manager = this;
+    p->done = std::move(done);
+    return send_request(c, req, std::move(p), error);
+}
+
+int Manager::send_request(Container& c, const std::string& req, std::unique_ptr<Pending> p,
+                          std::string& error) {
     if (starting(c.name())) {
         error = "Container \"" + c.name() + "\" is starting; try again once it runs";
         return -EBUSY;
     }
-    auto p = std::make_unique<Pending>();
-    p->manager = this;
-    p->done = std::move(done);
     // Non-blocking all the way: a supervisor that stopped reading cannot hold the loop.
     if (runtime::control_connect(c.name(), p->fd, true) < 0 ||
         ::send(p->fd.get(), req.data(), req.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
@@ -556,13 +577,31 @@ int Manager::on_async_reply(sd_event_source*, int fd, uint32_t, void* userdata) 
         ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return 0;
-        std::string reply = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-        auto done = std::move(p->done);
-        Manager* m = p->manager;
-        m->pending_.erase(p); // frees p and its source
-        done(reply);
+        p->manager->end_request(p, n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
         return 0;
     });
+}
+
+int Manager::on_async_timeout(sd_event_source*, uint64_t, void* userdata) {
+    return guarded([&] {
+        auto* p = static_cast<Pending*>(userdata);
+        p->manager->end_request(p, "");
+        return 0;
+    });
+}
+
+void Manager::end_request(Pending* p, const std::string& reply) {
+    auto it = pending_.find(p);
+    if (it == pending_.end())
+        return;
+    std::unique_ptr<Pending> owned = std::move(it->second);
+    pending_.erase(it);
+    owned->source.reset();
+    owned->timeout.reset();
+    if (owned->handover)
+        owned->handover(reply, std::move(owned->fd));
+    else if (owned->done)
+        owned->done(reply);
 }
 
 int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
@@ -745,28 +784,23 @@ void Manager::guest_event(const Container& c, unsigned type, const std::string& 
         guest_events_(c, type, line);
 }
 
-int Manager::open_console(Container& c, Fd& out, std::string& error) {
-    Fd sock;
-    if (runtime::control_connect(c.name(), sock) < 0 ||
-        ::send(sock.get(), "attach", 6, MSG_NOSIGNAL) < 0) {
-        error = "Container \"" + c.name() + "\" is not running";
-        return -ENOTCONN;
-    }
+int Manager::open_console(Container& c, ConsoleDone done, std::string& error) {
+    auto p = std::make_unique<Pending>();
+    p->manager = this;
     // The first message is the supervisor's {"ok":true}; after it the socket is the console.
-    struct timeval tv {
-        5, 0
+    std::string name = c.name();
+    p->handover = [name, done](const std::string& reply, Fd sock) {
+        int flags = sock ? ::fcntl(sock.get(), F_GETFL) : -1;
+        if (reply.find("\"ok\"") == std::string::npos || flags < 0 ||
+            ::fcntl(sock.get(), F_SETFL, flags & ~O_NONBLOCK) < 0)
+            return done(-EIO, Fd(), "The supervisor of \"" + name + "\" refused the console");
+        done(0, std::move(sock), "");
     };
-    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[256];
-    ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
-    if (n <= 0 || std::string(buf, static_cast<size_t>(n)).find("\"ok\"") == std::string::npos) {
-        error = "The supervisor of \"" + c.name() + "\" refused the console";
-        return -EIO;
-    }
-    struct timeval none {};
-    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-    out = std::move(sock);
-    return 0;
+    sd_event_source* s = nullptr;
+    if (sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 5 * 1000000ULL, 0, on_async_timeout,
+                                   p.get()) >= 0)
+        p->timeout.reset(s);
+    return send_request(c, "attach", std::move(p), error);
 }
 
 void Manager::set_lxcfs_live(bool live) {

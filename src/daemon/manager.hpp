@@ -65,6 +65,8 @@ struct Container {
     SourcePtr watch_source;
     std::string watch_buffer;
     std::vector<LiveNic> nics; // empty while stopped
+    // A start that replies once the watch stream's first status is in (cgroup, nics known).
+    std::function<void(int r, const std::string& error)> start_done;
 
     // config.config plus volatile.<dev>.host_name of the nics plugged now (never on disk).
     KeyMap visible_config() const;
@@ -129,8 +131,9 @@ public:
     // Called when a container goes down (stop, crash, guest reboot): its guest API streams end.
     void set_on_stopped(std::function<void(const Container&)> fn) { on_stopped_ = std::move(fn); }
 
-    // A control connection to the supervisor, already attached to the console.
-    int open_console(Container& c, Fd& out, std::string& error);
+    // A control connection to the supervisor, already attached to the console, for `done`.
+    using ConsoleDone = std::function<void(int r, Fd console, const std::string& error)>;
+    int open_console(Container& c, ConsoleDone done, std::string& error);
 
     // Called with the live state of LODGE_LXCFS_DIR; brings every running container in line.
     void set_lxcfs_live(bool live);
@@ -157,6 +160,8 @@ private:
     // `then` runs once it is gone (or could not be removed: collect_garbage() retries).
     void discard(const std::string& path, std::function<void()> then);
     void attach_watch(Container& c);
+    // Ends a start waiting for the first status (`start_done`), if there is one.
+    static void started(Container& c);
     void on_status(Container& c, const std::string& json);
     static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
     static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
@@ -193,9 +198,15 @@ private:
     struct Pending {
         Manager* manager;
         Fd fd;
-        SourcePtr source;
+        SourcePtr source, timeout;
         std::function<void(const std::string&)> done;
+        // Instead of `done`: the reply and the connection, which goes on (the console).
+        std::function<void(const std::string&, Fd)> handover;
     };
+    int send_request(Container& c, const std::string& request, std::unique_ptr<Pending> p,
+                     std::string& error);
+    static int on_async_timeout(sd_event_source*, uint64_t usec, void* userdata);
+    void end_request(Pending* p, const std::string& reply);
     std::map<Pending*, std::unique_ptr<Pending>> pending_;
     std::map<std::string, std::unique_ptr<Launch>> launches_; // by container name
     std::set<std::string> creating_;                          // names whose create runs

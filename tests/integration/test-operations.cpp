@@ -313,9 +313,10 @@ TEST_F(OperationsTest, KillNineMidImportLeavesNothing) {
     daemon->kill9();
     std::string out;
     EXPECT_NE(import.ctl().wait(&out), 0) << out;
-    // No reader left: the write end reports POLLERR (bounded wait, not a sleep).
+    // No reader left: the write end reports POLLERR (asked for nothing else, poll waits for
+    // exactly that; bounded, not a sleep).
     struct pollfd p {
-        import.writer().get(), POLLOUT, 0
+        import.writer().get(), 0, 0
     };
         int ready = ::poll(&p, 1, 30000);
         EXPECT_EQ(ready, 1);
