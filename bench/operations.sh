@@ -2,7 +2,8 @@
 # Does long work block lodged? (issue 13's number: ListContainers p99 < 20 ms while a 250 MB
 # rootfs tarball imports and 20 containers start.) A private dbus-daemon and lodged; first the
 # quiet ListContainers latency, then the same while the import and the 20 starts run at once.
-# Usage: bench/operations.sh [BUILD] [TARBALL_MB]
+# Usage: bench/operations.sh [BUILD] [TARBALL_MB]; LODGE_BENCH_BUS=path/to/bench-bus to measure
+# another build's lodged with this tree's client.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build}
@@ -34,6 +35,8 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus
 "$build/lodged" 2>>"$T/lodged.log" &
 LODGED_PID=$!
 ctl=$build/lodgectl
+# bench-bus of this tree ("busy" times every call, the first too) against either lodged.
+bench=${LODGE_BENCH_BUS:-$build/bench/bench-bus}
 until "$ctl" list >/dev/null 2>&1; do kill -0 $LODGED_PID; done
 
 # A busybox rootfs plus $mb MB of incompressible data, gzip'd: extraction is mostly gunzip
@@ -45,15 +48,15 @@ rm -rf "$T/src/rootfs"
 for i in $(seq 20); do "$ctl" create "s$i" >/dev/null; done
 
 echo "# lodged under long work ($(nproc) CPUs, kernel $(uname -r), load $(cut -d' ' -f1 /proc/loadavg))"
-echo "quiet ListContainers: $("$build/bench/bench-bus" warm 500)"
+echo "quiet ListContainers: $("$bench" busy 500)"
 t0=$EPOCHREALTIME
 "$ctl" create big "$T/src/big.tar.gz" >/dev/null &
 import=$!
 pids=()
 for i in $(seq 20); do "$ctl" start "s$i" & pids+=($!); done
 # ListContainers in a loop for as long as the import runs (at least 200 calls).
-busy=$("$build/bench/bench-bus" warm 200)
-while kill -0 $import 2>/dev/null; do busy="$busy"$'\n'"$("$build/bench/bench-bus" warm 200)"; done
+busy=$("$bench" busy 200)
+while kill -0 $import 2>/dev/null; do busy="$busy"$'\n'"$("$bench" busy 200)"; done
 wait $import
 t1=$EPOCHREALTIME
 wait "${pids[@]}"

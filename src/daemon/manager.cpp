@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef LODGE_SUPERVISOR_PATH
@@ -277,6 +278,17 @@ int Manager::create(CreateRequest req, Done done, std::string& error) {
             remove_tree(rootfs);
             return r;
         }
+        // On disk before it is registered (a crash must not leave a half-written rootfs under
+        // a name), and synced here rather than by lodged's fsync of config.json, which would
+        // wait on the loop for the whole import's writeback.
+        Fd root(::open(rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!root || ::syncfs(root.get()) < 0) {
+            int err = errno;
+            why = std::string("Cannot sync the imported rootfs: ") + std::strerror(err);
+            log_error_errno(err, "Cannot sync the imported rootfs");
+            remove_tree(rootfs);
+            return -err;
+        }
         w.data["image_keys"] = image_keys;
         return 0;
     };
@@ -415,13 +427,19 @@ int Manager::start(Container& c, Done done, std::string& error) {
         emit_state_changed(c);
         return r;
     };
-    if (int r =
-            launch->supervisor.spawn(supervisor_binary(), c.name(), args, use_scopes_, use_scopes_);
+    if (int r = launch->supervisor.spawn(supervisor_binary(), c.name(), args, use_scopes_,
+                                         use_scopes_, false);
         r < 0)
         return failed(-EIO,
                       "Cannot start lodge-supervisor for " + c.name() + ": " + std::strerror(-r));
-    // READY comes once PID 1 has been exec'd, which may take a rootfs shift: off the loop.
+    // Its intermediate process exits at once; sd-event reaps it, lodged does not wait for it.
     sd_event_source* s = nullptr;
+    if (sd_event_add_child(event_, &s, launch->supervisor.intermediate(), WEXITED, on_reaped,
+                           nullptr) < 0)
+        while (::waitpid(launch->supervisor.intermediate(), nullptr, 0) < 0 && errno == EINTR)
+            ;
+    // READY comes once PID 1 has been exec'd, which may take a rootfs shift: off the loop.
+    s = nullptr;
     if (int r = sd_event_add_io(event_, &s, launch->supervisor.notify_fd(), EPOLLIN, on_launch,
                                 launch.get());
         r < 0) {
@@ -436,6 +454,11 @@ int Manager::start(Container& c, Done done, std::string& error) {
     c.reason.clear();
     emit_state_changed(c);
     launches_[c.name()] = std::move(launch);
+    return 0;
+}
+
+int Manager::on_reaped(sd_event_source* s, const siginfo_t*, void*) {
+    sd_event_source_unref(s); // freed once dispatched; sd-event reaps the process first
     return 0;
 }
 

@@ -152,6 +152,7 @@ public:
 private:
     struct Launch;
     static int on_launch(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    static int on_reaped(sd_event_source*, const siginfo_t* si, void* userdata);
     static int on_launch_deadline(sd_event_source*, uint64_t usec, void* userdata);
     void step_launch(Launch& launch);
     void finish_launch(const std::string& name);

@@ -117,7 +117,7 @@ void place_fd(int fd, int target) {
 
 int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& name,
                             const std::vector<std::string>& extra_args, bool hold,
-                            bool bus_controller) {
+                            bool bus_controller, bool reap) {
     name_ = name;
     hold_ = hold;
     bus_controller_ = hold && bus_controller;
@@ -170,7 +170,8 @@ int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& na
     wr.reset();
     go_rd.reset();
     // The intermediate only forks and exits: this wait is short.
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
+    intermediate_ = pid;
+    while (reap && ::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
         ;
     if (::fcntl(rd.get(), F_SETFL, O_NONBLOCK) < 0)
         return -errno;

@@ -68,8 +68,11 @@ int launch_supervisor(const std::string& supervisor, const std::string& name,
 class SupervisorLaunch {
 public:
     enum class Step { more, held, finished };
+    // With `reap` false the caller reaps the short-lived intermediate process (intermediate()).
     int spawn(const std::string& supervisor, const std::string& name,
-              const std::vector<std::string>& extra_args, bool hold, bool bus_controller);
+              const std::vector<std::string>& extra_args, bool hold, bool bus_controller,
+              bool reap = true);
+    pid_t intermediate() const { return intermediate_; }
     int notify_fd() const { return notify_.get(); }
     // Reads what is there without blocking.
     Step read();
@@ -85,6 +88,7 @@ private:
     std::string name_;
     Fd notify_, go_;
     std::string text_;
+    pid_t intermediate_ = 0;
     bool hold_ = false, bus_controller_ = false, released_ = false, eof_ = false;
 };
 
