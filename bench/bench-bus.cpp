@@ -53,7 +53,16 @@ int main(int argc, char** argv) {
         std::printf("%.3f\n", ms_since(t0));
     } else {
         std::vector<double> t;
-        list(bus); // connection set up, lodged running
+        if (mode == "busy") {
+            // Every call is timed, the first too: the bus connection is set up with the bus
+            // itself, so a lodged that is busy right now is measured, not waited for.
+            sd_bus_message* reply = nullptr;
+            sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                               "org.freedesktop.DBus", "GetId", nullptr, &reply, nullptr);
+            sd_bus_message_unref(reply);
+        } else {
+            list(bus); // connection set up, lodged running
+        }
         for (int i = 0; i < n; i++) {
             auto t0 = Clock::now();
             if (list(bus) < 0)

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 namespace lodge::daemon {
@@ -45,14 +46,32 @@ int reply_error(sd_bus_error* error, int r, const std::string& msg) {
     return sd_bus_error_set(error, name, msg.c_str());
 }
 
-// The start itself, for a caller already authorized. Restart replies with a (stop) reason.
+// A reply sent when a long operation ends: empty, or (Restart's signature) an empty reason.
+Done reply_when_done(sd_bus_message* m, bool with_reason = false) {
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+    return [call, with_reason](int r, const std::string& msg) {
+        if (r >= 0) {
+            if (with_reason)
+                sd_bus_reply_method_return(call.get(), "s", "");
+            else
+                sd_bus_reply_method_return(call.get(), nullptr);
+            return;
+        }
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        reply_error(&e, r, msg);
+        sd_bus_reply_method_error(call.get(), &e);
+        sd_bus_error_free(&e);
+    };
+}
+
+// The start itself, for a caller already authorized; replies once PID 1 has been exec'd, so
+// starts of different containers overlap. Restart replies with a (stop) reason.
 static int start_authorized(sd_bus_message* m, Container& c, bool reply_reason,
                             sd_bus_error* error) {
     std::string msg;
-    if (int r = c.manager->start(c, msg); r < 0)
+    if (int r = c.manager->start(c, reply_when_done(m, reply_reason), msg); r < 0)
         return reply_error(error, r, msg);
-    return reply_reason ? sd_bus_reply_method_return(m, "s", "")
-                        : sd_bus_reply_method_return(m, nullptr);
+    return 1;
 }
 
 int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
@@ -112,10 +131,10 @@ static int simple_request(sd_bus_message* m, Container& c, const std::string& re
                           sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
-    std::string reply, msg;
-    if (int r = c.manager->request(c, req, reply, msg); r < 0)
+    std::string msg;
+    if (int r = c.manager->request_async(c, req, reply_when_done(m), msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, nullptr);
+    return 1;
 }
 
 int op_reboot(sd_bus_message* m, Container& c, sd_bus_error* error) {
@@ -132,9 +151,9 @@ int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
     std::string msg;
-    if (int r = c.manager->remove(c, force, msg); r < 0)
+    if (int r = c.manager->remove(c, force, reply_when_done(m), msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, nullptr);
+    return 1;
 }
 
 int op_get_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
@@ -166,9 +185,9 @@ int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
     }
     std::free(unset);
     std::string msg;
-    if (int r = c.manager->set_config(c, set, keys, msg); r < 0)
+    if (int r = c.manager->set_config(c, set, keys, reply_when_done(m), msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, nullptr);
+    return 1;
 }
 
 int op_add_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
@@ -181,9 +200,9 @@ int op_add_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
     if (int r = read_string_map(m, keys); r < 0)
         return r;
     std::string msg;
-    if (int r = c.manager->add_device(c, device, keys, msg); r < 0)
+    if (int r = c.manager->add_device(c, device, keys, reply_when_done(m), msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, nullptr);
+    return 1;
 }
 
 int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
@@ -193,20 +212,27 @@ int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
     if (int r = sd_bus_message_read(m, "s", &device); r < 0)
         return r;
     std::string msg;
-    if (int r = c.manager->remove_device(c, device, msg); r < 0)
+    if (int r = c.manager->remove_device(c, device, reply_when_done(m), msg); r < 0)
         return r == -ENOENT ? sd_bus_error_set(error, "io.lodge1.NoSuchDevice", msg.c_str())
                             : reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, nullptr);
+    return 1;
 }
 
 int op_open_console(sd_bus_message* m, Container& c, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::exec, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
-    Fd console;
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+    auto done = [call](int r, Fd console, const std::string& msg) {
+        if (r >= 0) {
+            sd_bus_reply_method_return(call.get(), "h", console.get());
+            return;
+        }
+        reply_when_done(call.get())(r, msg);
+    };
     std::string msg;
-    if (int r = c.manager->open_console(c, console, msg); r < 0)
+    if (int r = c.manager->open_console(c, done, msg); r < 0)
         return reply_error(error, r, msg);
-    return sd_bus_reply_method_return(m, "h", console.get());
+    return 1;
 }
 
 int op_open_console_log(sd_bus_message* m, Container& c, sd_bus_error* error) {

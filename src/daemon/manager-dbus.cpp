@@ -5,9 +5,14 @@
 #include "exec.hpp"
 #include "import.hpp"
 
+#include "common/validate.hpp"
+
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <memory>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace lodge::daemon {
@@ -83,10 +88,34 @@ int method_get_container_by_pid(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
-// Every create shares this: name + config from the message, then `fill` makes the rootfs.
-int create_with(
-    sd_bus_message* m, void* ud, sd_bus_error* e,
-    const std::function<int(sd_bus_message*, const std::string&, KeyMap&, std::string&)>& fill) {
+int read_fd(sd_bus_message* m, Fd& out) {
+    int fd = -1;
+    if (int r = sd_bus_message_read(m, "h", &fd); r < 0)
+        return r;
+    out.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    return out ? 0 : -errno;
+}
+
+// How long an import from a pipe or socket may wait for data before it fails.
+uint64_t import_idle_timeout_usec() {
+    const char* v = std::getenv("LODGE_IMPORT_IDLE_TIMEOUT");
+    auto secs = v ? parse_uint(v, 86400) : std::nullopt;
+    return (secs && *secs > 0 ? *secs : 600) * 1000000ULL;
+}
+
+// Import failures the worker reports are ImportFailed; two creates of one name racing to the
+// final rename, ContainerExists.
+void set_create_error(sd_bus_error* e, int r, const std::string& msg) {
+    if (r == -EEXIST)
+        sd_bus_error_set(e, errors::container_exists, msg.c_str());
+    else
+        sd_bus_error_set(e, errors::import_failed, msg.c_str());
+}
+
+// Every create shares this: name + config + `fds` descriptors from the message, then `fill`
+// makes the rootfs in a worker, and the reply (the new object's path) waits for it.
+int create_with(sd_bus_message* m, void* ud, sd_bus_error* e, size_t fds, const char* fd_error,
+                FillRootfs fill) {
     const char* requested = nullptr;
     if (int r = sd_bus_message_read(m, "s", &requested); r < 0)
         return r;
@@ -96,69 +125,75 @@ int create_with(
     const char* name = nullptr;
     if (int r = sd_bus_message_read(m, "s", &name); r < 0)
         return r;
-    ContainerConfig config;
-    config.name = name;
-    if (int r = read_string_map(m, config.config); r < 0)
+    CreateRequest req;
+    req.config.name = name;
+    if (int r = read_string_map(m, req.config.config); r < 0)
         return r;
+    for (size_t i = 0; i < fds; i++) {
+        Fd fd;
+        if (read_fd(m, fd) < 0)
+            return sd_bus_error_set(e, SD_BUS_ERROR_INVALID_ARGS, fd_error);
+        // A pipe or socket may be fed slowly, or never: such an import is bounded by the
+        // time it may go without data (regular files and directories always make progress).
+        struct stat st {};
+        if (::fstat(fd.get(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            req.idle_timeout_usec = import_idle_timeout_usec();
+        req.sources.push_back(std::move(fd));
+    }
+    req.fill = std::move(fill);
+    Manager* mgr = &manager(ud);
+    std::string created = name;
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+    Done done = [call, mgr, created](int r, const std::string& msg) {
+        if (r < 0) {
+            sd_bus_error err = SD_BUS_ERROR_NULL;
+            set_create_error(&err, r, msg);
+            sd_bus_reply_method_error(call.get(), &err);
+            sd_bus_error_free(&err);
+            return;
+        }
+        Container* c = mgr->find(created);
+        sd_bus_reply_method_return(call.get(), "o", c ? c->object_path().c_str() : "/");
+    };
     std::string msg;
-    int r = manager(ud).create(
-        config,
-        [&](const std::string& rootfs, KeyMap& image_keys, std::string& error) {
-            return fill(m, rootfs, image_keys, error);
-        },
-        msg);
-    if (r < 0) {
+    if (int r = mgr->create(std::move(req), std::move(done), msg); r < 0) {
         if (r == -EINVAL && msg.find("name") != std::string::npos)
             return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
         return reply_error(e, r, msg);
     }
-    Container* c = manager(ud).find(name);
-    return sd_bus_reply_method_return(m, "o", c ? c->object_path().c_str() : "/");
+    return 1;
+}
+
+// Import progress from the worker: lodged re-arms the import's idle limit with it.
+ProgressFn report_to(Worker& w) {
+    return [&w](const ImportProgress& p) { w.progress(p.bytes_done, p.bytes_total); };
 }
 
 int method_create_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        return create_with(m, ud, e,
-                           [](sd_bus_message*, const std::string& rootfs, KeyMap&,
-                              std::string& error) { return import_builtin(rootfs, error); });
+        return create_with(m, ud, e, 0, nullptr,
+                           [](Worker&, const std::string& rootfs, KeyMap&, std::string& error) {
+                               return import_builtin(rootfs, error);
+                           });
     });
-}
-
-int read_fd(sd_bus_message* m, Fd& out) {
-    int fd = -1;
-    if (int r = sd_bus_message_read(m, "h", &fd); r < 0)
-        return r;
-    out.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
-    return out ? 0 : -errno;
 }
 
 int method_create_from_directory(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        return create_with(
-            m, ud, e,
-            [](sd_bus_message* msg, const std::string& rootfs, KeyMap&, std::string& error) {
-                Fd dir;
-                if (int r = read_fd(msg, dir); r < 0) {
-                    error = "Expected a directory file descriptor";
-                    return r;
-                }
-                return import_directory(dir.get(), rootfs, nullptr, error);
-            });
+        return create_with(m, ud, e, 1, "Expected a directory file descriptor",
+                           [](Worker& w, const std::string& rootfs, KeyMap&, std::string& error) {
+                               return import_directory(w.fd(0), rootfs, report_to(w), error);
+                           });
     });
 }
 
 int method_import_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
         return create_with(
-            m, ud, e,
-            [](sd_bus_message* msg, const std::string& rootfs, KeyMap& keys, std::string& error) {
-                Fd tar;
-                if (int r = read_fd(msg, tar); r < 0) {
-                    error = "Expected a tarball file descriptor";
-                    return r;
-                }
+            m, ud, e, 1, "Expected a tarball file descriptor",
+            [](Worker& w, const std::string& rootfs, KeyMap& keys, std::string& error) {
                 ImportResult res;
-                int r = import_tarball(tar.get(), rootfs, res, nullptr, error);
+                int r = import_tarball(w.fd(0), rootfs, res, report_to(w), error);
                 keys = res.image_keys;
                 return r;
             });
@@ -168,15 +203,10 @@ int method_import_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
 int method_import_container_split(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
         return create_with(
-            m, ud, e,
-            [](sd_bus_message* msg, const std::string& rootfs, KeyMap& keys, std::string& error) {
-                Fd meta, root;
-                if (read_fd(msg, meta) < 0 || read_fd(msg, root) < 0) {
-                    error = "Expected two tarball file descriptors";
-                    return -EINVAL;
-                }
+            m, ud, e, 2, "Expected two tarball file descriptors",
+            [](Worker& w, const std::string& rootfs, KeyMap& keys, std::string& error) {
                 ImportResult res;
-                int r = import_split_image(meta.get(), root.get(), rootfs, res, nullptr, error);
+                int r = import_split_image(w.fd(0), w.fd(1), rootfs, res, report_to(w), error);
                 keys = res.image_keys;
                 return r;
             });

@@ -26,7 +26,7 @@ static std::vector<std::string> names_in_container(const Container& c) {
 }
 
 int Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
-                         std::string& error) {
+                         std::string& plug, std::string& error) {
     fill_nic_volatile(next, names_in_container(c));
     if (auto e = check_container_config(next); !e.empty()) {
         error = e;
@@ -43,17 +43,8 @@ int Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string&
     for (const char* key : {"name", "hwaddr"})
         if (auto v = next.get("volatile." + device + "." + key); !v.empty())
             spec[std::string("volatile.") + key] = v;
-    std::string reply;
-    if (request(c, "nic-add " + device + " " + spec.dump(), reply, error) < 0)
-        return -EINVAL;
+    plug = "nic-add " + device + " " + spec.dump();
     return 0;
-}
-
-int Manager::unplug_nic(Container& c, const std::string& device, std::string& error) {
-    if (!c.running())
-        return 0;
-    std::string reply;
-    return request(c, "nic-remove " + device, reply, error) < 0 ? -EIO : 0;
 }
 
 void Manager::update_nics(Container& c, const nlohmann::json& status) {

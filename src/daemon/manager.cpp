@@ -13,10 +13,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <set>
+#include <fcntl.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef LODGE_SUPERVISOR_PATH
@@ -24,7 +26,6 @@
 #endif
 
 namespace lodge::daemon {
-
 
 std::string supervisor_binary() {
     const char* env = std::getenv("LODGE_SUPERVISOR");
@@ -40,11 +41,24 @@ std::string Container::object_path() const {
     return out;
 }
 
+// A start under way: the supervisor's notify pipe, read on the loop until READY or ERROR.
+struct Manager::Launch {
+    Manager* manager = nullptr;
+    std::string name;
+    ContainerConfig config; // what the supervisor starts from (for its scope)
+    runtime::SupervisorLaunch supervisor;
+    SourcePtr notify, deadline;
+    std::string error; // set when lodged called the start off
+    Done done;
+};
+
 Manager::Manager(sd_event* event, sd_bus* bus)
-    : event_(event), bus_(bus), use_scopes_(use_systemd_scopes()) {}
+    : event_(event), bus_(bus), use_scopes_(use_systemd_scopes()), operations_(event) {}
+
+Manager::~Manager() = default;
 
 int Manager::load() {
-    registry_.prepare();
+    registry_.secure_and_collect();
     for (auto& name : registry_.list()) {
         auto c = std::make_unique<Container>();
         c->manager = this;
@@ -144,8 +158,8 @@ Container* Manager::find_by_pid(pid_t pid) {
 // file it left behind.
 void Manager::attach_watch(Container& c) {
     Fd sock;
-    if (runtime::control_connect(c.name(), sock) < 0 ||
-        ::send(sock.get(), "watch", 5, MSG_NOSIGNAL) < 0) {
+    if (runtime::control_connect(c.name(), sock, true) < 0 ||
+        ::send(sock.get(), "watch", 5, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         std::string text;
         if (read_file(paths::runtime_state(c.name()), text) == 0) {
             auto j = nlohmann::json::parse(text, nullptr, false);
@@ -156,11 +170,14 @@ void Manager::attach_watch(Container& c) {
         }
         c.state = "stopped";
         set_leader(c, 0);
+        started(c); // PID 1 ran, and is gone already
         return;
     }
     sd_event_source* s = nullptr;
-    if (sd_event_add_io(event_, &s, sock.get(), EPOLLIN, on_watch, &c) < 0)
+    if (sd_event_add_io(event_, &s, sock.get(), EPOLLIN, on_watch, &c) < 0) {
+        started(c);
         return;
+    }
     c.watch = std::move(sock);
     c.watch_source.reset(s);
     c.state = "running"; // the first watch message corrects this at once
@@ -190,6 +207,7 @@ int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
             }
             c->manager->container_stopped(*c);
             c->manager->emit_state_changed(*c);
+            started(*c);
             return 0;
         }
         c->manager->on_status(*c, std::string(buf, static_cast<size_t>(n)));
@@ -227,6 +245,14 @@ void Manager::on_status(Container& c, const std::string& text) {
     // A container re-attached after a lodged restart, or one that started while lxcfs moved.
     if (lxcfs_known_ && c.state == "running" && c.lxcfs != lxcfs_live_)
         set_lxcfs_live(lxcfs_live_);
+    started(c);
+}
+
+void Manager::started(Container& c) {
+    if (auto done = std::move(c.start_done)) {
+        c.start_done = nullptr;
+        done(0, "");
+    }
 }
 
 void Manager::emit_state_changed(Container& c) {
@@ -234,7 +260,8 @@ void Manager::emit_state_changed(Container& c) {
                                    "Reason", "Leader", nullptr);
 }
 
-int Manager::create(ContainerConfig config, const FillRootfs& fill, std::string& error) {
+int Manager::create(CreateRequest req, Done done, std::string& error) {
+    ContainerConfig& config = req.config;
     if (auto e = check_container_name(config.name); !e.empty()) {
         error = e;
         return -EINVAL;
@@ -248,7 +275,7 @@ int Manager::create(ContainerConfig config, const FillRootfs& fill, std::string&
         error = e;
         return -EINVAL;
     }
-    if (find(config.name)) {
+    if (find(config.name) || creating_.count(config.name)) {
         error = "Container \"" + config.name + "\" already exists";
         return -EEXIST;
     }
@@ -258,44 +285,147 @@ int Manager::create(ContainerConfig config, const FillRootfs& fill, std::string&
                 other + "\"";
         return -EINVAL;
     }
-    if (int r = registry_.create(config, fill, error); r < 0)
+    std::string work_dir;
+    if (int r = registry_.prepare(config.name, work_dir, error); r < 0)
         return r;
-    auto c = std::make_unique<Container>();
-    c->manager = this;
-    c->config = std::move(config);
-    std::string path = c->object_path();
-    containers_[c->name()] = std::move(c);
-    sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerNew", "so",
-                       containers_.rbegin()->first.c_str(), path.c_str());
-    sd_bus_emit_object_added(bus_, path.c_str());
+    std::string name = config.name;
+    OperationSpec op;
+    op.what = "import of \"" + name + "\"";
+    op.kind = OperationKind::import;
+    op.fds = std::move(req.sources);
+    op.idle_timeout_usec = req.idle_timeout_usec;
+    // The worker fills the hidden work dir; a failure empties it there, off the loop.
+    op.work = [fill = std::move(req.fill), rootfs = work_dir + "/rootfs"](Worker& w,
+                                                                          std::string& why) {
+        KeyMap image_keys;
+        int r = fill(w, rootfs, image_keys, why);
+        if (r < 0) {
+            remove_tree(rootfs);
+            return r;
+        }
+        // On disk before it is registered (a crash must not leave a half-written rootfs under
+        // a name), and synced here rather than by lodged's fsync of config.json, which would
+        // wait on the loop for the whole import's writeback.
+        Fd root(::open(rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!root || ::syncfs(root.get()) < 0) {
+            int err = errno;
+            why = std::string("Cannot sync the imported rootfs: ") + std::strerror(err);
+            log_error_errno(err, "Cannot sync the imported rootfs");
+            remove_tree(rootfs);
+            return -err;
+        }
+        w.data["image_keys"] = image_keys;
+        return 0;
+    };
+    // Back on the loop: config.json and the rename that makes the container, or the cleanup.
+    op.done = [this, config, work_dir, done](const OperationResult& res) mutable {
+        creating_.erase(config.name);
+        std::string why = res.error;
+        int r = res.code;
+        KeyMap image_keys;
+        if (r >= 0 && res.data.is_object() && res.data.contains("image_keys"))
+            image_keys = res.data["image_keys"].get<KeyMap>();
+        if (r >= 0)
+            r = registry_.commit(config, work_dir, image_keys, why);
+        if (r < 0) {
+            // The caller hears of the failure once nothing of it is left on disk.
+            discard(work_dir, [done, r, why] { done(r, why); });
+            return;
+        }
+        auto c = std::make_unique<Container>();
+        c->manager = this;
+        c->config = std::move(config);
+        std::string path = c->object_path(), created = c->name();
+        containers_[created] = std::move(c);
+        sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerNew", "so",
+                           created.c_str(), path.c_str());
+        sd_bus_emit_object_added(bus_, path.c_str());
+        done(0, "");
+    };
+    creating_.insert(name);
+    if (int r = operations_.start(std::move(op), error); r < 0) {
+        creating_.erase(name);
+        remove_tree(work_dir); // an empty rootfs/: nothing was filled
+        return r;
+    }
     return 0;
 }
 
-int Manager::remove(Container& c, bool force, std::string& error) {
-    if (c.running()) {
-        if (!force) {
-            error = "Container \"" + c.name() + "\" is running; stop it first or use --force";
-            return -EBUSY;
-        }
-        std::string reply;
-        if (request(c, "stop-force", reply, error) < 0 && c.running())
-            return -EBUSY;
-    }
-    std::string name = c.name(), path = c.object_path();
-    if (int r = registry_.remove(name); r < 0) {
-        error = "Cannot delete \"" + name + "\": " + std::strerror(-r);
+void Manager::discard(const std::string& path, std::function<void()> then) {
+    OperationSpec op;
+    op.what = "removal of " + path;
+    op.kind = OperationKind::cleanup;
+    op.work = [path](Worker&, std::string& why) {
+        int r = Registry::remove_retired(path);
+        if (r < 0)
+            why = "Cannot remove " + path + ": " + std::strerror(-r);
         return r;
+    };
+    op.done = [then](const OperationResult& res) {
+        if (res.code < 0)
+            log_error("%s (lodged retries at its next start)", res.error.c_str());
+        if (then)
+            then();
+    };
+    std::string why;
+    if (operations_.start(std::move(op), why) < 0) {
+        log_error("Cannot remove %s now: %s (lodged retries at its next start)", path.c_str(),
+                  why.c_str());
+        if (then)
+            then();
     }
+}
+
+int Manager::remove(Container& c, bool force, Done done, std::string& error) {
+    if (starting(c.name())) {
+        error = "Container \"" + c.name() + "\" is starting; delete it once it runs";
+        return -EBUSY;
+    }
+    if (!c.running()) {
+        finish_remove(c, std::move(done));
+        return 0;
+    }
+    if (!force) {
+        error = "Container \"" + c.name() + "\" is running; stop it first or use --force";
+        return -EBUSY;
+    }
+    // The supervisor answers stop-force once the container is down; the delete goes on then.
+    std::string name = c.name();
+    auto stopped = [this, name, done](const std::string& reply) {
+        Container* found = find(name);
+        if (!found)
+            return done(-ENOENT, "Container \"" + name + "\" is gone");
+        auto j = nlohmann::json::parse(reply, nullptr, false);
+        if (j.is_object() && j.contains("error") && found->running())
+            return done(-EBUSY, j["error"].get<std::string>());
+        finish_remove(*found, done);
+    };
+    if (request_async(c, "stop-force", stopped, error) < 0) {
+        if (c.running())
+            return -EBUSY;
+        finish_remove(c, std::move(done));
+    }
+    return 0;
+}
+
+void Manager::finish_remove(Container& c, Done done) {
+    std::string name = c.name(), path = c.object_path(), trash;
+    if (int r = registry_.retire(name, trash); r < 0)
+        return done(r, "Cannot delete \"" + name + "\": " + std::strerror(-r));
     remove_tree(paths::container_runtime(name));
+    started(c); // a start still waiting for its first status did happen
     containers_.erase(name);
     sd_bus_emit_object_removed(bus_, path.c_str());
     sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerRemoved", "so",
                        name.c_str(), path.c_str());
-    return 0;
+    done(0, "");
+    // The rename was the delete; the files go off the loop.
+    if (!trash.empty())
+        discard(trash, nullptr);
 }
 
-int Manager::start(Container& c, std::string& error) {
-    if (c.running()) {
+int Manager::start(Container& c, Done done, std::string& error) {
+    if (c.running() || starting(c.name())) {
         error = "Container \"" + c.name() + "\" is already running";
         return -EALREADY;
     }
@@ -306,7 +436,12 @@ int Manager::start(Container& c, std::string& error) {
     // Controller it is (PID 1 asks it, not the whole scope, to stop), and only then makes its
     // supervisor/ and payload/ cgroups below the scope.
     std::string e;
-    ContainerConfig config = c.config;
+    auto launch = std::make_unique<Launch>();
+    launch->manager = this;
+    launch->name = c.name();
+    launch->done = std::move(done);
+    ContainerConfig& config = launch->config;
+    config = c.config;
     registry_.load(c.name(), config, e); // what the supervisor will start from
     // nic names and MACs are made once and kept (volatile.<dev>.name/hwaddr), before any start.
     if (fill_nic_volatile(config) && commit_config(c, config, "Config", error) < 0)
@@ -315,33 +450,40 @@ int Manager::start(Container& c, std::string& error) {
         return r;
     else if (r > 0 && commit_config(c, config, "Config", error) < 0)
         return -EIO;
-    runtime::LaunchHold hold;
-    hold.bus_controller = true;
-    hold.before_go = [&](pid_t pid, const std::string& bus_name, std::string& why) {
-        return start_scope(ScopeRequest{&config, pid, bus_name}, why);
-    };
-    runtime::LaunchResult res;
-    if (runtime::launch_supervisor(supervisor_binary(), c.name(), args, res,
-                                   use_scopes_ ? &hold : nullptr) < 0) {
-        error = res.error;
+    auto failed = [&](int r, const std::string& why) {
+        error = why;
         c.state = "error";
-        c.reason = res.error;
+        c.reason = why;
         emit_state_changed(c);
-        return -EIO;
+        return r;
+    };
+    if (int r = launch->supervisor.spawn(supervisor_binary(), c.name(), args, use_scopes_,
+                                         use_scopes_, false);
+        r < 0)
+        return failed(-EIO,
+                      "Cannot start lodge-supervisor for " + c.name() + ": " + std::strerror(-r));
+    // Its intermediate process exits at once; sd-event reaps it, lodged does not wait for it.
+    sd_event_source* s = nullptr;
+    if (sd_event_add_child(event_, &s, launch->supervisor.intermediate(), WEXITED, on_reaped,
+                           nullptr) < 0)
+        while (::waitpid(launch->supervisor.intermediate(), nullptr, 0) < 0 && errno == EINTR)
+            ;
+    // READY comes once PID 1 has been exec'd, which may take a rootfs shift: off the loop.
+    s = nullptr;
+    if (int r = sd_event_add_io(event_, &s, launch->supervisor.notify_fd(), EPOLLIN, on_launch,
+                                launch.get());
+        r < 0) {
+        launch->supervisor.release(false);
+        return failed(-EIO, "Cannot watch the supervisor of " + c.name());
     }
-    // Re-read: the supervisor started from what is on disk now.
-    registry_.load(c.name(), c.config, e);
-    c.started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
-    set_leader(c, res.init_pid);
-    if (use_scopes_) {
-        // The host ends of the veths go to machined with the machine.
-        std::string reply, why;
-        if (request(c, "status", reply, why) == 0)
-            update_nics(c, nlohmann::json::parse(reply, nullptr, false));
-        machined_register(bus_, c.name(), res.init_pid, paths::container_rootfs(c.name()),
-                          c.host_ifindices());
-    }
-    attach_watch(c);
+    launch->notify.reset(s);
+    if (use_scopes_ && sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 30 * 1000000ULL, 0,
+                                                  on_launch_deadline, launch.get()) >= 0)
+        launch->deadline.reset(s);
+    c.state = "starting";
+    c.reason.clear();
+    emit_state_changed(c);
+    launches_[c.name()] = std::move(launch);
     return 0;
 }
 
@@ -405,18 +547,95 @@ int Manager::assign_idmap(const Container& c, ContainerConfig& config, std::stri
     return -ENOSPC;
 }
 
-int Manager::request(Container& c, const std::string& req, std::string& reply, std::string& error) {
-    int r = runtime::control_request(c.name(), req, reply, 600 * 1000);
-    if (r < 0) {
-        error = "Container \"" + c.name() + "\" is not running";
-        return -ENOTCONN;
-    }
-    auto j = nlohmann::json::parse(reply, nullptr, false);
-    if (j.is_object() && j.contains("error")) {
-        error = j["error"].get<std::string>();
-        return -EINVAL;
-    }
+int Manager::on_reaped(sd_event_source* s, const siginfo_t*, void*) {
+    sd_event_source_unref(s); // freed once dispatched; sd-event reaps the process first
     return 0;
+}
+
+int Manager::on_launch(sd_event_source*, int, uint32_t, void* userdata) {
+    return guarded([&] {
+        auto* launch = static_cast<Launch*>(userdata);
+        launch->manager->step_launch(*launch);
+        return 0;
+    });
+}
+
+int Manager::on_launch_deadline(sd_event_source*, uint64_t, void* userdata) {
+    return guarded([&] {
+        auto* launch = static_cast<Launch*>(userdata);
+        launch->error = "lodge-supervisor did not get ready to start " + launch->name;
+        log_error("%s within 30 s", launch->error.c_str());
+        launch->supervisor.release(false); // it exits untouched; EOF ends the launch
+        return 0;
+    });
+}
+
+void Manager::step_launch(Launch& launch) {
+    auto step = launch.supervisor.read();
+    if (step == runtime::SupervisorLaunch::Step::held) {
+        // The supervisor waits, before it touched anything, to be placed into its scope.
+        launch.deadline.reset();
+        std::string why;
+        int r = start_scope(ScopeRequest{&launch.config, launch.supervisor.supervisor_pid(),
+                                         launch.supervisor.bus_name()},
+                            why);
+        if (r < 0)
+            launch.error = why;
+        if (launch.supervisor.release(r >= 0) < 0 && launch.error.empty())
+            launch.error = "Cannot let lodge-supervisor start " + launch.name;
+        step = launch.supervisor.read();
+    }
+    if (step == runtime::SupervisorLaunch::Step::finished)
+        finish_launch(launch.name);
+}
+
+void Manager::finish_launch(const std::string& name) {
+    auto it = launches_.find(name);
+    if (it == launches_.end())
+        return;
+    std::unique_ptr<Launch> launch = std::move(it->second);
+    launches_.erase(it);
+    launch->notify.reset();
+    launch->deadline.reset();
+    Container* c = find(name);
+    if (!c)
+        return launch->done(-ENOENT, "Container \"" + name + "\" is gone");
+    runtime::LaunchResult res;
+    int r = launch->supervisor.result(res);
+    if (r < 0 || !launch->error.empty()) {
+        std::string why = !launch->error.empty() ? launch->error : res.error;
+        c->state = "error";
+        c->reason = why;
+        emit_state_changed(*c);
+        return launch->done(-EIO, why);
+    }
+    // Re-read: the supervisor started from what is on disk now.
+    std::string e;
+    registry_.load(name, c->config, e);
+    c->started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
+    set_leader(*c, res.init_pid);
+    // The reply waits for the supervisor's first status: what exec needs (the cgroup) is known.
+    if (!use_scopes_) {
+        c->start_done = std::move(launch->done);
+        attach_watch(*c);
+        return;
+    }
+    // The host ends of the veths go to machined with the machine.
+    pid_t init_pid = res.init_pid;
+    Done done = std::move(launch->done);
+    auto registered = [this, name, init_pid, done](const std::string& reply) {
+        Container* found = find(name);
+        if (!found)
+            return done(-ENOENT, "Container \"" + name + "\" is gone");
+        update_nics(*found, nlohmann::json::parse(reply, nullptr, false));
+        machined_register(bus_, name, init_pid, paths::container_rootfs(name),
+                          found->host_ifindices());
+        found->start_done = done;
+        attach_watch(*found);
+    };
+    std::string why;
+    if (request_async(*c, "status", registered, why) < 0)
+        registered("");
 }
 
 int Manager::request_async(Container& c, const std::string& req,
@@ -424,8 +643,18 @@ int Manager::request_async(Container& c, const std::string& req,
     auto p = std::make_unique<Pending>();
     p->manager = this;
     p->done = std::move(done);
-    if (runtime::control_connect(c.name(), p->fd) < 0 ||
-        ::send(p->fd.get(), req.data(), req.size(), MSG_NOSIGNAL) < 0) {
+    return send_request(c, req, std::move(p), error);
+}
+
+int Manager::send_request(Container& c, const std::string& req, std::unique_ptr<Pending> p,
+                          std::string& error) {
+    if (starting(c.name())) {
+        error = "Container \"" + c.name() + "\" is starting; try again once it runs";
+        return -EBUSY;
+    }
+    // Non-blocking all the way: a supervisor that stopped reading cannot hold the loop.
+    if (runtime::control_connect(c.name(), p->fd, true) < 0 ||
+        ::send(p->fd.get(), req.data(), req.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         error = "Container \"" + c.name() + "\" is not running";
         return -ENOTCONN;
     }
@@ -439,6 +668,21 @@ int Manager::request_async(Container& c, const std::string& req,
     return 0;
 }
 
+int Manager::request_async(Container& c, const std::string& req, Done done, std::string& error) {
+    std::string name = c.name();
+    return request_async(
+        c, req, std::function<void(const std::string&)>([name, done](const std::string& reply) {
+            auto j = nlohmann::json::parse(reply, nullptr, false);
+            if (!j.is_object())
+                done(-ENOTCONN, "Container \"" + name + "\" is not running");
+            else if (j.contains("error") && j["error"].is_string())
+                done(-EINVAL, j["error"].get<std::string>());
+            else
+                done(0, "");
+        }),
+        error);
+}
+
 int Manager::on_async_reply(sd_event_source*, int fd, uint32_t, void* userdata) {
     return guarded([&] {
         auto* p = static_cast<Pending*>(userdata);
@@ -446,17 +690,35 @@ int Manager::on_async_reply(sd_event_source*, int fd, uint32_t, void* userdata) 
         ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return 0;
-        std::string reply = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-        auto done = std::move(p->done);
-        Manager* m = p->manager;
-        m->pending_.erase(p); // frees p and its source
-        done(reply);
+        p->manager->end_request(p, n > 0 ? std::string(buf, static_cast<size_t>(n)) : "");
         return 0;
     });
 }
 
+int Manager::on_async_timeout(sd_event_source*, uint64_t, void* userdata) {
+    return guarded([&] {
+        auto* p = static_cast<Pending*>(userdata);
+        p->manager->end_request(p, "");
+        return 0;
+    });
+}
+
+void Manager::end_request(Pending* p, const std::string& reply) {
+    auto it = pending_.find(p);
+    if (it == pending_.end())
+        return;
+    std::unique_ptr<Pending> owned = std::move(it->second);
+    pending_.erase(it);
+    owned->source.reset();
+    owned->timeout.reset();
+    if (owned->handover)
+        owned->handover(reply, std::move(owned->fd));
+    else if (owned->done)
+        owned->done(reply);
+}
+
 int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
-                        std::string& error) {
+                        Done done, std::string& error) {
     ContainerConfig next = c.config;
     for (auto& [k, v] : set) {
         if (auto e = check_config_key(k, v); !e.empty()) {
@@ -514,12 +776,11 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
         limits |= k.rfind("limits.", 0) == 0;
     for (auto& k : unset)
         limits |= k.rfind("limits.", 0) == 0;
-    if (limits && c.running()) {
+    if (limits && c.running() && !starting(c.name())) {
         // The supervisor writes them on the payload cgroup, in a (delegated) scope too.
-        std::string reply;
-        if (request(c, "apply-limits", reply, error) < 0)
-            return -EIO;
+        return request_async(c, "apply-limits", std::move(done), error) < 0 ? -EIO : 0;
     }
+    done(0, "");
     return 0;
 }
 
@@ -536,7 +797,7 @@ int Manager::commit_config(Container& c, ContainerConfig next, const char* prope
     return 0;
 }
 
-int Manager::add_device(Container& c, const std::string& device, const KeyMap& keys,
+int Manager::add_device(Container& c, const std::string& device, const KeyMap& keys, Done done,
                         std::string& error) {
     if (device.empty() || device.find('/') != std::string::npos) {
         error = "Invalid device name \"" + device + "\"";
@@ -553,40 +814,67 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
         return -EINVAL;
     }
     bool nic = is_nic(keys);
-    if (nic && prepare_nic(c, next, device, error) < 0)
+    std::string plug;
+    if (nic && prepare_nic(c, next, device, plug, error) < 0)
         return -EINVAL;
-    if (int r = commit_config(c, std::move(next), "Devices", error); r < 0) {
-        std::string ignored;
-        if (nic)
-            unplug_nic(c, device, ignored);
-        return r;
+    // Stored once plugged (a nic of a running container), or at once.
+    std::string name = c.name();
+    auto store = [this, name, device, keys, next, nic, done](int r, const std::string& why) {
+        Container* found = find(name);
+        if (r < 0 || !found)
+            return done(r < 0 ? -EINVAL : -ENOENT, r < 0 ? why : "Container is gone");
+        std::string err;
+        if (int w = commit_config(*found, next, "Devices", err); w < 0) {
+            if (nic && found->running()) {
+                std::string ignored;
+                request_async(*found, "nic-remove " + device, Done([](int, const std::string&) {}),
+                              ignored);
+            }
+            return done(w, err);
+        }
+        if (nic) // its volatile keys
+            sd_bus_emit_properties_changed(bus_, found->object_path().c_str(),
+                                           "io.lodge1.Container", "Config", nullptr);
+        if (found->running())
+            guest_event(*found, devlxd::event_device,
+                        devlxd::device_event("added", device, keys, realtime_usec()));
+        done(0, "");
+    };
+    if (plug.empty()) {
+        store(0, "");
+        return 0;
     }
-    if (nic) // its volatile keys
-        sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container",
-                                       "Config", nullptr);
-    if (c.running())
-        guest_event(c, devlxd::event_device,
-                    devlxd::device_event("added", device, keys, realtime_usec()));
-    return 0;
+    return request_async(c, plug, Done(store), error) < 0 ? -EINVAL : 0;
 }
 
-int Manager::remove_device(Container& c, const std::string& device, std::string& error) {
+int Manager::remove_device(Container& c, const std::string& device, Done done, std::string& error) {
     if (!c.config.devices.count(device)) {
         error = "No device \"" + device + "\" in container \"" + c.name() + "\"";
         return -ENOENT;
     }
-    ContainerConfig next = c.config;
-    KeyMap removed = next.devices[device];
-    if (is_nic(removed) && unplug_nic(c, device, error) < 0)
-        return -EIO;
-    next.devices.erase(device);
-    drop_device_volatile(next, device);
-    if (int r = commit_config(c, std::move(next), "Devices", error); r < 0)
-        return r;
-    if (c.running())
-        guest_event(c, devlxd::event_device,
-                    devlxd::device_event("removed", device, removed, realtime_usec()));
-    return 0;
+    KeyMap removed = c.config.devices.at(device);
+    std::string name = c.name();
+    // Unplugged first (a nic of a running container), then forgotten.
+    auto forget = [this, name, device, removed, done](int r, const std::string& why) {
+        Container* found = find(name);
+        if (r < 0 || !found)
+            return done(r < 0 ? -EIO : -ENOENT, r < 0 ? why : "Container is gone");
+        ContainerConfig next = found->config;
+        next.devices.erase(device);
+        drop_device_volatile(next, device);
+        std::string err;
+        if (int w = commit_config(*found, std::move(next), "Devices", err); w < 0)
+            return done(w, err);
+        if (found->running())
+            guest_event(*found, devlxd::event_device,
+                        devlxd::device_event("removed", device, removed, realtime_usec()));
+        done(0, "");
+    };
+    if (!is_nic(removed) || !c.running()) {
+        forget(0, "");
+        return 0;
+    }
+    return request_async(c, "nic-remove " + device, Done(forget), error) < 0 ? -EIO : 0;
 }
 
 // A guest can flip its state thousands of times a second (PATCH /1.0): no durable write and
@@ -654,28 +942,23 @@ void Manager::guest_event(const Container& c, unsigned type, const std::string& 
         guest_events_(c, type, line);
 }
 
-int Manager::open_console(Container& c, Fd& out, std::string& error) {
-    Fd sock;
-    if (runtime::control_connect(c.name(), sock) < 0 ||
-        ::send(sock.get(), "attach", 6, MSG_NOSIGNAL) < 0) {
-        error = "Container \"" + c.name() + "\" is not running";
-        return -ENOTCONN;
-    }
+int Manager::open_console(Container& c, ConsoleDone done, std::string& error) {
+    auto p = std::make_unique<Pending>();
+    p->manager = this;
     // The first message is the supervisor's {"ok":true}; after it the socket is the console.
-    struct timeval tv {
-        5, 0
+    std::string name = c.name();
+    p->handover = [name, done](const std::string& reply, Fd sock) {
+        int flags = sock ? ::fcntl(sock.get(), F_GETFL) : -1;
+        if (reply.find("\"ok\"") == std::string::npos || flags < 0 ||
+            ::fcntl(sock.get(), F_SETFL, flags & ~O_NONBLOCK) < 0)
+            return done(-EIO, Fd(), "The supervisor of \"" + name + "\" refused the console");
+        done(0, std::move(sock), "");
     };
-    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[256];
-    ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
-    if (n <= 0 || std::string(buf, static_cast<size_t>(n)).find("\"ok\"") == std::string::npos) {
-        error = "The supervisor of \"" + c.name() + "\" refused the console";
-        return -EIO;
-    }
-    struct timeval none {};
-    ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-    out = std::move(sock);
-    return 0;
+    sd_event_source* s = nullptr;
+    if (sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 5 * 1000000ULL, 0, on_async_timeout,
+                                   p.get()) >= 0)
+        p->timeout.reset(s);
+    return send_request(c, "attach", std::move(p), error);
 }
 
 void Manager::set_lxcfs_live(bool live) {
@@ -701,7 +984,7 @@ void Manager::set_lxcfs_live(bool live) {
 }
 
 bool Manager::idle() const {
-    if (!pending_.empty())
+    if (!pending_.empty() || !launches_.empty() || !operations_.idle())
         return false;
     for (auto& [name, c] : containers_)
         if (c->running())

@@ -5,6 +5,7 @@
 #include "bus-util.hpp"
 #include "common/config.hpp"
 #include "common/fd.hpp"
+#include "operation.hpp"
 #include "peer.hpp"
 #include "polkit.hpp"
 #include "registry.hpp"
@@ -13,11 +14,32 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <set>
 #include <string>
+
+namespace lodge::runtime {
+class SupervisorLaunch;
+}
 
 namespace lodge::daemon {
 
 class Manager;
+
+// The end of an operation whose reply waits: 0, or -errno with `error` for the caller.
+using Done = std::function<void(int r, const std::string& error)>;
+
+// Fills a new container's rootfs. Runs in a worker (operation.hpp), which holds the caller's
+// source fds (Worker::fd); may add image.* keys taken from the image's metadata.
+using FillRootfs = std::function<int(Worker& worker, const std::string& rootfs_dir,
+                                     KeyMap& image_keys, std::string& error)>;
+
+struct CreateRequest {
+    ContainerConfig config;
+    FillRootfs fill;
+    std::vector<Fd> sources;
+    // An import from a pipe or socket fails when no data came for this long (0: never).
+    uint64_t idle_timeout_usec = 0;
+};
 
 // A nic plugged into the running container, as its supervisor reports it (per boot).
 struct LiveNic {
@@ -48,6 +70,8 @@ struct Container {
     SourcePtr ready_announce;
     bool ready_announced = false;
     uint64_t ready_announced_usec = 0; // CLOCK_MONOTONIC
+    // A start that replies once the watch stream's first status is in (cgroup, nics known).
+    std::function<void(int r, const std::string& error)> start_done;
 
     // config.config plus volatile.<dev>.host_name of the nics plugged now (never on disk).
     KeyMap visible_config() const;
@@ -69,6 +93,7 @@ struct Container {
 class Manager {
 public:
     Manager(sd_event* event, sd_bus* bus);
+    ~Manager();
 
     // Loads every container from disk and re-attaches to the supervisors still running.
     int load();
@@ -81,20 +106,28 @@ public:
         return containers_;
     }
 
-    // The operations. Each returns 0 or -errno with `error` set to a message for the caller.
-    int create(ContainerConfig config, const FillRootfs& fill, std::string& error);
-    int remove(Container& c, bool force, std::string& error);
-    int start(Container& c, std::string& error);
-    // Sends a supervisor request whose reply comes later (stop, restart); `done` gets it.
+    // The operations. Each returns 0 or -errno with `error` set to a message for the caller;
+    // those taking a `Done` call it once the work is over, never when they return < 0.
+    // create: the rootfs is filled in a worker; the container appears (ContainerNew) when whole.
+    int create(CreateRequest request, Done done, std::string& error);
+    // remove: the container is gone when `done` runs; its files go in a worker afterwards.
+    int remove(Container& c, bool force, Done done, std::string& error);
+    // start: `done` runs once PID 1 has been exec'd, or with the reason it was not.
+    int start(Container& c, Done done, std::string& error);
+    // Sends a supervisor request; `done` gets the reply ("" when the supervisor went away).
     int request_async(Container& c, const std::string& request,
                       std::function<void(const std::string& reply)> done, std::string& error);
-    int request(Container& c, const std::string& request, std::string& reply, std::string& error);
+    // request_async for requests answered {"ok":true} or {"error":...}: `done` gets 0 or the error.
+    int request_async(Container& c, const std::string& request, Done done, std::string& error);
+    // `done` runs once limits.* changes reached a running container.
     int set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
-                   std::string& error);
+                   Done done, std::string& error);
 
-    // Devices are stored; a nic is plugged into (or out of) a running container at once.
-    int add_device(Container& c, const std::string& device, const KeyMap& keys, std::string& error);
-    int remove_device(Container& c, const std::string& device, std::string& error);
+    // Devices are stored; a nic is plugged into (or out of) a running container at once, and
+    // `done` runs once the supervisor has done that.
+    int add_device(Container& c, const std::string& device, const KeyMap& keys, Done done,
+                   std::string& error);
+    int remove_device(Container& c, const std::string& device, Done done, std::string& error);
     // volatile.last_state.ready, set by the guest and cleared whenever the container stops.
     int set_ready(Container& c, bool ready, std::string& error);
 
@@ -106,8 +139,9 @@ public:
     // Called when a container goes down (stop, crash, guest reboot): its guest API streams end.
     void set_on_stopped(std::function<void(const Container&)> fn) { on_stopped_ = std::move(fn); }
 
-    // A control connection to the supervisor, already attached to the console.
-    int open_console(Container& c, Fd& out, std::string& error);
+    // A control connection to the supervisor, already attached to the console, for `done`.
+    using ConsoleDone = std::function<void(int r, Fd console, const std::string& error)>;
+    int open_console(Container& c, ConsoleDone done, std::string& error);
 
     // Called with the live state of LODGE_LXCFS_DIR; brings every running container in line.
     void set_lxcfs_live(bool live);
@@ -116,12 +150,27 @@ public:
     bool lxcfs_live() const { return lxcfs_live_; }
 
     bool idle() const;
+    // A start of `name` is under way (its supervisor not yet READY).
+    bool starting(const std::string& name) const { return launches_.count(name) != 0; }
+    Operations& operations() { return operations_; }
     sd_bus* bus() const { return bus_; }
     sd_event* event() const { return event_; }
     Polkit& polkit() { return polkit_; }
 
 private:
+    struct Launch;
+    static int on_launch(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    static int on_reaped(sd_event_source*, const siginfo_t* si, void* userdata);
+    static int on_launch_deadline(sd_event_source*, uint64_t usec, void* userdata);
+    void step_launch(Launch& launch);
+    void finish_launch(const std::string& name);
+    void finish_remove(Container& c, Done done);
+    // Removes `path` (a failed create's work dir, a deleted container's trash) in a worker;
+    // `then` runs once it is gone (or could not be removed: collect_garbage() retries).
+    void discard(const std::string& path, std::function<void()> then);
     void attach_watch(Container& c);
+    // Ends a start waiting for the first status (`start_done`), if there is one.
+    static void started(Container& c);
     void on_status(Container& c, const std::string& json);
     static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
     static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
@@ -146,9 +195,10 @@ private:
     // The container whose isolated range an explicit security.idmap.base in `next` overlaps.
     std::string isolated_overlap(const Container* self, const ContainerConfig& next) const;
     // manager-nic.cpp: volatile keys, host checks and live plugging for nic devices.
+    // Checks and volatile keys; `plug` gets the nic-add request for a running container ("" if
+    // the container is stopped).
     int prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
-                    std::string& error);
-    int unplug_nic(Container& c, const std::string& device, std::string& error);
+                    std::string& plug, std::string& error);
     void update_nics(Container& c, const nlohmann::json& status);
 
     sd_event* event_;
@@ -166,10 +216,19 @@ private:
     struct Pending {
         Manager* manager;
         Fd fd;
-        SourcePtr source;
+        SourcePtr source, timeout;
         std::function<void(const std::string&)> done;
+        // Instead of `done`: the reply and the connection, which goes on (the console).
+        std::function<void(const std::string&, Fd)> handover;
     };
+    int send_request(Container& c, const std::string& request, std::unique_ptr<Pending> p,
+                     std::string& error);
+    static int on_async_timeout(sd_event_source*, uint64_t usec, void* userdata);
+    void end_request(Pending* p, const std::string& reply);
     std::map<Pending*, std::unique_ptr<Pending>> pending_;
+    std::map<std::string, std::unique_ptr<Launch>> launches_; // by container name
+    std::set<std::string> creating_;                          // names whose create runs
+    Operations operations_;
 };
 
 std::string supervisor_binary();

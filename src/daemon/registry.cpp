@@ -154,72 +154,74 @@ int Registry::save(const ContainerConfig& c) const {
     return save_container_config(paths::container_config(c.name), c);
 }
 
-int Registry::create(ContainerConfig& c, const FillRootfs& fill, std::string& error) const {
+int Registry::prepare(const std::string& name, std::string& work_dir, std::string& error) const {
     if (int r = make_containers_dir(error); r < 0)
         return r;
     struct stat st {};
-    if (::lstat(paths::container_dir(c.name).c_str(), &st) == 0) {
-        error = "Container \"" + c.name + "\" already exists";
+    if (::lstat(paths::container_dir(name).c_str(), &st) == 0) {
+        error = "Container \"" + name + "\" already exists";
         return -EEXIST;
     }
-    std::string tmp = temp_dir("new", c.name);
+    std::string tmp = temp_dir("new", name);
     if (tmp.empty()) {
         error = "Cannot create a directory in " + containers_dir() + ": " + std::strerror(errno);
         return -errno;
     }
-    auto fail = [&](int r) {
-        remove_tree(tmp);
-        return r;
-    };
     if (::mkdir((tmp + "/rootfs").c_str(), 0755) < 0) {
-        error = std::string("Cannot create the rootfs directory: ") + std::strerror(errno);
-        return fail(-errno);
+        int err = errno;
+        error = std::string("Cannot create the rootfs directory: ") + std::strerror(err);
+        remove_tree(tmp);
+        return -err;
     }
-    KeyMap image_keys;
-    if (int r = fill(tmp + "/rootfs", image_keys, error); r < 0)
-        return fail(r);
+    work_dir = tmp;
+    return 0;
+}
+
+int Registry::commit(ContainerConfig& c, const std::string& work_dir, const KeyMap& image_keys,
+                     std::string& error) const {
     for (auto& [k, v] : image_keys)
         if (k.rfind("image.", 0) == 0)
             c.config[k] = v;
-    if (int r = save_container_config(tmp + "/config.json", c); r < 0) {
+    if (int r = save_container_config(work_dir + "/config.json", c); r < 0) {
         error = std::string("Cannot write config.json: ") + std::strerror(-r);
-        return fail(r);
+        return r;
     }
     // RENAME_NOREPLACE: two creates of one name race here, and exactly one wins.
-    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, paths::container_dir(c.name).c_str(),
+    if (::renameat2(AT_FDCWD, work_dir.c_str(), AT_FDCWD, paths::container_dir(c.name).c_str(),
                     RENAME_NOREPLACE) < 0) {
         int err = errno;
         error = err == EEXIST
                     ? "Container \"" + c.name + "\" already exists"
                     : std::string("Cannot put the container in place: ") + std::strerror(err);
-        return fail(-err);
+        return -err;
     }
     return 0;
 }
 
-int Registry::remove(const std::string& name) const {
-    std::string trash = temp_dir("trash", name);
-    if (trash.empty())
+int Registry::retire(const std::string& name, std::string& trash) const {
+    std::string dir = temp_dir("trash", name);
+    if (dir.empty())
         return -errno;
     // The rename (over the empty trash dir) is the delete; removing the files afterwards may be
     // cut short by a crash or fail, and collect_garbage() finishes it.
-    if (::rename(paths::container_dir(name).c_str(), trash.c_str()) < 0) {
+    if (::rename(paths::container_dir(name).c_str(), dir.c_str()) < 0) {
         int err = errno;
-        ::rmdir(trash.c_str());
+        ::rmdir(dir.c_str());
         if (err != ENOENT)
             return -err;
         log_warning("Container \"%s\": its directory was already gone", name.c_str());
+        trash.clear();
         return 0;
     }
-    if (int r = remove_work_dir(trash); r < 0)
-        log_error_errno(r,
-                        "Container \"%s\" is deleted, but removing %s failed (retried at the "
-                        "next start)",
-                        name.c_str(), trash.c_str());
+    trash = dir;
     return 0;
 }
 
-void Registry::prepare() const {
+int Registry::remove_retired(const std::string& trash) {
+    return remove_work_dir(trash);
+}
+
+void Registry::secure_and_collect() const {
     std::string error;
     if (make_containers_dir(error) < 0) {
         log_error("%s", error.c_str());

@@ -6,35 +6,41 @@
 // directories are root-owned 0700. The rootfs below keeps the image's own modes, and through
 // the idmapped mount its files belong to real uid 0 on disk (a setuid file that container root
 // makes is a real setuid-root file), so the parent directories are what keeps host users out.
+//
+// Filling a new rootfs and removing a deleted one are long: lodged does them in workers
+// (operation.hpp) between prepare() and commit(), and after retire().
 #pragma once
 
 #include "common/config.hpp"
 
-#include <functional>
 #include <string>
 #include <vector>
 
 namespace lodge::daemon {
-
-// Populates a new rootfs; may add image.* keys taken from the image's metadata.
-using FillRootfs =
-    std::function<int(const std::string& rootfs_dir, KeyMap& image_keys, std::string& error)>;
 
 class Registry {
 public:
     std::vector<std::string> list() const;
     int load(const std::string& name, ContainerConfig& out, std::string& error) const;
     int save(const ContainerConfig& c) const;
-    // EEXIST when the name is taken; `fill` populates the new rootfs, and its image keys join
-    // `c` before config.json is written.
-    int create(ContainerConfig& c, const FillRootfs& fill, std::string& error) const;
+    // A hidden work directory for a new container `name`, holding an empty rootfs/ to fill.
+    // EEXIST when the name is taken.
+    int prepare(const std::string& name, std::string& work_dir, std::string& error) const;
+    // The image.* keys of `image_keys` join `c`, config.json goes into `work_dir`, and the work
+    // directory becomes the container in one rename (EEXIST when the name was taken meanwhile).
+    // On failure `work_dir` is left for the caller to remove.
+    int commit(ContainerConfig& c, const std::string& work_dir, const KeyMap& image_keys,
+               std::string& error) const;
     // The rename into a hidden trash directory is the delete: once it succeeded the container
-    // is gone (0), even if removing its files then fails (logged; collect_garbage() retries).
-    // A container directory that is already gone counts as deleted too.
-    int remove(const std::string& name) const;
+    // is gone, and `trash` names what is left to remove (remove_retired, in a worker; a crash
+    // leaves it to collect_garbage()). A container directory that is already gone counts as
+    // deleted too (`trash` empty).
+    int retire(const std::string& name, std::string& trash) const;
+    // Removes a retired or unfinished tree, immutable and append-only files included.
+    static int remove_retired(const std::string& trash);
     // At lodged start: makes `containers/` and every directory in it root-only (trees made by
     // older versions were 0711), then removes what a crash left behind.
-    void prepare() const;
+    void secure_and_collect() const;
     // Removes what a crash left behind: unfinished creates and deletes.
     void collect_garbage() const;
 };

@@ -3,7 +3,9 @@
 #include "common/paths.hpp"
 #include "common/process.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -16,18 +18,25 @@
 
 namespace lodge::runtime {
 
-int control_connect(const std::string& name, Fd& out) {
+int control_connect(const std::string& name, Fd& out, bool nonblocking) {
     std::string path = paths::control_socket(name);
     struct sockaddr_un addr {};
     addr.sun_family = AF_UNIX;
     if (path.size() >= sizeof addr.sun_path)
         return -ENAMETOOLONG;
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    Fd sock(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    // Non-blocking even for blocking users: a unix connect() to a supervisor that stopped
+    // accepting would otherwise wait for room in its backlog, with lodged's loop stuck in it.
+    Fd sock(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!sock)
         return -errno;
     if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
         return -errno;
+    if (!nonblocking) {
+        int flags = ::fcntl(sock.get(), F_GETFL);
+        if (flags < 0 || ::fcntl(sock.get(), F_SETFL, flags & ~O_NONBLOCK) < 0)
+            return -errno;
+    }
     out = std::move(sock);
     return 0;
 }
@@ -79,42 +88,23 @@ bool has_line(const std::string& text, const std::string& prefix) {
     return text.rfind(prefix, 0) == 0 || text.find("\n" + prefix) != std::string::npos;
 }
 
-// Appends what arrives on `fd` to `text` until `enough(text)`, EOF (returns 0 either way) or
-// `timeout_ms` (negative: none) has passed (-ETIMEDOUT).
-int read_notify(int fd, std::string& text, int timeout_ms,
-                const std::function<bool(const std::string&)>& enough) {
-    struct timespec start {};
-    ::clock_gettime(CLOCK_MONOTONIC, &start);
-    while (!enough || !enough(text)) {
-        int wait = -1;
-        if (timeout_ms >= 0) {
-            struct timespec now {};
-            ::clock_gettime(CLOCK_MONOTONIC, &now);
-            long spent =
-                (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-            if (spent >= timeout_ms)
-                return -ETIMEDOUT;
-            wait = static_cast<int>(timeout_ms - spent);
-        }
-        struct pollfd p {
-            fd, POLLIN, 0
-        };
-        int r = ::poll(&p, 1, wait);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            continue; // the deadline check above ends the loop
-        char buf[4096];
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : 0;
-        text.append(buf, static_cast<size_t>(n));
-    }
-    return 0;
+// Waits until `fd` is readable or `timeout_ms` (negative: none) has passed (-ETIMEDOUT).
+int wait_readable(int fd, int timeout_ms) {
+    struct pollfd p {
+        fd, POLLIN, 0
+    };
+    int r;
+    while ((r = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR)
+        ;
+    if (r < 0)
+        return -errno;
+    return r == 0 ? -ETIMEDOUT : 0;
+}
+
+int64_t now_ms() {
+    struct timespec now {};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    return static_cast<int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
 }
 
 // Moves `fd` to `target` in a child about to exec, without the close-on-exec flag.
@@ -125,9 +115,12 @@ void place_fd(int fd, int target) {
 
 } // namespace
 
-int launch_supervisor(const std::string& supervisor, const std::string& name,
-                      const std::vector<std::string>& extra_args, LaunchResult& out,
-                      const LaunchHold* hold) {
+int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& name,
+                            const std::vector<std::string>& extra_args, bool hold,
+                            bool bus_controller, bool reap) {
+    name_ = name;
+    hold_ = hold;
+    bus_controller_ = hold && bus_controller;
     int p[2];
     if (::pipe2(p, O_CLOEXEC) < 0)
         return -errno;
@@ -142,7 +135,7 @@ int launch_supervisor(const std::string& supervisor, const std::string& name,
     std::vector<std::string> args{supervisor, "--notify-fd=3"};
     if (hold)
         args.push_back("--wait-go-fd=4");
-    if (hold && hold->bus_controller)
+    if (bus_controller_)
         args.push_back("--bus-controller");
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     args.push_back(name);
@@ -176,47 +169,120 @@ int launch_supervisor(const std::string& supervisor, const std::string& name,
     }
     wr.reset();
     go_rd.reset();
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    // The intermediate only forks and exits: this wait is short.
+    intermediate_ = pid;
+    while (reap && ::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
         ;
-    std::string text;
-    if (hold) {
-        // The supervisor waits for us now. Its pid is there already (the intermediate wrote it
-        // before exiting); its bus name follows once it has connected, or an ERROR line.
-        auto ready = [&](const std::string& t) {
-            return has_line(t, "ERROR ") ||
-                   (!notify_line(t, "PID ").empty() &&
-                    (!hold->bus_controller || !notify_line(t, "BUS ").empty()));
-        };
-        int r = read_notify(rd.get(), text, 30000, ready);
-        out.supervisor_pid = static_cast<pid_t>(std::atoi(notify_line(text, "PID ").c_str()));
-        std::string bus = notify_line(text, "BUS ");
-        std::string error;
-        if (r < 0 || !ready(text) || has_line(text, "ERROR "))
-            r = -EIO;
-        else if (r = hold->before_go(out.supervisor_pid, bus, error); r < 0)
-            out.error = error;
-        else if (::write(go_wr.get(), "g", 1) != 1)
-            r = -errno;
-        go_wr.reset(); // unwritten: the supervisor reads EOF and exits untouched
-        if (r < 0) {
-            // Wait (bounded) for it to go away, so a retry does not race with it.
-            read_notify(rd.get(), text, 10000, nullptr);
-            if (out.error.empty()) {
-                std::string e = notify_line(text, "ERROR ");
-                out.error = !e.empty() ? e : "lodge-supervisor did not get ready to start " + name;
-            }
-            return r;
-        }
+    if (::fcntl(rd.get(), F_SETFL, O_NONBLOCK) < 0)
+        return -errno;
+    notify_ = std::move(rd);
+    go_ = std::move(go_wr);
+    return 0;
+}
+
+bool SupervisorLaunch::held() const {
+    return !notify_line(text_, "PID ").empty() &&
+           (!bus_controller_ || !notify_line(text_, "BUS ").empty());
+}
+
+SupervisorLaunch::Step SupervisorLaunch::read() {
+    char buf[4096];
+    while (!eof_) {
+        ssize_t n = ::read(notify_.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break; // EAGAIN: all there is for now
+        if (n == 0)
+            eof_ = true;
+        text_.append(buf, static_cast<size_t>(n));
     }
-    read_notify(rd.get(), text, -1, nullptr);
-    if (std::string ready = notify_line(text, "READY "); !ready.empty()) {
+    if (hold_ && !released_) {
+        // The supervisor could not get ready to be placed: call the start off.
+        if (has_line(text_, "ERROR ") || eof_)
+            release(false);
+        else if (held())
+            return Step::held;
+    }
+    // READY or ERROR is the supervisor's last word; it closes the pipe right after.
+    return eof_ ? Step::finished : Step::more;
+}
+
+int SupervisorLaunch::release(bool go) {
+    int r = 0;
+    if (go && ::write(go_.get(), "g", 1) != 1)
+        r = -errno;
+    go_.reset(); // unwritten: the supervisor reads EOF and exits untouched
+    released_ = true;
+    return r;
+}
+
+pid_t SupervisorLaunch::supervisor_pid() const {
+    return static_cast<pid_t>(std::atoi(notify_line(text_, "PID ").c_str()));
+}
+
+std::string SupervisorLaunch::bus_name() const {
+    return notify_line(text_, "BUS ");
+}
+
+int SupervisorLaunch::result(LaunchResult& out) const {
+    out.supervisor_pid = hold_ ? supervisor_pid() : 0;
+    if (std::string ready = notify_line(text_, "READY "); !ready.empty()) {
         out.init_pid = static_cast<pid_t>(std::atoi(ready.c_str()));
         return 0;
     }
-    std::string e = notify_line(text, "ERROR ");
-    out.error = !e.empty() ? e : "lodge-supervisor exited without starting " + name;
+    std::string e = notify_line(text_, "ERROR ");
+    if (!e.empty())
+        out.error = e;
+    else if (hold_ && !held())
+        out.error = "lodge-supervisor did not get ready to start " + name_;
+    else
+        out.error = "lodge-supervisor exited without starting " + name_;
     return -EIO;
+}
+
+int launch_supervisor(const std::string& supervisor, const std::string& name,
+                      const std::vector<std::string>& extra_args, LaunchResult& out,
+                      const LaunchHold* hold) {
+    SupervisorLaunch launch;
+    if (int r = launch.spawn(supervisor, name, extra_args, hold != nullptr,
+                             hold && hold->bus_controller);
+        r < 0)
+        return r;
+    // The supervisor reaches its hold point within 30 s, or the start is called off; once
+    // called off, it gets 10 s to go away, so that a retry does not race with it.
+    int64_t deadline = hold ? now_ms() + 30000 : -1;
+    bool released = hold == nullptr;
+    for (;;) {
+        auto step = launch.read();
+        if (step == SupervisorLaunch::Step::finished)
+            break;
+        if (step == SupervisorLaunch::Step::held) {
+            out.supervisor_pid = launch.supervisor_pid();
+            std::string error;
+            int r = hold->before_go(out.supervisor_pid, launch.bus_name(), error);
+            if (r < 0 || (r = launch.release(true)) < 0) {
+                launch.release(false);
+                for (int64_t end = now_ms() + 10000;
+                     launch.read() != SupervisorLaunch::Step::finished && now_ms() < end;)
+                    wait_readable(launch.notify_fd(), static_cast<int>(end - now_ms()));
+                out.error = !error.empty() ? error : "Cannot let lodge-supervisor start " + name;
+                return r;
+            }
+            released = true;
+            continue;
+        }
+        int wait = released ? -1 : static_cast<int>(std::max<int64_t>(0, deadline - now_ms()));
+        if (wait_readable(launch.notify_fd(), wait) == -ETIMEDOUT && !released) {
+            launch.release(false);
+            for (int64_t end = now_ms() + 10000;
+                 launch.read() != SupervisorLaunch::Step::finished && now_ms() < end;)
+                wait_readable(launch.notify_fd(), static_cast<int>(end - now_ms()));
+            launch.result(out);
+            return -EIO;
+        }
+    }
+    return launch.result(out);
 }
 
 } // namespace lodge::runtime

@@ -29,7 +29,9 @@
 
 namespace lodge::runtime {
 
-int control_connect(const std::string& name, Fd& out);
+// Connects without ever blocking: a supervisor whose backlog is full gives -EAGAIN at once. The
+// socket is left non-blocking with `nonblocking`, else it is made blocking once connected.
+int control_connect(const std::string& name, Fd& out, bool nonblocking = false);
 // Sends one request and waits for its reply, at most `timeout_ms` if positive. Returns 0 or
 // -errno (ENOENT/ECONNREFUSED: no supervisor runs for that container; EAGAIN: timed out).
 int control_request(const std::string& name, const std::string& request, std::string& reply,
@@ -58,5 +60,36 @@ struct LaunchHold {
 int launch_supervisor(const std::string& supervisor, const std::string& name,
                       const std::vector<std::string>& extra_args, LaunchResult& out,
                       const LaunchHold* hold = nullptr);
+
+// The same launch driven from the caller's event loop instead of waiting in it: spawn(), then
+// read() whenever notify_fd() is readable. With a hold, read() says `held` once the supervisor
+// waits to be let go; release() lets it go or calls the start off. `finished` comes once the
+// supervisor said READY or ERROR (or went away); result() then tells which.
+class SupervisorLaunch {
+public:
+    enum class Step { more, held, finished };
+    // With `reap` false the caller reaps the short-lived intermediate process (intermediate()).
+    int spawn(const std::string& supervisor, const std::string& name,
+              const std::vector<std::string>& extra_args, bool hold, bool bus_controller,
+              bool reap = true);
+    pid_t intermediate() const { return intermediate_; }
+    int notify_fd() const { return notify_.get(); }
+    // Reads what is there without blocking.
+    Step read();
+    // 0, or -errno when the go byte could not be written (the start is then called off).
+    int release(bool go);
+    pid_t supervisor_pid() const;
+    std::string bus_name() const;
+    // 0 with out.init_pid, or -EIO with out.error.
+    int result(LaunchResult& out) const;
+
+private:
+    bool held() const;
+    std::string name_;
+    Fd notify_, go_;
+    std::string text_;
+    pid_t intermediate_ = 0;
+    bool hold_ = false, bus_controller_ = false, released_ = false, eof_ = false;
+};
 
 } // namespace lodge::runtime
