@@ -47,7 +47,7 @@ int reply_error(sd_bus_error* error, int r, const std::string& msg) {
 }
 
 // A reply sent when a long operation ends: empty, or (Restart's signature) an empty reason.
-Done reply_when_done(sd_bus_message* m, bool with_reason = false) {
+Done reply_when_done(sd_bus_message* m, bool with_reason) {
     std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
     return [call, with_reason](int r, const std::string& msg) {
         if (r >= 0) {
