@@ -187,7 +187,7 @@ Response handle(const Request& req, const GuestView& guest) {
 
     if (url == "/")
         return only_get([&] { return get_root(); });
-    if (url == "/1.0" || url == "/1.0/") {
+    if (url == "/1.0") { // not "/1.0/": LXD's router matches paths exactly (CONTRACT §6)
         if (req.method == "PATCH")
             return patch_api(req);
         return only_get([&] { return get_api(guest); });

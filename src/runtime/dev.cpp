@@ -198,12 +198,9 @@ int mount_boot_id(const SetupContext& ctx, int dev) {
 }
 
 int mount_devlxd(const SetupContext& ctx, int dev) {
-    if (ctx.devlxd_dir.empty())
+    if (ctx.devlxd_dir.empty() || ctx.devlxd_tree < 0)
         return 0;
-    Fd tree = clone_tree(AT_FDCWD, ctx.devlxd_dir, false);
-    if (!tree)
-        return log_error_errno(errno, "Failed to clone %s", ctx.devlxd_dir.c_str());
-    if (int r = mount_in_root(dev, "lxd", tree.get(), Create::dir); r < 0)
+    if (int r = mount_in_root(dev, "lxd", ctx.devlxd_tree, Create::dir); r < 0)
         return log_error_errno(r, "Failed to mount /dev/lxd");
     return 0;
 }

@@ -46,7 +46,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     return env;
 }
 
-[[noreturn]] void child_main(const SpawnOptions& o, int sync) {
+[[noreturn]] void child_main(const SpawnOptions& o, int sync, int devlxd_tree) {
     const ContainerConfig& c = *o.config;
     log_set_prefix("lodge-supervisor[" + c.name + "] setup");
     std::string go;
@@ -92,6 +92,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ctx.boot_id = o.boot_id;
     ctx.lxcfs_dir = o.lxcfs_dir;
     ctx.devlxd_dir = o.devlxd_dir;
+    ctx.devlxd_tree = devlxd_tree;
 
     if (check_init(ctx, c.name) < 0 || ensure_base_dirs(ctx) < 0 || mount_proc_sys(ctx) < 0 ||
         mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
@@ -229,6 +230,22 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
     Fd parent_end(pair[0]), child_end(pair[1]);
 
+    // The guest API's directory sits below one only host root may walk (CONTRACT §2), which
+    // the child, once root of its own user namespace only, cannot: it gets a clone made here.
+    Fd devlxd_tree;
+    if (!o.devlxd_dir.empty()) {
+        devlxd_tree = clone_tree(AT_FDCWD, o.devlxd_dir, false);
+        int r = devlxd_tree ? set_mount_attr(devlxd_tree.get(),
+                                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                                 MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+                            : -errno;
+        if (r < 0) {
+            error = "Cannot clone " + o.devlxd_dir + ": " + std::strerror(-r);
+            log_error("%s", error.c_str());
+            return r;
+        }
+    }
+
     uint64_t flags =
         CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
     if (!c.privileged())
@@ -247,9 +264,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
     if (pid == 0) {
         parent_end.reset();
-        child_main(o, child_end.get());
+        child_main(o, child_end.get(), devlxd_tree.get());
     }
     child_end.reset();
+    devlxd_tree.reset();
     PidFd init(pidfd, static_cast<pid_t>(pid));
 
     auto abort_child = [&](int err) {
