@@ -67,6 +67,15 @@ TEST(DevlxdApi, MethodsAndUnknownPaths) {
     EXPECT_EQ(r.status, 404u);
     EXPECT_EQ(r.body, "Method \"BREW\" not found\n");
     EXPECT_EQ(f.get("/2.0").status, 404u);
+    // Paths match exactly, as LXD's router matches them (CONTRACT §6): no trailing slash.
+    for (const char* path : {"/1.0/", "/1.0//", "//1.0", "/1.0/config/", "/1.0/meta-data/",
+                             "/1.0/devices/", "/1.0/events/", "/1.0/config/user.a/"}) {
+        Response nf = f.get(path);
+        EXPECT_EQ(nf.status, 404u) << path;
+        EXPECT_EQ(nf.body, "Not Found\n") << path;
+    }
+    EXPECT_EQ(handle(Request{"PATCH", "/1.0/", "", false, R"({"state":"Ready"})"}, f.view).status,
+              404u);
     EXPECT_EQ(f.get("/1.0/images/abc/export").status, 403u);
     EXPECT_EQ(f.get("/1.0/images/abc/export").content_type, "application/json");
 }
