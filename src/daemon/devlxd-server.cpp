@@ -63,7 +63,7 @@ bool header_has_token(const char* value, const char* token) {
 }
 
 constexpr uint64_t ping_interval_usec = 10 * 1000000ULL; // LXD pings every 10 s ...
-constexpr unsigned max_missed_pongs = 2;                  // ... and gives up after 2 missed pongs
+constexpr unsigned max_missed_pongs = 2;                 // ... and gives up after 2 missed pongs
 
 } // namespace
 
@@ -76,11 +76,11 @@ struct DevlxdServer::Connection {
     // none, counted against its uid instead.
     std::string container;
     uint64_t generation = 0;
-    bool counted = false; // against container or uid
-    SourcePtr hangup;     // a plain event stream's watch for its reader going away
-    Feed* stream = nullptr; // that stream, while it lasts (owned by its MHD response)
-    uint64_t deadline = 0; // CLOCK_MONOTONIC µs by which the next request's headers must be in
-    bool long_lived = false; // an event feed: no deadline applies
+    bool counted = false;      // against container or uid
+    SourcePtr hangup;          // a plain event stream's watch for its reader going away
+    Feed* stream = nullptr;    // that stream, while it lasts (owned by its MHD response)
+    uint64_t deadline = 0;     // CLOCK_MONOTONIC µs by which the next request's headers must be in
+    bool long_lived = false;   // an event feed: no deadline applies
     Feed* upgrading = nullptr; // a websocket feed waiting for its 101 to be sent; owned here
 };
 
@@ -199,7 +199,8 @@ struct DevlxdServer::SocketFeed : Feed {
             out.erase(0, static_cast<size_t>(n));
         }
         if (io)
-            sd_event_source_set_io_events(io.get(), out.empty() ? uint32_t{EPOLLIN} : uint32_t{EPOLLIN | EPOLLOUT});
+            sd_event_source_set_io_events(io.get(), out.empty() ? uint32_t{EPOLLIN}
+                                                                : uint32_t{EPOLLIN | EPOLLOUT});
     }
     // Hands the socket back to MHD to close; the feed is freed on the next loop iteration.
     void close() {
@@ -474,14 +475,11 @@ DevlxdServer::~DevlxdServer() {
 int DevlxdServer::start(int listener) {
     unsigned flags = MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE;
     daemon_ = MHD_start_daemon(
-        flags, 0, nullptr, nullptr, &MhdCallbacks::on_request, this,
-        MHD_OPTION_LISTEN_SOCKET, listener,
-        MHD_OPTION_CONNECTION_LIMIT, limits_.connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, limits_.idle_timeout_sec,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits_.header_bytes,
+        flags, 0, nullptr, nullptr, &MhdCallbacks::on_request, this, MHD_OPTION_LISTEN_SOCKET,
+        listener, MHD_OPTION_CONNECTION_LIMIT, limits_.connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        limits_.idle_timeout_sec, MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits_.header_bytes,
         MHD_OPTION_NOTIFY_CONNECTION, &MhdCallbacks::on_connection, this,
-        MHD_OPTION_NOTIFY_COMPLETED, &MhdCallbacks::on_completed, this,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, &MhdCallbacks::on_completed, this, MHD_OPTION_END);
     if (!daemon_)
         return log_error_errno(EINVAL, "devlxd: cannot start the HTTP server");
     const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_EPOLL_FD);
@@ -491,12 +489,13 @@ int DevlxdServer::start(int listener) {
     if (int r = sd_event_add_io(event_, &s, info->epoll_fd, EPOLLIN, on_io, this); r < 0)
         return log_error_errno(r, "devlxd: cannot watch the HTTP server");
     io_.reset(s);
-    if (int r = sd_event_add_time(event_, &s, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, this); r < 0)
+    if (int r = sd_event_add_time(event_, &s, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, this);
+        r < 0)
         return log_error_errno(r, "devlxd: cannot add the HTTP timer");
     timer_.reset(s);
     // Header deadlines are checked once a second: they only ever need to be roughly on time.
-    if (int r = sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 1000000, 250000, on_tick,
-                                           this);
+    if (int r =
+            sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 1000000, 250000, on_tick, this);
         r < 0)
         return log_error_errno(r, "devlxd: cannot add the deadline timer");
     tick_.reset(s);
@@ -578,7 +577,9 @@ void DevlxdServer::expire_deadlines() {
         kick();
 }
 
-void DevlxdServer::add_feed(Feed* feed) { feeds_[feed->container].insert(feed); }
+void DevlxdServer::add_feed(Feed* feed) {
+    feeds_[feed->container].insert(feed);
+}
 
 void DevlxdServer::remove_feed(Feed* feed) {
     auto it = feeds_.find(feed->container);
@@ -594,13 +595,14 @@ void DevlxdServer::remove_feed(Feed* feed) {
             owned->second.release();
             socket_feeds_.erase(owned);
             sd_event_source* d = nullptr;
-            if (sd_event_add_defer(event_, &d,
-                                   [](sd_event_source* src, void* p) -> int {
-                                       delete static_cast<SocketFeed*>(p);
-                                       sd_event_source_unref(src);
-                                       return 0;
-                                   },
-                                   s) < 0)
+            if (sd_event_add_defer(
+                    event_, &d,
+                    [](sd_event_source* src, void* p) -> int {
+                        delete static_cast<SocketFeed*>(p);
+                        sd_event_source_unref(src);
+                        return 0;
+                    },
+                    s) < 0)
                 log_error("devlxd: cannot free a closed feed");
         }
     }
@@ -756,9 +758,8 @@ int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std:
     feed->container = container;
     feed->types = types;
     feed->mhd = mhd;
-    MHD_Response* r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
-                                                        &StreamFeed::read, feed,
-                                                        &StreamFeed::release);
+    MHD_Response* r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 16 * 1024, &StreamFeed::read, feed, &StreamFeed::release);
     if (!r) {
         delete feed;
         return -ENOMEM;
@@ -805,6 +806,11 @@ int prepare_devlxd_dirs() {
     std::string runtime = paths::runtime_dir();
     if (int r = mkdir_p(runtime, 0755); r < 0)
         return log_error_errno(r, "Cannot create %s", runtime.c_str());
+    // systemd makes every missing parent of the socket with DirectoryMode= (0700): the
+    // runtime directory itself must stay open, supervisors' children walk it from their
+    // user namespaces.
+    if (int r = own_dir(runtime, 0755); r < 0)
+        return r;
     std::string host = paths::devlxd_host_dir();
     if (int r = own_dir(host, 0700); r < 0)
         return r;
@@ -814,7 +820,8 @@ int prepare_devlxd_dirs() {
     // socket itself there: replace it.
     std::string link = host + "/sock";
     char target[64] = {};
-    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 && std::strcmp(target, "guest/sock") == 0)
+    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+        std::strcmp(target, "guest/sock") == 0)
         return 0;
     ::unlink(link.c_str());
     if (::symlink("guest/sock", link.c_str()) < 0)

@@ -51,8 +51,8 @@ struct DevlxdLimits {
     // Above 64: bench/compare and the tests run 64 keep-alive clients in one container, and a
     // closed connection is only counted out once MHD has seen it go.
     unsigned connections_per_container = 128;
-    unsigned connections_per_uid = 16; // callers in no container, per uid
-    unsigned feeds_per_container = 16; // event streams and websockets
+    unsigned connections_per_uid = 16;       // callers in no container, per uid
+    unsigned feeds_per_container = 16;       // event streams and websockets
     size_t subscriber_backlog = 1024 * 1024; // queued event bytes before a stalled feed is cut
 };
 

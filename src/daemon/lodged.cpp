@@ -110,10 +110,10 @@ int main() {
         return log_error_errno(r, "Failed to register the bus objects"), 1;
     ManagerGuests guests(manager);
     DevlxdServer devlxd(event.get(), guests);
-    manager.set_guest_event_sink([&devlxd](const Container& c, unsigned type,
-                                           const std::string& line) {
-        devlxd.publish(c.name(), type, line);
-    });
+    manager.set_guest_event_sink(
+        [&devlxd](const Container& c, unsigned type, const std::string& line) {
+            devlxd.publish(c.name(), type, line);
+        });
     manager.set_on_stopped([&devlxd](const Container& c) { devlxd.drop_container(c.name()); });
     manager.load();
     if (devlxd_listener >= 0 && devlxd.start(devlxd_listener) < 0)

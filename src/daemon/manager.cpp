@@ -15,8 +15,8 @@
 #include <ctime>
 #include <set>
 #include <fstream>
-#include <poll.h>
 #include <nlohmann/json.hpp>
+#include <poll.h>
 #include <sys/socket.h>
 #include <systemd/sd-id128.h>
 #include <unistd.h>

@@ -43,7 +43,7 @@ struct Container {
     PidFd leader_fd;
     Fd pidns_fd;
     uint64_t generation = 0; // of this PID 1: unique in lodged's life, never reused
-    uid_t root_uid = 0;         // the host uid the container's root maps to
+    uid_t root_uid = 0;      // the host uid the container's root maps to
     // The supervisor's "watch" stream, while one runs.
     Fd watch;
     SourcePtr watch_source;

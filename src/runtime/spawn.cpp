@@ -235,10 +235,10 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     Fd devlxd_tree;
     if (!o.devlxd_dir.empty()) {
         devlxd_tree = clone_tree(AT_FDCWD, o.devlxd_dir, false);
-        int r = devlxd_tree ? set_mount_attr(devlxd_tree.get(),
-                                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-                                                 MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
-                            : -errno;
+        int r = devlxd_tree
+                    ? set_mount_attr(devlxd_tree.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                                            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+                    : -errno;
         if (r < 0) {
             error = "Cannot clone " + o.devlxd_dir + ": " + std::strerror(-r);
             log_error("%s", error.c_str());

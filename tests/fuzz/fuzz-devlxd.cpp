@@ -32,7 +32,8 @@ class FixedGuest : public GuestDirectory {
 public:
     FixedGuest() {
         config.name = "fuzz";
-        config.config = {{"user.a", "1"}, {"cloud-init.user-data", "#cloud-config\n"},
+        config.config = {{"user.a", "1"},
+                         {"cloud-init.user-data", "#cloud-config\n"},
                          {"volatile.eth0.hwaddr", "00:16:3e:00:00:01"}};
         config.devices["eth0"] = {{"type", "nic"}, {"nictype", "p2p"}};
     }
