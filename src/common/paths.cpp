@@ -46,8 +46,11 @@ std::string runtime_state(const std::string& name) {
 std::string console_log(const std::string& name) {
     return log_dir() + "/" + name + "/console.log";
 }
-std::string devlxd_dir() {
+std::string devlxd_host_dir() {
     return runtime_dir() + "/devlxd";
+}
+std::string devlxd_dir() {
+    return devlxd_host_dir() + "/guest";
 }
 
 } // namespace lodge::paths

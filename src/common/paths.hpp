@@ -17,6 +17,10 @@ std::string container_runtime(const std::string& name); // <runtime>/containers/
 std::string control_socket(const std::string& name);    // .../control
 std::string runtime_state(const std::string& name);     // .../state.json
 std::string console_log(const std::string& name);       // <log>/<name>/console.log
-std::string devlxd_dir();                               // <runtime>/devlxd
+// The guest API socket: <runtime>/devlxd is root-only (0700), so no host user but root can
+// reach the socket; <runtime>/devlxd/guest (0755) holds it and is bound onto /dev/lxd in
+// containers; <runtime>/devlxd/sock is a symlink to guest/sock (CONTRACT §2's path).
+std::string devlxd_host_dir(); // <runtime>/devlxd
+std::string devlxd_dir();      // <runtime>/devlxd/guest
 
 } // namespace lodge::paths

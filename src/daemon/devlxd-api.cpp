@@ -23,7 +23,9 @@ Response raw_response(std::string body) {
     return r;
 }
 
-bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+bool starts_with(const std::string& s, const char* prefix) {
+    return s.rfind(prefix, 0) == 0;
+}
 
 bool guest_key(const std::string& key) {
     return starts_with(key, "user.") || starts_with(key, "cloud-init.");
@@ -58,7 +60,9 @@ std::optional<std::string> path_unescape(const std::string& in) {
     return out;
 }
 
-Response get_root() { return json_response(nlohmann::ordered_json::array({"/1.0"})); }
+Response get_root() {
+    return json_response(nlohmann::ordered_json::array({"/1.0"}));
+}
 
 Response get_api(const GuestView& guest) {
     nlohmann::ordered_json j;
@@ -160,7 +164,8 @@ std::optional<unsigned> parse_event_types(const std::string& spec) {
     size_t pos = 0;
     while (pos <= spec.size()) {
         size_t comma = spec.find(',', pos);
-        std::string t = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        std::string t =
+            spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         if (t == "config")
             mask |= event_config;
         else if (t == "device")
@@ -187,7 +192,7 @@ Response handle(const Request& req, const GuestView& guest) {
 
     if (url == "/")
         return only_get([&] { return get_root(); });
-    if (url == "/1.0" || url == "/1.0/") {
+    if (url == "/1.0") { // not "/1.0/": LXD's router matches paths exactly (CONTRACT §6)
         if (req.method == "PATCH")
             return patch_api(req);
         return only_get([&] { return get_api(guest); });
@@ -204,8 +209,7 @@ Response handle(const Request& req, const GuestView& guest) {
     if (url == "/1.0/events")
         return only_get([&] { return get_events(req); });
     if (starts_with(url, "/1.0/images/") && url.size() > 19 &&
-        url.compare(url.size() - 7, 7, "/export") == 0 &&
-        url.find('/', 12) == url.size() - 7)
+        url.compare(url.size() - 7, 7, "/export") == 0 && url.find('/', 12) == url.size() - 7)
         // security.devlxd.images does not exist in lodge: there is no image store to export.
         return only_get([&] { return api_error(403, "Forbidden"); });
     return error(404, "Not Found");

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -62,7 +63,7 @@ bool header_has_token(const char* value, const char* token) {
 }
 
 constexpr uint64_t ping_interval_usec = 10 * 1000000ULL; // LXD pings every 10 s ...
-constexpr unsigned max_missed_pongs = 2;                  // ... and gives up after 2 missed pongs
+constexpr unsigned max_missed_pongs = 2;                 // ... and gives up after 2 missed pongs
 
 } // namespace
 
@@ -71,8 +72,15 @@ struct DevlxdServer::Connection {
     int fd = -1;
     PeerIdentity peer;
     int peer_error = 0;
-    uint64_t deadline = 0; // CLOCK_MONOTONIC µs by which the next request's headers must be in
-    bool long_lived = false; // an event feed: no deadline applies
+    // The container the peer was found in at accept, and that boot's generation; empty: in
+    // none, counted against its uid instead.
+    std::string container;
+    uint64_t generation = 0;
+    bool counted = false;      // against container or uid
+    SourcePtr hangup;          // a plain event stream's watch for its reader going away
+    Feed* stream = nullptr;    // that stream, while it lasts (owned by its MHD response)
+    uint64_t deadline = 0;     // CLOCK_MONOTONIC µs by which the next request's headers must be in
+    bool long_lived = false;   // an event feed: no deadline applies
     Feed* upgrading = nullptr; // a websocket feed waiting for its 101 to be sent; owned here
 };
 
@@ -89,6 +97,7 @@ struct DevlxdServer::Feed {
 // GET /1.0/events without an upgrade: newline-delimited JSON in a chunked response.
 struct DevlxdServer::StreamFeed : Feed {
     MHD_Connection* mhd = nullptr;
+    Connection* conn = nullptr; // cleared by whichever of the two goes first
     std::string pending;
     bool suspended = false;
     bool finished = false;
@@ -131,7 +140,23 @@ struct DevlxdServer::StreamFeed : Feed {
     static void release(void* cls) {
         auto* f = static_cast<StreamFeed*>(cls);
         f->server->remove_feed(f);
+        if (f->conn) {
+            f->conn->stream = nullptr;
+            f->conn->hangup.reset();
+        }
         delete f;
+    }
+    // A parked stream is out of MHD's sight: only this notices its reader leaving, which
+    // would otherwise hold the connection until the next event for the container.
+    static int on_hangup(sd_event_source* s, int, uint32_t, void* userdata) {
+        return guarded([&] {
+            auto* conn = static_cast<Connection*>(userdata);
+            sd_event_source_set_enabled(s, SD_EVENT_OFF);
+            ::shutdown(conn->fd, SHUT_RDWR);
+            if (auto* f = static_cast<StreamFeed*>(conn->stream))
+                f->finish();
+            return 0;
+        });
     }
 };
 
@@ -174,7 +199,8 @@ struct DevlxdServer::SocketFeed : Feed {
             out.erase(0, static_cast<size_t>(n));
         }
         if (io)
-            sd_event_source_set_io_events(io.get(), out.empty() ? uint32_t{EPOLLIN} : uint32_t{EPOLLIN | EPOLLOUT});
+            sd_event_source_set_io_events(io.get(), out.empty() ? uint32_t{EPOLLIN}
+                                                                : uint32_t{EPOLLIN | EPOLLOUT});
     }
     // Hands the socket back to MHD to close; the feed is freed on the next loop iteration.
     void close() {
@@ -262,7 +288,19 @@ struct MhdCallbacks {
                 conn->fd = info ? info->connect_fd : -1;
                 conn->peer_error = conn->fd >= 0 ? identify_peer(conn->fd, conn->peer) : -EBADF;
                 conn->deadline = now_monotonic() + self->limits_.header_timeout_sec * 1000000ULL;
+                // Who it is decides which cap it counts against, before it may send anything.
+                if (conn->peer_error == 0)
+                    if (auto guest = self->guests_.find(conn->peer)) {
+                        conn->container = guest->name;
+                        conn->generation = guest->generation;
+                    }
                 self->connections_.insert(conn.get());
+                if (!self->admit(conn.get()) && conn->fd >= 0) {
+                    // Over its cap: MHD sees the end at once and closes it.
+                    ::shutdown(conn->fd, SHUT_RDWR);
+                    conn->deadline = 0;
+                    self->kick();
+                }
                 *socket_context = conn.release();
                 // The deadline tick runs only while there are connections: an idle lodged
                 // must be able to notice it is idle.
@@ -271,8 +309,15 @@ struct MhdCallbacks {
             } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
                 auto* conn = static_cast<DevlxdServer::Connection*>(*socket_context);
                 self->connections_.erase(conn);
-                if (conn)
-                    delete conn->upgrading; // the client left before the upgrade completed
+                if (conn) {
+                    self->release(conn);
+                    if (conn->upgrading) { // the client left before the upgrade completed
+                        self->pending_upgrades_[conn->upgrading->container]--;
+                        delete conn->upgrading;
+                    }
+                    if (conn->stream)
+                        static_cast<DevlxdServer::StreamFeed*>(conn->stream)->conn = nullptr;
+                }
                 delete conn;
                 if (self->connections_.empty())
                     sd_event_source_set_enabled(self->tick_.get(), SD_EVENT_OFF);
@@ -342,6 +387,7 @@ struct MhdCallbacks {
         }
         conn->upgrading = nullptr;
         DevlxdServer* self = pending->server;
+        self->pending_upgrades_[pending->container]--;
         try {
             std::unique_ptr<DevlxdServer::SocketFeed> feed(pending);
             feed->fd = sock;
@@ -380,11 +426,14 @@ struct MhdCallbacks {
 
 namespace {
 
-int queue(MHD_Connection* mhd, const devlxd::Response& res) {
+// `close`: the connection ends after this response (no keep-alive).
+int queue(MHD_Connection* mhd, const devlxd::Response& res, bool close = false) {
     MHD_Response* r = MHD_create_response_from_buffer(
         res.body.size(), const_cast<char*>(res.body.data()), MHD_RESPMEM_MUST_COPY);
     if (!r)
         return -ENOMEM;
+    if (close)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (!res.content_type.empty())
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res.content_type.c_str());
     if (res.status >= 400 && res.content_type.rfind("text/plain", 0) == 0)
@@ -426,14 +475,11 @@ DevlxdServer::~DevlxdServer() {
 int DevlxdServer::start(int listener) {
     unsigned flags = MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE;
     daemon_ = MHD_start_daemon(
-        flags, 0, nullptr, nullptr, &MhdCallbacks::on_request, this,
-        MHD_OPTION_LISTEN_SOCKET, listener,
-        MHD_OPTION_CONNECTION_LIMIT, limits_.connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, limits_.idle_timeout_sec,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits_.header_bytes,
+        flags, 0, nullptr, nullptr, &MhdCallbacks::on_request, this, MHD_OPTION_LISTEN_SOCKET,
+        listener, MHD_OPTION_CONNECTION_LIMIT, limits_.connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        limits_.idle_timeout_sec, MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits_.header_bytes,
         MHD_OPTION_NOTIFY_CONNECTION, &MhdCallbacks::on_connection, this,
-        MHD_OPTION_NOTIFY_COMPLETED, &MhdCallbacks::on_completed, this,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, &MhdCallbacks::on_completed, this, MHD_OPTION_END);
     if (!daemon_)
         return log_error_errno(EINVAL, "devlxd: cannot start the HTTP server");
     const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_EPOLL_FD);
@@ -443,12 +489,13 @@ int DevlxdServer::start(int listener) {
     if (int r = sd_event_add_io(event_, &s, info->epoll_fd, EPOLLIN, on_io, this); r < 0)
         return log_error_errno(r, "devlxd: cannot watch the HTTP server");
     io_.reset(s);
-    if (int r = sd_event_add_time(event_, &s, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, this); r < 0)
+    if (int r = sd_event_add_time(event_, &s, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, this);
+        r < 0)
         return log_error_errno(r, "devlxd: cannot add the HTTP timer");
     timer_.reset(s);
     // Header deadlines are checked once a second: they only ever need to be roughly on time.
-    if (int r = sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 1000000, 250000, on_tick,
-                                           this);
+    if (int r =
+            sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 1000000, 250000, on_tick, this);
         r < 0)
         return log_error_errno(r, "devlxd: cannot add the deadline timer");
     tick_.reset(s);
@@ -530,7 +577,9 @@ void DevlxdServer::expire_deadlines() {
         kick();
 }
 
-void DevlxdServer::add_feed(Feed* feed) { feeds_[feed->container].insert(feed); }
+void DevlxdServer::add_feed(Feed* feed) {
+    feeds_[feed->container].insert(feed);
+}
 
 void DevlxdServer::remove_feed(Feed* feed) {
     auto it = feeds_.find(feed->container);
@@ -546,16 +595,60 @@ void DevlxdServer::remove_feed(Feed* feed) {
             owned->second.release();
             socket_feeds_.erase(owned);
             sd_event_source* d = nullptr;
-            if (sd_event_add_defer(event_, &d,
-                                   [](sd_event_source* src, void* p) -> int {
-                                       delete static_cast<SocketFeed*>(p);
-                                       sd_event_source_unref(src);
-                                       return 0;
-                                   },
-                                   s) < 0)
+            if (sd_event_add_defer(
+                    event_, &d,
+                    [](sd_event_source* src, void* p) -> int {
+                        delete static_cast<SocketFeed*>(p);
+                        sd_event_source_unref(src);
+                        return 0;
+                    },
+                    s) < 0)
                 log_error("devlxd: cannot free a closed feed");
         }
     }
+}
+
+bool DevlxdServer::admit(Connection* conn) {
+    if (!conn->container.empty()) {
+        unsigned& n = per_container_[conn->container];
+        if (n >= limits_.connections_per_container)
+            return false;
+        n++;
+    } else {
+        unsigned& n = per_uid_[conn->peer.uid];
+        if (n >= limits_.connections_per_uid)
+            return false;
+        n++;
+    }
+    conn->counted = true;
+    return true;
+}
+
+void DevlxdServer::release(Connection* conn) {
+    if (!conn->counted)
+        return;
+    conn->counted = false;
+    if (!conn->container.empty()) {
+        auto it = per_container_.find(conn->container);
+        if (it != per_container_.end() && --it->second == 0)
+            per_container_.erase(it);
+    } else {
+        auto it = per_uid_.find(conn->peer.uid);
+        if (it != per_uid_.end() && --it->second == 0)
+            per_uid_.erase(it);
+    }
+}
+
+unsigned DevlxdServer::container_connections(const std::string& name) const {
+    auto it = per_container_.find(name);
+    return it == per_container_.end() ? 0 : it->second;
+}
+
+unsigned DevlxdServer::feed_count(const std::string& container) const {
+    auto feeds = feeds_.find(container);
+    auto pending = pending_upgrades_.find(container);
+    return (feeds == feeds_.end() ? 0 : static_cast<unsigned>(feeds->second.size())) +
+           (pending == pending_upgrades_.end() ? 0 : pending->second);
 }
 
 void DevlxdServer::publish(const std::string& name, unsigned type, const std::string& line) {
@@ -582,9 +675,23 @@ int DevlxdServer::respond(MHD_Connection* mhd, Connection* conn, const char* url
                           const char* method, const std::string& body, bool too_large) {
     if (too_large)
         return queue(mhd, devlxd::error(413, "Request Entity Too Large"));
-    auto c = conn->peer_error == 0 ? guests_.find(conn->peer) : std::nullopt;
+    std::optional<GuestDirectory::Guest> c;
+    if (conn->container.empty() && conn->peer_error == 0) {
+        // Not known at accept: lodged may not have heard of a container just re-attached.
+        if ((c = guests_.find(conn->peer))) {
+            release(conn);
+            conn->container = c->name;
+            conn->generation = c->generation;
+            if (!admit(conn))
+                return queue(mhd, devlxd::error(503, "Too many connections"), true);
+        }
+    } else if (!conn->container.empty()) {
+        // Only for the boot it connected from: afterwards it speaks for nobody.
+        c = guests_.current(conn->container, conn->generation);
+    }
+    // A caller in no container has nothing to ask: it gets its answer and the door.
     if (!c)
-        return queue(mhd, devlxd::error(500, "Process ID not found in container"));
+        return queue(mhd, devlxd::error(500, "Process ID not found in container"), true);
     if (conn->peer.uid != c->root_uid)
         return queue(mhd, devlxd::error(401, "Access denied for non-root user"));
     if (!c->config->get_bool("security.devlxd", true))
@@ -612,6 +719,8 @@ int DevlxdServer::respond(MHD_Connection* mhd, Connection* conn, const char* url
 
 int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std::string& container,
                                unsigned types) {
+    if (feed_count(container) >= limits_.feeds_per_container)
+        return queue(mhd, devlxd::error(503, "Too many event listeners"), true);
     bool upgrade = header_has_token(
         MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE), "websocket");
     if (upgrade) {
@@ -637,7 +746,10 @@ int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std:
         if (ok != MHD_YES)
             return -EIO;
         conn->long_lived = true;
+        if (conn->upgrading)
+            pending_upgrades_[conn->upgrading->container]--;
         delete conn->upgrading;
+        pending_upgrades_[container]++;
         conn->upgrading = feed.release(); // on_upgrade takes it from the connection
         return 0;
     }
@@ -646,14 +758,23 @@ int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std:
     feed->container = container;
     feed->types = types;
     feed->mhd = mhd;
-    MHD_Response* r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
-                                                        &StreamFeed::read, feed,
-                                                        &StreamFeed::release);
+    MHD_Response* r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 16 * 1024, &StreamFeed::read, feed, &StreamFeed::release);
     if (!r) {
         delete feed;
         return -ENOMEM;
     }
+    // LXD's stream is a header block and then bare JSON lines, never chunked, so that a
+    // shell's socat or nc reads events line by line. MHD chunks any HTTP/1.1 response of
+    // unknown length unless told to answer as HTTP/1.0 does (the status line still says
+    // HTTP/1.1): no chunking, and the connection ends with the stream.
+    MHD_set_response_options(r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
     add_feed(feed);
+    feed->conn = conn;
+    conn->stream = feed;
+    sd_event_source* hup = nullptr;
+    if (sd_event_add_io(event_, &hup, conn->fd, EPOLLHUP, &StreamFeed::on_hangup, conn) >= 0)
+        conn->hangup.reset(hup);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_Result ok = MHD_queue_response(mhd, MHD_HTTP_OK, r);
@@ -664,11 +785,54 @@ int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std:
     return ok == MHD_YES ? 0 : -EIO;
 }
 
+namespace {
+
+// `path` as a root-owned directory of exactly `mode`, made if missing; a symlink or anything
+// else in its place is refused rather than followed.
+int own_dir(const std::string& path, mode_t mode) {
+    if (::mkdir(path.c_str(), mode) < 0 && errno != EEXIST)
+        return log_error_errno(errno, "Cannot create %s", path.c_str());
+    Fd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir)
+        return log_error_errno(errno, "Cannot open %s", path.c_str());
+    if (::fchown(dir.get(), 0, 0) < 0 || ::fchmod(dir.get(), mode) < 0)
+        return log_error_errno(errno, "Cannot set the owner and mode of %s", path.c_str());
+    return 0;
+}
+
+} // namespace
+
+int prepare_devlxd_dirs() {
+    std::string runtime = paths::runtime_dir();
+    if (int r = mkdir_p(runtime, 0755); r < 0)
+        return log_error_errno(r, "Cannot create %s", runtime.c_str());
+    // systemd makes every missing parent of the socket with DirectoryMode= (0700): the
+    // runtime directory itself must stay open, supervisors' children walk it from their
+    // user namespaces.
+    if (int r = own_dir(runtime, 0755); r < 0)
+        return r;
+    std::string host = paths::devlxd_host_dir();
+    if (int r = own_dir(host, 0700); r < 0)
+        return r;
+    if (int r = own_dir(paths::devlxd_dir(), 0755); r < 0)
+        return r;
+    // CONTRACT §2's path names the socket too (for root on the host). An older lodge kept the
+    // socket itself there: replace it.
+    std::string link = host + "/sock";
+    char target[64] = {};
+    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+        std::strcmp(target, "guest/sock") == 0)
+        return 0;
+    ::unlink(link.c_str());
+    if (::symlink("guest/sock", link.c_str()) < 0)
+        return log_error_errno(errno, "Cannot create %s", link.c_str());
+    return 0;
+}
+
 int open_devlxd_listener(Fd& out) {
-    std::string dir = paths::devlxd_dir();
-    if (int r = mkdir_p(dir, 0755); r < 0)
-        return log_error_errno(r, "Cannot create %s", dir.c_str());
-    std::string path = dir + "/sock";
+    if (int r = prepare_devlxd_dirs(); r < 0)
+        return r;
+    std::string path = paths::devlxd_dir() + "/sock";
     struct sockaddr_un addr {};
     addr.sun_family = AF_UNIX;
     if (path.size() >= sizeof addr.sun_path)
@@ -680,7 +844,8 @@ int open_devlxd_listener(Fd& out) {
     ::unlink(path.c_str()); // a stale socket from an earlier lodged
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
         return log_error_errno(errno, "Cannot bind %s", path.c_str());
-    // World-connectable, as LXD's: who may talk is decided per request from the credentials.
+    // Connectable by everyone who can reach it: inside containers, who may talk is decided
+    // per request from the credentials; on the host, the root-only parent keeps users out.
     if (::chmod(path.c_str(), 0666) < 0)
         return log_error_errno(errno, "Cannot chmod %s", path.c_str());
     if (::listen(fd.get(), SOMAXCONN) < 0)

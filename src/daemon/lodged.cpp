@@ -38,7 +38,13 @@ public:
         Container* c = manager_.find_by_pidns(peer.pidns_chain);
         if (!c)
             return std::nullopt;
-        return Guest{c->name(), c->root_uid, &c->config, c->ready()};
+        return Guest{c->name(), c->root_uid, &c->config, c->ready(), c->generation};
+    }
+    std::optional<Guest> current(const std::string& name, uint64_t generation) override {
+        Container* c = manager_.find(name);
+        if (!c || !c->running() || c->generation != generation || !Manager::leader_alive(*c))
+            return std::nullopt;
+        return Guest{c->name(), c->root_uid, &c->config, c->ready(), c->generation};
     }
     int set_ready(const std::string& name, bool ready, std::string& error) override {
         Container* c = manager_.find(name);
@@ -84,6 +90,8 @@ int main() {
     Fd own_listener;
     if (devlxd_listener < 0 && open_devlxd_listener(own_listener) == 0)
         devlxd_listener = own_listener.get();
+    else if (devlxd_listener >= 0)
+        prepare_devlxd_dirs(); // systemd made them; make sure of their modes all the same
 
     sd_event* e = nullptr;
     if (int r = sd_event_default(&e); r < 0)
@@ -105,10 +113,10 @@ int main() {
         return log_error_errno(r, "Failed to register the bus objects"), 1;
     ManagerGuests guests(manager);
     DevlxdServer devlxd(event.get(), guests);
-    manager.set_guest_event_sink([&devlxd](const Container& c, unsigned type,
-                                           const std::string& line) {
-        devlxd.publish(c.name(), type, line);
-    });
+    manager.set_guest_event_sink(
+        [&devlxd](const Container& c, unsigned type, const std::string& line) {
+            devlxd.publish(c.name(), type, line);
+        });
     manager.set_on_stopped([&devlxd](const Container& c) { devlxd.drop_container(c.name()); });
     manager.load();
     if (devlxd_listener >= 0 && devlxd.start(devlxd_listener) < 0)

@@ -16,9 +16,11 @@
 #include <fcntl.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <poll.h>
 #include <set>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <systemd/sd-id128.h>
 #include <unistd.h>
 
 #ifndef LODGE_SUPERVISOR_PATH
@@ -26,6 +28,29 @@
 #endif
 
 namespace lodge::daemon {
+
+namespace {
+
+constexpr const char* instance_id_key = "volatile.cloud-init.instance-id";
+
+// The keys cloud-init reads: a change to any gives the guest a new instance-id (LXD 6's
+// rule), so that cloud-init runs its per-instance modules again.
+bool is_cloud_init_key(const std::string& key) {
+    return key.rfind("cloud-init.", 0) == 0 || key == "user.user-data" ||
+           key == "user.vendor-data" || key == "user.meta-data" || key == "user.network-config";
+}
+
+std::string new_instance_id() {
+    sd_id128_t id;
+    if (int r = sd_id128_randomize(&id); r < 0) {
+        log_error_errno(r, "Cannot make an instance-id");
+        return {};
+    }
+    char text[SD_ID128_UUID_STRING_MAX];
+    return sd_id128_to_uuid_string(id, text);
+}
+
+} // namespace
 
 std::string supervisor_binary() {
     const char* env = std::getenv("LODGE_SUPERVISOR");
@@ -67,6 +92,15 @@ int Manager::load() {
             log_error("Skipping container \"%s\": %s", name.c_str(), error.c_str());
             continue;
         }
+        // Made before lodge kept one: given one now, once, on disk before anyone sees it.
+        if (c->config.get(instance_id_key).empty()) {
+            ContainerConfig next = c->config;
+            next.config[instance_id_key] = new_instance_id();
+            if (int r = registry_.save(next); r < 0)
+                log_error_errno(r, "Cannot give \"%s\" an instance-id", name.c_str());
+            else
+                c->config = std::move(next);
+        }
         Container& ref = *c;
         containers_[name] = std::move(c);
         attach_watch(ref);
@@ -97,22 +131,42 @@ Container* Manager::find_by_path(const std::string& path) {
 Container* Manager::find_by_pidns(const std::vector<NamespaceId>& chain) {
     for (auto& ns : chain)
         for (auto& [name, c] : containers_)
-            if (c->leader > 0 && c->running() && c->pidns == ns)
-                return c.get();
+            if (c->leader > 0 && c->running() && c->pidns_fd && c->pidns == ns)
+                return leader_alive(*c) ? c.get() : nullptr;
     return nullptr;
 }
 
+bool Manager::leader_alive(const Container& c) {
+    if (!c.leader_fd.valid())
+        return false;
+    // A pidfd becomes readable once its process has exited.
+    struct pollfd p {
+        c.leader_fd.get(), POLLIN, 0
+    };
+    return ::poll(&p, 1, 0) == 0;
+}
+
 void Manager::set_leader(Container& c, pid_t leader) {
-    if (leader == c.leader && (leader <= 0 || c.pidns.ino != 0))
+    if (leader == c.leader && (leader <= 0 || c.pidns_fd))
         return;
     c.leader = leader;
     c.pidns = {};
+    c.pidns_fd.reset();
+    c.leader_fd = PidFd();
     c.root_uid = 0;
     if (leader <= 0)
         return;
-    if (int r = pidns_of(leader, c.pidns); r < 0)
+    c.generation = ++last_generation_;
+    c.leader_fd = PidFd::open(leader);
+    if (!c.leader_fd.valid()) {
+        log_error_errno(errno, "Cannot open %s's PID 1 (%d)", c.name().c_str(), leader);
+        return;
+    }
+    if (int r = open_pidns(c.leader_fd, c.pidns_fd, c.pidns); r < 0) {
         log_error_errno(r, "Cannot read the pid namespace of %s's PID 1 (%d)", c.name().c_str(),
                         leader);
+        return;
+    }
     // The first line of uid_map says where uid 0 went: "0 <host uid> <count>".
     std::ifstream map("/proc/" + std::to_string(leader) + "/uid_map");
     unsigned long inside = 1, outside = 0;
@@ -227,10 +281,14 @@ void Manager::on_status(Container& c, const std::string& text) {
     if (use_scopes_ && leader > 0 && c.leader > 0 && leader != c.leader)
         machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()),
                           c.host_ifindices());
-    set_leader(c, leader);
     std::string boot_id = j.value("boot_id", "");
-    // A new boot id without a stop in between: the guest rebooted.
-    if (!c.boot_id.empty() && !boot_id.empty() && boot_id != c.boot_id)
+    // A new boot id without a stop in between: the guest rebooted. A new boot is a new guest
+    // API identity, even should its PID 1 have the old one's pid.
+    bool rebooted = !c.boot_id.empty() && !boot_id.empty() && boot_id != c.boot_id;
+    if (rebooted)
+        set_leader(c, 0);
+    set_leader(c, leader);
+    if (rebooted)
         container_stopped(c);
     c.boot_id = boot_id;
     c.cgroup = j.value("cgroup", "");
@@ -285,6 +343,7 @@ int Manager::create(CreateRequest req, Done done, std::string& error) {
                 other + "\"";
         return -EINVAL;
     }
+    config.config[instance_id_key] = new_instance_id();
     std::string work_dir;
     if (int r = registry_.prepare(config.name, work_dir, error); r < 0)
         return r;
@@ -741,6 +800,13 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
                 other + "\"";
         return -EINVAL;
     }
+    bool cloud_init_changed = false;
+    for (auto& [k, v] : next.config)
+        cloud_init_changed |= is_cloud_init_key(k) && c.config.get(k) != v;
+    for (auto& [k, v] : c.config.config)
+        cloud_init_changed |= is_cloud_init_key(k) && !next.config.count(k);
+    if (cloud_init_changed)
+        next.config[instance_id_key] = new_instance_id();
     ContainerConfig before = c.config;
     if (int r = commit_config(c, std::move(next), "Config", error); r < 0)
         return r;

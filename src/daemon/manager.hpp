@@ -59,7 +59,13 @@ struct Container {
     bool lxcfs_pending = false; // an attach/detach request is under way
     uint64_t started_usec = 0;  // CLOCK_REALTIME of the last start
     NamespaceId pidns;          // PID 1's pid namespace: how guest API callers are told apart
-    uid_t root_uid = 0;         // the host uid the container's root maps to
+    // PID 1 and its pid namespace, held open while it runs: as long as lodged holds the
+    // namespace, no other namespace can be given its inode number (`pidns` stays unique),
+    // and a PID 1 that is gone shows on its pidfd before lodged has read the supervisor's word.
+    PidFd leader_fd;
+    Fd pidns_fd;
+    uint64_t generation = 0; // of this PID 1: unique in lodged's life, never reused
+    uid_t root_uid = 0;      // the host uid the container's root maps to
     // The supervisor's "watch" stream, while one runs.
     Fd watch;
     SourcePtr watch_source;
@@ -102,6 +108,8 @@ public:
     Container* find_by_pid(pid_t pid);
     // The running container whose PID 1 shares the first pid namespace of `chain` it can.
     Container* find_by_pidns(const std::vector<NamespaceId>& chain);
+    // Whether PID 1 of this boot still lives (its pidfd says so, whatever lodged has heard).
+    static bool leader_alive(const Container& c);
     const std::map<std::string, std::unique_ptr<Container>>& containers() const {
         return containers_;
     }
@@ -213,6 +221,7 @@ private:
     GuestEventSink guest_events_;
     std::function<void(const Container&)> on_stopped_;
     std::map<std::string, std::unique_ptr<Container>> containers_;
+    uint64_t last_generation_ = 0;
     struct Pending {
         Manager* manager;
         Fd fd;

@@ -45,6 +45,18 @@ int pidns_of(pid_t pid, NamespaceId& out) {
     return 0;
 }
 
+int open_pidns(const PidFd& pidfd, Fd& out, NamespaceId& id) {
+    Fd ns = pidns_from_pidfd(pidfd.get(), pidfd.pid());
+    if (!ns)
+        return errno ? -errno : -ESRCH;
+    struct stat st {};
+    if (::fstat(ns.get(), &st) < 0)
+        return -errno;
+    id = NamespaceId{st.st_dev, st.st_ino};
+    out = std::move(ns);
+    return 0;
+}
+
 int identify_peer(int fd, PeerIdentity& out) {
     struct ucred cred {};
     socklen_t len = sizeof cred;

@@ -3,6 +3,8 @@
 // in (its own first, then each parent up to, not including, lodged's).
 #pragma once
 
+#include "common/fd.hpp"
+
 #include <sys/types.h>
 #include <utility>
 #include <vector>
@@ -30,5 +32,9 @@ int identify_peer(int fd, PeerIdentity& out);
 
 // The pid namespace of a process, for matching against a peer's chain.
 int pidns_of(pid_t pid, NamespaceId& out);
+
+// The pid namespace of the process behind `pidfd`, opened (so that it stays alive, and its
+// inode number with it, for as long as `out` is held) and identified.
+int open_pidns(const PidFd& pidfd, Fd& out, NamespaceId& id);
 
 } // namespace lodge::daemon

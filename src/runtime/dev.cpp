@@ -198,18 +198,9 @@ int mount_boot_id(const SetupContext& ctx, int dev) {
 }
 
 int mount_devlxd(const SetupContext& ctx, int dev) {
-    if (ctx.devlxd_dir.empty())
+    if (ctx.devlxd_dir.empty() || ctx.devlxd_tree < 0)
         return 0;
-    Fd tree = clone_tree(AT_FDCWD, ctx.devlxd_dir, false);
-    if (!tree)
-        return log_error_errno(errno, "Failed to clone %s", ctx.devlxd_dir.c_str());
-    // One directory serves every container: read-only, so no guest can delete or replace the
-    // socket the others use (connect() needs no write access to the mount).
-    if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-                                               MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
-        r < 0)
-        return log_error_errno(r, "Failed to make /dev/lxd read-only");
-    if (int r = mount_in_root(dev, "lxd", tree.get(), Create::dir); r < 0)
+    if (int r = mount_in_root(dev, "lxd", ctx.devlxd_tree, Create::dir); r < 0)
         return log_error_errno(r, "Failed to mount /dev/lxd");
     return 0;
 }

@@ -29,6 +29,7 @@ struct SetupContext {
     std::string boot_id;    // per-boot id, 36-char UUID text
     std::string lxcfs_dir;  // empty when no lxcfs mount was found at start
     std::string devlxd_dir; // host dir bind-mounted on /dev/lxd; empty when disabled
+    int devlxd_tree = -1;   // its clone, read-only, made by the parent (the child cannot walk to it)
     const std::vector<DiskSource>* disk_sources = nullptr;
     Fd console_master; // filled by setup_dev()
     Fd console_slave;  // filled by setup_dev(); becomes fds 0-2 of PID 1

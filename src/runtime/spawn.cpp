@@ -48,7 +48,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
 }
 
 [[noreturn]] void child_main(const SpawnOptions& o, const std::vector<DiskSource>& disks,
-                             int sync) {
+                             int sync, int devlxd_tree) {
     const ContainerConfig& c = *o.config;
     log_set_prefix("lodge-supervisor[" + c.name + "] setup");
     std::string go;
@@ -95,6 +95,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ctx.lxcfs_dir = o.lxcfs_dir;
     ctx.devlxd_dir = o.devlxd_dir;
     ctx.disk_sources = &disks;
+    ctx.devlxd_tree = devlxd_tree;
 
     if (check_init(ctx, c.name) < 0 || ensure_base_dirs(ctx) < 0 || mount_proc_sys(ctx) < 0 ||
         mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
@@ -245,6 +246,22 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     if (int r = open_disk_sources(c, disks, error); r < 0)
         return r;
 
+    // The guest API's directory sits below one only host root may walk (CONTRACT §2), which
+    // the child, once root of its own user namespace only, cannot: it gets a clone made here.
+    Fd devlxd_tree;
+    if (!o.devlxd_dir.empty()) {
+        devlxd_tree = clone_tree(AT_FDCWD, o.devlxd_dir, false);
+        int r = devlxd_tree
+                    ? set_mount_attr(devlxd_tree.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                                            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+                    : -errno;
+        if (r < 0) {
+            error = "Cannot clone " + o.devlxd_dir + ": " + std::strerror(-r);
+            log_error("%s", error.c_str());
+            return r;
+        }
+    }
+
     uint64_t flags =
         CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
     if (!c.privileged())
@@ -263,10 +280,11 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
     if (pid == 0) {
         parent_end.reset();
-        child_main(o, disks, child_end.get());
+        child_main(o, disks, child_end.get(), devlxd_tree.get());
     }
     child_end.reset();
     disks.clear();
+    devlxd_tree.reset();
     PidFd init(pidfd, static_cast<pid_t>(pid));
 
     auto abort_child = [&](int err) {

@@ -220,6 +220,8 @@ int Supervisor::start_container(std::string& error) {
     lxcfs_ = !opts.lxcfs_dir.empty();
     if (config_.get_bool("security.devlxd", true)) {
         opts.devlxd_dir = paths::devlxd_dir();
+        // lodged makes these (prepare_devlxd_dirs); a supervisor run alone gets the same modes.
+        mkdir_p(paths::devlxd_host_dir(), 0700);
         mkdir_p(opts.devlxd_dir, 0755);
     }
     boot_id_ = new_boot_id();

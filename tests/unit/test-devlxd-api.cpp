@@ -23,7 +23,9 @@ struct Fixture {
         config.devices["eth1"] = {{"type", "nic"}, {"hwaddr", "00:16:3e:00:00:01"}};
         view = GuestView{&config, false, "host1"};
     }
-    Response get(const std::string& url) { return handle(Request{"GET", url, "", false, ""}, view); }
+    Response get(const std::string& url) {
+        return handle(Request{"GET", url, "", false, ""}, view);
+    }
 };
 
 TEST(DevlxdApi, RootAndApi) {
@@ -31,16 +33,17 @@ TEST(DevlxdApi, RootAndApi) {
     EXPECT_EQ(f.get("/").body, "[\"/1.0\"]\n");
     Response r = f.get("/1.0");
     EXPECT_EQ(r.status, 200u);
-    EXPECT_EQ(r.body, "{\"state\":\"Started\",\"api_version\":\"1.0\",\"instance_type\":\"container\","
-                      "\"location\":\"host1\",\"auth\":\"untrusted\",\"supported_storage_drivers\":[]}\n");
+    EXPECT_EQ(r.body,
+              "{\"state\":\"Started\",\"api_version\":\"1.0\",\"instance_type\":\"container\","
+              "\"location\":\"host1\",\"auth\":\"untrusted\",\"supported_storage_drivers\":[]}\n");
     f.view.ready = true;
     EXPECT_NE(f.get("/1.0").body.find("\"state\":\"Ready\""), std::string::npos);
 }
 
 TEST(DevlxdApi, ConfigListsOnlyGuestKeysAndReadsRawValues) {
     Fixture f;
-    EXPECT_EQ(f.get("/1.0/config").body,
-              "[\"/1.0/config/cloud-init.user-data\",\"/1.0/config/user.a\",\"/1.0/config/user.empty\"]\n");
+    EXPECT_EQ(f.get("/1.0/config").body, "[\"/1.0/config/cloud-init.user-data\",\"/1.0/config/"
+                                         "user.a\",\"/1.0/config/user.empty\"]\n");
     Response r = f.get("/1.0/config/cloud-init.user-data");
     EXPECT_EQ(r.content_type, "application/octet-stream");
     EXPECT_EQ(r.body, "#cloud-config\n");
@@ -67,6 +70,15 @@ TEST(DevlxdApi, MethodsAndUnknownPaths) {
     EXPECT_EQ(r.status, 404u);
     EXPECT_EQ(r.body, "Method \"BREW\" not found\n");
     EXPECT_EQ(f.get("/2.0").status, 404u);
+    // Paths match exactly, as LXD's router matches them (CONTRACT §6): no trailing slash.
+    for (const char* path : {"/1.0/", "/1.0//", "//1.0", "/1.0/config/", "/1.0/meta-data/",
+                             "/1.0/devices/", "/1.0/events/", "/1.0/config/user.a/"}) {
+        Response nf = f.get(path);
+        EXPECT_EQ(nf.status, 404u) << path;
+        EXPECT_EQ(nf.body, "Not Found\n") << path;
+    }
+    EXPECT_EQ(handle(Request{"PATCH", "/1.0/", "", false, R"({"state":"Ready"})"}, f.view).status,
+              404u);
     EXPECT_EQ(f.get("/1.0/images/abc/export").status, 403u);
     EXPECT_EQ(f.get("/1.0/images/abc/export").content_type, "application/json");
 }
@@ -99,10 +111,12 @@ TEST(DevlxdApi, EventsFilterAndLines) {
     EXPECT_EQ(handle(Request{"GET", "/1.0/events", "bogus", true, ""}, f.view).status, 400u);
     EXPECT_EQ(rfc3339_nano(1700000000123456), "2023-11-14T22:13:20.123456Z");
     EXPECT_EQ(rfc3339_nano(1700000000000000), "2023-11-14T22:13:20Z");
-    EXPECT_EQ(config_event("user.a", "1", "2", 1700000000100000),
-              R"({"type":"config","timestamp":"2023-11-14T22:13:20.1Z","metadata":{"key":"user.a","old_value":"1","value":"2"}})");
-    EXPECT_EQ(device_event("added", "d", {{"type", "disk"}}, 1700000000000000),
-              R"({"type":"device","timestamp":"2023-11-14T22:13:20Z","metadata":{"action":"added","name":"d","config":{"type":"disk"}}})");
+    EXPECT_EQ(
+        config_event("user.a", "1", "2", 1700000000100000),
+        R"({"type":"config","timestamp":"2023-11-14T22:13:20.1Z","metadata":{"key":"user.a","old_value":"1","value":"2"}})");
+    EXPECT_EQ(
+        device_event("added", "d", {{"type", "disk"}}, 1700000000000000),
+        R"({"type":"device","timestamp":"2023-11-14T22:13:20Z","metadata":{"action":"added","name":"d","config":{"type":"disk"}}})");
 }
 
 } // namespace
