@@ -45,32 +45,63 @@ int reply_error(sd_bus_error* error, int r, const std::string& msg) {
     return sd_bus_error_set(error, name, msg.c_str());
 }
 
-int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
-        return r == 0 ? 1 : r;
+static int start_now(sd_bus_message* m, Container& c, sd_bus_error* error) {
     std::string msg;
     if (int r = c.manager->start(c, msg); r < 0)
         return reply_error(error, r, msg);
     return sd_bus_reply_method_return(m, nullptr);
 }
 
-// stop and restart reply once the supervisor says the container stopped (or runs again).
+// A stopped container whose supervisor is still on its way out starts once it has gone;
+// meanwhile the call waits (parked, the loop runs on).
+int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
+    if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
+        return r == 0 ? 1 : r;
+    if (c.running())
+        return start_now(m, c, error); // says "already running"
+    Manager* manager = c.manager;
+    std::string name = c.name();
+    sd_bus_message_ref(m);
+    manager->after_supervisor_exit(name, [m, manager, name] {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        Container* found = manager->find(name);
+        int r = found ? start_now(m, *found, &e)
+                      : sd_bus_error_setf(&e, errors::no_such_container, "No container \"%s\"",
+                                          name.c_str());
+        if (r < 0)
+            sd_bus_reply_method_error(m, &e);
+        sd_bus_error_free(&e);
+        sd_bus_message_unref(m);
+    });
+    return 1;
+}
+
+// stop and restart reply once the supervisor says the container stopped (or runs again); a
+// stop only once the supervisor has exited too, so that a start right after it succeeds.
 static int deferred_request(sd_bus_message* m, Container& c, const std::string& req,
-                            sd_bus_error* error) {
+                            sd_bus_error* error, bool until_exit = false) {
     std::string msg;
     sd_bus_message_ref(m);
+    Manager* manager = c.manager;
+    std::string name = c.name();
     int r = c.manager->request_async(
         c, req,
-        [m](const std::string& reply) {
-            auto j = nlohmann::json::parse(reply, nullptr, false);
-            if (!j.is_object())
-                sd_bus_reply_method_errorf(m, errors::not_running, "The supervisor went away");
-            else if (j.contains("error"))
-                sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s",
-                                           j["error"].get<std::string>().c_str());
+        [m, manager, name, until_exit](const std::string& reply) {
+            auto answer = [m, reply] {
+                auto j = nlohmann::json::parse(reply, nullptr, false);
+                if (!j.is_object())
+                    sd_bus_reply_method_errorf(m, errors::not_running, "The supervisor went away");
+                else if (j.contains("error"))
+                    sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s",
+                                               j["error"].get<std::string>().c_str());
+                else
+                    sd_bus_reply_method_return(m, "s", j.value("reason", "").c_str());
+                sd_bus_message_unref(m);
+            };
+            if (until_exit)
+                manager->after_supervisor_exit(name, answer);
             else
-                sd_bus_reply_method_return(m, "s", j.value("reason", "").c_str());
-            sd_bus_message_unref(m);
+                answer();
         },
         msg);
     if (r < 0) {
@@ -89,7 +120,7 @@ int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_
     std::string req = force         ? "stop-force"
                       : timeout < 0 ? "stop"
                                     : "stop " + std::to_string(timeout);
-    return deferred_request(m, c, req, error);
+    return deferred_request(m, c, req, error, true);
 }
 
 int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* error) {

@@ -10,9 +10,9 @@
 #include "registry.hpp"
 
 #include <functional>
-#include <nlohmann/json_fwd.hpp>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 namespace lodge::daemon {
@@ -42,6 +42,10 @@ struct Container {
     Fd watch;
     SourcePtr watch_source;
     std::string watch_buffer;
+    // The supervisor process itself, while it exists: it outlives its "stopped" by a little
+    // (it lets go of its socket, cgroup and lock, then exits), and no new one may start before.
+    PidFd supervisor;
+    SourcePtr supervisor_source;
     std::vector<LiveNic> nics; // empty while stopped
 
     // config.config plus volatile.<dev>.host_name of the nics plugged now (never on disk).
@@ -77,6 +81,10 @@ public:
     int create(ContainerConfig config, const FillRootfs& fill, std::string& error);
     int remove(Container& c, bool force, std::string& error);
     int start(Container& c, std::string& error);
+    // Runs `then` once no supervisor of `name` exists any more: at once if none does, else
+    // when the old one's pidfd says it has exited (the loop is never blocked meanwhile). `then`
+    // finds the container again by name; it may be gone by then (deleted meanwhile).
+    void after_supervisor_exit(const std::string& name, std::function<void()> then);
     // Sends a supervisor request whose reply comes later (stop, restart); `done` gets it.
     int request_async(Container& c, const std::string& request,
                       std::function<void(const std::string& reply)> done, std::string& error);
@@ -117,6 +125,9 @@ private:
     void on_status(Container& c, const std::string& json);
     static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
     static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    void track_supervisor(Container& c, int watch_fd);
+    static int on_supervisor_exit(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    void run_exit_waiters(const std::string& name);
     void emit_state_changed(Container& c);
     void set_leader(Container& c, pid_t leader);
     void container_stopped(Container& c);
@@ -153,6 +164,8 @@ private:
         std::function<void(const std::string&)> done;
     };
     std::map<Pending*, std::unique_ptr<Pending>> pending_;
+    // after_supervisor_exit() callbacks, per container name.
+    std::multimap<std::string, std::function<void()>> exit_waiters_;
 };
 
 std::string supervisor_binary();

@@ -73,6 +73,22 @@ TEST_F(LodgedTest, CreateStartStopDelete) {
     EXPECT_FALSE(exists(TestRoot::get().dir + "/state/containers/" + n));
 }
 
+// A stop returns only once the supervisor is gone, so the next start never meets it: 40
+// forced and 10 graceful rounds, each of which must succeed (issue 12).
+TEST_F(LodgedTest, StartRightAfterStopAlwaysSucceeds) {
+    std::string n = make("again");
+    int st = 0;
+    ASSERT_EQ(ctl("create " + n, &st), "Created container " + n + "\n");
+    for (int i = 0; i < 50; i++) {
+        bool graceful = i >= 40;
+        std::string out = ctl("start " + n, &st);
+        ASSERT_EQ(st, 0) << "round " << i << ": start: " << out;
+        out = ctl(graceful ? "stop --timeout 60 " + n : "stop --force " + n, &st);
+        ASSERT_EQ(st, 0) << "round " << i << ": stop: " << out;
+    }
+    EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
+}
+
 TEST_F(LodgedTest, CreateFromDirectoryTarballAndLxdImages) {
     const std::string src = TestRoot::get().dir + "/" + unique_name("imgsrc");
     int st = 0;
@@ -542,8 +558,7 @@ TEST_F(LodgedTest, NicsHotPlugAddressesAndRefusals) {
     std::string n = make("nic");
     ctl("create " + n);
     int st = 0;
-    EXPECT_EQ(ctl("device add " + n + " net0 type=nic nictype=bridged parent=" + br.name, &st),
-              "");
+    EXPECT_EQ(ctl("device add " + n + " net0 type=nic nictype=bridged parent=" + br.name, &st), "");
     ASSERT_EQ(st, 0);
     EXPECT_EQ(ctl("config get " + n + " volatile.net0.name"), "eth0\n");
     std::string mac = ctl("config get " + n + " volatile.net0.hwaddr");
