@@ -10,6 +10,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <poll.h>
+#include <set>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -87,6 +88,30 @@ TEST_F(LodgedTest, StartRightAfterStopAlwaysSucceeds) {
         ASSERT_EQ(st, 0) << "round " << i << ": stop: " << out;
     }
     EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
+}
+
+// The private bus activates only what its own directory holds: never a lodged (or anything
+// else) installed on the host through the standard activation directories (issue 12).
+TEST_F(LodgedTest, PrivateBusActivatesOnlyItsOwnServices) {
+    std::string service = bus->dir + "/services/io.lodge1.TestActivation.service";
+    ASSERT_TRUE(write_file_atomic(service, "[D-BUS Service]\nName=io.lodge1.TestActivation\n"
+                                           "Exec=/bin/false\nUser=root\n") == 0);
+    int st = 0;
+    sh("busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus "
+       "ReloadConfig",
+       &st);
+    ASSERT_EQ(st, 0);
+    std::string out = sh("busctl --system --json=short call org.freedesktop.DBus "
+                         "/org/freedesktop/DBus org.freedesktop.DBus ListActivatableNames",
+                         &st);
+    ASSERT_EQ(st, 0) << out;
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    ASSERT_TRUE(j.is_object() && j["data"].is_array() && j["data"][0].is_array()) << out;
+    std::set<std::string> names;
+    for (auto& n : j["data"][0])
+        names.insert(n.get<std::string>());
+    EXPECT_EQ(names, (std::set<std::string>{"org.freedesktop.DBus", "io.lodge1.TestActivation"}))
+        << out;
 }
 
 TEST_F(LodgedTest, CreateFromDirectoryTarballAndLxdImages) {
@@ -217,27 +242,22 @@ TEST_F(LodgedTest, ConsoleLogAndLiveConsole) {
     ctl("create " + n);
     ctl("start " + n);
     // The busybox init's first words are in the log; waiting for them is waiting for boot.
+    // The guest gives no event for "rcS ran".
     std::string log;
-    for (int i = 0; i < 500 && !contains(log, "lodge-busybox: booted"); i++) {
+    EXPECT_TRUE(wait_until([&] {
         log = ctl("console " + n + " --show-log");
-        if (!contains(log, "lodge-busybox: booted"))
-            usleep(10000); // the guest gives no event for "rcS ran"
-    }
-    EXPECT_TRUE(contains(log, "lodge-busybox: booted")) << log;
+        return contains(log, "lodge-busybox: booted");
+    })) << log;
     // Attached (stdin a pipe that stays open), the console streams what the guest writes.
     std::string out = TestRoot::get().dir + "/" + unique_name("console.out");
-    sh("(sleep 30 | " + env_path("LODGE_LODGECTL") + " console " + n + " > " + out +
-       " 2>&1 &) ; for i in $(seq 500); do [ -s " + out + " ] && break; sleep 0.01; done");
+    sh("(sleep 180 | " + env_path("LODGE_LODGECTL") + " console " + n + " > " + out + " 2>&1 &)");
+    EXPECT_TRUE(wait_until_sh("[ -s " + out + " ]")) << "the console never attached";
     auto pid = nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false)["leader"];
     sh("nsenter -t " + std::to_string(pid.get<int>()) +
        " -a /bin/sh -c 'exec </dev/null 2>/dev/null; echo console-marker > /dev/console'");
-    std::string got;
-    for (int i = 0; i < 500 && !contains(got, "console-marker"); i++) {
-        got = read_text(out);
-        if (!contains(got, "console-marker"))
-            usleep(10000); // the file is the only thing to watch
-    }
-    EXPECT_TRUE(contains(got, "console-marker")) << got;
+    std::string got; // the file is the only thing to watch
+    EXPECT_TRUE(wait_until([&] { return contains(got = read_text(out), "console-marker"); }))
+        << got;
     // Stopping the container ends the attached client.
     ctl("stop " + n);
     sh("pkill -f 'lodgectl console " + n + "'");
@@ -301,7 +321,8 @@ TEST_F(LodgedTest, ExecStatusStreamsEnvironmentAndSignals) {
         "has_sleep() { for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && "
         "return 0; done; return 1; }; ";
     sh(exec + "-- sh -c '" + has_sleep +
-       "for i in $(seq 1000); do has_sleep && exit 0; usleep 10000; done'");
+       "end=$(($(date +%s) + 180)); until has_sleep; do [ $(date +%s) -lt $end ] || exit 1; usleep "
+       "10000; done'");
     kill(client, SIGTERM);
     int status = 0;
     ASSERT_EQ(waitpid(client, &status, 0), client);
@@ -356,16 +377,15 @@ TEST_F(LodgedTest, LxcfsIsFollowedLive) {
         }
         return pid;
     };
-    // Runs `script` in the container until it prints `want`, at most ~10 s: lodged gives the
-    // test no event for "binds moved".
+    // Runs `script` in the container until it prints `want` (bounded against a hang only):
+    // lodged gives the test no event for "binds moved".
     auto eventually = [&](const std::string& c, const std::string& script,
                           const std::string& want) {
         std::string out;
-        for (int i = 0; i < 200 && !contains(out, want); i++) {
+        wait_until([&] {
             out = sh(env_path("LODGE_LODGECTL") + " exec " + c + " -- sh -c '" + script + "' 2>&1");
-            if (!contains(out, want))
-                usleep(50000);
-        }
+            return contains(out, want);
+        });
         return out;
     };
     const std::string meminfo = "grep MemTotal /proc/meminfo";
@@ -521,7 +541,7 @@ TEST_F(LodgedTest, SocketActivationHandsOverTheDevlxdSocket) {
     }
     auto activated = std::make_unique<Lodged>(prefix);
     // systemd-socket-activate starts lodged on the first connection.
-    sh("for i in $(seq 500); do [ -S " + sockpath + " ] && exit 0; sleep 0.01; done");
+    wait_until_sh("[ -S " + sockpath + " ]");
     Fd c(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     struct sockaddr_un addr {};
     addr.sun_family = AF_UNIX;
