@@ -237,6 +237,51 @@ TEST_F(LodgedTest, DevicesAddListRemove) {
     EXPECT_EQ(ctl("device list " + n + " --json"), "{}\n");
 }
 
+// LXD's positional device type, per-verb --help, --json wherever something is printed, and
+// the verb table's argument checks (issue 12).
+TEST_F(LodgedTest, CliHelpJsonAndPositionalDeviceType) {
+    std::string n = make("cli");
+    int st = 0;
+    auto created = nlohmann::json::parse(ctl("create " + n + " --json", &st), nullptr, false);
+    EXPECT_EQ(st, 0);
+    EXPECT_EQ(created["name"], n) << created;
+    EXPECT_EQ(ctl("device add " + n + " data disk source=/srv path=/mnt/srv", &st), "");
+    EXPECT_EQ(st, 0);
+    auto devs = nlohmann::json::parse(ctl("device list " + n + " --json"), nullptr, false);
+    EXPECT_EQ(devs["data"]["type"], "disk") << devs;
+    EXPECT_EQ(devs["data"]["source"], "/srv") << devs;
+    EXPECT_TRUE(contains(ctl("device add " + n + " x floppy", &st), "unknown type"));
+    EXPECT_NE(st, 0);
+
+    ctl("config set " + n + " user.greeting=hello");
+    EXPECT_EQ(ctl("config get " + n + " user.greeting --json"), "\"hello\"\n");
+    EXPECT_EQ(ctl("config get " + n + " user.unset --json"), "null\n");
+    auto shown = nlohmann::json::parse(ctl("config show " + n + " --json"), nullptr, false);
+    EXPECT_EQ(shown["user.greeting"], "hello") << shown;
+    auto status = nlohmann::json::parse(ctl("status " + n + " --json"), nullptr, false);
+    EXPECT_EQ(status["state"], "stopped") << status;
+
+    // Each verb's --help is its own usage, printed without asking lodged anything.
+    for (std::string verb :
+         {"list", "status", "show", "create", "delete", "start", "stop", "restart", "reboot",
+          "kill", "config", "device", "console", "exec", "shell", "enable", "disable"}) {
+        std::string help = sh("DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent " +
+                                  env_path("LODGE_LODGECTL") + " " + verb + " --help 2>&1",
+                              &st);
+        EXPECT_EQ(st, 0) << verb;
+        EXPECT_EQ(help.rfind("Usage: lodgectl " + verb, 0), 0u) << help;
+        EXPECT_TRUE(contains(ctl("--help"), "  " + verb)) << verb;
+    }
+    EXPECT_TRUE(contains(ctl("exec --help"), "-- COMMAND..."));
+    // Too few or too many arguments: the usage, a failure, nothing sent.
+    EXPECT_EQ(ctl("start", &st), "Usage: lodgectl start NAME...\n");
+    EXPECT_EQ(st, 1);
+    EXPECT_TRUE(contains(ctl("console " + n + " " + n, &st), "Usage: lodgectl console"));
+    EXPECT_EQ(st, 1);
+    EXPECT_TRUE(contains(ctl("frobnicate", &st), "Unknown command"));
+    EXPECT_EQ(st, 1);
+}
+
 TEST_F(LodgedTest, ConsoleLogAndLiveConsole) {
     std::string n = make("con");
     ctl("create " + n);
