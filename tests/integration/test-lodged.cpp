@@ -8,6 +8,7 @@
 #include "nic-shapes.hpp"
 
 #include <csignal>
+#include <cstdio>
 #include <fcntl.h>
 #include <poll.h>
 #include <set>
@@ -533,8 +534,10 @@ TEST_F(LodgedTest, KillNineDuringOperationsLosesNothing) {
         // The kill lands after a different number of microseconds each round.
         std::string op =
             round % 2 ? "create " + n + " && " + lodgectl + " start " + n : "create " + n;
-        sh("(" + lodgectl + " " + op + " >/dev/null 2>&1 &) ; usleep " +
-           std::to_string(round * 2500));
+        // (Deliberately a delay, not a wait: any moment must do. The host has no usleep.)
+        char delay[32];
+        std::snprintf(delay, sizeof delay, "%.4f", round * 0.0025);
+        sh("(" + lodgectl + " " + op + " >/dev/null 2>&1 &) ; sleep " + delay);
         daemon->kill9();
         daemon = std::make_unique<Lodged>();
         ASSERT_TRUE(daemon->wait_ready());
