@@ -98,7 +98,9 @@ static int deferred_request(sd_bus_message* m, Container& c, const std::string& 
                     sd_bus_reply_method_return(m, "s", j.value("reason", "").c_str());
                 sd_bus_message_unref(m);
             };
-            if (until_exit)
+            // A refused request (an error reply) leaves the supervisor running: answer now.
+            auto j = nlohmann::json::parse(reply, nullptr, false);
+            if (until_exit && !(j.is_object() && j.contains("error")))
                 manager->after_supervisor_exit(name, answer);
             else
                 answer();

@@ -15,6 +15,7 @@
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <poll.h>
 #include <set>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -144,7 +145,17 @@ void Manager::attach_watch(Container& c) {
     c.watch = std::move(sock);
     c.watch_source.reset(s);
     track_supervisor(c, c.watch.get());
-    c.state = "running"; // the first watch message corrects this at once
+    c.state = "running";
+    // The supervisor answers "watch" with its status at once: take that now, so that the next
+    // call (an exec right after Start needs the cgroup) never sees the container half known.
+    struct pollfd first {
+        c.watch.get(), POLLIN, 0
+    };
+    char buf[65536];
+    ssize_t n =
+        ::poll(&first, 1, 30000) > 0 ? ::recv(c.watch.get(), buf, sizeof buf, MSG_DONTWAIT) : -1;
+    if (n > 0)
+        on_status(c, std::string(buf, static_cast<size_t>(n)));
 }
 
 // The watch socket's peer is the supervisor (it listens on the control socket itself).

@@ -43,6 +43,18 @@ protected:
     }
 };
 
+// The supervisor says "stopped" only once it has let go of its lock, socket and cgroup: a
+// start right after a stop never meets "already running" (issue 12).
+TEST_F(Lifecycle, StartRightAfterStopAlwaysSucceeds) {
+    auto c = make("lcagain", "");
+    for (int i = 0; i < 30; i++) {
+        std::string error;
+        ASSERT_TRUE(c->start(&error)) << "round " << i << ": " << error;
+        auto r = c->request("stop-force");
+        ASSERT_EQ(r["state"], "stopped") << "round " << i << ": " << r;
+    }
+}
+
 TEST_F(Lifecycle, StopSendsSigpwrToAnInitThatHandlesIt) {
     auto c = make("lcpwr", "");
     ASSERT_TRUE(c->start());
