@@ -2,6 +2,11 @@
 # Sets everything up and runs every test suite twice: a plain build and an ASan/UBSan build.
 # Ends with one line "N passed, M failed[, K skipped]" counted from meson's testlog.json.
 set -uo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: run this as root (it installs packages and runs containers), e.g." \
+    "su -c 'bash scripts/test.sh'" >&2
+  exit 1
+fi
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
 # The systemd guest tests use a debootstrapped Debian rootfs, cached between runs.

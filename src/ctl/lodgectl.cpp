@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <poll.h>
 #include <string>
 #include <sys/ioctl.h>
@@ -37,6 +38,7 @@ struct Options {
     std::vector<std::string> config;           // -c KEY=VALUE
     bool force = false;
     bool show_log = false;
+    bool help = false;
     int pty = -1;                     // -t: 1, -T: 0, else decided by whether stdin is a terminal
     std::vector<std::string> env;     // --env K=V
     std::vector<std::string> command; // after --
@@ -324,7 +326,8 @@ int verb_status_or_show(const Options& o, sd_bus* bus, bool show) {
             std::printf("    Boot ID: %s\n", info.boot_id.c_str());
         if (info.leader) {
             std::printf("      LXCFS: %s\n", info.lxcfs ? "bound" : "not bound");
-            std::printf("      Ready: %s\n", info.ready ? "yes (the guest said so on /dev/lxd/sock)" : "no");
+            std::printf("      Ready: %s\n",
+                        info.ready ? "yes (the guest said so on /dev/lxd/sock)" : "no");
         }
         // nics: the name in the container, its MAC, and this boot's host end while running.
         const char* label = "       NICs: ";
@@ -341,9 +344,10 @@ int verb_status_or_show(const Options& o, sd_bus* bus, bool show) {
             std::string host = key("host_name");
             std::string parent = keys.count("parent") ? keys.at("parent") : "";
             std::printf("%s%s: %s %s (%s%s%s%s)\n", label, dev.c_str(), key("name").c_str(),
-                        key("hwaddr").c_str(), keys.count("nictype") ? keys.at("nictype").c_str() : "",
-                        parent.empty() ? "" : (" on " + parent).c_str(), host.empty() ? "" : ", host ",
-                        host.c_str());
+                        key("hwaddr").c_str(),
+                        keys.count("nictype") ? keys.at("nictype").c_str() : "",
+                        parent.empty() ? "" : (" on " + parent).c_str(),
+                        host.empty() ? "" : ", host ", host.c_str());
             label = "             ";
         }
     }
@@ -441,7 +445,9 @@ int verb_create(const Options& o, sd_bus* bus) {
         ::close(fd);
     if (r < 0)
         return bus_fail(err, r);
-    if (!o.quiet)
+    if (o.json)
+        std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());
+    else if (!o.quiet)
         std::printf("Created container %s\n", name.c_str());
     return 0;
 }
@@ -501,7 +507,13 @@ int verb_config(const Options& o, sd_bus* bus) {
                 return fail("Usage: lodgectl config get NAME KEY");
             // An unset key prints an empty line, as `lxc config get` does.
             auto it = info.config.find(o.args[3]);
-            std::printf("%s\n", it != info.config.end() ? it->second.c_str() : "");
+            if (o.json) // the value as a JSON string, null when unset
+                std::printf("%s\n", (it != info.config.end() ? nlohmann::json(it->second)
+                                                             : nlohmann::json())
+                                        .dump()
+                                        .c_str());
+            else
+                std::printf("%s\n", it != info.config.end() ? it->second.c_str() : "");
             return 0;
         }
         if (o.json) {
@@ -646,8 +658,8 @@ int verb_console(const Options& o, sd_bus* bus) {
 
 int verb_device(const Options& o, sd_bus* bus) {
     if (o.args.size() < 3)
-        return fail("Usage: lodgectl device add NAME DEVICE KEY=VALUE... | remove NAME DEVICE | "
-                    "list NAME");
+        return fail("Usage: lodgectl device add NAME DEVICE [TYPE] [KEY=VALUE]... | "
+                    "remove NAME DEVICE | list NAME");
     const std::string& sub = o.args[1];
     const std::string& name = o.args[2];
     Error err;
@@ -684,6 +696,9 @@ int verb_device(const Options& o, sd_bus* bus) {
     std::string bad;
     int r = sd_bus_message_append(m, "ss", name.c_str(), o.args[3].c_str());
     std::vector<std::string> kvs(o.args.begin() + 4, o.args.end());
+    // LXD's form: the type as the first word after the device name.
+    if (!kvs.empty() && kvs[0].find('=') == std::string::npos)
+        kvs[0] = "type=" + kvs[0];
     if (r >= 0 && (r = append_map(m, kvs, bad)) == -EINVAL)
         return fail("Invalid device key \"" + bad + "\": expected KEY=VALUE");
     Reply reply;
@@ -922,29 +937,138 @@ int verb_enable(const Options& o, sd_bus* bus, bool enable) {
     return 0;
 }
 
+// ---- the verb table ----------------------------------------------------------------------
+
+struct Verb {
+    const char* name;
+    size_t min_args, max_args; // arguments after the verb (options excluded)
+    const char* usage;         // after "lodgectl "
+    const char* summary;
+    std::function<int(const Options&, sd_bus*)> run;
+};
+constexpr size_t any = SIZE_MAX;
+
+// A by-name Manager method called for each NAME argument.
+std::function<int(const Options&, sd_bus*)> by_name(const char* method, const char* types,
+                                                    int32_t (*extra1)(const Options&) = nullptr,
+                                                    int32_t (*extra2)(const Options&) = nullptr) {
+    return [=](const Options& o, sd_bus* bus) {
+        return for_each_name(o, bus, "", [&](const std::string& name, Error& err) {
+            if (extra2)
+                return sd_bus_call_method(bus, service, manager_path, manager_iface, method, &err.e,
+                                          nullptr, types, name.c_str(), extra1(o), extra2(o));
+            if (extra1)
+                return sd_bus_call_method(bus, service, manager_path, manager_iface, method, &err.e,
+                                          nullptr, types, name.c_str(), extra1(o));
+            return sd_bus_call_method(bus, service, manager_path, manager_iface, method, &err.e,
+                                      nullptr, types, name.c_str());
+        });
+    };
+}
+
+int32_t timeout_of(const Options& o) {
+    int32_t t = -1;
+    parse_timeout(o, t); // checked before the call (check_timeout)
+    return t;
+}
+int32_t force_of(const Options& o) {
+    return o.force ? 1 : 0;
+}
+int32_t signal_of(const Options& o) {
+    auto it = o.values.find("signal");
+    auto s = it == o.values.end() ? std::optional<int>(SIGTERM) : lodge::parse_signal(it->second);
+    return s ? *s : SIGTERM;
+}
+
+// Option values are checked before anything is sent.
+std::function<int(const Options&, sd_bus*)>
+checked(std::function<int(const Options&, sd_bus*)> run) {
+    return [run](const Options& o, sd_bus* bus) {
+        int32_t t;
+        if (parse_timeout(o, t) < 0)
+            return 1;
+        if (auto it = o.values.find("signal");
+            it != o.values.end() && !lodge::parse_signal(it->second))
+            return fail("Invalid --signal \"" + it->second + "\"");
+        return run(o, bus);
+    };
+}
+
+const std::vector<Verb>& verbs() {
+    static const std::vector<Verb> table = {
+        {"list", 0, 0, "list [--json] [--no-legend] [-q]",
+         "List containers: state, leader and addresses (-q: names only).", verb_list},
+        {"status", 1, any, "status NAME... [--json]", "Show a container's state.",
+         [](const Options& o, sd_bus* bus) { return verb_status_or_show(o, bus, false); }},
+        {"show", 1, any, "show NAME... [--json]", "Show a container's properties.",
+         [](const Options& o, sd_bus* bus) { return verb_status_or_show(o, bus, true); }},
+        {"create", 1, 3, "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]...",
+         "Create a container from the built-in image, a directory, a tarball or an LXD image.",
+         verb_create},
+        {"delete", 1, any, "delete NAME... [--force]",
+         "Delete containers (--force: a running one is killed first).",
+         by_name("DeleteContainer", "sb", force_of)},
+        {"start", 1, any, "start NAME...", "Start containers.", by_name("StartContainer", "s")},
+        {"stop", 1, any, "stop NAME... [--timeout SECONDS] [--force]",
+         "Stop containers: the stop signal, SIGKILL after the timeout (--force: at once).",
+         checked(by_name("StopContainer", "sib", timeout_of, force_of))},
+        {"restart", 1, any, "restart NAME... [--timeout SECONDS]",
+         "Stop and start containers again.",
+         checked(by_name("RestartContainer", "si", timeout_of))},
+        {"reboot", 1, any, "reboot NAME...", "Send the reboot signal to PID 1.",
+         by_name("RebootContainer", "s")},
+        {"kill", 1, any, "kill NAME... [--signal SIGNAL]", "Send a signal (SIGTERM) to PID 1.",
+         checked(by_name("KillContainer", "si", signal_of))},
+        {"config", 2, any,
+         "config get NAME KEY | set NAME KEY=VALUE... | unset NAME KEY... | show NAME [--json]",
+         "Read and change a container's configuration.", verb_config},
+        {"device", 2, any,
+         "device add NAME DEVICE [TYPE] [KEY=VALUE]... | remove NAME DEVICE | list NAME [--json]",
+         "Add, remove and list a container's devices.", verb_device},
+        {"console", 1, 1, "console NAME [--show-log]",
+         "Attach to the console (Ctrl+a q detaches); --show-log prints its log.", verb_console},
+        {"exec", 1, 1, "exec NAME [-t|-T] [--env KEY=VALUE]... [--cwd DIR] -- COMMAND...",
+         "Run a command in the container; exits with its status.", verb_exec},
+        {"shell", 1, 1, "shell NAME [--env KEY=VALUE]... [--cwd DIR]",
+         "A login shell (/bin/sh -l) in the container, on a terminal.",
+         [](const Options& o, sd_bus* bus) {
+             Options sh = o;
+             sh.command = {"/bin/sh", "-l"};
+             if (sh.pty == -1)
+                 sh.pty = 1;
+             return verb_exec(sh, bus);
+         }},
+        {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
+         [](const Options& o, sd_bus* bus) { return verb_enable(o, bus, true); }},
+        {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
+         [](const Options& o, sd_bus* bus) { return verb_enable(o, bus, false); }},
+    };
+    return table;
+}
+
+const Verb* find_verb(const std::string& name) {
+    for (auto& v : verbs())
+        if (name == v.name)
+            return &v;
+    return nullptr;
+}
+
 void usage() {
-    std::printf(
-        "lodgectl [OPTIONS] COMMAND ...\n\n"
-        "Commands:\n"
-        "  list                              List containers\n"
-        "  status NAME...                    Show a container's state\n"
-        "  show NAME...                      Show a container's properties\n"
-        "  create NAME [SOURCE...] [-c K=V]  Create from the built-in image, a directory,\n"
-        "                                    a tarball or an LXD image (METADATA ROOTFS)\n"
-        "  delete NAME... [--force]          Delete containers\n"
-        "  start NAME...                     Start containers\n"
-        "  stop NAME... [--timeout S] [--force]\n"
-        "  restart NAME... [--timeout S]\n"
-        "  reboot NAME...                    Send the reboot signal\n"
-        "  kill NAME... [--signal SIG]       Send a signal to PID 1\n"
-        "  config get|set|unset|show NAME ...\n"
-        "  device add NAME DEV K=V... | remove NAME DEV | list NAME\n"
-        "  console NAME [--show-log]         Attach to the console (Ctrl+a q detaches)\n"
-        "  exec NAME [-t|-T] [--env K=V] [--cwd DIR] -- CMD...  Run a command in the container\n"
-        "  shell NAME                        A login shell in the container\n"
-        "  enable|disable NAME...            Start the container at boot (lodge@NAME.service)\n\n"
-        "Options:\n"
-        "  --json  --no-legend  -q/--quiet  -H/--host [USER@]HOST\n");
+    std::printf("lodgectl [OPTIONS] COMMAND ...\n\nCommands:\n");
+    for (auto& v : verbs())
+        std::printf("  %s\n      %s\n", v.usage, v.summary);
+    std::printf("\nOptions:\n"
+                "  --json               JSON output (every command that prints something)\n"
+                "  --no-legend          No table header and footer\n"
+                "  -q, --quiet          Less output (list: names only)\n"
+                "  -H, --host [USER@]HOST  Operate on a remote host over ssh\n"
+                "  -h, --help           This help; COMMAND --help: that command's\n\n"
+                "Exit status: 0 on success, 1 on failure; exec and shell exit with the command's\n"
+                "status. See lodgectl(1).\n");
+}
+
+void verb_usage(const Verb& v) {
+    std::printf("Usage: lodgectl %s\n\n%s\n", v.usage, v.summary);
 }
 
 } // namespace
@@ -993,84 +1117,34 @@ int main(int argc, char** argv) {
             o.host = argv[++i];
         else if (a == "-c" && i + 1 < argc)
             o.config.push_back(argv[++i]);
-        else if (a == "-h" || a == "--help") {
-            usage();
-            return 0;
-        } else if (value("timeout") || value("signal") || value("cwd"))
+        else if (a == "-h" || a == "--help")
+            o.help = true;
+        else if (value("timeout") || value("signal") || value("cwd"))
             continue;
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);
         else
             o.args.push_back(a);
     }
+    const Verb* verb = o.args.empty() ? nullptr : find_verb(o.args[0]);
+    if (o.help) {
+        if (verb)
+            verb_usage(*verb);
+        else
+            usage();
+        return 0;
+    }
     if (o.args.empty()) {
         usage();
         return 1;
     }
+    if (!verb)
+        return fail("Unknown command \"" + o.args[0] + "\"; see lodgectl --help");
+    size_t n = o.args.size() - 1;
+    if (n < verb->min_args || n > verb->max_args)
+        return fail(std::string("Usage: lodgectl ") + verb->usage);
     Bus b;
     if (open_bus(o, b) < 0)
         return 1;
-    sd_bus* bus = b.bus;
-    const std::string& verb = o.args[0];
-    auto call = [&](const char* method, const char* types, auto... args) {
-        return [=](const std::string& name, Error& err) {
-            return sd_bus_call_method(bus, service, manager_path, manager_iface, method, &err.e,
-                                      nullptr, types, name.c_str(), args...);
-        };
-    };
-    if (verb == "list")
-        return verb_list(o, bus);
-    if (verb == "status")
-        return verb_status_or_show(o, bus, false);
-    if (verb == "show")
-        return verb_status_or_show(o, bus, true);
-    if (verb == "create")
-        return verb_create(o, bus);
-    if (verb == "config")
-        return verb_config(o, bus);
-    if (verb == "device")
-        return verb_device(o, bus);
-    if (verb == "console")
-        return verb_console(o, bus);
-    if (verb == "exec")
-        return verb_exec(o, bus);
-    if (verb == "shell") {
-        Options sh = o;
-        sh.command = {"/bin/sh", "-l"};
-        if (sh.pty == -1)
-            sh.pty = 1;
-        return verb_exec(sh, bus);
-    }
-    if (verb == "enable" || verb == "disable")
-        return verb_enable(o, bus, verb == "enable");
-    if (verb == "start")
-        return for_each_name(o, bus, "Usage: lodgectl start NAME...", call("StartContainer", "s"));
-    if (verb == "delete")
-        return for_each_name(o, bus, "Usage: lodgectl delete NAME... [--force]",
-                             call("DeleteContainer", "sb", static_cast<int>(o.force)));
-    if (verb == "reboot")
-        return for_each_name(o, bus, "Usage: lodgectl reboot NAME...",
-                             call("RebootContainer", "s"));
-    if (verb == "stop" || verb == "restart") {
-        int32_t timeout;
-        if (parse_timeout(o, timeout) < 0)
-            return 1;
-        if (verb == "stop")
-            return for_each_name(o, bus, "Usage: lodgectl stop NAME... [--timeout S] [--force]",
-                                 call("StopContainer", "sib", timeout, static_cast<int>(o.force)));
-        return for_each_name(o, bus, "Usage: lodgectl restart NAME... [--timeout S]",
-                             call("RestartContainer", "si", timeout));
-    }
-    if (verb == "kill") {
-        int sig = SIGTERM;
-        if (auto it = o.values.find("signal"); it != o.values.end()) {
-            auto s = lodge::parse_signal(it->second);
-            if (!s)
-                return fail("Invalid --signal \"" + it->second + "\"");
-            sig = *s;
-        }
-        return for_each_name(o, bus, "Usage: lodgectl kill NAME... [--signal SIG]",
-                             call("KillContainer", "si", sig));
-    }
-    return fail("Unknown command \"" + verb + "\"; see lodgectl --help");
+    return verb->run(o, b.bus);
 }

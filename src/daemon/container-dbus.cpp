@@ -64,13 +64,34 @@ Done reply_when_done(sd_bus_message* m, bool with_reason) {
     };
 }
 
-// The start itself, for a caller already authorized; replies once PID 1 has been exec'd, so
-// starts of different containers overlap. Restart replies with a (stop) reason.
-static int start_authorized(sd_bus_message* m, Container& c, bool reply_reason,
-                            sd_bus_error* error) {
+// Replies once PID 1 has been exec'd, so starts of different containers overlap.
+static int start_now(sd_bus_message* m, Container& c, bool reply_reason, sd_bus_error* error) {
     std::string msg;
     if (int r = c.manager->start(c, reply_when_done(m, reply_reason), msg); r < 0)
         return reply_error(error, r, msg);
+    return 1;
+}
+
+// The start itself, for a caller already authorized (Restart replies with a reason). A stopped
+// container whose supervisor is still on its way out starts once it has gone; meanwhile the
+// call waits, parked, and the loop runs on.
+static int start_authorized(sd_bus_message* m, Container& c, bool reply_reason,
+                            sd_bus_error* error) {
+    if (c.running())
+        return start_now(m, c, reply_reason, error); // says "already running"
+    Manager* manager = c.manager;
+    std::string name = c.name();
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+    manager->after_supervisor_exit(name, [call, manager, name, reply_reason] {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        Container* found = manager->find(name);
+        int r = found ? start_now(call.get(), *found, reply_reason, &e)
+                      : sd_bus_error_setf(&e, errors::no_such_container, "No container \"%s\"",
+                                          name.c_str());
+        if (r < 0)
+            sd_bus_reply_method_error(call.get(), &e);
+        sd_bus_error_free(&e);
+    });
     return 1;
 }
 
@@ -80,23 +101,34 @@ int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
     return start_authorized(m, c, false, error);
 }
 
-// stop and restart reply once the supervisor says the container stopped (or runs again).
+// stop and restart reply once the supervisor says the container stopped (or runs again); a
+// stop only once the supervisor has exited too, so that a start right after it succeeds.
 static int deferred_request(sd_bus_message* m, Container& c, const std::string& req,
-                            sd_bus_error* error) {
+                            sd_bus_error* error, bool until_exit = false) {
     std::string msg;
     sd_bus_message_ref(m);
+    Manager* manager = c.manager;
+    std::string name = c.name();
     int r = c.manager->request_async(
         c, req,
-        [m](const std::string& reply) {
+        [m, manager, name, until_exit](const std::string& reply) {
+            auto answer = [m, reply] {
+                auto j = nlohmann::json::parse(reply, nullptr, false);
+                if (!j.is_object())
+                    sd_bus_reply_method_errorf(m, errors::not_running, "The supervisor went away");
+                else if (j.contains("error"))
+                    sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s",
+                                               j["error"].get<std::string>().c_str());
+                else
+                    sd_bus_reply_method_return(m, "s", j.value("reason", "").c_str());
+                sd_bus_message_unref(m);
+            };
+            // A refused request (an error reply) leaves the supervisor running: answer now.
             auto j = nlohmann::json::parse(reply, nullptr, false);
-            if (!j.is_object())
-                sd_bus_reply_method_errorf(m, errors::not_running, "The supervisor went away");
-            else if (j.contains("error"))
-                sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s",
-                                           j["error"].get<std::string>().c_str());
+            if (until_exit && !(j.is_object() && j.contains("error")))
+                manager->after_supervisor_exit(name, answer);
             else
-                sd_bus_reply_method_return(m, "s", j.value("reason", "").c_str());
-            sd_bus_message_unref(m);
+                answer();
         },
         msg);
     if (r < 0) {
@@ -115,7 +147,7 @@ int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_
     std::string req = force         ? "stop-force"
                       : timeout < 0 ? "stop"
                                     : "stop " + std::to_string(timeout);
-    return deferred_request(m, c, req, error);
+    return deferred_request(m, c, req, error, true);
 }
 
 int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* error) {

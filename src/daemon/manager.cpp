@@ -234,7 +234,68 @@ void Manager::attach_watch(Container& c) {
     }
     c.watch = std::move(sock);
     c.watch_source.reset(s);
-    c.state = "running"; // the first watch message corrects this at once
+    track_supervisor(c, c.watch.get());
+    // The first watch message corrects this at once; a start waiting for it replies then
+    // (started()), so an exec right after Start never sees the container half known.
+    c.state = "running";
+}
+
+// The watch socket's peer is the supervisor (it listens on the control socket itself).
+void Manager::track_supervisor(Container& c, int watch_fd) {
+    struct ucred cred {};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(watch_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0) {
+        log_error_errno(-errno, "Cannot learn the supervisor of %s", c.name().c_str());
+        return;
+    }
+    if (c.supervisor.valid() && c.supervisor.pid() == cred.pid)
+        return;
+    PidFd pidfd = PidFd::open(cred.pid);
+    if (!pidfd.valid()) {
+        // Gone already (ESRCH): nothing to wait for.
+        if (errno != ESRCH)
+            log_error_errno(-errno, "Cannot open a pidfd for the supervisor of %s (%d)",
+                            c.name().c_str(), cred.pid);
+        return;
+    }
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_io(event_, &s, pidfd.get(), EPOLLIN, on_supervisor_exit, &c); r < 0) {
+        log_error_errno(r, "Cannot watch the supervisor of %s", c.name().c_str());
+        return;
+    }
+    // A supervisor we were still waiting for is replaced only once it is gone (see start()).
+    c.supervisor = std::move(pidfd);
+    c.supervisor_source.reset(s);
+}
+
+int Manager::on_supervisor_exit(sd_event_source*, int, uint32_t, void* userdata) {
+    return guarded([&] {
+        auto* c = static_cast<Container*>(userdata);
+        c->supervisor_source.reset();
+        c->supervisor.reset();
+        c->manager->run_exit_waiters(c->name());
+        return 0;
+    });
+}
+
+void Manager::run_exit_waiters(const std::string& name) {
+    auto range = exit_waiters_.equal_range(name);
+    std::vector<std::function<void()>> ready;
+    for (auto it = range.first; it != range.second; ++it)
+        ready.push_back(std::move(it->second));
+    exit_waiters_.erase(range.first, range.second);
+    // Each may start the container again (and so track a new supervisor): run them after.
+    for (auto& fn : ready)
+        fn();
+}
+
+void Manager::after_supervisor_exit(const std::string& name, std::function<void()> then) {
+    Container* c = find(name);
+    if (!c || !c->supervisor.valid()) {
+        then();
+        return;
+    }
+    exit_waiters_.emplace(name, std::move(then));
 }
 
 int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
@@ -474,6 +535,7 @@ void Manager::finish_remove(Container& c, Done done) {
     remove_tree(paths::container_runtime(name));
     started(c); // a start still waiting for its first status did happen
     containers_.erase(name);
+    run_exit_waiters(name); // they find the container gone and say so
     sd_bus_emit_object_removed(bus_, path.c_str());
     sd_bus_emit_signal(bus_, "/io/lodge1", "io.lodge1.Manager", "ContainerRemoved", "so",
                        name.c_str(), path.c_str());
@@ -1050,7 +1112,7 @@ void Manager::set_lxcfs_live(bool live) {
 }
 
 bool Manager::idle() const {
-    if (!pending_.empty() || !launches_.empty() || !operations_.idle())
+    if (!pending_.empty() || !launches_.empty() || !operations_.idle() || !exit_waiters_.empty())
         return false;
     for (auto& [name, c] : containers_)
         if (c->running())

@@ -70,6 +70,10 @@ struct Container {
     Fd watch;
     SourcePtr watch_source;
     std::string watch_buffer;
+    // The supervisor process itself, while it exists: it outlives its "stopped" by a little
+    // (it lets go of its socket, cgroup and lock, then exits), and no new one may start before.
+    PidFd supervisor;
+    SourcePtr supervisor_source;
     std::vector<LiveNic> nics; // empty while stopped
     // Readiness changes are announced on the bus at most every ready_announce_interval; a
     // change inside the window is coalesced into one announcement at its end.
@@ -122,6 +126,10 @@ public:
     int remove(Container& c, bool force, Done done, std::string& error);
     // start: `done` runs once PID 1 has been exec'd, or with the reason it was not.
     int start(Container& c, Done done, std::string& error);
+    // Runs `then` once no supervisor of `name` exists any more: at once if none does, else
+    // when the old one's pidfd says it has exited (the loop is never blocked meanwhile). `then`
+    // finds the container again by name; it may be gone by then (deleted meanwhile).
+    void after_supervisor_exit(const std::string& name, std::function<void()> then);
     // Sends a supervisor request; `done` gets the reply ("" when the supervisor went away).
     int request_async(Container& c, const std::string& request,
                       std::function<void(const std::string& reply)> done, std::string& error);
@@ -182,6 +190,9 @@ private:
     void on_status(Container& c, const std::string& json);
     static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
     static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    void track_supervisor(Container& c, int watch_fd);
+    static int on_supervisor_exit(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    void run_exit_waiters(const std::string& name);
     void emit_state_changed(Container& c);
     void set_leader(Container& c, pid_t leader);
     void container_stopped(Container& c);
@@ -238,6 +249,8 @@ private:
     std::map<std::string, std::unique_ptr<Launch>> launches_; // by container name
     std::set<std::string> creating_;                          // names whose create runs
     Operations operations_;
+    // after_supervisor_exit() callbacks, per container name.
+    std::multimap<std::string, std::function<void()>> exit_waiters_;
 };
 
 std::string supervisor_binary();

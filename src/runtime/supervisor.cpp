@@ -85,6 +85,7 @@ private:
     int start_container(std::string& error);
     void on_init_exit(const siginfo_t& si);
     void finish(State state, const std::string& reason);
+    void release_and_reply();
     int listen_control();
     void handle_request(Client& client, const std::string& request);
     void request_stop(unsigned timeout, bool force, bool restart);
@@ -133,9 +134,11 @@ private:
 };
 
 nlohmann::json nic_json(const net::PluggedNic& n) {
-    return {{"device", n.device},         {"nictype", n.nictype},     {"name", n.name},
-            {"hwaddr", n.hwaddr},         {"host_name", n.host_name}, {"host_ifindex", n.host_ifindex},
-            {"ifindex", n.ifindex},       {"mtu", n.mtu},             {"host_mtu", n.host_mtu}};
+    return {{"device", n.device},       {"nictype", n.nictype},
+            {"name", n.name},           {"hwaddr", n.hwaddr},
+            {"host_name", n.host_name}, {"host_ifindex", n.host_ifindex},
+            {"ifindex", n.ifindex},     {"mtu", n.mtu},
+            {"host_mtu", n.host_mtu}};
 }
 
 int Supervisor::setup_runtime_dir() {
@@ -359,12 +362,26 @@ int Supervisor::on_term_signal(sd_event_source*, const struct signalfd_siginfo*,
     });
 }
 
+// The waiters hear "stopped" only in run(), once this supervisor has let go of everything a
+// new one for the same container needs.
 void Supervisor::finish(State state, const std::string& reason) {
     state_ = state;
     reason_ = reason;
     write_state();
-    reply_waiters(Client::Wait::stopped, status_json());
     sd_event_exit(event_.get(), 0);
+}
+
+// The control socket, the cgroup base and the lock go first: whoever hears "stopped" (a stop
+// request, `wait`) may start the container again at once, and a new supervisor must find none
+// of them taken (it fails on the lock with "already running" otherwise) nor see us remove its
+// own socket or cgroup afterwards.
+void Supervisor::release_and_reply() {
+    ::unlink(paths::control_socket(name_).c_str());
+    if (own_base_)
+        cgroup_.destroy_base();
+    lock_fd_.reset();
+    reply_waiters(Client::Wait::stopped, status_json());
+    clients_.clear();
 }
 
 void Supervisor::on_init_exit(const siginfo_t& si) {
@@ -533,8 +550,8 @@ int Supervisor::plug_nics(pid_t child, std::string& error) {
         return 0;
     netns_ = net::open_netns(child);
     if (!netns_) {
-        error = std::string("Cannot open the container's network namespace: ") +
-                std::strerror(errno);
+        error =
+            std::string("Cannot open the container's network namespace: ") + std::strerror(errno);
         return log_error_errno(errno, "Failed to open the network namespace of %d", child);
     }
     for (auto& spec : specs) {
@@ -608,8 +625,8 @@ void Supervisor::nic_remove(Client& c, const std::string& device) {
         if (it->device != device)
             continue;
         if (int r = net::unplug(netns_.get(), *it); r < 0)
-            return send_json(c, nlohmann::json{{"error", "Device \"" + device +
-                                                                 "\": " + log_last_error()}});
+            return send_json(
+                c, nlohmann::json{{"error", "Device \"" + device + "\": " + log_last_error()}});
         log_info("Container \"%s\": device \"%s\" unplugged", name_.c_str(), device.c_str());
         nics_.erase(it);
         write_state();
@@ -749,6 +766,7 @@ int Supervisor::run(int notify_fd) {
         }
     };
     auto fail = [&](const std::string& why) {
+        lock_fd_.reset(); // a retry the caller makes at once must not find it taken
         report("ERROR " + why);
         return 1;
     };
@@ -804,10 +822,7 @@ int Supervisor::run(int notify_fd) {
     report("READY " + std::to_string(spawned_.init.pid()));
 
     int r = sd_event_loop(event_.get());
-    ::unlink(paths::control_socket(name_).c_str());
-    clients_.clear();
-    if (own_base_)
-        cgroup_.destroy_base();
+    release_and_reply();
     return r < 0 ? 1 : 0;
 }
 

@@ -5,10 +5,12 @@
 #include "runtime/control.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 namespace lodge::test {
@@ -52,6 +54,27 @@ std::string read_text(const std::string& path) {
     std::string s;
     read_file(path, s);
     return s;
+}
+
+bool wait_until(const std::function<bool()>& done, int seconds) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    for (;;) {
+        if (done())
+            return true;
+        if (std::chrono::steady_clock::now() > deadline)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+bool wait_until_sh(const std::string& cmd, int seconds) {
+    return wait_until(
+        [&] {
+            int st = 0;
+            sh(cmd, &st);
+            return st == 0;
+        },
+        seconds);
 }
 
 bool exists(const std::string& path) {
@@ -181,7 +204,7 @@ std::string Container::exec(const std::string& cmd, int* status) {
     // Bounded, so a test that waits for something that never happens fails instead of hanging.
     // The shell's stdin and stderr are replaced by the container's own /dev/null first: through
     // /proc/self/fd a container process could otherwise reach the host files behind them.
-    return sh("timeout 60 nsenter -t " + std::to_string(p) +
+    return sh("timeout 180 nsenter -t " + std::to_string(p) +
                   " -a /bin/sh -c 'exec </dev/null 2>/dev/null; " + quoted + "'",
               status);
 }

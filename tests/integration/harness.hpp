@@ -5,6 +5,7 @@
 #include "common/config.hpp"
 #include "runtime/attach.hpp"
 
+#include <functional>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -37,6 +38,12 @@ bool contains(const std::string& hay, const std::string& needle);
 std::string sh(const std::string& cmd, int* status = nullptr);
 std::string read_text(const std::string& path);
 bool exists(const std::string& path);
+// Polls `done` until it holds or `seconds` pass; for states that offer no event to wait on.
+// The bound only guards against a hang: a loaded machine (CI, parallel builds) must never hit
+// it, so it is counted in wall-clock time, never in tries.
+bool wait_until(const std::function<bool()>& done, int seconds = 180);
+// The same with a shell command that succeeds once the state is reached.
+bool wait_until_sh(const std::string& cmd, int seconds = 180);
 
 // Process-wide test root: /tmp/lodge-test-<pid>, LODGE_* variables pointing into it, and
 // the cgroup base lodge-test-<pid> in every hierarchy. Removed when the process exits.

@@ -19,13 +19,15 @@
 
 namespace lodge::test {
 
-// A private system bus: /usr/share/dbus-1/system.conf with our socket and policy dir.
+// A private system bus: /usr/share/dbus-1/system.conf with our socket and policy dir, and our
+// own (empty) activation directory instead of the standard ones, so that a lodge installed on
+// the host (its io.lodge1.service) is never bus-activated in place of the lodged under test.
 class PrivateBus {
 public:
     PrivateBus() {
         dir = TestRoot::get().dir + "/" + unique_name("bus");
-        sh("mkdir -p " + dir + "/policy && cp " + env_path("LODGE_DBUS_DIR") + "/io.lodge1.conf " +
-           dir + "/policy/");
+        sh("mkdir -p " + dir + "/policy " + dir + "/services && cp " + env_path("LODGE_DBUS_DIR") +
+           "/io.lodge1.conf " + dir + "/policy/");
         std::string conf = read_text("/usr/share/dbus-1/system.conf");
         auto replace = [&](const std::string& from_tag, const std::string& to) {
             auto a = conf.find("<" + from_tag + ">");
@@ -36,6 +38,12 @@ public:
         replace("listen", "<listen>unix:path=" + dir + "/socket</listen>");
         replace("user", "");
         replace("pidfile", "");
+        // The setuid helper would read the host's system.conf, standard directories included.
+        replace("servicehelper", "");
+        auto standard = conf.find("<standard_system_servicedirs/>");
+        if (standard != std::string::npos)
+            conf.replace(standard, std::string("<standard_system_servicedirs/>").size(),
+                         "<servicedir>" + dir + "/services</servicedir>");
         while (conf.find("<includedir>") != std::string::npos)
             replace("includedir", "");
         conf.replace(conf.find("</busconfig>"), 0, "<includedir>" + dir + "/policy</includedir>\n");
@@ -47,8 +55,9 @@ public:
             _exit(127);
         }
         address = "unix:path=" + dir + "/socket";
-        // dbus-daemon listens before it forks nothing; wait (bounded) for the socket.
-        sh("for i in $(seq 500); do [ -S " + dir + "/socket ] && exit 0; sleep 0.01; done");
+        // dbus-daemon gives no readiness event here; wait (bounded) for the socket.
+        if (!wait_until_sh("[ -S " + dir + "/socket ]"))
+            ADD_FAILURE() << "the private dbus-daemon never listened at " << dir << "/socket";
         setenv("DBUS_SYSTEM_BUS_ADDRESS", address.c_str(), 1);
     }
     ~PrivateBus() {
@@ -88,13 +97,13 @@ public:
             _exit(127);
         }
     }
-    // Waits for READY=1, at most 30 s.
+    // Waits for READY=1, at most 180 s (a guard against a hang only).
     bool wait_ready() {
         for (;;) {
             struct pollfd p {
                 sock.get(), POLLIN, 0
             };
-            if (poll(&p, 1, 30000) <= 0)
+            if (poll(&p, 1, 180000) <= 0)
                 return false;
             char buf[4096];
             ssize_t n = recv(sock.get(), buf, sizeof buf - 1, 0);

@@ -96,11 +96,9 @@ protected:
             _exit(127);
         }
         // lxcfs gives no readiness event: wait (bounded) for its mount to appear.
-        int st = 0;
-        sh("for i in $(seq 500); do grep -q ' " + mountpoint +
-               " .* fuse.lxcfs ' /proc/self/mountinfo && exit 0; sleep 0.02; done; exit 1",
-           &st);
-        ASSERT_EQ(st, 0) << "lxcfs did not mount " << mountpoint;
+        ASSERT_TRUE(
+            wait_until_sh("grep -q ' " + mountpoint + " .* fuse.lxcfs ' /proc/self/mountinfo"))
+            << "lxcfs did not mount " << mountpoint;
     }
     void TearDown() override {
         if (lxcfs > 0) {

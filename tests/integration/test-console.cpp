@@ -12,11 +12,11 @@ using namespace lodge;
 
 namespace {
 
-// Reads an attached console stream until `needle` shows up or 30 s pass without data.
+// Reads an attached console stream until `needle` shows up or 180 s pass without data.
 std::string read_until(int fd, const std::string& needle) {
     std::string got;
     struct timeval tv {
-        30, 0
+        180, 0
     };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char buf[4096];

@@ -59,7 +59,7 @@ public:
         out.reset(fds[0]);
     }
     // The next line, or "" once `timeout_ms` passes or the command ends without one.
-    std::string line(int timeout_ms = 30000) {
+    std::string line(int timeout_ms = 180000) {
         for (;;) {
             auto nl = buffer.find('\n');
             if (nl != std::string::npos) {

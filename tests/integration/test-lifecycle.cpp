@@ -2,6 +2,8 @@
 // stop, reboot and halt, escalation to SIGKILL, guest reboot, exit and seccomp deaths.
 #include "harness.hpp"
 
+#include <csignal>
+#include <cstdlib>
 #include <unistd.h>
 
 using namespace lodge::test;
@@ -22,13 +24,36 @@ protected:
         return c;
     }
     static std::string log(Container& c) { return read_text(c.rootfs + "/testinit.log"); }
-    // Waits until boot number `boot` of PID 1 has its signal handlers in place: before that the
-    // kernel drops signals to a pid namespace's init. The guest logs "ready" at that point.
+    // Waits until boot number `boot` of PID 1 has its signal handlers in place (before that the
+    // kernel drops signals to a pid namespace's init; the guest logs "ready" then) and waits for
+    // signals in ppoll(): while it runs its own code it blocks every signal it handles, 37
+    // included, and a stop would then pick SIGRTMIN+3 instead of SIGPWR.
     static void wait_ready(Container& c, int boot = 1) {
         c.exec("while [ \"$(grep -c ^ready /testinit.log 2>/dev/null)\" -lt " +
                std::to_string(boot) + " ]; do usleep 10000; done");
+        EXPECT_TRUE(wait_until([&] { return !blocks_sigpwr(c.pid()); })) << "PID 1 never waits";
+    }
+    static bool blocks_sigpwr(pid_t pid) {
+        std::string status = read_text("/proc/" + std::to_string(pid) + "/status");
+        auto at = status.find("\nSigBlk:");
+        if (at == std::string::npos)
+            return false;
+        unsigned long long mask = std::strtoull(status.c_str() + at + 8, nullptr, 16);
+        return mask & (1ULL << (SIGPWR - 1));
     }
 };
+
+// The supervisor says "stopped" only once it has let go of its lock, socket and cgroup: a
+// start right after a stop never meets "already running" (issue 12).
+TEST_F(Lifecycle, StartRightAfterStopAlwaysSucceeds) {
+    auto c = make("lcagain", "");
+    for (int i = 0; i < 30; i++) {
+        std::string error;
+        ASSERT_TRUE(c->start(&error)) << "round " << i << ": " << error;
+        auto r = c->request("stop-force");
+        ASSERT_EQ(r["state"], "stopped") << "round " << i << ": " << r;
+    }
+}
 
 TEST_F(Lifecycle, StopSendsSigpwrToAnInitThatHandlesIt) {
     auto c = make("lcpwr", "");

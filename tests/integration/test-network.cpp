@@ -287,7 +287,7 @@ TEST_F(Network, NothingLeftAfterSigkillRebootOrSupervisorCrash) {
     pid_t sup = s["supervisor_pid"];
     ASSERT_GT(sup, 0);
     ::kill(sup, SIGKILL);
-    EXPECT_TRUE(wait_gone(boot2, 30)) << "host ends left after a supervisor crash";
+    EXPECT_TRUE(wait_gone(boot2, 180)) << "host ends left after a supervisor crash";
 }
 
 TEST_F(Network, HundredCyclesWithFourNicsLeakNoLink) {

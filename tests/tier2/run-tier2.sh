@@ -168,13 +168,13 @@ find_init() {
     cp_pid=$(ps -o pid=,comm= --ppid "$nspawn_pid" | awk '$2 == "systemd" { print $1 }')
     [[ -n $cp_pid ]]
 }
-if ! poll 30 find_init; then
+if ! poll 120 find_init; then
     tail -n 30 "$work/console"
     echo "the guest did not boot"
     exit 1
 fi
 # is-system-running fails at once while the guest's manager is not reachable yet.
-poll 60 g systemctl is-system-running --wait >/dev/null
+poll 180 g systemctl is-system-running --wait >/dev/null
 state=$(g systemctl is-system-running)
 if [[ $state != running ]]; then
     g systemctl --failed --no-legend
@@ -200,7 +200,7 @@ print(s.recv(4096).decode().split("\r\n")[0])
 s.close()' "/proc/$cp_pid/root/run/lodge/devlxd/sock") || fail "cannot talk to /run/lodge/devlxd/sock"
 expect "a caller in no container gets 500" "$out" "HTTP/1.1 500 Internal Server Error"
 is_active() { [[ $(g systemctl is-active "$1") == "$2" ]]; }
-poll 30 is_active lodged.service active
+poll 120 is_active lodged.service active
 expect "the first connection to the devlxd socket starts lodged.service" \
     "$(g systemctl is-active lodged.service)" active
 
@@ -295,7 +295,7 @@ fi
 # before its first step, exits without having made anything.
 g lodgectl create c3 >/dev/null || fail "lodgectl create c3"
 g setsid -f systemd-run --quiet --scope --unit=lodge-c3 -- sleep 600 </dev/null >/dev/null 2>&1
-poll 10 is_active lodge-c3.scope active || fail "cannot make a blocking lodge-c3.scope"
+poll 60 is_active lodge-c3.scope active || fail "cannot make a blocking lodge-c3.scope"
 out=$(g lodgectl start c3 2>&1) && fail "c3 started although lodge-c3.scope was taken"
 echo "# lodgectl start c3: $out"
 expect_match "the failed start names the scope" "$out" 'lodge-c3\.scope'
@@ -310,7 +310,7 @@ out=$(g lodgectl start c4 2>&1) && fail "c4 started without /sbin/init"
 echo "# lodgectl start c4: $out"
 expect_match "the failed start of c4 names /sbin/init" "$out" '/sbin/init'
 # PID 1 notices the empty cgroup on its own; there is no event to wait for from here.
-poll 10 is_active lodge-c4.scope inactive
+poll 60 is_active lodge-c4.scope inactive
 expect "c4's scope is gone" "$(scope_prop lodge-c4.scope ActiveState)" inactive
 
 # --- machined -------------------------------------------------------------------------
@@ -355,7 +355,7 @@ check "the stop took ${took}s, less than the 30 s timeout" "the timeout, not the
     test "$took" -lt 30
 expect "lodgectl says c1 stopped" "$(g lodgectl show c1 --json | json_field state)" stopped
 machine_gone() { ! g machinectl show c1 >/dev/null 2>&1; }
-check "machined forgot c1 with its scope" "it still knows c1" poll 10 machine_gone
+check "machined forgot c1 with its scope" "it still knows c1" poll 60 machine_gone
 
 # --- poweroff: every running container gets its stop signal --------------------------------
 out=$(g lodgectl start c1 2>&1) || fail "lodgectl start c1 again: $out"

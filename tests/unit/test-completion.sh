@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The bash completion (shell-completion/bash/lodgectl) against a stand-in lodgectl that answers
+# list, config show and device list the way the real one prints them.
+set -euo pipefail
+script=${1:?usage: test-completion.sh COMPLETION_FILE}
+stub=$(mktemp -d)
+trap 'rm -rf "$stub"' EXIT
+cat >"$stub/lodgectl" <<'STUB'
+#!/bin/sh
+case "$*" in
+"list -q") printf 'alpha\nbeta\n' ;;
+"config show alpha") printf 'limits.memory: 256MiB\nuser.foo: bar\n' ;;
+"device list alpha") printf 'eth0:\n  type: nic\nroot:\n  type: disk\n' ;;
+*) exit 1 ;;
+esac
+STUB
+chmod +x "$stub/lodgectl"
+PATH=$stub:$PATH
+# shellcheck source=/dev/null
+source "$script"
+
+failures=0
+# expect "WORDS TYPED SO FAR" "EXPECTED CANDIDATES" (the last word is the one completed)
+expect() {
+    read -r -a COMP_WORDS <<<"$1"
+    [[ $1 == *" " ]] && COMP_WORDS+=("")
+    COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+    COMPREPLY=()
+    _lodgectl
+    local got
+    got=$(printf '%s\n' "${COMPREPLY[@]}" | sort | xargs)
+    if [[ $got != "$2" ]]; then
+        echo "FAIL: '$1' completed to '$got', expected '$2'"
+        failures=$((failures + 1))
+    else
+        echo "ok: '$1' -> '$got'"
+    fi
+}
+
+expect "lodgectl st" "start status stop"
+expect "lodgectl start " "alpha beta"
+expect "lodgectl stop --timeout 5 a" "alpha"
+expect "lodgectl stop --" "--force --help --timeout"
+expect "lodgectl config " "get set show unset"
+expect "lodgectl config get " "alpha beta"
+expect "lodgectl config get alpha " "limits.memory user.foo"
+expect "lodgectl config set alpha limits.m" "limits.memory="
+expect "lodgectl config set alpha user." "user. user.foo="
+expect "lodgectl device remove alpha " "eth0 root"
+expect "lodgectl device add alpha eth1 " "disk nic"
+expect "lodgectl kill --signal SIGK" "SIGKILL"
+expect "lodgectl exec alpha -- l" ""
+expect "lodgectl list " ""
+[[ $failures -eq 0 ]]
