@@ -5,9 +5,11 @@
 #include "setup.hpp"
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <libmount/libmount.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -15,6 +17,8 @@
 #include <unistd.h>
 
 namespace lodge::runtime {
+
+constexpr int live_mount_timeout_ms = 10 * 1000;
 
 // Runs `fn` in a child that has joined PID 1's mount namespace (and user namespace, for an
 // unprivileged container), so mounts land in the container and nowhere else. Host-side
@@ -47,8 +51,27 @@ int in_container_mntns(pid_t init_pid, const std::function<int()>& prepare,
         }
         _exit(fn() < 0 ? 1 : 0);
     }
+    // The child resolves paths the guest controls (a FUSE mount that never answers would hold
+    // it forever): it gets a deadline, so the supervisor always comes back to its requests.
+    PidFd watched = PidFd::open(child);
+    struct pollfd exited {
+        watched.get(), POLLIN, 0
+    };
+    int ready = 0;
+    if (watched.valid())
+        while ((ready = ::poll(&exited, 1, live_mount_timeout_ms)) < 0 && errno == EINTR) {
+        }
+    bool timed_out = watched.valid() && ready == 0;
+    if (timed_out)
+        ::kill(child, SIGKILL);
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (timed_out) {
+        log_error("A mount change in the container did not finish within %d s (a guest path may "
+                  "be blocked); given up",
+                  live_mount_timeout_ms / 1000);
+        return -ETIMEDOUT;
     }
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }

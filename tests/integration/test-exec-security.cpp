@@ -256,6 +256,31 @@ TEST_F(ExecSecurity, FuseTrapOnRootNeitherFreezesLodgedNorHangsTheExec) {
     EXPECT_EQ(exec(n, "echo fine"), "fine\n");
 }
 
+// Finding 5, the supervisor's side: a guest FUSE trap over its /dev catches the helper that
+// changes /dev/lxd when security.devlxd is toggled. The helper is given up after its deadline,
+// so the supervisor still stops the container (before, it waited for the helper forever).
+TEST_F(ExecSecurity, FuseTrapOverDevDoesNotWedgeTheSupervisor) {
+    std::string n = make("fusedev", " -c security.privileged=true");
+    int st = 0;
+    exec(n, "test -c /dev/fuse", &st);
+    if (st != 0)
+        GTEST_SKIP() << "no /dev/fuse in the container";
+    pid_t init = leader(n);
+    ASSERT_GT(init, 0);
+    // From here on the container's /dev never answers: no more execs, the host reads its mounts.
+    exec(n, "(exec 3<>/dev/fuse; mount -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0 "
+            "stall /dev && exec sleep 1000000) </dev/null >/dev/null 2>&1 &");
+    std::string mounts = "/proc/" + std::to_string(init) + "/mounts";
+    ASSERT_TRUE(eventually([&] { return contains(read_text(mounts), " /dev fuse"); }, 30))
+        << read_text(mounts);
+    ctl("config set " + n + " security.devlxd=false", &st);
+    EXPECT_EQ(st, 0);
+    Client stop("stop --force " + n, tmp("stop"));
+    ASSERT_TRUE(stop.wait_for(120)) << "the supervisor is wedged in the guest's trap";
+    EXPECT_EQ(stop.status, 0) << stop.output();
+    EXPECT_TRUE(contains(ctl("status " + n), "stopped")) << ctl("status " + n);
+}
+
 // Finding 7 and finding 3's exec part: while an exec session runs, its command is the child of
 // lodge-exec, which runs from a sealed memfd (never lodged's or another host binary), and
 // `delete --force` neither deadlocks lodged nor leaves the session hanging.
