@@ -69,10 +69,15 @@ void reply_error(Running& r, const char* name, const std::string& message) {
 }
 
 // The command was exec'd: the caller gets its pidfd (signals go straight to it) and the pty.
+void stop_watching_handshake(Running& r) {
+    r.handshake.reset(); // the source before its fd
+    r.handle.handshake.reset();
+    r.deadline.reset();
+}
+
 void setup_finished(Running& r) {
     r.setup_done = true;
-    r.handshake.reset();
-    r.deadline.reset();
+    stop_watching_handshake(r);
     send_with_fd(r.control.get(), "pidfd", r.handle.process.get());
     if (r.handle.pty_master)
         send_with_fd(r.control.get(), "pty", r.handle.pty_master.get());
@@ -80,8 +85,7 @@ void setup_finished(Running& r) {
 }
 
 void setup_failed(Running& r, const std::string& why) {
-    r.handshake.reset();
-    r.deadline.reset();
+    stop_watching_handshake(r);
     reply_error(r, SD_BUS_ERROR_FAILED,
                 "Cannot run the command in \"" + r.container + "\": " + why);
 }
@@ -116,7 +120,7 @@ int on_deadline(sd_event_source*, uint64_t, void* userdata) {
                           "\" did not finish within " + std::to_string(setup_timeout_sec()) +
                           " s (a guest path may be blocked)";
         log_error("%s", msg.c_str());
-        r->handshake.reset();
+        stop_watching_handshake(*r);
         reply_error(*r, SD_BUS_ERROR_TIMEOUT, msg);
         return 0;
     });

@@ -232,8 +232,8 @@ void Manager::attach_watch(Container& c) {
         started(c);
         return;
     }
+    c.watch_source.reset(s); // a previous source goes while its fd is still open
     c.watch = std::move(sock);
-    c.watch_source.reset(s);
     track_supervisor(c, c.watch.get());
     // The first watch message corrects this at once; a start waiting for it replies then
     // (started()), so an exec right after Start never sees the container half known.
@@ -264,8 +264,10 @@ void Manager::track_supervisor(Container& c, int watch_fd) {
         return;
     }
     // A supervisor we were still waiting for is replaced only once it is gone (see start()).
-    c.supervisor = std::move(pidfd);
+    // The old source goes before its pidfd is closed (a watched fd closed first leaves a stale
+    // epoll entry wherever a forked copy of it lives on).
     c.supervisor_source.reset(s);
+    c.supervisor = std::move(pidfd);
 }
 
 int Manager::on_supervisor_exit(sd_event_source*, int, uint32_t, void* userdata) {

@@ -380,7 +380,8 @@ int exec_setup_read(ExecHandle& h, std::string& error) {
             h.setup_message = colon == std::string::npos ? msg.substr(1) : msg.substr(colon + 1);
         }
     }
-    h.handshake.reset();
+    // h.handshake stays open: an event loop watching it must drop its source first (closing a
+    // watched fd leaves a stale epoll entry wherever a copy of it lives on).
     if (!h.setup_error && !h.process.valid()) {
         h.setup_error = -ECHILD;
         h.setup_message = "The exec helper died before starting the command";
@@ -436,6 +437,7 @@ int exec_in_container(const ExecRequest& req, int helper_exe, ExecHandle& out, s
             return fail_with(-ETIMEDOUT, "The command's setup did not finish in time", error);
         }
     }
+    h.handshake.reset();
     out = std::move(h);
     return 0;
 }

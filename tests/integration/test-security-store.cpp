@@ -201,7 +201,9 @@ TEST_F(SecurityStore, DeleteCopesWithImmutableFiles) {
     EXPECT_EQ(st, 0) << out;
     EXPECT_FALSE(listed(n));
     EXPECT_FALSE(exists(containers + "/" + n));
-    EXPECT_TRUE(hidden_entries(containers).empty()) << hidden_entries(containers)[0];
+    // The files go in a worker after the reply: wait for it (bounded), then nothing is left.
+    EXPECT_TRUE(wait_until([&] { return hidden_entries(containers).empty(); }))
+        << hidden_entries(containers)[0];
 }
 
 // Once renamed to trash the container is deleted, even when its files cannot be removed yet
