@@ -287,7 +287,9 @@ if [[ -n ${LODGE_DEVLXD_CLIENT:-} && -x $LODGE_DEVLXD_CLIENT ]]; then
     out=$(g lodgectl exec c1 -- /devlxd-client GET /1.0/config/user.tier2 2>&1)
     expect "GET /1.0/config/user.tier2 from inside c1" "$out" $'STATUS 200\nCONTENT-TYPE application/octet-stream\n\nyes'
     out=$(g lodgectl exec c1 -- /devlxd-client GET /1.0/meta-data 2>&1)
-    expect "GET /1.0/meta-data from inside c1" "$out" $'STATUS 200\nCONTENT-TYPE application/octet-stream\n\ninstance-id: c1\nlocal-hostname: c1'
+    iid=$(g lodgectl config get c1 volatile.cloud-init.instance-id 2>&1)
+    expect_match "c1 has an instance-id (a UUID)" "$iid" '^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$'
+    expect "GET /1.0/meta-data from inside c1" "$out" $'STATUS 200\nCONTENT-TYPE application/octet-stream\n\ninstance-id: '"$iid"$'\nlocal-hostname: c1'
 fi
 
 # --- starts that fail leave nothing behind ------------------------------------------------
