@@ -83,7 +83,12 @@ Manager::Manager(sd_event* event, sd_bus* bus)
 Manager::~Manager() = default;
 
 int Manager::load() {
-    registry_.secure_and_collect();
+    registry_.secure();
+    // Removing a big leftover tree takes long: in workers, so lodged answers the bus at once.
+    for (auto& stale : registry_.leftovers()) {
+        log_info("Removing %s, left behind by an interrupted operation", stale.c_str());
+        discard(stale, nullptr);
+    }
     for (auto& name : registry_.list()) {
         auto c = std::make_unique<Container>();
         c->manager = this;

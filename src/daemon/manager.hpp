@@ -182,7 +182,7 @@ private:
     void finish_launch(const std::string& name);
     void finish_remove(Container& c, Done done);
     // Removes `path` (a failed create's work dir, a deleted container's trash) in a worker;
-    // `then` runs once it is gone (or could not be removed: collect_garbage() retries).
+    // `then` runs once it is gone (or could not be removed: the next start retries).
     void discard(const std::string& path, std::function<void()> then);
     void attach_watch(Container& c);
     // Ends a start waiting for the first status (`start_done`), if there is one.

@@ -68,7 +68,7 @@ void close_all_but(std::vector<int> keep) {
 
 [[noreturn]] void run_worker(OperationSpec& spec, int channel, pid_t parent) {
     // A worker outlives nothing: with lodged gone its result has nobody to go to, and the
-    // next lodged removes what it left (Registry::collect_garbage).
+    // next lodged removes what it left (Registry::leftovers).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent)
         _exit(1);

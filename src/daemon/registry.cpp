@@ -203,7 +203,7 @@ int Registry::retire(const std::string& name, std::string& trash) const {
     if (dir.empty())
         return -errno;
     // The rename (over the empty trash dir) is the delete; removing the files afterwards may be
-    // cut short by a crash or fail, and collect_garbage() finishes it.
+    // cut short by a crash or fail, and lodged removes the leftovers at its next start.
     if (::rename(paths::container_dir(name).c_str(), dir.c_str()) < 0) {
         int err = errno;
         ::rmdir(dir.c_str());
@@ -221,7 +221,7 @@ int Registry::remove_retired(const std::string& trash) {
     return remove_work_dir(trash);
 }
 
-void Registry::secure_and_collect() const {
+void Registry::secure() const {
     std::string error;
     if (make_containers_dir(error) < 0) {
         log_error("%s", error.c_str());
@@ -243,10 +243,9 @@ void Registry::secure_and_collect() const {
                 make_root_only(sub.get(), top + "/" + e->d_name);
         }
     }
-    collect_garbage();
 }
 
-void Registry::collect_garbage() const {
+std::vector<std::string> Registry::leftovers() const {
     std::vector<std::string> stale;
     if (DirPtr d{::opendir(containers_dir().c_str())}) {
         while (dirent* e = ::readdir(d.get())) {
@@ -255,11 +254,7 @@ void Registry::collect_garbage() const {
                 stale.push_back(containers_dir() + "/" + n);
         }
     }
-    for (auto& s : stale) {
-        log_info("Removing %s, left behind by an interrupted operation", s.c_str());
-        if (int r = remove_work_dir(s); r < 0)
-            log_error_errno(r, "Cannot remove %s", s.c_str());
-    }
+    return stale;
 }
 
 } // namespace lodge::daemon

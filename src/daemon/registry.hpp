@@ -33,16 +33,17 @@ public:
                std::string& error) const;
     // The rename into a hidden trash directory is the delete: once it succeeded the container
     // is gone, and `trash` names what is left to remove (remove_retired, in a worker; a crash
-    // leaves it to collect_garbage()). A container directory that is already gone counts as
+    // leaves it to leftovers()). A container directory that is already gone counts as
     // deleted too (`trash` empty).
     int retire(const std::string& name, std::string& trash) const;
     // Removes a retired or unfinished tree, immutable and append-only files included.
     static int remove_retired(const std::string& trash);
     // At lodged start: makes `containers/` and every directory in it root-only (trees made by
-    // older versions were 0711), then removes what a crash left behind.
-    void secure_and_collect() const;
-    // Removes what a crash left behind: unfinished creates and deletes.
-    void collect_garbage() const;
+    // older versions were 0711).
+    void secure() const;
+    // What a crash left behind: unfinished creates and deletes (hidden, never listed), for
+    // lodged to remove off its loop.
+    std::vector<std::string> leftovers() const;
 };
 
 } // namespace lodge::daemon

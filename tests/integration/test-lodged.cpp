@@ -559,7 +559,8 @@ TEST_F(LodgedTest, KillNineDuringOperationsLosesNothing) {
         } else {
             EXPECT_FALSE(exists(containers + n)) << n;
         }
-        EXPECT_EQ(sh("ls -A " + containers + " | grep -c '^\\.' || true"), "0\n")
+        // Leftovers go in workers right after the start: wait for them (bounded).
+        EXPECT_TRUE(wait_until_sh("[ \"$(ls -A " + containers + " | grep -c '^\\.')\" = 0 ]"))
             << "an unfinished create was left behind";
         // A container that runs is reported running, with its real PID 1.
         auto j = nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false);

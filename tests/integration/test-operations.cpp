@@ -329,7 +329,9 @@ TEST_F(OperationsTest, KillNineMidImportLeavesNothing) {
         EXPECT_EQ(st, 0);
         EXPECT_FALSE(contains(listed, n + " ")) << listed;
         EXPECT_FALSE(exists(containers_dir() + "/" + n));
-        EXPECT_TRUE(hidden(".new-").empty()) << "a half-made container was left behind";
+        // The leftover goes in a worker right after the start: wait for it (bounded).
+        EXPECT_TRUE(wait_until([] { return hidden(".new-").empty(); }))
+            << "a half-made container was left behind";
     }
 
     // Delete answers once the container is gone from the registry; its files go in a worker, and
