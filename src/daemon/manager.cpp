@@ -32,6 +32,7 @@ namespace lodge::daemon {
 namespace {
 
 constexpr const char* instance_id_key = "volatile.cloud-init.instance-id";
+constexpr int first_status_timeout_ms = 2000;
 
 // The keys cloud-init reads: a change to any gives the guest a new instance-id (LXD 6's
 // rule), so that cloud-init runs its per-instance modules again.
@@ -109,6 +110,16 @@ int Manager::load() {
         Container& ref = *c;
         containers_[name] = std::move(c);
         attach_watch(ref);
+        // A supervisor answers "watch" with its status at once. lodged is not on the bus yet,
+        // so taking that first answer here (bounded) means its first reply after a restart
+        // already knows PID 1, as before the restart (CONTRACT §4).
+        if (ref.watch) {
+            struct pollfd first {
+                ref.watch.get(), POLLIN, 0
+            };
+            if (::poll(&first, 1, first_status_timeout_ms) > 0)
+                on_watch(nullptr, ref.watch.get(), 0, &ref);
+        }
         if (ref.running())
             restore_ready(ref);
         ref.ready_announced = ref.ready();

@@ -506,7 +506,10 @@ TEST_F(LodgedTest, ConcurrentCreatesOfOneNameCreateOne) {
         sh("for i in 1 2 3 4; do " + env_path("LODGE_LODGECTL") + " create " + n +
            " >/dev/null 2>&1 & done; wait; " + env_path("LODGE_LODGECTL") + " list --no-legend -q");
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
-    EXPECT_EQ(sh("ls -A " + TestRoot::get().dir + "/state/containers | grep -c '^\\.'"), "0\n")
+    // The losers' work directories (and leftovers of earlier tests) go in workers: wait for
+    // them, bounded.
+    EXPECT_TRUE(wait_until_sh("[ \"$(ls -A " + TestRoot::get().dir +
+                              "/state/containers | grep -c '^\\.')\" = 0 ]"))
         << "no half-made container left behind";
 }
 
