@@ -1,7 +1,7 @@
-#include "config.hpp"
-#include "fileio.hpp"
-#include "nic.hpp"
-#include "validate.hpp"
+#include "common/config.hpp"
+#include "common/fileio.hpp"
+#include "common/nic.hpp"
+#include "common/validate.hpp"
 
 #include <cerrno>
 #include <csignal>

@@ -1,4 +1,4 @@
-#include "device-policy.hpp"
+#include "common/device-policy.hpp"
 
 namespace lodge {
 

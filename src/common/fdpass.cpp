@@ -1,4 +1,4 @@
-#include "fdpass.hpp"
+#include "common/fdpass.hpp"
 
 #include <cerrno>
 #include <cstring>

@@ -1,7 +1,7 @@
 // One message, optionally carrying one file descriptor (SCM_RIGHTS), over a unix socket.
 #pragma once
 
-#include "fd.hpp"
+#include "common/fd.hpp"
 
 #include <string>
 #include <sys/types.h>

@@ -1,5 +1,5 @@
-#include "fileio.hpp"
-#include "fd.hpp"
+#include "common/fileio.hpp"
+#include "common/fd.hpp"
 
 #include <cerrno>
 #include <cstring>

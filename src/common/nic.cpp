@@ -1,5 +1,5 @@
-#include "nic.hpp"
-#include "validate.hpp"
+#include "common/nic.hpp"
+#include "common/validate.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -3,7 +3,7 @@
 // the supervisor and lodgectl all share these rules.
 #pragma once
 
-#include "config.hpp"
+#include "common/config.hpp"
 
 #include <string>
 #include <vector>

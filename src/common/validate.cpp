@@ -1,4 +1,4 @@
-#include "validate.hpp"
+#include "common/validate.hpp"
 
 #include <algorithm>
 #include <array>

@@ -1,10 +1,10 @@
 // io.lodge1.Container: the per-container object, and the operations the Manager's by-name
 // methods share with it.
-#include "container-dbus.hpp"
+#include "daemon/container-dbus.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
-#include "exec.hpp"
+#include "daemon/exec.hpp"
 #include "runtime/net.hpp"
 
 #include <cerrno>

@@ -1,7 +1,7 @@
 // Operations shared by io.lodge1.Container methods and the Manager's by-name twins.
 #pragma once
 
-#include "manager.hpp"
+#include "daemon/manager.hpp"
 
 #include <systemd/sd-bus.h>
 

@@ -2,7 +2,7 @@
 // /io/lodge1/container/ (io.lodge1.Container), as machined's Manager and Machine objects.
 #pragma once
 
-#include "manager.hpp"
+#include "daemon/manager.hpp"
 
 namespace lodge::daemon {
 

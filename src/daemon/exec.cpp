@@ -1,8 +1,8 @@
-#include "exec.hpp"
+#include "daemon/exec.hpp"
 #include "common/fdpass.hpp"
 #include "common/log.hpp"
 #include "common/validate.hpp"
-#include "container-dbus.hpp"
+#include "daemon/container-dbus.hpp"
 #include "runtime/attach.hpp"
 
 #include <cerrno>

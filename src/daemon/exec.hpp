@@ -6,7 +6,7 @@
 // command has ended.
 #pragma once
 
-#include "manager.hpp"
+#include "daemon/manager.hpp"
 
 #include <systemd/sd-bus.h>
 

@@ -1,15 +1,15 @@
 // lodged: the io.lodge1 bus service. Started by bus or socket activation; exits when idle and
 // no container runs. Containers live in their supervisors, so lodged coming and going never
 // touches them: on start it re-reads the registry and re-attaches to every supervisor.
-#include "bus-util.hpp"
+#include "daemon/bus-util.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
 #include "common/validate.hpp"
-#include "dbus-api.hpp"
-#include "devlxd-server.hpp"
-#include "exec.hpp"
-#include "lxcfs-watch.hpp"
-#include "manager.hpp"
+#include "daemon/dbus-api.hpp"
+#include "devlxd/devlxd-server.hpp"
+#include "daemon/exec.hpp"
+#include "daemon/lxcfs-watch.hpp"
+#include "daemon/manager.hpp"
 
 #include <csignal>
 #include <cstdlib>

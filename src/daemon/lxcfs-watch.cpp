@@ -1,7 +1,7 @@
-#include "lxcfs-watch.hpp"
+#include "daemon/lxcfs-watch.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
-#include "runtime/setup.hpp"
+#include "runtime/lxcfs-probe.hpp"
 
 namespace lodge::daemon {
 
@@ -48,7 +48,7 @@ void LxcfsWatch::rearm() {
 }
 
 void LxcfsWatch::check() {
-    manager_.set_lxcfs_live(runtime::is_lxcfs_mount(dir_));
+    manager_.set_lxcfs_live(is_lxcfs_mount(dir_));
 }
 
 int LxcfsWatch::on_mount_change(sd_event_source*, int, uint32_t, void* userdata) {

@@ -4,8 +4,8 @@
 // line: binds added when lxcfs appears, taken out when it goes.
 #pragma once
 
-#include "bus-util.hpp"
-#include "manager.hpp"
+#include "daemon/bus-util.hpp"
+#include "daemon/manager.hpp"
 
 #include <libmount/libmount.h>
 #include <string>

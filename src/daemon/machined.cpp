@@ -1,4 +1,4 @@
-#include "machined.hpp"
+#include "daemon/machined.hpp"
 #include "common/log.hpp"
 
 #include <cstdint>

@@ -1,9 +1,9 @@
 // io.lodge1.Manager on /io/lodge1: listing, lookup, create/import, and the by-name twins of
 // every io.lodge1.Container method.
-#include "container-dbus.hpp"
-#include "dbus-api.hpp"
-#include "exec.hpp"
-#include "import.hpp"
+#include "daemon/container-dbus.hpp"
+#include "daemon/dbus-api.hpp"
+#include "daemon/exec.hpp"
+#include "image/import.hpp"
 
 #include "common/validate.hpp"
 

@@ -5,7 +5,7 @@
 #include "common/log.hpp"
 #include "common/nic.hpp"
 #include "common/validate.hpp"
-#include "manager.hpp"
+#include "daemon/manager.hpp"
 #include "runtime/net.hpp"
 
 #include <cerrno>

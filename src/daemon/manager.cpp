@@ -1,13 +1,13 @@
-#include "manager.hpp"
+#include "daemon/manager.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/nic.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
-#include "devlxd-api.hpp"
-#include "machined.hpp"
+#include "devlxd/devlxd-api.hpp"
+#include "daemon/machined.hpp"
 #include "runtime/control.hpp"
-#include "scope.hpp"
+#include "daemon/scope.hpp"
 
 #include <cerrno>
 #include <cstdlib>

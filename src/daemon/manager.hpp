@@ -2,13 +2,13 @@
 // the operations the bus objects call. machined's manager is the model for this split.
 #pragma once
 
-#include "bus-util.hpp"
+#include "daemon/bus-util.hpp"
 #include "common/config.hpp"
 #include "common/fd.hpp"
-#include "operation.hpp"
-#include "peer.hpp"
-#include "polkit.hpp"
-#include "registry.hpp"
+#include "daemon/operation.hpp"
+#include "devlxd/peer.hpp"
+#include "daemon/polkit.hpp"
+#include "daemon/registry.hpp"
 
 #include <functional>
 #include <map>

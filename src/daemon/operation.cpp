@@ -1,4 +1,4 @@
-#include "operation.hpp"
+#include "daemon/operation.hpp"
 #include "common/log.hpp"
 
 #include <algorithm>

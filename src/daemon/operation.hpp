@@ -5,7 +5,7 @@
 // not given, dies with lodged (PR_SET_PDEATHSIG) and leaves with _exit.
 #pragma once
 
-#include "bus-util.hpp"
+#include "daemon/bus-util.hpp"
 #include "common/fd.hpp"
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "polkit.hpp"
+#include "daemon/polkit.hpp"
 #include "common/log.hpp"
 
 #include <cerrno>

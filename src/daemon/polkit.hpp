@@ -3,7 +3,7 @@
 // it: the method call is parked, and re-dispatched once polkit has answered.
 #pragma once
 
-#include "bus-util.hpp"
+#include "daemon/bus-util.hpp"
 
 #include <map>
 #include <string>

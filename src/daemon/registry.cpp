@@ -1,4 +1,4 @@
-#include "registry.hpp"
+#include "daemon/registry.hpp"
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"

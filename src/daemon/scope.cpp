@@ -1,5 +1,5 @@
-#include "scope.hpp"
-#include "bus-util.hpp"
+#include "daemon/scope.hpp"
+#include "daemon/bus-util.hpp"
 #include "common/device-policy.hpp"
 #include "common/fd.hpp"
 #include "common/log.hpp"

@@ -1,10 +1,10 @@
-#include "attach.hpp"
-#include "cgroup.hpp"
+#include "runtime/attach.hpp"
+#include "runtime/cgroup.hpp"
 #include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
-#include "exec-protocol.hpp"
+#include "runtime/exec-protocol.hpp"
 
 #include <algorithm>
 #include <cerrno>

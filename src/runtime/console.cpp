@@ -1,4 +1,4 @@
-#include "console.hpp"
+#include "runtime/console.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 

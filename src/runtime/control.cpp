@@ -1,4 +1,4 @@
-#include "control.hpp"
+#include "runtime/control.hpp"
 #include "common/fileio.hpp"
 #include "common/paths.hpp"
 #include "common/process.hpp"

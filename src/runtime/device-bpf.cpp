@@ -1,4 +1,4 @@
-#include "device-bpf.hpp"
+#include "runtime/device-bpf.hpp"
 #include "common/log.hpp"
 
 #include <bpf/bpf.h>

@@ -16,8 +16,8 @@
 #include "common/fdpass.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
-#include "exec-protocol.hpp"
-#include "security.hpp"
+#include "runtime/exec-protocol.hpp"
+#include "runtime/setup/security.hpp"
 
 #include <algorithm>
 #include <cerrno>

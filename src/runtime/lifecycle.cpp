@@ -1,4 +1,4 @@
-#include "lifecycle.hpp"
+#include "runtime/lifecycle.hpp"
 #include "common/fileio.hpp"
 #include "common/validate.hpp"
 

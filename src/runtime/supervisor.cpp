@@ -1,6 +1,6 @@
 // lodge-supervisor: owns one container's life (CONTRACT §1). One sd-event loop drives PID 1's
 // pidfd, the console pty, the control socket and the stop-escalation timer.
-#include "cgroup.hpp"
+#include "runtime/cgroup.hpp"
 #include "common/config.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
@@ -8,13 +8,13 @@
 #include "common/paths.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
-#include "console.hpp"
-#include "control.hpp"
-#include "lifecycle.hpp"
-#include "net.hpp"
-#include "security.hpp"
-#include "setup.hpp"
-#include "spawn.hpp"
+#include "runtime/console.hpp"
+#include "runtime/control.hpp"
+#include "runtime/lifecycle.hpp"
+#include "runtime/net.hpp"
+#include "runtime/setup/security.hpp"
+#include "runtime/setup/setup.hpp"
+#include "runtime/setup/spawn.hpp"
 
 #include <cerrno>
 #include <csignal>

@@ -5,9 +5,9 @@
 //   odd:  the websocket frame decoder, fed in pieces.
 // Built with clang and -Dfuzzing=true it is a libFuzzer binary; otherwise a driver that
 // replays every file in the directories it is given (the corpus runs as a regression test).
-#include "daemon/devlxd-server.hpp"
-#include "daemon/peer.hpp"
-#include "daemon/websocket.hpp"
+#include "devlxd/devlxd-server.hpp"
+#include "devlxd/peer.hpp"
+#include "devlxd/websocket.hpp"
 
 #include <cstddef>
 #include <cstdio>

@@ -1,5 +1,5 @@
 // The devlxd dialect without sockets: routing, methods, errors, event lines and filters.
-#include "daemon/devlxd-api.hpp"
+#include "devlxd/devlxd-api.hpp"
 
 #include <gtest/gtest.h>
 

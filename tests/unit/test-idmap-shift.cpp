@@ -3,7 +3,7 @@
 // shift runs, never followed. Runs as root (chown, fanotify).
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
-#include "runtime/idmap-shift.hpp"
+#include "runtime/setup/idmap-shift.hpp"
 
 #include <atomic>
 #include <cerrno>

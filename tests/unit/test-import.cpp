@@ -1,8 +1,8 @@
 // Rootfs sources (CONTRACT.md §3): built-in busybox image, directory copy, plain tarballs, LXD
 // unified and split images, hostile tarballs. Runs as root (ownership, mknod, xattrs).
 #include "common/fileio.hpp"
-#include "daemon/builtin-image.hpp"
-#include "daemon/import.hpp"
+#include "image/builtin-image.hpp"
+#include "image/import.hpp"
 
 #include <archive.h>
 #include <archive_entry.h>

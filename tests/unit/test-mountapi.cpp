@@ -1,5 +1,5 @@
 #include "common/fileio.hpp"
-#include "runtime/mountapi.hpp"
+#include "runtime/setup/mountapi.hpp"
 
 #include <atomic>
 #include <cstdio>

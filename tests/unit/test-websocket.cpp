@@ -1,5 +1,5 @@
 // RFC 6455 pieces: the handshake key, server frames, and the client frame decoder's rules.
-#include "daemon/websocket.hpp"
+#include "devlxd/websocket.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 #include "common/fileio.hpp"
 #include "common/log.hpp"
-#include "mountapi.hpp"
-#include "setup.hpp"
+#include "runtime/setup/mountapi.hpp"
+#include "runtime/setup/setup.hpp"
 
 #include <cerrno>
 #include <fcntl.h>

@@ -1,10 +1,11 @@
 // The steps that turn a root filesystem into a container, run by the container's first process
-// between clone() and execve("/sbin/init"). This is the privileged part of lodge: it all lives in
-// rootfs.cpp, dev.cpp, mounts.cpp and lxcfs.cpp, called in the order spawn.cpp gives.
+// between clone() and execve("/sbin/init"). This folder (src/runtime/setup/) is lodge's privileged
+// perimeter, linked by lodge-supervisor alone; the steps run in the order spawn.cpp gives.
 #pragma once
 
 #include "common/config.hpp"
 #include "common/fd.hpp"
+#include "runtime/lxcfs-probe.hpp"
 
 #include <functional>
 #include <string>
@@ -29,7 +30,7 @@ struct SetupContext {
     std::string boot_id;    // per-boot id, 36-char UUID text
     std::string lxcfs_dir;  // empty when no lxcfs mount was found at start
     std::string devlxd_dir; // host dir bind-mounted on /dev/lxd; empty when disabled
-    int devlxd_tree = -1;   // its clone, read-only, made by the parent (the child cannot walk to it)
+    int devlxd_tree = -1; // its clone, read-only, made by the parent (the child cannot walk to it)
     const std::vector<DiskSource>* disk_sources = nullptr;
     Fd console_master; // filled by setup_dev()
     Fd console_slave;  // filled by setup_dev(); becomes fds 0-2 of PID 1
@@ -58,7 +59,6 @@ int mount_disk_devices(const SetupContext& ctx);
 int setup_dev(SetupContext& ctx);
 
 // lxcfs.cpp
-bool is_lxcfs_mount(const std::string& dir);
 int mount_lxcfs(const SetupContext& ctx);
 // A running container: add the binds a fresh start would get (paths that already hold a mount
 // are left alone), or take every lxcfs bind out so reads fall back to the kernel's files.

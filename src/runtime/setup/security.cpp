@@ -1,4 +1,4 @@
-#include "security.hpp"
+#include "runtime/setup/security.hpp"
 #include "common/log.hpp"
 #include "common/validate.hpp"
 

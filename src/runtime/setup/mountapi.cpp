@@ -1,4 +1,4 @@
-#include "mountapi.hpp"
+#include "runtime/setup/mountapi.hpp"
 
 #include <cerrno>
 #include <cstring>

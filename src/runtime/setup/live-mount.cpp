@@ -1,8 +1,8 @@
 // Mounts changed in a running container from the host: a child joins PID 1's mount (and user)
 // namespace and does the work there, so nothing lands anywhere else.
 #include "common/log.hpp"
-#include "mountapi.hpp"
-#include "setup.hpp"
+#include "runtime/setup/mountapi.hpp"
+#include "runtime/setup/setup.hpp"
 
 #include <cerrno>
 #include <csignal>

@@ -2,7 +2,7 @@
 // parent side, then the setup steps of setup.hpp in the child, then execve("/sbin/init").
 #pragma once
 
-#include "cgroup.hpp"
+#include "runtime/cgroup.hpp"
 #include "common/config.hpp"
 #include "common/fd.hpp"
 

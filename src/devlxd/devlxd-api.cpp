@@ -1,4 +1,4 @@
-#include "devlxd-api.hpp"
+#include "devlxd/devlxd-api.hpp"
 
 #include <ctime>
 

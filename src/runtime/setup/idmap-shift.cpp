@@ -1,7 +1,7 @@
 // The shift walks the tree by file descriptor: every entry is opened with O_PATH|O_NOFOLLOW
 // relative to its parent directory's fd and changed through that fd, so no path is ever
 // resolved twice and a symlink swapped in for a directory mid-walk is never followed.
-#include "idmap-shift.hpp"
+#include "runtime/setup/idmap-shift.hpp"
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"

@@ -1,4 +1,4 @@
-#include "websocket.hpp"
+#include "devlxd/websocket.hpp"
 
 #include <nettle/base64.h>
 #include <nettle/sha1.h>

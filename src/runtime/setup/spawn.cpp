@@ -1,13 +1,13 @@
-#include "spawn.hpp"
+#include "runtime/setup/spawn.hpp"
 #include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
-#include "idmap-shift.hpp"
-#include "mountapi.hpp"
-#include "net.hpp"
-#include "security.hpp"
-#include "setup.hpp"
+#include "runtime/setup/idmap-shift.hpp"
+#include "runtime/setup/mountapi.hpp"
+#include "runtime/net.hpp"
+#include "runtime/setup/security.hpp"
+#include "runtime/setup/setup.hpp"
 
 #include <cerrno>
 #include <csignal>

@@ -1,4 +1,4 @@
-#include "peer.hpp"
+#include "devlxd/peer.hpp"
 #include "common/fd.hpp"
 
 #include <cerrno>

@@ -16,8 +16,8 @@
 // (the host's disk as /root/disk would be raw access to it), file flags (immutable or
 // append-only files would make the container undeletable), and xattrs other than user.*,
 // security.capability and POSIX ACLs (trusted.* and security.* are the host's to set).
-#include "daemon/import.hpp"
-#include "import-error.hpp"
+#include "image/import.hpp"
+#include "image/import-error.hpp"
 
 #include "common/fd.hpp"
 #include "common/log.hpp"

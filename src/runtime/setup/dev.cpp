@@ -1,8 +1,8 @@
 // The container's /dev (runtime.md §3): a small tmpfs with the standard nodes, a private devpts
 // instance, the console pty, mqueue, optional host pass-through nodes and the per-boot boot_id.
 #include "common/log.hpp"
-#include "mountapi.hpp"
-#include "setup.hpp"
+#include "runtime/setup/mountapi.hpp"
+#include "runtime/setup/setup.hpp"
 
 #include <cerrno>
 #include <fcntl.h>

@@ -1,10 +1,10 @@
-#include "devlxd-server.hpp"
+#include "devlxd/devlxd-server.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
-#include "devlxd-api.hpp"
-#include "peer.hpp"
-#include "websocket.hpp"
+#include "devlxd/devlxd-api.hpp"
+#include "devlxd/peer.hpp"
+#include "devlxd/websocket.hpp"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,9 +1,9 @@
 // /proc, /sys and cgroup layouts (runtime.md §4.1), host pass-through paths (§4.2), disk devices.
-#include "cgroup.hpp"
+#include "runtime/cgroup.hpp"
 #include "common/log.hpp"
 #include "common/validate.hpp"
-#include "mountapi.hpp"
-#include "setup.hpp"
+#include "runtime/setup/mountapi.hpp"
+#include "runtime/setup/setup.hpp"
 
 #include <cerrno>
 #include <cstring>

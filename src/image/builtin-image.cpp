@@ -1,8 +1,8 @@
 // The built-in busybox image; see builtin-image.hpp. Keep in step with
 // tests/fixtures/make-busybox-rootfs.sh (test-import compares the two trees).
-#include "daemon/builtin-image.hpp"
-#include "daemon/import.hpp"
-#include "import-error.hpp"
+#include "image/builtin-image.hpp"
+#include "image/import.hpp"
+#include "image/import-error.hpp"
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
