@@ -36,6 +36,15 @@ using SourcePtr = std::unique_ptr<sd_event_source, SourceDeleter>;
 using SlotPtr = std::unique_ptr<sd_bus_slot, SlotDeleter>;
 using MessagePtr = std::unique_ptr<sd_bus_message, MessageDeleter>;
 
+// An sd_bus_error freed when it goes (it is a value, not a pointer: no unique_ptr fits it).
+struct BusError {
+    sd_bus_error e = SD_BUS_ERROR_NULL;
+    BusError() = default;
+    BusError(const BusError&) = delete;
+    BusError& operator=(const BusError&) = delete;
+    ~BusError() { sd_bus_error_free(&e); }
+};
+
 // Runs `f` and turns an escaping exception into -EIO: none may cross into libsystemd's C frames.
 template <typename F> int guarded(F&& f) noexcept {
     try {

@@ -1,0 +1,193 @@
+// create, and the lifecycle verbs that call one Manager method per NAME: delete, start, stop,
+// restart, reboot, kill.
+#include "common/fd.hpp"
+#include "common/validate.hpp"
+#include "ctl/bus.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <optional>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace lodge::ctl {
+
+int verb_create(const Options& o, sd_bus* bus) {
+    if (o.args.size() < 2 || o.args.size() > 4)
+        return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] "
+                    "[-c KEY=VALUE]...");
+    const std::string& name = o.args[1];
+    if (auto e = check_container_name(name); !e.empty())
+        return fail(e);
+    std::vector<Fd> fds;
+    const char* method = "CreateContainer";
+    for (size_t i = 2; i < o.args.size(); i++) {
+        Fd fd(::open(o.args[i].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!fd)
+            return fail("Cannot open " + o.args[i] + ": " + std::strerror(errno));
+        fds.push_back(std::move(fd));
+    }
+    if (fds.size() == 1) {
+        struct stat st {};
+        ::fstat(fds[0].get(), &st);
+        method = S_ISDIR(st.st_mode) ? "CreateContainerFromDirectory" : "ImportContainer";
+    } else if (fds.size() == 2) {
+        method = "ImportContainerSplit";
+    }
+    BusError err;
+    MessagePtr call = new_manager_call(bus, method);
+    if (!call)
+        return 1;
+    sd_bus_message* m = call.get();
+    std::string bad;
+    int r = sd_bus_message_append(m, "s", name.c_str());
+    if (r >= 0 && (r = append_map(m, o.config, bad)) == -EINVAL)
+        return fail("Invalid config \"" + bad + "\": expected KEY=VALUE");
+    for (auto& fd : fds)
+        if (r >= 0)
+            r = sd_bus_message_append(m, "h", fd.get());
+    // lodged reads the very file description we opened, so its offset is the import's
+    // progress: on a terminal, show it while waiting for the answer.
+    uint64_t total = 0;
+    for (auto& fd : fds) {
+        struct stat st {};
+        if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode))
+            total += static_cast<uint64_t>(st.st_size);
+    }
+    bool progress = total > 0 && !o.quiet && ::isatty(STDERR_FILENO);
+    if (r >= 0 && !progress)
+        r = sd_bus_call(bus, m, 0, &err.e, nullptr);
+    if (r >= 0 && progress) {
+        struct Done {
+            bool done = false;
+            std::string error;
+        } done;
+        sd_bus_slot* slot = nullptr;
+        r = sd_bus_call_async(
+            bus, &slot, m,
+            [](sd_bus_message* rep, void* ud, sd_bus_error*) {
+                auto* d = static_cast<Done*>(ud);
+                d->done = true;
+                if (const sd_bus_error* e = sd_bus_message_get_error(rep))
+                    d->error = e->message ? e->message : e->name;
+                return 0;
+            },
+            &done, UINT64_MAX);
+        while (r >= 0 && !done.done) {
+            uint64_t read = 0;
+            for (auto& fd : fds)
+                if (off_t pos = ::lseek(fd.get(), 0, SEEK_CUR); pos > 0)
+                    read += static_cast<uint64_t>(pos);
+            std::fprintf(stderr, "\rImporting %s: %3u%% (%.1f of %.1f MiB)", name.c_str(),
+                         static_cast<unsigned>(std::min<uint64_t>(100, read * 100 / total)),
+                         static_cast<double>(read) / (1 << 20),
+                         static_cast<double>(total) / (1 << 20));
+            while ((r = sd_bus_process(bus, nullptr)) > 0) {
+            }
+            if (r >= 0 && !done.done)
+                r = sd_bus_wait(bus, 200000);
+        }
+        std::fprintf(stderr, "\r\033[K");
+        sd_bus_slot_unref(slot);
+        if (r >= 0 && !done.error.empty())
+            return fail(done.error);
+    }
+    if (r < 0)
+        return bus_fail(err, r);
+    if (o.json)
+        std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());
+    else if (!o.quiet)
+        std::printf("Created container %s\n", name.c_str());
+    return 0;
+}
+
+namespace {
+
+int parse_timeout(const Options& o, int32_t& out) {
+    out = -1;
+    auto it = o.values.find("timeout");
+    if (it == o.values.end())
+        return 0;
+    auto v = parse_uint(it->second, INT32_MAX);
+    if (!v)
+        return fail("Invalid --timeout \"" + it->second + "\": expected seconds"), -EINVAL;
+    out = static_cast<int32_t>(*v);
+    return 0;
+}
+
+int32_t timeout_of(const Options& o) {
+    int32_t t = -1;
+    parse_timeout(o, t); // checked before the call (options_valid)
+    return t;
+}
+
+int32_t signal_of(const Options& o) {
+    auto it = o.values.find("signal");
+    auto s = it == o.values.end() ? std::optional<int>(SIGTERM) : parse_signal(it->second);
+    return s ? *s : SIGTERM;
+}
+
+// Option values are checked before anything is sent.
+bool options_valid(const Options& o) {
+    int32_t t;
+    if (parse_timeout(o, t) < 0)
+        return false;
+    if (auto it = o.values.find("signal"); it != o.values.end() && !parse_signal(it->second)) {
+        fail("Invalid --signal \"" + it->second + "\"");
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+int verb_delete(const Options& o, sd_bus* bus) {
+    return for_each_name(o, [&](const std::string& name, BusError& err) {
+        return call_manager(bus, err, nullptr, "DeleteContainer", "sb", name.c_str(),
+                            o.force ? 1 : 0);
+    });
+}
+
+int verb_start(const Options& o, sd_bus* bus) {
+    return for_each_name(o, [&](const std::string& name, BusError& err) {
+        return call_manager(bus, err, nullptr, "StartContainer", "s", name.c_str());
+    });
+}
+
+int verb_stop(const Options& o, sd_bus* bus) {
+    if (!options_valid(o))
+        return 1;
+    return for_each_name(o, [&](const std::string& name, BusError& err) {
+        return call_manager(bus, err, nullptr, "StopContainer", "sib", name.c_str(), timeout_of(o),
+                            o.force ? 1 : 0);
+    });
+}
+
+int verb_restart(const Options& o, sd_bus* bus) {
+    if (!options_valid(o))
+        return 1;
+    return for_each_name(o, [&](const std::string& name, BusError& err) {
+        return call_manager(bus, err, nullptr, "RestartContainer", "si", name.c_str(),
+                            timeout_of(o));
+    });
+}
+
+int verb_reboot(const Options& o, sd_bus* bus) {
+    return for_each_name(o, [&](const std::string& name, BusError& err) {
+        return call_manager(bus, err, nullptr, "RebootContainer", "s", name.c_str());
+    });
+}
+
+int verb_kill(const Options& o, sd_bus* bus) {
+    if (!options_valid(o))
+        return 1;
+    return for_each_name(o, [&](const std::string& name, BusError& err) {
+        return call_manager(bus, err, nullptr, "KillContainer", "si", name.c_str(), signal_of(o));
+    });
+}
+
+} // namespace lodge::ctl
