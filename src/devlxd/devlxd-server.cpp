@@ -1,10 +1,10 @@
-#include "devlxd/devlxd-server.hpp"
-#include "common/fileio.hpp"
+// The guest API server: MHD on lodged's loop, connection caps and deadlines, and the routing of
+// requests and events; the feeds are in feeds.cpp, the socket and its directories in
+// devlxd-socket.cpp.
+#include "devlxd/devlxd-server-parts.hpp"
+
 #include "common/log.hpp"
-#include "common/paths.hpp"
 #include "devlxd/devlxd-api.hpp"
-#include "devlxd/peer.hpp"
-#include "devlxd/websocket.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -13,21 +13,19 @@
 #include <microhttpd.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <vector>
 
 namespace lodge::daemon {
 
-namespace {
-
 uint64_t now_monotonic() {
     struct timespec ts {};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
 }
+
+namespace {
 
 // LXD reports the host's current name; re-read at most once a second, not per request.
 const std::string& host_name() {
@@ -62,218 +60,7 @@ bool header_has_token(const char* value, const char* token) {
     return false;
 }
 
-constexpr uint64_t ping_interval_usec = 10 * 1000000ULL; // LXD pings every 10 s ...
-constexpr unsigned max_missed_pongs = 2;                 // ... and gives up after 2 missed pongs
-
 } // namespace
-
-// One accepted socket: who is on the other end, read once at accept.
-struct DevlxdServer::Connection {
-    int fd = -1;
-    PeerIdentity peer;
-    int peer_error = 0;
-    // The container the peer was found in at accept, and that boot's generation; empty: in
-    // none, counted against its uid instead.
-    std::string container;
-    uint64_t generation = 0;
-    bool counted = false;      // against container or uid
-    SourcePtr hangup;          // a plain event stream's watch for its reader going away
-    Feed* stream = nullptr;    // that stream, while it lasts (owned by its MHD response)
-    uint64_t deadline = 0;     // CLOCK_MONOTONIC µs by which the next request's headers must be in
-    bool long_lived = false;   // an event feed: no deadline applies
-    Feed* upgrading = nullptr; // a websocket feed waiting for its 101 to be sent; owned here
-};
-
-// A subscriber to one container's events.
-struct DevlxdServer::Feed {
-    DevlxdServer* server = nullptr;
-    std::string container;
-    unsigned types = 0;
-    virtual ~Feed() = default;
-    virtual void deliver(const std::string& line) = 0;
-    virtual void finish() = 0;
-};
-
-// GET /1.0/events without an upgrade: newline-delimited JSON in a chunked response.
-struct DevlxdServer::StreamFeed : Feed {
-    MHD_Connection* mhd = nullptr;
-    Connection* conn = nullptr; // cleared by whichever of the two goes first
-    std::string pending;
-    bool suspended = false;
-    bool finished = false;
-
-    void deliver(const std::string& line) override {
-        if (pending.size() + line.size() > server->limits_.subscriber_backlog) {
-            finish(); // a reader this far behind is gone or stuck
-            return;
-        }
-        pending += line;
-        pending += '\n';
-        wake();
-    }
-    void finish() override {
-        finished = true;
-        wake();
-    }
-    void wake() {
-        if (suspended) {
-            suspended = false;
-            MHD_resume_connection(mhd);
-            server->kick();
-        }
-    }
-    static ssize_t read(void* cls, uint64_t, char* buf, size_t max) {
-        auto* f = static_cast<StreamFeed*>(cls);
-        if (!f->pending.empty()) {
-            size_t n = std::min(max, f->pending.size());
-            std::memcpy(buf, f->pending.data(), n);
-            f->pending.erase(0, n);
-            return static_cast<ssize_t>(n);
-        }
-        if (f->finished)
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        // Nothing to send: park the connection until an event (or the end) arrives.
-        f->suspended = true;
-        MHD_suspend_connection(f->mhd);
-        return 0;
-    }
-    static void release(void* cls) {
-        auto* f = static_cast<StreamFeed*>(cls);
-        f->server->remove_feed(f);
-        if (f->conn) {
-            f->conn->stream = nullptr;
-            f->conn->hangup.reset();
-        }
-        delete f;
-    }
-    // A parked stream is out of MHD's sight: only this notices its reader leaving, which
-    // would otherwise hold the connection until the next event for the container.
-    static int on_hangup(sd_event_source* s, int, uint32_t, void* userdata) {
-        return guarded([&] {
-            auto* conn = static_cast<Connection*>(userdata);
-            sd_event_source_set_enabled(s, SD_EVENT_OFF);
-            ::shutdown(conn->fd, SHUT_RDWR);
-            if (auto* f = static_cast<StreamFeed*>(conn->stream))
-                f->finish();
-            return 0;
-        });
-    }
-};
-
-// GET /1.0/events with Upgrade: websocket: one text frame per event, pings every 10 s.
-struct DevlxdServer::SocketFeed : Feed {
-    int fd = -1;
-    MHD_UpgradeResponseHandle* urh = nullptr;
-    SourcePtr io, ping;
-    std::string out;
-    ws::Decoder decoder;
-    unsigned missed_pongs = 0;
-    bool closing = false;
-
-    void deliver(const std::string& line) override { send(ws::frame(ws::Opcode::text, line)); }
-    void finish() override {
-        send(ws::frame(ws::Opcode::close, std::string("\x03\xe9", 2))); // 1001: going away
-        close();
-    }
-    void send(const std::string& data) {
-        if (closing)
-            return;
-        if (out.size() + data.size() > server->limits_.subscriber_backlog) {
-            close();
-            return;
-        }
-        out += data;
-        flush();
-    }
-    void flush() {
-        while (!out.empty()) {
-            ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && errno == EAGAIN)
-                break;
-            if (n <= 0) {
-                close();
-                return;
-            }
-            out.erase(0, static_cast<size_t>(n));
-        }
-        if (io)
-            sd_event_source_set_io_events(io.get(), out.empty() ? uint32_t{EPOLLIN}
-                                                                : uint32_t{EPOLLIN | EPOLLOUT});
-    }
-    // Hands the socket back to MHD to close; the feed is freed on the next loop iteration.
-    void close() {
-        if (closing)
-            return;
-        closing = true;
-        io.reset();
-        ping.reset();
-        ::shutdown(fd, SHUT_RDWR);
-        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-        server->remove_feed(this);
-        server->kick();
-    }
-    void on_frames(std::string_view data) {
-        std::vector<ws::Frame> frames;
-        bool ok = decoder.feed(data, frames);
-        for (auto& f : frames) {
-            if (closing)
-                return;
-            switch (f.op) {
-            case ws::Opcode::ping:
-                send(ws::frame(ws::Opcode::pong, f.payload));
-                break;
-            case ws::Opcode::pong:
-                missed_pongs = 0;
-                break;
-            case ws::Opcode::close:
-                send(ws::frame(ws::Opcode::close, f.payload.substr(0, 2)));
-                close();
-                return;
-            default:
-                break; // the feed is one-way: data from the client is read and dropped
-            }
-        }
-        if (!ok) {
-            send(ws::frame(ws::Opcode::close, std::string("\x03\xea", 2))); // 1002: protocol error
-            close();
-        }
-    }
-    static int on_io(sd_event_source*, int, uint32_t revents, void* userdata) {
-        return guarded([&] {
-            auto* f = static_cast<SocketFeed*>(userdata);
-            if (revents & EPOLLOUT)
-                f->flush();
-            if (f->closing || !(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-                return 0;
-            char buf[4096];
-            ssize_t n = ::recv(f->fd, buf, sizeof buf, MSG_DONTWAIT);
-            if (n < 0 && (errno == EAGAIN || errno == EINTR))
-                return 0;
-            if (n <= 0) {
-                f->close();
-                return 0;
-            }
-            f->on_frames(std::string_view(buf, static_cast<size_t>(n)));
-            return 0;
-        });
-    }
-    static int on_ping(sd_event_source* s, uint64_t usec, void* userdata) {
-        return guarded([&] {
-            auto* f = static_cast<SocketFeed*>(userdata);
-            if (f->missed_pongs >= max_missed_pongs) {
-                f->close();
-                return 0;
-            }
-            f->missed_pongs++;
-            f->send(ws::frame(ws::Opcode::ping, ""));
-            if (!f->closing)
-                sd_event_source_set_time(s, usec + ping_interval_usec);
-            return 0;
-        });
-    }
-};
 
 // The C entry points MHD calls; none lets an exception out.
 struct MhdCallbacks {
@@ -783,75 +570,6 @@ int DevlxdServer::start_events(MHD_Connection* mhd, Connection* conn, const std:
     MHD_set_connection_option(mhd, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     conn->long_lived = true;
     return ok == MHD_YES ? 0 : -EIO;
-}
-
-namespace {
-
-// `path` as a root-owned directory of exactly `mode`, made if missing; a symlink or anything
-// else in its place is refused rather than followed.
-int own_dir(const std::string& path, mode_t mode) {
-    if (::mkdir(path.c_str(), mode) < 0 && errno != EEXIST)
-        return log_error_errno(errno, "Cannot create %s", path.c_str());
-    Fd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dir)
-        return log_error_errno(errno, "Cannot open %s", path.c_str());
-    if (::fchown(dir.get(), 0, 0) < 0 || ::fchmod(dir.get(), mode) < 0)
-        return log_error_errno(errno, "Cannot set the owner and mode of %s", path.c_str());
-    return 0;
-}
-
-} // namespace
-
-int prepare_devlxd_dirs() {
-    std::string runtime = paths::runtime_dir();
-    if (int r = mkdir_p(runtime, 0755); r < 0)
-        return log_error_errno(r, "Cannot create %s", runtime.c_str());
-    // systemd makes every missing parent of the socket with DirectoryMode= (0700): the
-    // runtime directory itself must stay open, supervisors' children walk it from their
-    // user namespaces.
-    if (int r = own_dir(runtime, 0755); r < 0)
-        return r;
-    std::string host = paths::devlxd_host_dir();
-    if (int r = own_dir(host, 0700); r < 0)
-        return r;
-    if (int r = own_dir(paths::devlxd_dir(), 0755); r < 0)
-        return r;
-    // CONTRACT §2's path names the socket too (for root on the host). An older lodge kept the
-    // socket itself there: replace it.
-    std::string link = host + "/sock";
-    char target[64] = {};
-    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
-        std::strcmp(target, "guest/sock") == 0)
-        return 0;
-    ::unlink(link.c_str());
-    if (::symlink("guest/sock", link.c_str()) < 0)
-        return log_error_errno(errno, "Cannot create %s", link.c_str());
-    return 0;
-}
-
-int open_devlxd_listener(Fd& out) {
-    if (int r = prepare_devlxd_dirs(); r < 0)
-        return r;
-    std::string path = paths::devlxd_dir() + "/sock";
-    struct sockaddr_un addr {};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path)
-        return log_error_errno(ENAMETOOLONG, "devlxd socket path %s", path.c_str());
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd)
-        return log_error_errno(errno, "Cannot create the devlxd socket");
-    ::unlink(path.c_str()); // a stale socket from an earlier lodged
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return log_error_errno(errno, "Cannot bind %s", path.c_str());
-    // Connectable by everyone who can reach it: inside containers, who may talk is decided
-    // per request from the credentials; on the host, the root-only parent keeps users out.
-    if (::chmod(path.c_str(), 0666) < 0)
-        return log_error_errno(errno, "Cannot chmod %s", path.c_str());
-    if (::listen(fd.get(), SOMAXCONN) < 0)
-        return log_error_errno(errno, "Cannot listen on %s", path.c_str());
-    out = std::move(fd);
-    return 0;
 }
 
 } // namespace lodge::daemon
