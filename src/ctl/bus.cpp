@@ -95,6 +95,17 @@ int call_for_fd(sd_bus* bus, const char* method, const std::string& name, int& f
 
 // ---- properties ------------------------------------------------------------------------------
 
+namespace {
+
+// The string properties, each with its ContainerInfo field.
+const std::map<std::string, std::string ContainerInfo::*> text_properties = {
+    {"Name", &ContainerInfo::name},          {"State", &ContainerInfo::state},
+    {"Reason", &ContainerInfo::reason},      {"Unit", &ContainerInfo::unit},
+    {"RootDirectory", &ContainerInfo::root}, {"BootId", &ContainerInfo::boot_id},
+};
+
+} // namespace
+
 int get_info(sd_bus* bus, const std::string& name, ContainerInfo& info, BusError& err) {
     MessagePtr reply;
     int r = call_manager(bus, err, &reply, "GetContainer", "s", name.c_str());
@@ -123,18 +134,8 @@ int get_info(sd_bus* bus, const std::string& name, ContainerInfo& info, BusError
             sd_bus_message_read(all, "s", &s);
             out = s;
         };
-        if (p == "Name")
-            str(info.name);
-        else if (p == "State")
-            str(info.state);
-        else if (p == "Reason")
-            str(info.reason);
-        else if (p == "Unit")
-            str(info.unit);
-        else if (p == "RootDirectory")
-            str(info.root);
-        else if (p == "BootId")
-            str(info.boot_id);
+        if (auto text = text_properties.find(p); text != text_properties.end())
+            str(info.*(text->second));
         else if (p == "Leader")
             sd_bus_message_read(all, "u", &info.leader);
         else if (p == "Timestamp")

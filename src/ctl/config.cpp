@@ -7,9 +7,6 @@
 namespace lodge::ctl {
 
 int verb_config(const Options& o, sd_bus* bus) {
-    if (o.args.size() < 3)
-        return fail("Usage: lodgectl config get NAME KEY | set NAME KEY=VALUE... | "
-                    "unset NAME KEY... | show NAME");
     const std::string& sub = o.args[1];
     const std::string& name = o.args[2];
     if (sub == "get" || sub == "show") {
@@ -87,9 +84,6 @@ int verb_config(const Options& o, sd_bus* bus) {
 }
 
 int verb_device(const Options& o, sd_bus* bus) {
-    if (o.args.size() < 3)
-        return fail("Usage: lodgectl device add NAME DEVICE [TYPE] [KEY=VALUE]... | "
-                    "remove NAME DEVICE | list NAME");
     const std::string& sub = o.args[1];
     const std::string& name = o.args[2];
     BusError err;

@@ -107,22 +107,12 @@ int verb_create(const Options& o, sd_bus* bus) {
 
 namespace {
 
-int parse_timeout(const Options& o, int32_t& out) {
-    out = -1;
-    auto it = o.values.find("timeout");
-    if (it == o.values.end())
-        return 0;
-    auto v = parse_uint(it->second, INT32_MAX);
-    if (!v)
-        return fail("Invalid --timeout \"" + it->second + "\": expected seconds"), -EINVAL;
-    out = static_cast<int32_t>(*v);
-    return 0;
-}
-
+// --timeout in seconds; -1 (the container's own) when not given or not valid (options_valid
+// has said so then).
 int32_t timeout_of(const Options& o) {
-    int32_t t = -1;
-    parse_timeout(o, t); // checked before the call (options_valid)
-    return t;
+    auto it = o.values.find("timeout");
+    auto v = it == o.values.end() ? std::nullopt : parse_uint(it->second, INT32_MAX);
+    return v ? static_cast<int32_t>(*v) : -1;
 }
 
 int32_t signal_of(const Options& o) {
@@ -131,11 +121,17 @@ int32_t signal_of(const Options& o) {
     return s ? *s : SIGTERM;
 }
 
+int32_t force_of(const Options& o) {
+    return o.force ? 1 : 0;
+}
+
 // Option values are checked before anything is sent.
 bool options_valid(const Options& o) {
-    int32_t t;
-    if (parse_timeout(o, t) < 0)
+    if (auto it = o.values.find("timeout");
+        it != o.values.end() && !parse_uint(it->second, INT32_MAX)) {
+        fail("Invalid --timeout \"" + it->second + "\": expected seconds");
         return false;
+    }
     if (auto it = o.values.find("signal"); it != o.values.end() && !parse_signal(it->second)) {
         fail("Invalid --signal \"" + it->second + "\"");
         return false;
@@ -143,51 +139,46 @@ bool options_valid(const Options& o) {
     return true;
 }
 
+// Calls the by-name Manager method `method` for each NAME argument, `extra` after the name.
+template <typename... Extra>
+int call_each_name(const Options& o, sd_bus* bus, const char* method, const char* types,
+                   Extra... extra) {
+    return for_each_name(o, [&](const std::string& name, BusError& err) {
+        return call_manager(bus, err, nullptr, method, types, name.c_str(), extra...);
+    });
+}
+
+// The same for the verbs that take option values (stop, restart, kill).
+template <typename... Extra>
+int call_each_name_checked(const Options& o, sd_bus* bus, const char* method, const char* types,
+                           Extra... extra) {
+    return options_valid(o) ? call_each_name(o, bus, method, types, extra...) : 1;
+}
+
 } // namespace
 
 int verb_delete(const Options& o, sd_bus* bus) {
-    return for_each_name(o, [&](const std::string& name, BusError& err) {
-        return call_manager(bus, err, nullptr, "DeleteContainer", "sb", name.c_str(),
-                            o.force ? 1 : 0);
-    });
+    return call_each_name(o, bus, "DeleteContainer", "sb", force_of(o));
 }
 
 int verb_start(const Options& o, sd_bus* bus) {
-    return for_each_name(o, [&](const std::string& name, BusError& err) {
-        return call_manager(bus, err, nullptr, "StartContainer", "s", name.c_str());
-    });
+    return call_each_name(o, bus, "StartContainer", "s");
 }
 
 int verb_stop(const Options& o, sd_bus* bus) {
-    if (!options_valid(o))
-        return 1;
-    return for_each_name(o, [&](const std::string& name, BusError& err) {
-        return call_manager(bus, err, nullptr, "StopContainer", "sib", name.c_str(), timeout_of(o),
-                            o.force ? 1 : 0);
-    });
+    return call_each_name_checked(o, bus, "StopContainer", "sib", timeout_of(o), force_of(o));
 }
 
 int verb_restart(const Options& o, sd_bus* bus) {
-    if (!options_valid(o))
-        return 1;
-    return for_each_name(o, [&](const std::string& name, BusError& err) {
-        return call_manager(bus, err, nullptr, "RestartContainer", "si", name.c_str(),
-                            timeout_of(o));
-    });
+    return call_each_name_checked(o, bus, "RestartContainer", "si", timeout_of(o));
 }
 
 int verb_reboot(const Options& o, sd_bus* bus) {
-    return for_each_name(o, [&](const std::string& name, BusError& err) {
-        return call_manager(bus, err, nullptr, "RebootContainer", "s", name.c_str());
-    });
+    return call_each_name(o, bus, "RebootContainer", "s");
 }
 
 int verb_kill(const Options& o, sd_bus* bus) {
-    if (!options_valid(o))
-        return 1;
-    return for_each_name(o, [&](const std::string& name, BusError& err) {
-        return call_manager(bus, err, nullptr, "KillContainer", "si", name.c_str(), signal_of(o));
-    });
+    return call_each_name_checked(o, bus, "KillContainer", "si", signal_of(o));
 }
 
 } // namespace lodge::ctl

@@ -26,8 +26,10 @@ const std::vector<Verb>& verbs() {
     static const std::vector<Verb> table = {
         {"list", 0, 0, "list [--json] [--no-legend] [-q]",
          "List containers: state, leader and addresses (-q: names only).", verb_list},
-        {"status", 1, any, "status NAME... [--json]", "Show a container's state.", verb_status},
-        {"show", 1, any, "show NAME... [--json]", "Show a container's properties.", verb_show},
+        {"status", 1, any, "status NAME... [--json]", "Show a container's state.",
+         verb_status_or_show},
+        {"show", 1, any, "show NAME... [--json]", "Show a container's properties.",
+         verb_status_or_show},
         {"create", 1, 3, "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]...",
          "Create a container from the built-in image, a directory, a tarball or an LXD image.",
          verb_create},
@@ -55,8 +57,9 @@ const std::vector<Verb>& verbs() {
         {"shell", 1, 1, "shell NAME [--env KEY=VALUE]... [--cwd DIR]",
          "A login shell (/bin/sh -l) in the container, on a terminal.", verb_shell},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
-         verb_enable},
-        {"disable", 1, any, "disable NAME...", "Do not start containers at boot.", verb_disable},
+         verb_enable_or_disable},
+        {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
+         verb_enable_or_disable},
     };
     return table;
 }

@@ -105,11 +105,8 @@ int verb_list(const Options& o, sd_bus* bus) {
     return 0;
 }
 
-namespace {
-
-int status_or_show(const Options& o, sd_bus* bus, bool show) {
-    if (o.args.size() < 2)
-        return fail(std::string("Usage: lodgectl ") + (show ? "show" : "status") + " NAME...");
+int verb_status_or_show(const Options& o, sd_bus* bus) {
+    bool show = o.args[0] == "show";
     int ret = 0;
     nlohmann::json all = nlohmann::json::array();
     for (size_t i = 1; i < o.args.size(); i++) {
@@ -173,16 +170,6 @@ int status_or_show(const Options& o, sd_bus* bus, bool show) {
     if (o.json)
         std::printf("%s\n", (all.size() == 1 ? all[0] : all).dump().c_str());
     return ret;
-}
-
-} // namespace
-
-int verb_status(const Options& o, sd_bus* bus) {
-    return status_or_show(o, bus, false);
-}
-
-int verb_show(const Options& o, sd_bus* bus) {
-    return status_or_show(o, bus, true);
 }
 
 } // namespace lodge::ctl

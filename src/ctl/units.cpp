@@ -4,13 +4,10 @@
 
 namespace lodge::ctl {
 
-namespace {
-
 // enable/disable: the lodge@NAME.service template instance, through systemd's own API, as
 // machinectl enable does for systemd-nspawn@.service.
-int enable_or_disable(const Options& o, sd_bus* bus, bool enable) {
-    if (o.args.size() < 2)
-        return fail(std::string("Usage: lodgectl ") + (enable ? "enable" : "disable") + " NAME...");
+int verb_enable_or_disable(const Options& o, sd_bus* bus) {
+    bool enable = o.args[0] == "enable";
     std::vector<std::string> units;
     for (size_t i = 1; i < o.args.size(); i++) {
         if (auto e = check_container_name(o.args[i]); !e.empty())
@@ -48,16 +45,6 @@ int enable_or_disable(const Options& o, sd_bus* bus, bool enable) {
                        "org.freedesktop.systemd1.Manager", "Reload", &reload_err.e, nullptr,
                        nullptr);
     return 0;
-}
-
-} // namespace
-
-int verb_enable(const Options& o, sd_bus* bus) {
-    return enable_or_disable(o, bus, true);
-}
-
-int verb_disable(const Options& o, sd_bus* bus) {
-    return enable_or_disable(o, bus, false);
 }
 
 } // namespace lodge::ctl

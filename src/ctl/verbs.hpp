@@ -25,34 +25,20 @@ struct Options {
     std::vector<std::string> command; // after --
 };
 
-// Runs one verb on an open bus; returns the process's exit status.
-using VerbHandler = int (*)(const Options&, sd_bus*);
+// Runs one verb on an open bus; returns the process's exit status. Handlers are declared
+// with it, a group of verbs to a line, and defined as int verb_x(const Options&, sd_bus*).
+using VerbFn = int(const Options& o, sd_bus* bus);
+using VerbHandler = VerbFn*;
 
-// show.cpp
-int verb_list(const Options& o, sd_bus* bus);
-int verb_status(const Options& o, sd_bus* bus);
-int verb_show(const Options& o, sd_bus* bus);
-
-// create.cpp: creation and the by-name lifecycle verbs
-int verb_create(const Options& o, sd_bus* bus);
-int verb_delete(const Options& o, sd_bus* bus);
-int verb_start(const Options& o, sd_bus* bus);
-int verb_stop(const Options& o, sd_bus* bus);
-int verb_restart(const Options& o, sd_bus* bus);
-int verb_reboot(const Options& o, sd_bus* bus);
-int verb_kill(const Options& o, sd_bus* bus);
-
+// show.cpp (status and show are told apart by the verb, o.args[0])
+VerbFn verb_list, verb_status_or_show;
+// create.cpp: create, and the lifecycle verbs that call one method per NAME
+VerbFn verb_create, verb_delete, verb_start, verb_stop, verb_restart, verb_reboot, verb_kill;
 // config.cpp
-int verb_config(const Options& o, sd_bus* bus);
-int verb_device(const Options& o, sd_bus* bus);
-
+VerbFn verb_config, verb_device;
 // exec.cpp
-int verb_exec(const Options& o, sd_bus* bus);
-int verb_shell(const Options& o, sd_bus* bus);
-int verb_console(const Options& o, sd_bus* bus);
-
-// units.cpp
-int verb_enable(const Options& o, sd_bus* bus);
-int verb_disable(const Options& o, sd_bus* bus);
+VerbFn verb_exec, verb_shell, verb_console;
+// units.cpp (enable and disable are told apart by the verb)
+VerbFn verb_enable_or_disable;
 
 } // namespace lodge::ctl

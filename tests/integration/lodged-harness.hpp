@@ -1,5 +1,6 @@
 // lodged for tests: a private dbus-daemon with the project's bus policy, lodged started on it
-// (READY=1 through our own NOTIFY_SOCKET), and lodgectl. Shared by the lodged and devlxd suites.
+// (READY=1 through our own NOTIFY_SOCKET), lodgectl, and LodgedFixture, the base of every suite
+// that talks to lodged.
 #pragma once
 
 #include "common/fd.hpp"
@@ -9,6 +10,8 @@
 #include <csignal>
 #include <cstdio>
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <memory>
 #include <poll.h>
 #include <string>
 #include <sys/socket.h>
@@ -131,5 +134,50 @@ public:
 inline std::string ctl(const std::string& args, int* status = nullptr) {
     return sh(env_path("LODGE_LODGECTL") + " " + args + " 2>&1", status);
 }
+
+// The base of every suite that talks to lodged: root, a private bus, lodged on it, and every
+// container the test named through `created` (name_container, create_container) deleted at
+// the end. A suite with its own setup overrides start_lodged or extends SetUp/TearDown.
+class LodgedFixture : public ::testing::Test {
+protected:
+    void SetUp() override {
+        LODGE_REQUIRE_ROOT();
+        bus = std::make_unique<PrivateBus>();
+        start_lodged();
+    }
+    void TearDown() override {
+        // Leave no container behind, whatever the test did.
+        for (auto& n : created)
+            ctl("delete --force " + n);
+        daemon.reset();
+        bus.reset();
+    }
+    // A new lodged (the old one, if any, is stopped first), up when this returns.
+    virtual void start_lodged() {
+        daemon = std::make_unique<Lodged>();
+        ASSERT_TRUE(daemon->wait_ready());
+    }
+    // A unique container name, deleted at the end.
+    std::string name_container(const std::string& base) {
+        std::string n = unique_name(base);
+        created.push_back(n);
+        return n;
+    }
+    // A new busybox container, with `config` (KEY=VALUE words) set when given.
+    std::string create_container(const std::string& base, const std::string& config = "") {
+        std::string n = name_container(base);
+        int st = -1;
+        std::string out = ctl("create " + n, &st);
+        EXPECT_EQ(st, 0) << out;
+        if (!config.empty()) {
+            EXPECT_EQ(ctl("config set " + n + " " + config, &st), "");
+        }
+        return n;
+    }
+
+    std::unique_ptr<PrivateBus> bus;
+    std::unique_ptr<Lodged> daemon;
+    std::vector<std::string> created;
+};
 
 } // namespace lodge::test

@@ -25,7 +25,13 @@ struct Reply {
     int status = 0;
     std::string type;
     std::string body;
+    bool operator==(const Reply&) const = default;
 };
+
+// So that a failed EXPECT_EQ on two replies shows both.
+void PrintTo(const Reply& r, std::ostream* os) {
+    *os << r.status << " " << r.type << " " << ::testing::PrintToString(r.body);
+}
 
 // devlxd-client prints "STATUS n", "CONTENT-TYPE t", an empty line, then the body.
 Reply parse_reply(const std::string& out) {
@@ -131,33 +137,20 @@ long rss_kib(pid_t pid) {
     return -1;
 }
 
-class DevlxdTest : public ::testing::Test {
+class DevlxdTest : public LodgedFixture {
 protected:
     void SetUp() override {
-        LODGE_REQUIRE_ROOT();
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
+        LodgedFixture::SetUp();
+        if (IsSkipped() || HasFatalFailure())
+            return;
         socket_path = TestRoot::get().dir + "/run/devlxd/sock";
-    }
-    void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
     }
     // A busybox container with devlxd-client at /devlxd-client, started.
     std::string make(const std::string& base, const std::string& config = "") {
-        std::string n = unique_name(base);
+        std::string n = create_container(base, config);
         int st = -1;
-        std::string out = ctl("create " + n, &st);
-        EXPECT_EQ(st, 0) << out;
-        created.push_back(n);
-        if (!config.empty()) {
-            EXPECT_EQ(ctl("config set " + n + " " + config, &st), "");
-        }
         sh("cp " + env_path("LODGE_DEVLXD_CLIENT") + " " + rootfs(n) + "/devlxd-client");
-        out = ctl("start " + n, &st);
+        std::string out = ctl("start " + n, &st);
         if (st != 0 && contains(out, "idmapped"))
             skip_reason = out; // the caller skips: the host cannot give it its rootfs
         else
@@ -191,9 +184,6 @@ protected:
         return id;
     }
 
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
     std::string socket_path, skip_reason;
 };
 
@@ -214,15 +204,12 @@ TEST_F(DevlxdTest, EveryEndpointAnswersAsLxd) {
     host.pop_back();
 
     Reply r = get(n, "/");
-    EXPECT_EQ(r.status, 200);
-    EXPECT_EQ(r.type, "application/json");
-    EXPECT_EQ(r.body, "[\"/1.0\"]\n");
+    EXPECT_EQ(r, (Reply{200, "application/json", "[\"/1.0\"]\n"}));
 
     r = get(n, "/1.0");
-    EXPECT_EQ(r.status, 200);
-    EXPECT_EQ(r.type, "application/json");
-    EXPECT_EQ(r.body, api_body_started + host +
-                          R"(","auth":"untrusted","supported_storage_drivers":[]})" + "\n");
+    EXPECT_EQ(r, (Reply{200, "application/json",
+                        api_body_started + host +
+                            R"(","auth":"untrusted","supported_storage_drivers":[]})" + "\n"}));
 
     r = get(n, "/1.0/config");
     EXPECT_EQ(r.status, 200);
@@ -234,17 +221,13 @@ TEST_F(DevlxdTest, EveryEndpointAnswersAsLxd) {
                                      "/1.0/config/user.meta-data"}));
 
     r = get(n, "/1.0/config/user.foo");
-    EXPECT_EQ(r.status, 200);
-    EXPECT_EQ(r.type, "application/octet-stream");
-    EXPECT_EQ(r.body, "bar");
+    EXPECT_EQ(r, (Reply{200, "application/octet-stream", "bar"}));
     r = get(n, "/1.0/config/user.f%6fo"); // the key is path-unescaped
     EXPECT_EQ(r.body, "bar");
     r = get(n, "/1.0/config/user.%zz");
     EXPECT_EQ(r.status, 400);
     r = get(n, "/1.0/config/security.privileged");
-    EXPECT_EQ(r.status, 403);
-    EXPECT_EQ(r.type, "text/plain; charset=utf-8");
-    EXPECT_EQ(r.body, "Forbidden\n");
+    EXPECT_EQ(r, (Reply{403, "text/plain; charset=utf-8", "Forbidden\n"}));
     r = get(n, "/1.0/config/user.missing");
     EXPECT_EQ(r.status, 404);
     EXPECT_EQ(r.body, "Not Found\n");

@@ -147,14 +147,12 @@ std::string call_exec(const std::string& name, const std::vector<std::string>& a
     return result;
 }
 
-class ExecSecurity : public ::testing::Test {
+class ExecSecurity : public LodgedFixture {
 protected:
     void SetUp() override {
         LODGE_REQUIRE_ROOT();
         ::setenv("LODGE_EXEC_SETUP_TIMEOUT", setup_timeout, 1);
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
+        LodgedFixture::SetUp();
     }
     void TearDown() override {
         if (daemon && !answers()) {
@@ -164,14 +162,10 @@ protected:
             daemon = std::make_unique<Lodged>();
             daemon->wait_ready();
         }
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
+        LodgedFixture::TearDown();
     }
     std::string make(const std::string& base, const std::string& options = "") {
-        std::string n = unique_name(base);
-        created.push_back(n);
+        std::string n = name_container(base);
         int st = 0;
         std::string out = ctl("create " + n + options, &st);
         EXPECT_EQ(st, 0) << out;
@@ -210,9 +204,6 @@ protected:
     std::string tmp(const std::string& base) {
         return TestRoot::get().dir + "/" + unique_name(base);
     }
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
 };
 
 // Finding 5: root in the container mounts a FUSE filesystem that never answers on /root, where

@@ -22,29 +22,9 @@ using namespace lodge::test;
 
 namespace {
 
-class LodgedTest : public ::testing::Test {
+class LodgedTest : public LodgedFixture {
 protected:
-    void SetUp() override {
-        LODGE_REQUIRE_ROOT();
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
-    }
-    void TearDown() override {
-        // Leave no container behind, whatever the test did.
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
-    }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        return n;
-    }
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
+    std::string make(const std::string& base) { return name_container(base); }
 };
 
 TEST_F(LodgedTest, CreateStartStopDelete) {

@@ -120,7 +120,7 @@ std::vector<std::string> hidden(const std::string& prefix) {
     return out;
 }
 
-class OperationsTest : public ::testing::Test {
+class OperationsTest : public LodgedFixture {
 protected:
     static void SetUpTestSuite() {
         if (::geteuid() != 0)
@@ -138,21 +138,9 @@ protected:
         struct stat st {};
         ASSERT_EQ(::stat(tarball.c_str(), &st), 0) << "no busybox tarball";
         ASSERT_GT(st.st_size, 1 << 20);
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
+        LodgedFixture::SetUp();
     }
-    void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
-    }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        return n;
-    }
+    std::string make(const std::string& base) { return name_container(base); }
     // A running busybox container with the static devlxd client at /devlxd-client; empty
     // `skip` unless the host cannot give it its rootfs.
     std::string make_running(const std::string& base, std::string& skip) {
@@ -194,9 +182,6 @@ protected:
     }
 
     static inline std::string tarball;
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
 };
 
 // The bus and the guest API answer while an import waits for its source; before the import

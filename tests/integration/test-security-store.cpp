@@ -96,7 +96,7 @@ std::vector<std::string> hidden_entries(const std::string& dir) {
     return out;
 }
 
-class SecurityStore : public ::testing::Test {
+class SecurityStore : public LodgedFixture {
 protected:
     void SetUp() override {
         LODGE_REQUIRE_ROOT();
@@ -107,23 +107,15 @@ protected:
         state = root + "/" + unique_name("store");
         containers = state + "/containers";
         ::setenv("LODGE_STATE_DIR", state.c_str(), 1);
-        bus = std::make_unique<PrivateBus>();
-        start_lodged();
+        LodgedFixture::SetUp();
     }
     void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
+        LodgedFixture::TearDown();
         if (!state.empty()) {
             sh("chattr -R -i " + state + " 2>/dev/null");
             remove_tree(state);
         }
         ::setenv("LODGE_STATE_DIR", (TestRoot::get().dir + "/state").c_str(), 1);
-    }
-    void start_lodged() {
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
     }
     std::string make(const std::string& base) {
         std::string n = unique_name(base) + "-" + std::to_string(created.size());
@@ -133,9 +125,6 @@ protected:
     std::string rootfs(const std::string& n) { return containers + "/" + n + "/rootfs"; }
     bool listed(const std::string& n) { return contains(ctl("list --no-legend"), n + " "); }
 
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
     std::string state, containers;
 };
 

@@ -33,6 +33,13 @@ protected:
             ASSERT_GE(sd_event_run(event.get(), 100000), 0);
         ASSERT_TRUE(done());
     }
+    // Starts `spec` and runs the loop until its done callback has put the result in `got`.
+    void run_to_end(OperationSpec spec, std::optional<OperationResult>& got) {
+        spec.done = [&got](const OperationResult& r) { got = r; };
+        std::string error;
+        ASSERT_EQ(ops->start(std::move(spec), error), 0) << error;
+        run_until([&] { return got.has_value(); });
+    }
     EventPtr event;
     std::unique_ptr<Operations> ops;
 };
@@ -45,10 +52,7 @@ TEST_F(OperationTest, ResultAndDataComeBack) {
         return 0;
     };
     std::optional<OperationResult> got;
-    spec.done = [&](const OperationResult& r) { got = r; };
-    std::string error;
-    ASSERT_EQ(ops->start(std::move(spec), error), 0);
-    run_until([&] { return got.has_value(); });
+    ASSERT_NO_FATAL_FAILURE(run_to_end(std::move(spec), got));
     EXPECT_EQ(got->code, 0);
     ASSERT_TRUE(got->data.contains("pid"));
     EXPECT_NE(got->data["pid"].get<int>(), ::getpid()) << "the work ran in lodged itself";
@@ -61,9 +65,7 @@ TEST_F(OperationTest, ResultAndDataComeBack) {
         return -ENOSPC;
     };
     got.reset();
-    failing.done = [&](const OperationResult& r) { got = r; };
-    ASSERT_EQ(ops->start(std::move(failing), error), 0);
-    run_until([&] { return got.has_value(); });
+    ASSERT_NO_FATAL_FAILURE(run_to_end(std::move(failing), got));
     EXPECT_EQ(got->code, -ENOSPC);
     EXPECT_EQ(got->error.rfind("no ", 0), 0u) << got->error;
 }
@@ -123,10 +125,7 @@ TEST_F(OperationTest, NoProgressForTheIdleLimitKillsTheWorker) {
         return ::read(w.fd(0), &c, 1) == 1 ? 0 : -EIO;
     };
     std::optional<OperationResult> got;
-    spec.done = [&](const OperationResult& r) { got = r; };
-    std::string error;
-    ASSERT_EQ(ops->start(std::move(spec), error), 0);
-    run_until([&] { return got.has_value(); });
+    ASSERT_NO_FATAL_FAILURE(run_to_end(std::move(spec), got));
     EXPECT_EQ(got->code, -ETIMEDOUT);
     EXPECT_NE(got->error.find("made no progress"), std::string::npos) << got->error;
 }
@@ -172,10 +171,7 @@ TEST_F(OperationTest, WorkersGetOnlyTheirOwnDescriptors) {
         return 0;
     };
     std::optional<OperationResult> got;
-    spec.done = [&](const OperationResult& r) { got = r; };
-    std::string error;
-    ASSERT_EQ(ops->start(std::move(spec), error), 0);
-    run_until([&] { return got.has_value(); });
+    ASSERT_NO_FATAL_FAILURE(run_to_end(std::move(spec), got));
     ASSERT_EQ(got->code, 0);
     EXPECT_FALSE(got->data.value("open", true)) << "the worker inherited lodged's descriptors";
 }
