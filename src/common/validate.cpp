@@ -1,4 +1,5 @@
 #include "common/validate.hpp"
+#include "common/limits.hpp"
 
 #include <algorithm>
 #include <array>
@@ -262,20 +263,9 @@ std::string check_config_key(const std::string& key, const std::string& value, K
                 return bad_value(key, value, "expected syscall names separated by newlines");
         return {};
     }
-    if (key == "limits.memory") {
-        bool percent = false;
-        auto n = parse_size(value, &percent);
-        return n && (percent || *n >= 4096)
-                   ? std::string()
-                   : bad_value(key, value, "expected a size such as 256MiB or 50%");
-    }
-    if (key == "limits.cpu")
-        return is_cpu_count(value) || is_cpuset(value)
-                   ? std::string()
-                   : bad_value(key, value, "expected a CPU count such as 2 or a set such as 0-1,3");
-    if (key == "limits.processes") {
-        auto n = parse_uint(value, 4194304);
-        return n && *n > 0 ? std::string() : bad_value(key, value, "expected a positive number");
+    if (is_limits_key(key)) {
+        Limits ignored;
+        return parse_limit(key, value, ignored);
     }
     if (key == "boot.stop.signal")
         return value == "auto" || parse_signal(value)

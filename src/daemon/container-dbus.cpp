@@ -12,7 +12,6 @@
 #include <cstring>
 #include <fcntl.h>
 #include <memory>
-#include <nlohmann/json.hpp>
 
 namespace lodge::daemon {
 
@@ -101,9 +100,14 @@ int op_start(sd_bus_message* m, Container& c, sd_bus_error* error) {
     return start_authorized(m, c, false, error);
 }
 
+// A bus timeout below 0 means the container's own (boot.host_shutdown_timeout).
+static std::optional<unsigned> optional_timeout(int32_t timeout) {
+    return timeout < 0 ? std::nullopt : std::optional<unsigned>(static_cast<unsigned>(timeout));
+}
+
 // stop and restart reply once the supervisor says the container stopped (or runs again); a
 // stop only once the supervisor has exited too, so that a start right after it succeeds.
-static int deferred_request(sd_bus_message* m, Container& c, const std::string& req,
+static int deferred_request(sd_bus_message* m, Container& c, const runtime::proto::Request& req,
                             sd_bus_error* error, bool until_exit = false) {
     std::string msg;
     sd_bus_message_ref(m);
@@ -111,25 +115,23 @@ static int deferred_request(sd_bus_message* m, Container& c, const std::string& 
     std::string name = c.name();
     int r = c.manager->request_async(
         c, req,
-        [m, manager, name, until_exit](const std::string& reply) {
+        Manager::ReplyDone([m, manager, name, until_exit](const runtime::proto::Reply& reply) {
             auto answer = [m, reply] {
-                auto j = nlohmann::json::parse(reply, nullptr, false);
-                if (!j.is_object())
+                if (reply.gone)
                     sd_bus_reply_method_errorf(m, errors::not_running, "The supervisor went away");
-                else if (j.contains("error"))
-                    sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s",
-                                               j["error"].get<std::string>().c_str());
+                else if (!reply.error.empty())
+                    sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s", reply.error.c_str());
                 else
-                    sd_bus_reply_method_return(m, "s", j.value("reason", "").c_str());
+                    sd_bus_reply_method_return(
+                        m, "s", reply.status ? reply.status->reason.c_str() : "");
                 sd_bus_message_unref(m);
             };
             // A refused request (an error reply) leaves the supervisor running: answer now.
-            auto j = nlohmann::json::parse(reply, nullptr, false);
-            if (until_exit && !(j.is_object() && j.contains("error")))
+            if (until_exit && reply.error.empty())
                 manager->after_supervisor_exit(name, answer);
             else
                 answer();
-        },
+        }),
         msg);
     if (r < 0) {
         sd_bus_message_unref(m);
@@ -144,9 +146,8 @@ int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_
     if (!c.running())
         return sd_bus_error_setf(error, errors::not_running, "Container \"%s\" is not running",
                                  c.name().c_str());
-    std::string req = force         ? "stop-force"
-                      : timeout < 0 ? "stop"
-                                    : "stop " + std::to_string(timeout);
+    auto req = force ? runtime::proto::Request::of(runtime::proto::Verb::stop_force)
+                     : runtime::proto::Request::stop(optional_timeout(timeout));
     return deferred_request(m, c, req, error, true);
 }
 
@@ -155,11 +156,11 @@ int op_restart(sd_bus_message* m, Container& c, int32_t timeout, sd_bus_error* e
         return r == 0 ? 1 : r;
     if (!c.running()) // authorized above: asking polkit again would park the call forever
         return start_authorized(m, c, true, error);
-    return deferred_request(m, c, timeout < 0 ? "restart" : "restart " + std::to_string(timeout),
+    return deferred_request(m, c, runtime::proto::Request::restart(optional_timeout(timeout)),
                             error);
 }
 
-static int simple_request(sd_bus_message* m, Container& c, const std::string& req,
+static int simple_request(sd_bus_message* m, Container& c, const runtime::proto::Request& req,
                           sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
@@ -170,13 +171,13 @@ static int simple_request(sd_bus_message* m, Container& c, const std::string& re
 }
 
 int op_reboot(sd_bus_message* m, Container& c, sd_bus_error* error) {
-    return simple_request(m, c, "reboot", error);
+    return simple_request(m, c, runtime::proto::Request::of(runtime::proto::Verb::reboot), error);
 }
 
 int op_kill(sd_bus_message* m, Container& c, int32_t sig, sd_bus_error* error) {
     if (sig <= 0 || sig >= 65)
         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid signal %d", sig);
-    return simple_request(m, c, "kill " + std::to_string(sig), error);
+    return simple_request(m, c, runtime::proto::Request::kill(sig), error);
 }
 
 int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error) {
@@ -418,7 +419,7 @@ static int property_get_string(sd_bus*, const char*, const char*, const char* pr
         if (p == "Name")
             v = c.name();
         else if (p == "State")
-            v = c.state;
+            v = runtime::proto::state_name(c.state);
         else if (p == "Reason")
             v = c.reason;
         else if (p == "Unit")

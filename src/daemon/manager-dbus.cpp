@@ -48,7 +48,8 @@ int method_list_containers(sd_bus_message* m, void* ud, sd_bus_error*) {
         r = sd_bus_message_open_container(reply, 'a', "(ssuo)");
         for (auto& [name, c] : manager(ud).containers())
             if (r >= 0)
-                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), c->state.c_str(),
+                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(),
+                                          runtime::proto::state_name(c->state),
                                           static_cast<uint32_t>(c->leader),
                                           c->object_path().c_str());
         if (r >= 0)

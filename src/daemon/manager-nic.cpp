@@ -9,7 +9,6 @@
 #include "runtime/net.hpp"
 
 #include <cerrno>
-#include <nlohmann/json.hpp>
 
 namespace lodge::daemon {
 
@@ -26,7 +25,7 @@ static std::vector<std::string> names_in_container(const Container& c) {
 }
 
 int Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
-                         std::string& plug, std::string& error) {
+                         std::optional<runtime::proto::Request>& plug, std::string& error) {
     fill_nic_volatile(next, names_in_container(c));
     if (auto e = check_container_config(next); !e.empty()) {
         error = e;
@@ -39,20 +38,18 @@ int Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string&
     if (!c.running())
         return 0;
     // The device with its volatile keys, as the supervisor's nic-add takes it.
-    nlohmann::json spec = next.devices.at(device);
+    KeyMap spec = next.devices.at(device);
     for (const char* key : {"name", "hwaddr"})
         if (auto v = next.get("volatile." + device + "." + key); !v.empty())
             spec[std::string("volatile.") + key] = v;
-    plug = "nic-add " + device + " " + spec.dump();
+    plug = runtime::proto::Request::nic_add(device, spec);
     return 0;
 }
 
-void Manager::update_nics(Container& c, const nlohmann::json& status) {
+void Manager::update_nics(Container& c, const std::vector<runtime::net::PluggedNic>& plugged) {
     std::vector<LiveNic> nics;
-    if (status.contains("nics") && status["nics"].is_array())
-        for (auto& n : status["nics"])
-            nics.push_back({n.value("device", ""), n.value("name", ""), n.value("host_name", ""),
-                            n.value("host_ifindex", 0)});
+    for (auto& n : plugged)
+        nics.push_back({n.device, n.name, n.host_name, n.host_ifindex});
     bool changed = nics.size() != c.nics.size();
     for (size_t i = 0; !changed && i < nics.size(); i++)
         changed = nics[i].host_name != c.nics[i].host_name || nics[i].device != c.nics[i].device;

@@ -1,5 +1,6 @@
 #include "daemon/manager.hpp"
 #include "common/fileio.hpp"
+#include "common/limits.hpp"
 #include "common/log.hpp"
 #include "common/nic.hpp"
 #include "common/paths.hpp"
@@ -7,6 +8,7 @@
 #include "devlxd/devlxd-api.hpp"
 #include "daemon/machined.hpp"
 #include "runtime/control.hpp"
+#include "runtime/control-proto.hpp"
 #include "daemon/scope.hpp"
 
 #include <cerrno>
@@ -15,7 +17,6 @@
 #include <ctime>
 #include <fcntl.h>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <poll.h>
 #include <set>
 #include <sys/socket.h>
@@ -28,6 +29,9 @@
 #endif
 
 namespace lodge::daemon {
+
+namespace proto = runtime::proto;
+using proto::State;
 
 namespace {
 
@@ -228,19 +232,10 @@ Container* Manager::find_by_pid(pid_t pid) {
 // file it left behind.
 void Manager::attach_watch(Container& c) {
     Fd sock;
+    std::string watch = proto::encode(proto::Request::of(proto::Verb::watch));
     if (runtime::control_connect(c.name(), sock, true) < 0 ||
-        ::send(sock.get(), "watch", 5, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-        std::string text;
-        if (read_file(paths::runtime_state(c.name()), text) == 0) {
-            auto j = nlohmann::json::parse(text, nullptr, false);
-            if (j.is_object() && j.value("state", "") == "error")
-                c.reason = j.value("reason", "");
-            else if (j.is_object())
-                c.reason = j.value("reason", "");
-        }
-        c.state = "stopped";
-        set_leader(c, 0);
-        started(c); // PID 1 ran, and is gone already
+        ::send(sock.get(), watch.data(), watch.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        read_left_status(c); // PID 1 ran, and is gone already
         return;
     }
     sd_event_source* s = nullptr;
@@ -253,7 +248,7 @@ void Manager::attach_watch(Container& c) {
     track_supervisor(c, c.watch.get());
     // The first watch message corrects this at once; a start waiting for it replies then
     // (started()), so an exec right after Start never sees the container half known.
-    c.state = "running";
+    c.state = State::running;
 }
 
 // The watch socket's peer is the supervisor (it listens on the control socket itself).
@@ -327,40 +322,51 @@ int Manager::on_watch(sd_event_source*, int fd, uint32_t, void* userdata) {
             // The supervisor is gone: the container stopped; its last words are in state.json.
             c->watch_source.reset();
             c->watch.reset();
-            std::string text;
-            read_file(paths::runtime_state(c->name()), text);
-            auto j = nlohmann::json::parse(text, nullptr, false);
-            c->state = "stopped";
-            c->manager->set_leader(*c, 0);
-            c->manager->update_nics(*c, nlohmann::json::object());
-            if (j.is_object()) {
-                c->reason = j.value("reason", "");
-                if (j.value("state", "") == "error")
-                    c->state = "error";
-            }
-            c->manager->container_stopped(*c);
-            c->manager->emit_state_changed(*c);
-            started(*c);
+            c->manager->read_left_status(*c);
             return 0;
         }
-        c->manager->on_status(*c, std::string(buf, static_cast<size_t>(n)));
+        c->manager->on_status(*c, proto::decode_status(std::string(buf, static_cast<size_t>(n))),
+                              false);
         return 0;
     });
 }
 
-void Manager::on_status(Container& c, const std::string& text) {
-    auto j = nlohmann::json::parse(text, nullptr, false);
-    if (!j.is_object())
+// The supervisor is gone (or never ran): its last words are in state.json, if it wrote any.
+void Manager::read_left_status(Container& c) {
+    std::string text;
+    std::optional<proto::Status> left;
+    if (read_file(paths::runtime_state(c.name()), text) == 0)
+        left = proto::decode_status(text);
+    on_status(c, left, true);
+}
+
+void Manager::on_status(Container& c, const std::optional<proto::Status>& status, bool gone) {
+    if (!status && !gone)
         return;
-    c.state = j.value("state", "stopped");
-    c.reason = j.value("reason", "");
-    pid_t leader = j.value("pid", 0);
-    update_nics(c, j);
+    proto::Status s = status.value_or(proto::Status{});
+    if (gone) {
+        // No supervisor, no PID 1: stopped, unless its last word was that it failed.
+        if (s.state != State::error)
+            s.state = State::stopped;
+        s.pid = 0;
+        s.nics.clear();
+    }
+    c.state = s.state;
+    c.reason = s.reason;
+    pid_t leader = s.pid;
+    update_nics(c, s.nics);
+    if (gone) {
+        set_leader(c, 0);
+        container_stopped(c);
+        emit_state_changed(c);
+        started(c);
+        return;
+    }
     // A guest reboot brings a new PID 1 (and new host veths): machined must follow it.
     if (use_scopes_ && leader > 0 && c.leader > 0 && leader != c.leader)
         machined_register(bus_, c.name(), leader, paths::container_rootfs(c.name()),
                           c.host_ifindices());
-    std::string boot_id = j.value("boot_id", "");
+    const std::string& boot_id = s.boot_id;
     // A new boot id without a stop in between: the guest rebooted. A new boot is a new guest
     // API identity, even should its PID 1 have the old one's pid.
     bool rebooted = !c.boot_id.empty() && !boot_id.empty() && boot_id != c.boot_id;
@@ -370,17 +376,17 @@ void Manager::on_status(Container& c, const std::string& text) {
     if (rebooted)
         container_stopped(c);
     c.boot_id = boot_id;
-    c.cgroup = j.value("cgroup", "");
+    c.cgroup = s.cgroup;
     bool had_lxcfs = c.lxcfs;
-    c.lxcfs = j.value("lxcfs", false);
+    c.lxcfs = s.lxcfs;
     emit_state_changed(c);
     if (had_lxcfs != c.lxcfs)
         sd_bus_emit_properties_changed(bus_, c.object_path().c_str(), "io.lodge1.Container",
                                        "LXCFS", nullptr);
-    if (c.state == "running" && on_running_)
+    if (c.state == State::running && on_running_)
         on_running_();
     // A container re-attached after a lodged restart, or one that started while lxcfs moved.
-    if (lxcfs_known_ && c.state == "running" && c.lxcfs != lxcfs_live_)
+    if (lxcfs_known_ && c.state == State::running && c.lxcfs != lxcfs_live_)
         set_lxcfs_live(lxcfs_live_);
     started(c);
 }
@@ -529,16 +535,16 @@ int Manager::remove(Container& c, bool force, Done done, std::string& error) {
     }
     // The supervisor answers stop-force once the container is down; the delete goes on then.
     std::string name = c.name();
-    auto stopped = [this, name, done](const std::string& reply) {
+    auto stopped = [this, name, done](const proto::Reply& reply) {
         Container* found = find(name);
         if (!found)
             return done(-ENOENT, "Container \"" + name + "\" is gone");
-        auto j = nlohmann::json::parse(reply, nullptr, false);
-        if (j.is_object() && j.contains("error") && found->running())
-            return done(-EBUSY, j["error"].get<std::string>());
+        if (!reply.error.empty() && found->running())
+            return done(-EBUSY, reply.error);
         finish_remove(*found, done);
     };
-    if (request_async(c, "stop-force", stopped, error) < 0) {
+    if (request_async(c, proto::Request::of(proto::Verb::stop_force), ReplyDone(stopped), error) <
+        0) {
         if (c.running())
             return -EBUSY;
         finish_remove(c, std::move(done));
@@ -591,7 +597,7 @@ int Manager::start(Container& c, Done done, std::string& error) {
         return -EIO;
     auto failed = [&](int r, const std::string& why) {
         error = why;
-        c.state = "error";
+        c.state = State::error;
         c.reason = why;
         emit_state_changed(c);
         return r;
@@ -619,7 +625,7 @@ int Manager::start(Container& c, Done done, std::string& error) {
     if (use_scopes_ && sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 30 * 1000000ULL, 0,
                                                   on_launch_deadline, launch.get()) >= 0)
         launch->deadline.reset(s);
-    c.state = "starting";
+    c.state = State::starting;
     c.reason.clear();
     emit_state_changed(c);
     launches_[c.name()] = std::move(launch);
@@ -743,7 +749,7 @@ void Manager::finish_launch(const std::string& name) {
     int r = launch->supervisor.result(res);
     if (r < 0 || !launch->error.empty()) {
         std::string why = !launch->error.empty() ? launch->error : res.error;
-        c->state = "error";
+        c->state = State::error;
         c->reason = why;
         emit_state_changed(*c);
         return launch->done(-EIO, why);
@@ -762,31 +768,33 @@ void Manager::finish_launch(const std::string& name) {
     // The host ends of the veths go to machined with the machine.
     pid_t init_pid = res.init_pid;
     Done done = std::move(launch->done);
-    auto registered = [this, name, init_pid, done](const std::string& reply) {
+    auto registered = [this, name, init_pid, done](const proto::Reply& reply) {
         Container* found = find(name);
         if (!found)
             return done(-ENOENT, "Container \"" + name + "\" is gone");
-        update_nics(*found, nlohmann::json::parse(reply, nullptr, false));
+        if (reply.status)
+            update_nics(*found, reply.status->nics);
         machined_register(bus_, name, init_pid, paths::container_rootfs(name),
                           found->host_ifindices());
         found->start_done = done;
         attach_watch(*found);
     };
     std::string why;
-    if (request_async(*c, "status", registered, why) < 0)
-        registered("");
+    if (request_async(*c, proto::Request::of(proto::Verb::status), ReplyDone(registered), why) < 0)
+        registered(proto::decode_reply(""));
 }
 
-int Manager::request_async(Container& c, const std::string& req,
-                           std::function<void(const std::string& reply)> done, std::string& error) {
+int Manager::request_async(Container& c, const proto::Request& req, ReplyDone done,
+                           std::string& error) {
     auto p = std::make_unique<Pending>();
     p->manager = this;
-    p->done = std::move(done);
+    p->done = [done](const std::string& reply) { done(proto::decode_reply(reply)); };
     return send_request(c, req, std::move(p), error);
 }
 
-int Manager::send_request(Container& c, const std::string& req, std::unique_ptr<Pending> p,
+int Manager::send_request(Container& c, const proto::Request& request, std::unique_ptr<Pending> p,
                           std::string& error) {
+    std::string req = proto::encode(request);
     if (starting(c.name())) {
         error = "Container \"" + c.name() + "\" is starting; try again once it runs";
         return -EBUSY;
@@ -807,15 +815,15 @@ int Manager::send_request(Container& c, const std::string& req, std::unique_ptr<
     return 0;
 }
 
-int Manager::request_async(Container& c, const std::string& req, Done done, std::string& error) {
+int Manager::request_async(Container& c, const proto::Request& req, Done done,
+                           std::string& error) {
     std::string name = c.name();
     return request_async(
-        c, req, std::function<void(const std::string&)>([name, done](const std::string& reply) {
-            auto j = nlohmann::json::parse(reply, nullptr, false);
-            if (!j.is_object())
+        c, req, ReplyDone([name, done](const proto::Reply& reply) {
+            if (reply.gone)
                 done(-ENOTCONN, "Container \"" + name + "\" is not running");
-            else if (j.contains("error") && j["error"].is_string())
-                done(-EINVAL, j["error"].get<std::string>());
+            else if (!reply.error.empty())
+                done(-EINVAL, reply.error);
             else
                 done(0, "");
         }),
@@ -906,13 +914,14 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
         bool devlxd_is = c.config.get_bool("security.devlxd", true);
         if (devlxd_was != devlxd_is) {
             std::string target = c.name();
-            auto done = [target](const std::string& reply) {
-                if (reply.find("\"ok\"") == std::string::npos)
+            auto done = [target](const proto::Reply& reply) {
+                if (!reply.ok())
                     log_error("Cannot follow security.devlxd in %s: %s", target.c_str(),
-                              reply.c_str());
+                              reply.gone ? "the supervisor went away" : reply.error.c_str());
             };
             std::string why;
-            if (request_async(c, devlxd_is ? "devlxd-attach" : "devlxd-detach", done, why) < 0)
+            auto verb = devlxd_is ? proto::Verb::devlxd_attach : proto::Verb::devlxd_detach;
+            if (request_async(c, proto::Request::of(verb), ReplyDone(done), why) < 0)
                 log_error("Cannot follow security.devlxd in %s: %s", target.c_str(), why.c_str());
         }
     }
@@ -924,7 +933,10 @@ int Manager::set_config(Container& c, const KeyMap& set, const std::vector<std::
         limits |= k.rfind("limits.", 0) == 0;
     if (limits && c.running() && !starting(c.name())) {
         // The supervisor writes them on the payload cgroup, in a (delegated) scope too.
-        return request_async(c, "apply-limits", std::move(done), error) < 0 ? -EIO : 0;
+        return request_async(c, proto::Request::apply_limits(limits_of(c.config)), std::move(done),
+                             error) < 0
+                   ? -EIO
+                   : 0;
     }
     done(0, "");
     return 0;
@@ -960,7 +972,7 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
         return -EINVAL;
     }
     bool nic = is_nic(keys);
-    std::string plug;
+    std::optional<proto::Request> plug;
     if (nic && prepare_nic(c, next, device, plug, error) < 0)
         return -EINVAL;
     // Stored once plugged (a nic of a running container), or at once.
@@ -973,8 +985,8 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
         if (int w = commit_config(*found, next, "Devices", err); w < 0) {
             if (nic && found->running()) {
                 std::string ignored;
-                request_async(*found, "nic-remove " + device, Done([](int, const std::string&) {}),
-                              ignored);
+                request_async(*found, proto::Request::nic_remove(device),
+                              Done([](int, const std::string&) {}), ignored);
             }
             return done(w, err);
         }
@@ -986,11 +998,11 @@ int Manager::add_device(Container& c, const std::string& device, const KeyMap& k
                         devlxd::device_event("added", device, keys, realtime_usec()));
         done(0, "");
     };
-    if (plug.empty()) {
+    if (!plug) {
         store(0, "");
         return 0;
     }
-    return request_async(c, plug, Done(store), error) < 0 ? -EINVAL : 0;
+    return request_async(c, *plug, Done(store), error) < 0 ? -EINVAL : 0;
 }
 
 int Manager::remove_device(Container& c, const std::string& device, Done done, std::string& error) {
@@ -1020,7 +1032,8 @@ int Manager::remove_device(Container& c, const std::string& device, Done done, s
         forget(0, "");
         return 0;
     }
-    return request_async(c, "nic-remove " + device, Done(forget), error) < 0 ? -EIO : 0;
+    return request_async(c, proto::Request::nic_remove(device), Done(forget), error) < 0 ? -EIO
+                                                                                       : 0;
 }
 
 // A guest can flip its state thousands of times a second (PATCH /1.0): no durable write and
@@ -1095,7 +1108,7 @@ int Manager::open_console(Container& c, ConsoleDone done, std::string& error) {
     std::string name = c.name();
     p->handover = [name, done](const std::string& reply, Fd sock) {
         int flags = sock ? ::fcntl(sock.get(), F_GETFL) : -1;
-        if (reply.find("\"ok\"") == std::string::npos || flags < 0 ||
+        if (!proto::decode_reply(reply).ok() || flags < 0 ||
             ::fcntl(sock.get(), F_SETFL, flags & ~O_NONBLOCK) < 0)
             return done(-EIO, Fd(), "The supervisor of \"" + name + "\" refused the console");
         done(0, std::move(sock), "");
@@ -1104,7 +1117,7 @@ int Manager::open_console(Container& c, ConsoleDone done, std::string& error) {
     if (sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, 5 * 1000000ULL, 0, on_async_timeout,
                                    p.get()) >= 0)
         p->timeout.reset(s);
-    return send_request(c, "attach", std::move(p), error);
+    return send_request(c, proto::Request::of(proto::Verb::attach), std::move(p), error);
 }
 
 void Manager::set_lxcfs_live(bool live) {
@@ -1115,16 +1128,17 @@ void Manager::set_lxcfs_live(bool live) {
         sd_bus_emit_properties_changed(bus_, "/io/lodge1", "io.lodge1.Manager", "LXCFS", nullptr);
     }
     for (auto& [name, c] : containers_) {
-        if (c->state != "running" || c->lxcfs == live || c->lxcfs_pending)
+        if (c->state != State::running || c->lxcfs == live || c->lxcfs_pending)
             continue;
         std::string error, target = name;
         c->lxcfs_pending = true;
         // Looked up again on the answer: the container may be gone by then.
-        auto done = [this, target](const std::string&) {
+        auto done = [this, target](const proto::Reply&) {
             if (Container* found = find(target))
                 found->lxcfs_pending = false;
         };
-        if (request_async(*c, live ? "lxcfs-attach" : "lxcfs-detach", done, error) < 0)
+        auto verb = live ? proto::Verb::lxcfs_attach : proto::Verb::lxcfs_detach;
+        if (request_async(*c, proto::Request::of(verb), ReplyDone(done), error) < 0)
             c->lxcfs_pending = false;
     }
 }

@@ -9,11 +9,12 @@
 #include "devlxd/peer.hpp"
 #include "daemon/polkit.hpp"
 #include "daemon/registry.hpp"
+#include "runtime/control-proto.hpp"
 
 #include <functional>
 #include <map>
 #include <memory>
-#include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -50,7 +51,7 @@ struct LiveNic {
 struct Container {
     Manager* manager = nullptr;
     ContainerConfig config;
-    std::string state = "stopped";
+    runtime::proto::State state = runtime::proto::State::stopped;
     std::string reason;
     pid_t leader = 0;
     std::string boot_id;
@@ -92,9 +93,7 @@ struct Container {
 
     const std::string& name() const { return config.name; }
     std::string object_path() const;
-    bool running() const {
-        return state == "running" || state == "stopping" || state == "starting";
-    }
+    bool running() const { return runtime::proto::is_alive(state); }
     // The guest said it is ready (PATCH /1.0 on /dev/lxd/sock), kept as LXD keeps it: in
     // memory and in the runtime dir while the container runs, in config.json once it stops.
     bool ready() const { return config.get_bool("volatile.last_state.ready", false); }
@@ -130,11 +129,13 @@ public:
     // when the old one's pidfd says it has exited (the loop is never blocked meanwhile). `then`
     // finds the container again by name; it may be gone by then (deleted meanwhile).
     void after_supervisor_exit(const std::string& name, std::function<void()> then);
-    // Sends a supervisor request; `done` gets the reply ("" when the supervisor went away).
-    int request_async(Container& c, const std::string& request,
-                      std::function<void(const std::string& reply)> done, std::string& error);
+    // Sends a supervisor request; `done` gets the reply (`gone` when the supervisor went away).
+    using ReplyDone = std::function<void(const runtime::proto::Reply& reply)>;
+    int request_async(Container& c, const runtime::proto::Request& request, ReplyDone done,
+                      std::string& error);
     // request_async for requests answered {"ok":true} or {"error":...}: `done` gets 0 or the error.
-    int request_async(Container& c, const std::string& request, Done done, std::string& error);
+    int request_async(Container& c, const runtime::proto::Request& request, Done done,
+                      std::string& error);
     // `done` runs once limits.* changes reached a running container.
     int set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
                    Done done, std::string& error);
@@ -187,7 +188,10 @@ private:
     void attach_watch(Container& c);
     // Ends a start waiting for the first status (`start_done`), if there is one.
     static void started(Container& c);
-    void on_status(Container& c, const std::string& json);
+    // The one place a supervisor's word becomes the container's state: a live status (the
+    // watch stream) or, with `gone`, the state.json the supervisor left behind (nullopt: none).
+    void on_status(Container& c, const std::optional<runtime::proto::Status>& status, bool gone);
+    void read_left_status(Container& c);
     static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
     static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
     void track_supervisor(Container& c, int watch_fd);
@@ -217,8 +221,8 @@ private:
     // Checks and volatile keys; `plug` gets the nic-add request for a running container ("" if
     // the container is stopped).
     int prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
-                    std::string& plug, std::string& error);
-    void update_nics(Container& c, const nlohmann::json& status);
+                    std::optional<runtime::proto::Request>& plug, std::string& error);
+    void update_nics(Container& c, const std::vector<runtime::net::PluggedNic>& plugged);
 
     sd_event* event_;
     sd_bus* bus_;
@@ -241,8 +245,8 @@ private:
         // Instead of `done`: the reply and the connection, which goes on (the console).
         std::function<void(const std::string&, Fd)> handover;
     };
-    int send_request(Container& c, const std::string& request, std::unique_ptr<Pending> p,
-                     std::string& error);
+    int send_request(Container& c, const runtime::proto::Request& request,
+                     std::unique_ptr<Pending> p, std::string& error);
     static int on_async_timeout(sd_event_source*, uint64_t usec, void* userdata);
     void end_request(Pending* p, const std::string& reply);
     std::map<Pending*, std::unique_ptr<Pending>> pending_;

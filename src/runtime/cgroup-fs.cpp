@@ -1,4 +1,5 @@
 #include "common/device-policy.hpp"
+#include "common/fd.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/validate.hpp"
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <libmount/libmount.h>
 #include <linux/magic.h>
+#include <set>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -17,7 +19,10 @@
 
 namespace lodge::runtime {
 
-CgroupFs::CgroupFs(std::string base) : base_(std::move(base)), hierarchies_(host_hierarchies()) {
+CgroupFs::CgroupFs(std::string base) : CgroupFs(std::move(base), host_hierarchies()) {}
+
+CgroupFs::CgroupFs(std::string base, std::vector<Hierarchy> hierarchies)
+    : base_(std::move(base)), hierarchies_(std::move(hierarchies)) {
     while (!base_.empty() && base_.front() == '/')
         base_.erase(0, 1);
 }
@@ -88,24 +93,47 @@ int CgroupFs::create_base() {
     return 0;
 }
 
-// cgroup2: the controllers B has become available in B/payload, where limits.* go. B holds no
-// process itself (the supervisor sits in B/supervisor), so the kernel allows this.
-static void enable_controllers(const std::string& base_dir) {
+// cgroup2: the controllers a cgroup has become available in its children. B holds no process
+// itself (the supervisor sits in B/supervisor), so the kernel allows this.
+static void enable_controllers(const std::string& dir) {
     std::string text;
-    if (read_file(base_dir + "/cgroup.controllers", text) < 0)
+    if (read_file(dir + "/cgroup.controllers", text) < 0)
         return;
-    std::istringstream available(text);
+    std::string enabled;
+    read_file(dir + "/cgroup.subtree_control", enabled);
+    std::istringstream available(text), have(enabled);
+    std::set<std::string> on;
+    for (std::string c; have >> c;)
+        on.insert(c);
+    std::vector<std::string> wanted;
     for (std::string c; available >> c;)
-        if (c == "cpu" || c == "cpuset" || c == "memory" || c == "pids")
-            if (int r = write_file(base_dir + "/cgroup.subtree_control", "+" + c); r < 0)
-                log_warning_errno(r, "Failed to enable the %s controller in %s", c.c_str(),
-                                  base_dir.c_str());
+        if ((c == "cpu" || c == "cpuset" || c == "memory" || c == "pids") && !on.count(c))
+            wanted.push_back("+" + c);
+    if (wanted.empty())
+        return;
+    std::string all;
+    for (auto& c : wanted)
+        all += (all.empty() ? "" : " ") + c;
+    // One write for all of them; should the kernel refuse that, each on its own.
+    if (write_file(dir + "/cgroup.subtree_control", all) == 0)
+        return;
+    for (auto& c : wanted)
+        if (int r = write_file(dir + "/cgroup.subtree_control", c); r < 0)
+            log_warning_errno(r, "Failed to enable the %s controller in %s", c.c_str() + 1,
+                              dir.c_str());
 }
 
 int CgroupFs::create_payload() {
     for (auto& h : hierarchies_) {
-        if (h.unified)
+        if (h.unified) {
+            // Without systemd the cgroups above B are lodge's too (machine.slice): a controller
+            // reaches the payload only when every one of them passes it on. The hierarchy's
+            // root is the host's, never written here.
+            size_t slash = own_path_ ? base_.find('/') : std::string::npos;
+            for (; slash != std::string::npos; slash = base_.find('/', slash + 1))
+                enable_controllers(h.mountpoint + "/" + base_.substr(0, slash));
             enable_controllers(h.mountpoint + "/" + base_);
+        }
         if (int r = make_cgroup(h, base_ + "/payload"); r < 0)
             return r;
     }
@@ -137,76 +165,136 @@ int CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
     return 0;
 }
 
-// cgroup2 has the knob only where the controller is enabled (none at all when the host binds
-// every controller to v1 and lodge runs under a systemd on the unified hierarchy). A limit that
-// cannot be applied is said once, not a reason to refuse the start (systemd ignores it too).
-static bool v2_knob(const std::string& dir, const char* knob, const char* key,
-                    const ContainerConfig& c) {
-    if (exists(dir + "/" + knob))
-        return true;
-    if (!c.get(key).empty())
-        log_warning("%s is not applied: %s has no %s", key, dir.c_str(), knob);
-    return false;
+namespace {
+
+// Writes `value` to dir/knob unless it holds it already; 0 or -errno (logged). An empty value
+// goes as a lone newline (a zero-length write never reaches the kernel's handler).
+int write_knob(const std::string& dir, const char* knob, const std::string& value) {
+    std::string path = dir + "/" + knob, now;
+    if (read_file(path, now) == 0 && now == value + "\n")
+        return 0;
+    std::string text = value.empty() ? "\n" : value;
+    // O_TRUNC: a no-op on cgroupfs, and what a directory tree standing in for it needs.
+    Fd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY));
+    ssize_t n = fd ? ::write(fd.get(), text.data(), text.size()) : -1;
+    if (n < 0 || static_cast<size_t>(n) != text.size())
+        return log_error_errno(n < 0 ? errno : EIO, "Failed to set %s to \"%s\"", path.c_str(),
+                               value.c_str());
+    return 0;
 }
+
+uint64_t host_memory_bytes() {
+    long pages = ::sysconf(_SC_PHYS_PAGES), psize = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && psize > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(psize) : 0;
+}
+
+// The limits' cgroup files, applied where each controller is: on a v1 hierarchy that binds
+// it, and on cgroup2 wherever the payload has the knob (the kernel shows it only once the
+// controller is enabled there; on a hybrid host that is where v1 does not bind it).
+struct LimitWriter {
+    const Limits& limits;
+    std::set<std::string> applied; // the keys some hierarchy took
+
+    int memory(const Hierarchy& h, const std::string& dir) {
+        auto bytes = limits.memory(host_memory_bytes());
+        bool v1 = has_controller(h, "memory");
+        if (!v1 && !(h.unified && exists(dir + "/memory.max")))
+            return 0;
+        std::string unlimited = v1 ? "-1" : "max";
+        std::string value = bytes ? std::to_string(*bytes) : unlimited;
+        const char* hard = v1 ? "memory.limit_in_bytes" : "memory.max";
+        const char* soft = v1 ? "memory.soft_limit_in_bytes" : "memory.high";
+        applied.insert("limits.memory");
+        if (int r = write_knob(dir, hard, limits.memory_soft ? unlimited : value); r < 0)
+            return r;
+        if (!v1 && !exists(dir + "/" + soft))
+            return 0;
+        return write_knob(dir, soft, limits.memory_soft ? value : unlimited);
+    }
+
+    int processes(const Hierarchy& h, const std::string& dir) {
+        if (!has_controller(h, "pids") && !(h.unified && exists(dir + "/pids.max")))
+            return 0;
+        applied.insert("limits.processes");
+        return write_knob(dir, "pids.max",
+                          limits.processes ? std::to_string(*limits.processes) : "max");
+    }
+
+    int cpu(const Hierarchy& h, const std::string& dir) {
+        auto quota = limits.cpu_max();
+        unsigned percent = limits.cpu_allowance_percent.value_or(100);
+        if (has_controller(h, "cpu")) {
+            applied.insert("limits.cpu.allowance");
+            if (limits.cpu_count)
+                applied.insert("limits.cpu");
+            int r = write_knob(dir, "cpu.cfs_period_us",
+                               std::to_string(quota ? quota->period_usec : cpu_period_usec));
+            if (r >= 0)
+                r = write_knob(dir, "cpu.cfs_quota_us",
+                               quota ? std::to_string(quota->quota_usec) : "-1");
+            if (r >= 0 && exists(dir + "/cpu.shares"))
+                r = write_knob(dir, "cpu.shares", std::to_string(1024 * percent / 100));
+            return r;
+        }
+        if (!h.unified || !exists(dir + "/cpu.max"))
+            return 0;
+        applied.insert("limits.cpu.allowance");
+        if (limits.cpu_count)
+            applied.insert("limits.cpu");
+        int r = write_knob(dir, "cpu.max",
+                           quota ? std::to_string(quota->quota_usec) + " " +
+                                       std::to_string(quota->period_usec)
+                                 : "max " + std::to_string(cpu_period_usec));
+        // cpu.weight: 100 is the kernel's default, as 100% is LXD's.
+        if (r >= 0 && exists(dir + "/cpu.weight"))
+            r = write_knob(dir, "cpu.weight", std::to_string(percent));
+        return r;
+    }
+
+    int cpuset(const Hierarchy& h, const std::string& dir) {
+        bool v1 = is_cpuset_hierarchy(h);
+        if (!v1 && !(h.unified && exists(dir + "/cpuset.cpus")))
+            return 0;
+        if (!limits.cpu_set.empty())
+            applied.insert("limits.cpu");
+        // Unset (or a count): every CPU the parent has, which an empty value means on cgroup2.
+        std::string cpus = limits.cpu_set;
+        if (cpus.empty() && v1)
+            cpus = read_parent_cpus(dir);
+        return write_knob(dir, "cpuset.cpus", cpus);
+    }
+
+    bool wanted(const std::string& key) const {
+        if (key == "limits.memory")
+            return limits.memory_bytes || limits.memory_percent;
+        if (key == "limits.processes")
+            return limits.processes.has_value();
+        if (key == "limits.cpu")
+            return limits.cpu_count || !limits.cpu_set.empty();
+        return limits.cpu_allowance_percent || limits.cpu_quota;
+    }
+};
+
+} // namespace
 
 // On B/payload only: the supervisor in B/supervisor stays outside them, so a guest that fills
 // its pids.max or memory cannot keep the supervisor from forking or get it OOM-killed.
-int CgroupFs::apply_limits(const ContainerConfig& c) {
+int CgroupFs::apply_limits(const Limits& limits) {
+    LimitWriter w{limits, {}};
     for (auto& h : hierarchies_) {
         std::string dir = payload_path(h);
-        bool v2 = h.unified && host_is_pure_cgroup2();
-        if (has_controller(h, "memory") || (v2 && v2_knob(dir, "memory.max", "limits.memory", c))) {
-            std::string mem = c.get("limits.memory");
-            std::string value = v2 ? "max" : "-1";
-            if (!mem.empty()) {
-                bool percent = false;
-                auto n = parse_size(mem, &percent);
-                if (n && percent) {
-                    long pages = ::sysconf(_SC_PHYS_PAGES), psize = ::sysconf(_SC_PAGESIZE);
-                    *n = static_cast<uint64_t>(pages) * static_cast<uint64_t>(psize) / 100 * *n;
-                }
-                if (n)
-                    value = std::to_string(*n);
-            }
-            const char* knob = v2 ? "memory.max" : "memory.limit_in_bytes";
-            if (int r = write_file(dir + "/" + knob, value); r < 0)
-                return log_error_errno(r, "Failed to set %s/%s to %s", dir.c_str(), knob,
-                                       value.c_str());
-        }
-        if (has_controller(h, "pids") || (v2 && v2_knob(dir, "pids.max", "limits.processes", c))) {
-            std::string procs = c.get("limits.processes", "max");
-            if (int r = write_file(dir + "/pids.max", procs); r < 0)
-                return log_error_errno(r, "Failed to set %s/pids.max", dir.c_str());
-        }
-        std::string cpu = c.get("limits.cpu");
-        if (has_controller(h, "cpu") || (v2 && v2_knob(dir, "cpu.max", "limits.cpu", c))) {
-            std::string quota = v2 ? "max 100000" : "-1";
-            if (is_cpu_count(cpu)) {
-                auto n = parse_uint(cpu).value_or(1);
-                quota = v2 ? std::to_string(n * 100000) + " 100000" : std::to_string(n * 100000);
-            }
-            if (v2) {
-                write_file(dir + "/cpu.max", quota);
-            } else {
-                write_file(dir + "/cpu.cfs_period_us", "100000");
-                if (int r = write_file(dir + "/cpu.cfs_quota_us", quota); r < 0)
-                    return log_error_errno(r, "Failed to set %s/cpu.cfs_quota_us", dir.c_str());
-            }
-        }
-        if (is_cpuset_hierarchy(h) || (v2 && exists(dir + "/cpuset.cpus"))) {
-            // Unset (or a count): every CPU B has, which an empty value means on cgroup2.
-            std::string cpus = v2 ? "" : read_parent_cpus(dir);
-            if (!cpu.empty() && !is_cpu_count(cpu) && is_cpuset(cpu))
-                cpus = cpu;
-            std::string now;
-            read_file(dir + "/cpuset.cpus", now);
-            if (now == cpus + "\n")
-                continue;
-            if (int r = write_file(dir + "/cpuset.cpus", cpus); r < 0)
-                return log_error_errno(r, "Failed to set %s/cpuset.cpus to \"%s\"", dir.c_str(),
-                                       cpus.c_str());
-        }
+        for (auto step : {&LimitWriter::memory, &LimitWriter::processes, &LimitWriter::cpu,
+                          &LimitWriter::cpuset})
+            if (int r = (w.*step)(h, dir); r < 0)
+                return r;
     }
+    // A limit no hierarchy can take is said once, not a reason to refuse the start (systemd
+    // ignores it too).
+    for (const char* key :
+         {"limits.memory", "limits.processes", "limits.cpu", "limits.cpu.allowance"})
+        if (w.wanted(key) && !w.applied.count(key))
+            log_warning("%s is not applied: no cgroup controller for it below %s", key,
+                        base_.c_str());
     return 0;
 }
 

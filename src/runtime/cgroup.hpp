@@ -7,6 +7,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "common/limits.hpp"
 
 #include <string>
 #include <sys/types.h>
@@ -30,12 +31,17 @@ class CgroupFs {
 public:
     // `base` is relative to each hierarchy's root, e.g. "machine.slice/lodge-c1.scope".
     explicit CgroupFs(std::string base);
+    // On `hierarchies` instead of the host's (tests: a directory tree standing in for them).
+    CgroupFs(std::string base, std::vector<Hierarchy> hierarchies);
+    // The cgroups above B are lodge's to set up too (no systemd placed B): on cgroup2 the
+    // controllers are passed down through them (never through the hierarchy's root).
+    void set_own_path(bool own) { own_path_ = own; }
 
     int create_base();                          // mkdir B and B/supervisor, move self there
     int create_payload();                       // fresh B/payload
     int attach_payload(pid_t pid);              // pid into B/payload everywhere
     int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
-    int apply_limits(const ContainerConfig& c); // limits.* on B/payload (never on the supervisor)
+    int apply_limits(const Limits& limits);     // on B/payload (never on the supervisor)
     int apply_device_policy(); // the allow-list on B/payload where a v1 devices controller is
     // The allow-list as a cgroup2 device program on B (cgroupfs mode; under systemd the scope's
     // DevicePolicy= does the same). On B, not on the payload, so the guest, whose cgroup
@@ -52,6 +58,7 @@ private:
     std::string base_;
     std::vector<Hierarchy> hierarchies_;
     std::vector<std::string> origin_; // own cgroup per hierarchy before create_base()
+    bool own_path_ = false;
 };
 
 } // namespace lodge::runtime

@@ -1,23 +1,6 @@
-// The supervisor's control socket: a SOCK_SEQPACKET unix socket at
-// <runtime>/containers/<name>/control, one request per message, one JSON reply per request.
-//
-//   status                 {"name","state","reason","pid","supervisor_pid","boot_id","boots",
-//                           "nics":[{"device","name","hwaddr","host_name","host_ifindex",...}]}
-//   lxcfs-attach           binds the live lxcfs into the running container (lxcfs appeared)
-//   lxcfs-detach           takes the lxcfs binds out (lxcfs went away)
-//   apply-limits           re-reads config.json and applies limits.* to the running container
-//   nic-add DEV JSON       plugs nic DEV (its keys plus "volatile.name"/"volatile.hwaddr" as a
-//                          JSON object) into the running container; config.json is not read
-//   nic-remove DEV         unplugs nic DEV (ok, "plugged":false when it was not plugged)
-//   watch                  the status now, then again at every state change
-//   wait                   replies once the container has stopped (at once if it is not running)
-//   wait-boot N            replies once PID 1 has been started N times (reboots count)
-//   stop [TIMEOUT]         stop signal, SIGKILL after TIMEOUT s; replies once stopped
-//   stop-force             SIGKILL now; replies once stopped
-//   restart [TIMEOUT]      stop, then start afresh; replies once running again
-//   reboot                 boot.reboot.signal to PID 1; replies at once
-//   kill SIGNAL            the signal to PID 1; replies at once
-//   attach                 then console output flows to the client, client messages to the console
+// The supervisor's control socket from the client side: connecting, one request and its reply,
+// and launching a supervisor. What travels on the socket (verbs, replies, the status) is
+// defined in control-proto.hpp.
 #pragma once
 
 #include "common/fd.hpp"

@@ -120,9 +120,11 @@ Container::Container(std::string n, bool privileged) : name(std::move(n)) {
 
 Container::~Container() {
     // Whatever the test did, leave nothing running.
+    namespace proto = runtime::proto;
     std::string reply;
-    if (runtime::control_request(name, "stop-force", reply) == 0)
-        runtime::control_request(name, "wait", reply);
+    if (runtime::control_request(name, proto::encode(proto::Request::of(proto::Verb::stop_force)),
+                                 reply) == 0)
+        runtime::control_request(name, proto::encode(proto::Request::of(proto::Verb::wait)), reply);
     sh("umount -R " + rootfs + " 2>/dev/null");
     remove_tree(dir);
     remove_tree(paths::container_runtime(name));

@@ -4,6 +4,7 @@
 
 #include "common/config.hpp"
 #include "runtime/attach.hpp"
+#include "runtime/control-proto.hpp"
 
 #include <functional>
 #include <gtest/gtest.h>
@@ -71,12 +72,21 @@ public:
     // Starts the container with the test init running `cmd` once as PID 1's child (so it runs in
     // the container's cgroup, under its seccomp filter and capabilities) and returns its output.
     std::string start_and_run(const std::string& cmd);
+    // The supervisor's JSON reply (or state.json once it is gone); `req` as sent on the wire,
+    // so tests may also send what no typed request can say.
     nlohmann::json request(const std::string& req);
-    nlohmann::json status() { return request("status"); }
-    nlohmann::json stop(unsigned timeout = 10) {
-        return request("stop " + std::to_string(timeout));
+    nlohmann::json request(const runtime::proto::Request& req) {
+        return request(runtime::proto::encode(req));
     }
-    nlohmann::json wait() { return request("wait"); }
+    nlohmann::json status() {
+        return request(runtime::proto::Request::of(runtime::proto::Verb::status));
+    }
+    nlohmann::json stop(unsigned timeout = 10) {
+        return request(runtime::proto::Request::stop(timeout));
+    }
+    nlohmann::json wait() {
+        return request(runtime::proto::Request::of(runtime::proto::Verb::wait));
+    }
     pid_t pid();
     // Runs `cmd` with /bin/sh inside every namespace of the container (nsenter -a).
     std::string exec(const std::string& cmd, int* status = nullptr);

@@ -50,6 +50,20 @@ TEST(Cgroup, LimitsAreAppliedToTheContainersPayloadCgroup) {
     auto reply = c.request("apply-limits");
     EXPECT_EQ(reply.value("ok", false), true) << reply.dump();
     EXPECT_EQ(trim(read_text(pids_max)), "99");
+    // apply-limits carries its limits (as lodged sends them): config.json is not read again,
+    // and a set of CPUs pins the payload wherever the cpuset controller is.
+    lodge::Limits sent;
+    ASSERT_EQ(lodge::parse_limit("limits.processes", "77", sent), "");
+    ASSERT_EQ(lodge::parse_limit("limits.cpu", "0", sent), "");
+    reply = c.request(lodge::runtime::proto::Request::apply_limits(sent));
+    EXPECT_EQ(reply.value("ok", false), true) << reply.dump();
+    EXPECT_EQ(trim(read_text(pids_max)), "77");
+    for (std::string cpus : {"/sys/fs/cgroup/cpuset/" + payload + "/cpuset.cpus",
+                             "/sys/fs/cgroup/" + payload + "/cpuset.cpus"}) {
+        if (!exists(cpus))
+            continue;
+        EXPECT_EQ(trim(read_text(cpus)), "0") << cpus;
+    }
 }
 
 TEST(Cgroup, EveryContainerGetsLxdsDeviceAllowList) {

@@ -514,6 +514,46 @@ TEST_F(LodgedTest, KillingLodgedNeverTouchesARunningContainer) {
     EXPECT_TRUE(contains(ctl("status " + n), "State: stopped"));
 }
 
+// A container that failed shows the same state and reason whether the lodged that shows it
+// saw it fail or started afterwards (it was "error" before a lodged restart and "stopped"
+// after: the state file was read in two places that disagreed). Two ways to fail: PID 1
+// cannot be started at all, and a restart finds it cannot start PID 1 again.
+TEST_F(LodgedTest, FailedContainerShowsTheSameAfterLodgedRestart) {
+    std::string never = make("nostart"), again = make("norestart");
+    int st = 0;
+    ASSERT_EQ(ctl("create " + never, &st), "Created container " + never + "\n");
+    ASSERT_EQ(ctl("create " + again, &st), "Created container " + again + "\n");
+    auto init_of = [](const std::string& n) {
+        return TestRoot::get().dir + "/state/containers/" + n + "/rootfs/sbin/init";
+    };
+    ASSERT_EQ(::unlink(init_of(never).c_str()), 0);
+    std::string out = ctl("start " + never, &st);
+    EXPECT_NE(st, 0) << out;
+    ASSERT_EQ(ctl("start " + again, &st), "");
+    ASSERT_EQ(::unlink(init_of(again).c_str()), 0);
+    ctl("restart " + again);
+    auto show = [](const std::string& n) {
+        return nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false);
+    };
+    // The failed restart reaches lodged when the supervisor's watch stream ends.
+    ASSERT_TRUE(wait_until([&] { return show(again).value("state", "") == "error"; }))
+        << show(again).dump();
+    auto before_never = show(never), before_again = show(again);
+    ASSERT_EQ(before_never.value("state", ""), "error") << before_never.dump();
+    EXPECT_FALSE(before_never.value("reason", "").empty());
+    EXPECT_TRUE(contains(before_again.value("reason", ""), "restart failed"))
+        << before_again.dump();
+
+    daemon.reset();
+    daemon = std::make_unique<Lodged>();
+    ASSERT_TRUE(daemon->wait_ready());
+    for (auto& [n, before] : {std::pair{never, before_never}, std::pair{again, before_again}}) {
+        auto after = show(n);
+        EXPECT_EQ(after.value("state", ""), before.value("state", "")) << n << ": " << after.dump();
+        EXPECT_EQ(after.value("reason", ""), before.value("reason", "")) << n;
+    }
+}
+
 // kill -9 of lodged while it creates, starts or stops: whatever moment the kill lands on, the
 // restarted lodged shows each container whole or not at all, and its real state.
 TEST_F(LodgedTest, KillNineDuringOperationsLosesNothing) {

@@ -1,0 +1,178 @@
+// lodge-supervisor's process setup: argv, the controller bus (--bus-controller), the go byte
+// (--wait-go-fd), the log file, the cgroup it lives in; and `lodge-supervisor ctl`.
+#include "common/fileio.hpp"
+#include "common/log.hpp"
+#include "common/paths.hpp"
+#include "common/validate.hpp"
+#include "runtime/control.hpp"
+#include "runtime/supervisor.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <memory>
+#include <unistd.h>
+
+namespace lodge::runtime {
+namespace {
+
+// systemd asks the scope's Controller (this process, with --bus-controller) to stop the
+// container instead of signalling the scope itself (`systemctl stop lodge-NAME.scope`, host
+// shutdown). That is the graceful stop SIGTERM asks for, so it becomes one.
+int on_request_stop(sd_bus_message* m, void* userdata, sd_bus_error*) {
+    const auto* pid1 = static_cast<const std::string*>(userdata);
+    const char* sender = sd_bus_message_get_sender(m);
+    if (!sender || *pid1 != sender)
+        return 0; // anyone may send us a signal; only PID 1 may stop the container
+    log_info("systemd asks to stop the container's scope");
+    ::kill(::getpid(), SIGTERM);
+    return 0;
+}
+
+struct BusDeleter {
+    void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
+};
+using BusPtr = std::unique_ptr<sd_bus, BusDeleter>;
+
+// --bus-controller: connects to the system bus, learns PID 1's unique name (`pid1`) and
+// watches for RequestStop, all before the caller creates the scope with our name as Controller.
+int open_controller_bus(BusPtr& out, std::string& pid1) {
+    sd_bus* b = nullptr;
+    if (int r = sd_bus_open_system(&b); r < 0)
+        return log_error_errno(r, "Failed to connect to the system bus");
+    BusPtr bus(b);
+    sd_bus_set_exit_on_disconnect(bus.get(), 0);
+    sd_bus_creds* creds = nullptr;
+    const char* unique = nullptr;
+    int r = sd_bus_get_name_creds(bus.get(), "org.freedesktop.systemd1", SD_BUS_CREDS_UNIQUE_NAME,
+                                  &creds);
+    if (r >= 0)
+        r = sd_bus_creds_get_unique_name(creds, &unique);
+    if (r >= 0)
+        pid1 = unique;
+    sd_bus_creds_unref(creds);
+    if (r < 0)
+        return log_error_errno(r, "Failed to look up systemd on the system bus");
+    r = sd_bus_match_signal(bus.get(), nullptr, nullptr, nullptr, "org.freedesktop.systemd1.Scope",
+                            "RequestStop", on_request_stop, &pid1);
+    if (r < 0)
+        return log_error_errno(r, "Failed to watch for RequestStop");
+    out = std::move(bus);
+    return 0;
+}
+
+int usage() {
+    std::fprintf(stderr,
+                 "Usage: lodge-supervisor [--notify-fd=N] [--wait-go-fd=N [--bus-controller]]\n"
+                 "                        [--cgroup=PATH] [--log-stderr] NAME\n"
+                 "       lodge-supervisor ctl NAME REQUEST...\n");
+    return 2;
+}
+
+int ctl_main(int argc, char** argv) {
+    if (argc < 4)
+        return usage();
+    std::string request;
+    for (int i = 3; i < argc; i++)
+        request += (i > 3 ? " " : "") + std::string(argv[i]);
+    std::string reply;
+    if (int r = control_request(argv[2], request, reply); r < 0) {
+        std::fprintf(stderr, "Container \"%s\" has no running supervisor: %s\n", argv[2],
+                     std::strerror(-r));
+        return 1;
+    }
+    std::printf("%s\n", reply.c_str());
+    return proto::decode_reply(reply).ok() ? 0 : 1;
+}
+
+} // namespace
+} // namespace lodge::runtime
+
+int main(int argc, char** argv) {
+    using namespace lodge;
+    if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0)
+        return runtime::ctl_main(argc, argv);
+    int notify_fd = -1, go_fd = -1;
+    std::string cgroup, name;
+    bool log_stderr = false, bus_controller = false;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a.rfind("--notify-fd=", 0) == 0)
+            notify_fd = std::atoi(a.c_str() + 12);
+        else if (a.rfind("--wait-go-fd=", 0) == 0)
+            go_fd = std::atoi(a.c_str() + 13);
+        else if (a == "--bus-controller")
+            bus_controller = true;
+        else if (a.rfind("--cgroup=", 0) == 0)
+            cgroup = a.substr(9);
+        else if (a == "--log-stderr")
+            log_stderr = true;
+        else if (a[0] == '-')
+            return runtime::usage();
+        else
+            name = a;
+    }
+    if (name.empty() || (bus_controller && go_fd < 0))
+        return runtime::usage();
+    // --bus-controller: the bus name goes to the caller first; it becomes the scope's Controller.
+    runtime::BusPtr bus;
+    std::string pid1_bus_name;
+    if (bus_controller) {
+        log_set_prefix("lodge-supervisor[" + name + "]");
+        const char* unique = nullptr;
+        std::string line = runtime::open_controller_bus(bus, pid1_bus_name) < 0 ||
+                                   sd_bus_get_unique_name(bus.get(), &unique) < 0
+                               ? "ERROR " + log_last_error() + "\n"
+                               : "BUS " + std::string(unique) + "\n";
+        (void)!::write(notify_fd, line.data(), line.size());
+        if (!bus)
+            return 1;
+    }
+    // --wait-go-fd: the caller places this process (into its systemd scope) before it makes any
+    // cgroup or file; one byte means go, EOF means the start was called off.
+    if (go_fd >= 0) {
+        char go = 0;
+        ssize_t n;
+        while ((n = ::read(go_fd, &go, 1)) < 0 && errno == EINTR)
+            ;
+        ::close(go_fd);
+        if (n != 1)
+            return 1;
+    }
+    if (notify_fd >= 0)
+        ::fcntl(notify_fd, F_SETFD, FD_CLOEXEC);
+    log_set_prefix("lodge-supervisor[" + name + "]");
+    if (!log_stderr && check_container_name(name).empty()) {
+        std::string log = paths::log_dir() + "/" + name + "/lodge.log";
+        if (mkdir_p(paths::log_dir() + "/" + name, 0750) == 0) {
+            int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+            if (fd >= 0) {
+                ::dup2(fd, STDERR_FILENO);
+                ::close(fd);
+            }
+        }
+    }
+    // Without --cgroup, a supervisor already in a scope made for it (lodged did that through
+    // systemd) uses that scope; anywhere else it makes machine.slice/lodge-NAME.scope itself.
+    bool own_base = true;
+    if (cgroup.empty()) {
+        std::string scope = "lodge-" + name + ".scope";
+        for (auto& h : runtime::host_hierarchies())
+            if (h.unified || h.controllers == "name=systemd") {
+                std::string mine = runtime::own_cgroup(h);
+                if (mine.size() >= scope.size() &&
+                    mine.compare(mine.size() - scope.size(), scope.size(), scope) == 0) {
+                    cgroup = mine;
+                    own_base = false;
+                }
+            }
+        if (cgroup.empty())
+            cgroup = "machine.slice/" + scope;
+    }
+    runtime::Supervisor sup(name, cgroup, own_base);
+    sup.set_bus(bus.get());
+    return sup.run(notify_fd);
+}
