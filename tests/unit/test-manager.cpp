@@ -7,6 +7,7 @@
 #include "common/paths.hpp"
 #include "daemon/dbus-api.hpp"
 #include "daemon/manager.hpp"
+#include "devlxd/devlxd-api.hpp"
 
 #include <csignal>
 #include <cstdlib>
@@ -297,8 +298,8 @@ TEST_F(ManagerTest, CreateStartStopWalksTheStatesAndAnnouncesEach) {
     EXPECT_FALSE(manager->starting("c1"));
     // The start replies only once the supervisor's first status is in.
     EXPECT_FALSE(started.has_value());
-    link->status("c1", {{"state", "running"}, {"pid", ::getpid()}, {"boot_id", "b1"},
-                        {"cgroup", "/x"}});
+    link->status("c1",
+                 {{"state", "running"}, {"pid", ::getpid()}, {"boot_id", "b1"}, {"cgroup", "/x"}});
     ASSERT_TRUE(started.has_value());
     EXPECT_TRUE(*started);
     EXPECT_EQ(c.state, ContainerState::running);
@@ -372,6 +373,53 @@ TEST_F(ManagerTest, ReadinessIsAnnouncedAndResetWhenTheContainerStops) {
     ASSERT_EQ(read_file(paths::container_config("c3"), text), 0);
     EXPECT_EQ(nlohmann::json::parse(text)["config"]["volatile.last_state.ready"], "false");
     EXPECT_LT(read_file(paths::container_runtime("c3") + "/ready", text), 0);
+}
+
+// A new boot id without a stop between: the guest rebooted, and what it said of itself is gone.
+TEST_F(ManagerTest, AGuestRebootResetsReadinessAndEndsItsGuestApiIdentity) {
+    create("c9");
+    Container& c = start("c9");
+    uint64_t first_boot = c.generation;
+    ASSERT_TRUE(manager->set_ready(c, true));
+    int stops = 0;
+    manager->set_on_stopped([&](const Container&) { stops++; });
+    link->status("c9", {{"state", "running"}, {"pid", ::getpid()}, {"boot_id", "b2"}});
+    EXPECT_EQ(stops, 1);
+    EXPECT_FALSE(c.ready());
+    EXPECT_EQ(c.state, ContainerState::running);
+    EXPECT_NE(c.generation, first_boot) << "a new boot is a new guest API identity";
+}
+
+// The guest hears of user.* changes and of devices of a running container, nothing else.
+TEST_F(ManagerTest, GuestEventsForUserKeysAndDevicesOfARunningContainer) {
+    create("c10");
+    std::vector<std::pair<unsigned, std::string>> events;
+    manager->set_guest_event_sink([&](const Container& c, unsigned type, const std::string& line) {
+        if (c.name() == "c10")
+            events.emplace_back(type, line);
+    });
+    std::optional<Result<>> done;
+    ASSERT_TRUE(manager->set_config(*manager->find("c10"), {{"user.a", "1"}}, {}, capture(done)));
+    EXPECT_TRUE(events.empty()) << "a stopped container hears nothing";
+    Container& c = start("c10");
+    ASSERT_TRUE(manager->set_config(c, {{"user.a", "2"}, {"boot.stop.signal", "SIGRTMIN+3"}}, {},
+                                    capture(done)));
+    ASSERT_TRUE(done.has_value() && *done);
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].first, devlxd::event_config);
+    EXPECT_NE(events[0].second.find("user.a"), std::string::npos) << events[0].second;
+
+    ASSERT_TRUE(manager->add_device(
+        c, "data", {{"type", "disk"}, {"source", "/tmp"}, {"path", "/mnt"}}, capture(done)));
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[1].first, devlxd::event_device);
+    EXPECT_TRUE(c.config.devices.count("data"));
+    ASSERT_TRUE(manager->remove_device(c, "data", capture(done)));
+    ASSERT_EQ(events.size(), 3u);
+    EXPECT_NE(events[2].second.find("removed"), std::string::npos) << events[2].second;
+    EXPECT_FALSE(c.config.devices.count("data"));
+    settle();
+    EXPECT_TRUE(saw("Devices="));
 }
 
 TEST_F(ManagerTest, ASupervisorThatFailedLeavesErrorAndItsReasonAndStartWaitsForItsExit) {
