@@ -98,9 +98,8 @@ void Manager::on_watch_end(Container& c) {
     started(c);
 }
 
+// The watch stays: its stream's end may still be queued behind the exit, and says the stop.
 void Manager::on_supervisor_exit(const std::string& name) {
-    if (Container* c = find(name); c && c->watch && !c->watch->supervisor_alive())
-        c->watch.reset();
     run_exit_waiters(name);
 }
 

@@ -440,6 +440,17 @@ TEST_F(ManagerTest, ASupervisorThatFailedLeavesErrorAndItsReasonAndStartWaitsFor
     EXPECT_TRUE(manager->idle());
 }
 
+// Both arrive in one loop iteration in any order: an exit seen first must not lose the stop.
+TEST_F(ManagerTest, ASupervisorExitSeenBeforeItsStreamEndsStillEndsInStopped) {
+    create("c11");
+    Container& c = start("c11");
+    link->supervisor_exits("c11");
+    EXPECT_TRUE(c.running());
+    link->stream_ends("c11", {{"state", "stopped"}});
+    EXPECT_EQ(c.state, ContainerState::stopped);
+    EXPECT_FALSE(c.supervisor_alive());
+}
+
 TEST_F(ManagerTest, ARunningContainerIsNotStartedTwiceNorDeletedWithoutForce) {
     create("c5");
     Container& c = start("c5");
