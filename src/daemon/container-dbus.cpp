@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 namespace lodge::daemon {
 
@@ -20,54 +21,23 @@ int authorize(sd_bus_message* m, Manager& manager, const char* action, const std
     return manager.polkit().verify(m, action, container, error);
 }
 
-int reply_error(sd_bus_error* error, int r, const std::string& msg) {
-    const char* name = SD_BUS_ERROR_FAILED;
-    switch (-r) {
-    case EEXIST:
-        name = errors::container_exists;
-        break;
-    case EINVAL:
-        name = errors::invalid_config;
-        break;
-    case EALREADY:
-        name = errors::already_running;
-        break;
-    case ENOTCONN:
-        name = errors::not_running;
-        break;
-    case EBUSY:
-        name = errors::busy;
-        break;
-    case EIO:
-        name = errors::start_failed;
-        break;
-    }
-    return sd_bus_error_set(error, name, msg.c_str());
-}
-
 // A reply sent when a long operation ends: empty, or (Restart's signature) an empty reason.
 Done reply_when_done(sd_bus_message* m, bool with_reason) {
     std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
-    return [call, with_reason](int r, const std::string& msg) {
-        if (r >= 0) {
-            if (with_reason)
-                sd_bus_reply_method_return(call.get(), "s", "");
-            else
-                sd_bus_reply_method_return(call.get(), nullptr);
-            return;
-        }
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        reply_error(&e, r, msg);
-        sd_bus_reply_method_error(call.get(), &e);
-        sd_bus_error_free(&e);
+    return [call, with_reason](const Result<>& result) {
+        if (!result)
+            return reply_bus_error(call.get(), result.error());
+        if (with_reason)
+            sd_bus_reply_method_return(call.get(), "s", "");
+        else
+            sd_bus_reply_method_return(call.get(), nullptr);
     };
 }
 
 // Replies once PID 1 has been exec'd, so starts of different containers overlap.
 static int start_now(sd_bus_message* m, Container& c, bool reply_reason, sd_bus_error* error) {
-    std::string msg;
-    if (int r = c.manager->start(c, reply_when_done(m, reply_reason), msg); r < 0)
-        return reply_error(error, r, msg);
+    if (auto r = c.manager->start(c, reply_when_done(m, reply_reason)); !r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -109,34 +79,30 @@ static std::optional<unsigned> optional_timeout(int32_t timeout) {
 // stop only once the supervisor has exited too, so that a start right after it succeeds.
 static int deferred_request(sd_bus_message* m, Container& c, const runtime::proto::Request& req,
                             sd_bus_error* error, bool until_exit = false) {
-    std::string msg;
-    sd_bus_message_ref(m);
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
     Manager* manager = c.manager;
     std::string name = c.name();
-    int r = c.manager->request_async(
-        c, req,
-        Manager::ReplyDone([m, manager, name, until_exit](const runtime::proto::Reply& reply) {
-            auto answer = [m, reply] {
+    auto r = c.manager->request(
+        c, req, [call, manager, name, until_exit](const runtime::proto::Reply& reply) {
+            auto answer = [call, reply] {
                 if (reply.gone)
-                    sd_bus_reply_method_errorf(m, errors::not_running, "The supervisor went away");
+                    sd_bus_reply_method_errorf(call.get(), errors::not_running,
+                                               "The supervisor went away");
                 else if (!reply.error.empty())
-                    sd_bus_reply_method_errorf(m, SD_BUS_ERROR_FAILED, "%s", reply.error.c_str());
+                    sd_bus_reply_method_errorf(call.get(), errors::failed, "%s",
+                                               reply.error.c_str());
                 else
-                    sd_bus_reply_method_return(
-                        m, "s", reply.status ? reply.status->reason.c_str() : "");
-                sd_bus_message_unref(m);
+                    sd_bus_reply_method_return(call.get(), "s",
+                                               reply.status ? reply.status->reason.c_str() : "");
             };
             // A refused request (an error reply) leaves the supervisor running: answer now.
             if (until_exit && reply.error.empty())
                 manager->after_supervisor_exit(name, answer);
             else
                 answer();
-        }),
-        msg);
-    if (r < 0) {
-        sd_bus_message_unref(m);
-        return reply_error(error, r, msg);
-    }
+        });
+    if (!r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -164,9 +130,9 @@ static int simple_request(sd_bus_message* m, Container& c, const runtime::proto:
                           sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::control, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
-    std::string msg;
-    if (int r = c.manager->request_async(c, req, reply_when_done(m), msg); r < 0)
-        return reply_error(error, r, msg);
+    // The supervisor refusing (PID 1 cannot be signalled) is a plain failure.
+    if (auto r = c.manager->request(c, req, errors::failed, reply_when_done(m)); !r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -183,9 +149,8 @@ int op_kill(sd_bus_message* m, Container& c, int32_t sig, sd_bus_error* error) {
 int op_delete(sd_bus_message* m, Container& c, int force, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::manage, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
-    std::string msg;
-    if (int r = c.manager->remove(c, force, reply_when_done(m), msg); r < 0)
-        return reply_error(error, r, msg);
+    if (auto r = c.manager->remove(c, force, reply_when_done(m)); !r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -217,9 +182,8 @@ int op_set_config(sd_bus_message* m, Container& c, sd_bus_error* error) {
         std::free(*k);
     }
     std::free(unset);
-    std::string msg;
-    if (int r = c.manager->set_config(c, set, keys, reply_when_done(m), msg); r < 0)
-        return reply_error(error, r, msg);
+    if (auto r = c.manager->set_config(c, set, keys, reply_when_done(m)); !r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -232,9 +196,8 @@ int op_add_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
         return r;
     if (int r = read_string_map(m, keys); r < 0)
         return r;
-    std::string msg;
-    if (int r = c.manager->add_device(c, device, keys, reply_when_done(m), msg); r < 0)
-        return reply_error(error, r, msg);
+    if (auto r = c.manager->add_device(c, device, keys, reply_when_done(m)); !r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -244,10 +207,8 @@ int op_remove_device(sd_bus_message* m, Container& c, sd_bus_error* error) {
     const char* device = nullptr;
     if (int r = sd_bus_message_read(m, "s", &device); r < 0)
         return r;
-    std::string msg;
-    if (int r = c.manager->remove_device(c, device, reply_when_done(m), msg); r < 0)
-        return r == -ENOENT ? sd_bus_error_set(error, "io.lodge1.NoSuchDevice", msg.c_str())
-                            : reply_error(error, r, msg);
+    if (auto r = c.manager->remove_device(c, device, reply_when_done(m)); !r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -255,16 +216,13 @@ int op_open_console(sd_bus_message* m, Container& c, sd_bus_error* error) {
     if (int r = authorize(m, *c.manager, actions::exec, c.name(), error); r <= 0)
         return r == 0 ? 1 : r;
     std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
-    auto done = [call](int r, Fd console, const std::string& msg) {
-        if (r >= 0) {
-            sd_bus_reply_method_return(call.get(), "h", console.get());
-            return;
-        }
-        reply_when_done(call.get())(r, msg);
+    auto done = [call](Result<Fd> console) {
+        if (!console)
+            return reply_bus_error(call.get(), console.error());
+        sd_bus_reply_method_return(call.get(), "h", console->get());
     };
-    std::string msg;
-    if (int r = c.manager->open_console(c, done, msg); r < 0)
-        return reply_error(error, r, msg);
+    if (auto r = c.manager->open_console(c, done); !r)
+        return set_bus_error(error, r.error());
     return 1;
 }
 
@@ -273,7 +231,7 @@ int op_open_console_log(sd_bus_message* m, Container& c, sd_bus_error* error) {
         return r == 0 ? 1 : r;
     Fd log(::open(paths::console_log(c.name()).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
     if (!log)
-        return sd_bus_error_setf(error, "io.lodge1.NoConsoleLog",
+        return sd_bus_error_setf(error, errors::no_console_log,
                                  "Container \"%s\" has no console log yet", c.name().c_str());
     return sd_bus_reply_method_return(m, "h", log.get());
 }
@@ -419,7 +377,7 @@ static int property_get_string(sd_bus*, const char*, const char*, const char* pr
         if (p == "Name")
             v = c.name();
         else if (p == "State")
-            v = runtime::proto::state_name(c.state);
+            v = to_string(c.state);
         else if (p == "Reason")
             v = c.reason;
         else if (p == "Unit")

@@ -11,9 +11,8 @@ namespace lodge::daemon {
 // dispatched again (the handler returns 1 without replying); <0: refused, `error` set.
 int authorize(sd_bus_message* m, Manager& manager, const char* action, const std::string& container,
               sd_bus_error* error);
-int reply_error(sd_bus_error* error, int r, const std::string& msg);
-// The reply of a call that `Done` answers later: empty (Restart: an empty reason), or
-// reply_error()'s typed error.
+// The reply of a call that `Done` answers later: empty (Restart: an empty reason), or the
+// operation's Error.
 Done reply_when_done(sd_bus_message* m, bool with_reason = false);
 int append_string_map(sd_bus_message* reply, const KeyMap& map);
 

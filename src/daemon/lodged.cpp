@@ -52,7 +52,11 @@ public:
             error = "Container \"" + name + "\" is gone";
             return -ENOENT;
         }
-        return manager_.set_ready(*c, ready, error);
+        if (auto r = manager_.set_ready(*c, ready); !r) {
+            error = r.error().message;
+            return -r.error().code;
+        }
+        return 0;
     }
 
 private:
@@ -108,7 +112,7 @@ int main() {
     // Before any container can see an exec helper: its image is a sealed copy made now.
     prepare_exec_helper();
 
-    Manager manager(event.get(), bus.get());
+    Manager manager(event.get(), bus.get(), make_control_socket_link(event.get()));
     if (int r = register_bus_objects(bus.get(), manager); r < 0)
         return log_error_errno(r, "Failed to register the bus objects"), 1;
     ManagerGuests guests(manager);

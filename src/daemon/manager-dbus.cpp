@@ -48,8 +48,7 @@ int method_list_containers(sd_bus_message* m, void* ud, sd_bus_error*) {
         r = sd_bus_message_open_container(reply, 'a', "(ssuo)");
         for (auto& [name, c] : manager(ud).containers())
             if (r >= 0)
-                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(),
-                                          runtime::proto::state_name(c->state),
+                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), to_string(c->state),
                                           static_cast<uint32_t>(c->leader),
                                           c->object_path().c_str());
         if (r >= 0)
@@ -83,7 +82,7 @@ int method_get_container_by_pid(sd_bus_message* m, void* ud, sd_bus_error* e) {
         }
         Container* c = manager(ud).find_by_pid(static_cast<pid_t>(pid));
         if (!c)
-            return sd_bus_error_setf(e, "io.lodge1.NoContainerForPID",
+            return sd_bus_error_setf(e, errors::no_container_for_pid,
                                      "PID %u does not belong to any container", pid);
         return sd_bus_reply_method_return(m, "o", c->object_path().c_str());
     });
@@ -102,15 +101,6 @@ uint64_t import_idle_timeout_usec() {
     const char* v = std::getenv("LODGE_IMPORT_IDLE_TIMEOUT");
     auto secs = v ? parse_uint(v, 86400) : std::nullopt;
     return (secs && *secs > 0 ? *secs : 600) * 1000000ULL;
-}
-
-// Import failures the worker reports are ImportFailed; two creates of one name racing to the
-// final rename, ContainerExists.
-void set_create_error(sd_bus_error* e, int r, const std::string& msg) {
-    if (r == -EEXIST)
-        sd_bus_error_set(e, errors::container_exists, msg.c_str());
-    else
-        sd_bus_error_set(e, errors::import_failed, msg.c_str());
 }
 
 // Every create shares this: name + config + `fds` descriptors from the message, then `fill`
@@ -145,23 +135,14 @@ int create_with(sd_bus_message* m, void* ud, sd_bus_error* e, size_t fds, const 
     Manager* mgr = &manager(ud);
     std::string created = name;
     std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
-    Done done = [call, mgr, created](int r, const std::string& msg) {
-        if (r < 0) {
-            sd_bus_error err = SD_BUS_ERROR_NULL;
-            set_create_error(&err, r, msg);
-            sd_bus_reply_method_error(call.get(), &err);
-            sd_bus_error_free(&err);
-            return;
-        }
+    Done done = [call, mgr, created](const Result<>& result) {
+        if (!result)
+            return reply_bus_error(call.get(), result.error());
         Container* c = mgr->find(created);
         sd_bus_reply_method_return(call.get(), "o", c ? c->object_path().c_str() : "/");
     };
-    std::string msg;
-    if (int r = mgr->create(std::move(req), std::move(done), msg); r < 0) {
-        if (r == -EINVAL && msg.find("name") != std::string::npos)
-            return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
-        return reply_error(e, r, msg);
-    }
+    if (auto r = mgr->create(std::move(req), std::move(done)); !r)
+        return set_bus_error(e, r.error());
     return 1;
 }
 

@@ -24,26 +24,21 @@ static std::vector<std::string> names_in_container(const Container& c) {
     return names;
 }
 
-int Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
-                         std::optional<runtime::proto::Request>& plug, std::string& error) {
+Result<std::optional<runtime::proto::Request>>
+Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string& device) {
     fill_nic_volatile(next, names_in_container(c));
-    if (auto e = check_container_config(next); !e.empty()) {
-        error = e;
-        return -EINVAL;
-    }
-    if (auto e = runtime::net::check_host_side(nic_spec(next, device)); !e.empty()) {
-        error = e;
-        return -EINVAL;
-    }
+    if (auto e = check_container_config(next); !e.empty())
+        return make_error(errors::invalid_config, EINVAL, e);
+    if (auto e = runtime::net::check_host_side(nic_spec(next, device)); !e.empty())
+        return make_error(errors::invalid_config, EINVAL, e);
     if (!c.running())
-        return 0;
+        return std::optional<runtime::proto::Request>();
     // The device with its volatile keys, as the supervisor's nic-add takes it.
     KeyMap spec = next.devices.at(device);
     for (const char* key : {"name", "hwaddr"})
         if (auto v = next.get("volatile." + device + "." + key); !v.empty())
             spec[std::string("volatile.") + key] = v;
-    plug = runtime::proto::Request::nic_add(device, spec);
-    return 0;
+    return std::optional(runtime::proto::Request::nic_add(device, spec));
 }
 
 void Manager::update_nics(Container& c, const std::vector<runtime::net::PluggedNic>& plugged) {

@@ -1,36 +1,37 @@
 // lodged's model: every container on disk, its live state as its supervisor reports it, and
-// the operations the bus objects call. machined's manager is the model for this split.
+// the operations the bus objects call. machined's manager is the model for this split. It
+// reaches the supervisors only through a SupervisorLink (supervisor-link.hpp).
+//
+// Files: manager.cpp (the model: lookup, live state, readiness, lxcfs), manager-attach.cpp (the
+// status stream of each supervisor), manager-start.cpp (create, delete, start), manager-config.cpp
+// (config, devices, id ranges, console), manager-nic.cpp (nic devices).
 #pragma once
 
-#include "daemon/bus-util.hpp"
 #include "common/config.hpp"
+#include "common/error.hpp"
 #include "common/fd.hpp"
+#include "daemon/bus-util.hpp"
+#include "daemon/container.hpp"
 #include "daemon/operation.hpp"
-#include "devlxd/peer.hpp"
 #include "daemon/polkit.hpp"
 #include "daemon/registry.hpp"
-#include "runtime/control-proto.hpp"
+#include "daemon/supervisor-link.hpp"
 
 #include <functional>
 #include <map>
 #include <memory>
-#include <optional>
+#include <nlohmann/json_fwd.hpp>
 #include <set>
 #include <string>
 
-namespace lodge::runtime {
-class SupervisorLaunch;
-}
-
 namespace lodge::daemon {
 
-class Manager;
-
-// The end of an operation whose reply waits: 0, or -errno with `error` for the caller.
-using Done = std::function<void(int r, const std::string& error)>;
+// The end of an operation whose reply waits: success, or the Error for the caller.
+using Done = std::function<void(const Result<>& result)>;
 
 // Fills a new container's rootfs. Runs in a worker (operation.hpp), which holds the caller's
-// source fds (Worker::fd); may add image.* keys taken from the image's metadata.
+// source fds (Worker::fd); may add image.* keys taken from the image's metadata. 0 or -errno
+// with `error` set; the create reports it as ImportFailed.
 using FillRootfs = std::function<int(Worker& worker, const std::string& rootfs_dir,
                                      KeyMap& image_keys, std::string& error)>;
 
@@ -42,66 +43,10 @@ struct CreateRequest {
     uint64_t idle_timeout_usec = 0;
 };
 
-// A nic plugged into the running container, as its supervisor reports it (per boot).
-struct LiveNic {
-    std::string device, name, host_name;
-    int host_ifindex = 0;
-};
-
-struct Container {
-    Manager* manager = nullptr;
-    ContainerConfig config;
-    runtime::proto::State state = runtime::proto::State::stopped;
-    std::string reason;
-    pid_t leader = 0;
-    std::string boot_id;
-    std::string cgroup;         // the supervisor's cgroup base (payload is below it)
-    bool lxcfs = false;         // the supervisor reports lxcfs binds in place
-    bool lxcfs_pending = false; // an attach/detach request is under way
-    uint64_t started_usec = 0;  // CLOCK_REALTIME of the last start
-    NamespaceId pidns;          // PID 1's pid namespace: how guest API callers are told apart
-    // PID 1 and its pid namespace, held open while it runs: as long as lodged holds the
-    // namespace, no other namespace can be given its inode number (`pidns` stays unique),
-    // and a PID 1 that is gone shows on its pidfd before lodged has read the supervisor's word.
-    PidFd leader_fd;
-    Fd pidns_fd;
-    uint64_t generation = 0; // of this PID 1: unique in lodged's life, never reused
-    uid_t root_uid = 0;      // the host uid the container's root maps to
-    // The supervisor's "watch" stream, while one runs.
-    Fd watch;
-    SourcePtr watch_source;
-    std::string watch_buffer;
-    // The supervisor process itself, while it exists: it outlives its "stopped" by a little
-    // (it lets go of its socket, cgroup and lock, then exits), and no new one may start before.
-    PidFd supervisor;
-    SourcePtr supervisor_source;
-    std::vector<LiveNic> nics; // empty while stopped
-    // Readiness changes are announced on the bus at most every ready_announce_interval; a
-    // change inside the window is coalesced into one announcement at its end.
-    SourcePtr ready_announce;
-    bool ready_announced = false;
-    uint64_t ready_announced_usec = 0; // CLOCK_MONOTONIC
-    // A start that replies once the watch stream's first status is in (cgroup, nics known).
-    std::function<void(int r, const std::string& error)> start_done;
-
-    // config.config plus volatile.<dev>.host_name of the nics plugged now (never on disk).
-    KeyMap visible_config() const;
-    // visible_config() without the keys that may hold secrets: what any bus caller may read.
-    KeyMap public_config() const;
-    // The host ends of the veths (for machined's NetworkInterfaces).
-    std::vector<int> host_ifindices() const;
-
-    const std::string& name() const { return config.name; }
-    std::string object_path() const;
-    bool running() const { return runtime::proto::is_alive(state); }
-    // The guest said it is ready (PATCH /1.0 on /dev/lxd/sock), kept as LXD keeps it: in
-    // memory and in the runtime dir while the container runs, in config.json once it stops.
-    bool ready() const { return config.get_bool("volatile.last_state.ready", false); }
-};
-
 class Manager {
 public:
-    Manager(sd_event* event, sd_bus* bus);
+    // `bus` may be a private connection (unit tests); `link` reaches the supervisors.
+    Manager(sd_event* event, sd_bus* bus, std::unique_ptr<SupervisorLink> link);
     ~Manager();
 
     // Loads every container from disk and re-attaches to the supervisors still running.
@@ -117,36 +62,35 @@ public:
         return containers_;
     }
 
-    // The operations. Each returns 0 or -errno with `error` set to a message for the caller;
-    // those taking a `Done` call it once the work is over, never when they return < 0.
+    // The operations. Each fails at once with the Error for the caller, or succeeds and calls
+    // `done` (if it takes one) once the work is over; never both.
     // create: the rootfs is filled in a worker; the container appears (ContainerNew) when whole.
-    int create(CreateRequest request, Done done, std::string& error);
+    Result<> create(CreateRequest request, Done done);
     // remove: the container is gone when `done` runs; its files go in a worker afterwards.
-    int remove(Container& c, bool force, Done done, std::string& error);
+    Result<> remove(Container& c, bool force, Done done);
     // start: `done` runs once PID 1 has been exec'd, or with the reason it was not.
-    int start(Container& c, Done done, std::string& error);
+    Result<> start(Container& c, Done done);
     // Runs `then` once no supervisor of `name` exists any more: at once if none does, else
-    // when the old one's pidfd says it has exited (the loop is never blocked meanwhile). `then`
-    // finds the container again by name; it may be gone by then (deleted meanwhile).
+    // when the old one has exited (the loop is never blocked meanwhile). `then` finds the
+    // container again by name; it may be gone by then (deleted meanwhile).
     void after_supervisor_exit(const std::string& name, std::function<void()> then);
-    // Sends a supervisor request; `done` gets the reply (`gone` when the supervisor went away).
-    using ReplyDone = std::function<void(const runtime::proto::Reply& reply)>;
-    int request_async(Container& c, const runtime::proto::Request& request, ReplyDone done,
-                      std::string& error);
-    // request_async for requests answered {"ok":true} or {"error":...}: `done` gets 0 or the error.
-    int request_async(Container& c, const runtime::proto::Request& request, Done done,
-                      std::string& error);
+    // Sends a supervisor request; `done` gets the reply ("" when the supervisor went away).
+    Result<> request(Container& c, const runtime::proto::Request& request,
+                     std::function<void(const runtime::proto::Reply& reply)> done);
+    // request() for requests answered {"ok":true} or {"error":...}: `done` gets success or the
+    // supervisor's error under `failure` (the bus name the calling site picks for a refusal).
+    Result<> request(Container& c, const runtime::proto::Request& request, const char* failure,
+                     Done done);
     // `done` runs once limits.* changes reached a running container.
-    int set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
-                   Done done, std::string& error);
+    Result<> set_config(Container& c, const KeyMap& set, const std::vector<std::string>& unset,
+                        Done done);
 
     // Devices are stored; a nic is plugged into (or out of) a running container at once, and
     // `done` runs once the supervisor has done that.
-    int add_device(Container& c, const std::string& device, const KeyMap& keys, Done done,
-                   std::string& error);
-    int remove_device(Container& c, const std::string& device, Done done, std::string& error);
+    Result<> add_device(Container& c, const std::string& device, const KeyMap& keys, Done done);
+    Result<> remove_device(Container& c, const std::string& device, Done done);
     // volatile.last_state.ready, set by the guest and cleared whenever the container stops.
-    int set_ready(Container& c, bool ready, std::string& error);
+    Result<> set_ready(Container& c, bool ready);
 
     // Guest API events (runtime.md §6.4): user.* config changes and device changes of a
     // running container, already serialised; `type` is a devlxd::EventType.
@@ -157,8 +101,8 @@ public:
     void set_on_stopped(std::function<void(const Container&)> fn) { on_stopped_ = std::move(fn); }
 
     // A control connection to the supervisor, already attached to the console, for `done`.
-    using ConsoleDone = std::function<void(int r, Fd console, const std::string& error)>;
-    int open_console(Container& c, ConsoleDone done, std::string& error);
+    using ConsoleDone = std::function<void(Result<Fd> console)>;
+    Result<> open_console(Container& c, ConsoleDone done);
 
     // Called with the live state of LODGE_LXCFS_DIR; brings every running container in line.
     void set_lxcfs_live(bool live);
@@ -168,37 +112,31 @@ public:
 
     bool idle() const;
     // A start of `name` is under way (its supervisor not yet READY).
-    bool starting(const std::string& name) const { return launches_.count(name) != 0; }
+    bool starting(const std::string& name) const { return launching_.count(name) != 0; }
     Operations& operations() { return operations_; }
     sd_bus* bus() const { return bus_; }
     sd_event* event() const { return event_; }
     Polkit& polkit() { return polkit_; }
 
 private:
-    struct Launch;
-    static int on_launch(sd_event_source*, int fd, uint32_t revents, void* userdata);
-    static int on_reaped(sd_event_source*, const siginfo_t* si, void* userdata);
-    static int on_launch_deadline(sd_event_source*, uint64_t usec, void* userdata);
-    void step_launch(Launch& launch);
-    void finish_launch(const std::string& name);
+    // manager-start.cpp
+    void launched(const std::string& name, Result<pid_t> init, Done done);
     void finish_remove(Container& c, Done done);
     // Removes `path` (a failed create's work dir, a deleted container's trash) in a worker;
     // `then` runs once it is gone (or could not be removed: the next start retries).
     void discard(const std::string& path, std::function<void()> then);
+    // manager-attach.cpp: live state from the supervisor's status stream, or from the state
+    // file it left behind.
     void attach_watch(Container& c);
     // Ends a start waiting for the first status (`start_done`), if there is one.
     static void started(Container& c);
-    // The one place a supervisor's word becomes the container's state: a live status (the
-    // watch stream) or, with `gone`, the state.json the supervisor left behind (nullopt: none).
-    void on_status(Container& c, const std::optional<runtime::proto::Status>& status, bool gone);
-    void read_left_status(Container& c);
-    static int on_watch(sd_event_source*, int fd, uint32_t revents, void* userdata);
-    static int on_async_reply(sd_event_source*, int fd, uint32_t revents, void* userdata);
-    void track_supervisor(Container& c, int watch_fd);
-    static int on_supervisor_exit(sd_event_source*, int fd, uint32_t revents, void* userdata);
+    void on_status(Container& c, const std::string& json);
+    void on_watch_end(Container& c);
+    void on_supervisor_exit(const std::string& name);
     void run_exit_waiters(const std::string& name);
-    void emit_state_changed(Container& c);
     void set_leader(Container& c, pid_t leader);
+    // manager.cpp
+    void emit_state_changed(Container& c);
     void container_stopped(Container& c);
     void announce_ready(Container& c);
     static int on_ready_announce(sd_event_source*, uint64_t, void* userdata);
@@ -206,26 +144,27 @@ private:
     void restore_ready(Container& c);
     void guest_event(const Container& c, unsigned type, const std::string& line);
     // The loop's cached CLOCK_REALTIME: event timestamps of one iteration agree.
-    uint64_t realtime_usec() const {
-        uint64_t t = 0;
-        sd_event_now(event_, CLOCK_REALTIME, &t);
-        return t;
-    }
-    int commit_config(Container& c, ContainerConfig next, const char* property, std::string& error);
+    uint64_t realtime_usec() const;
+    // manager-config.cpp
+    // Writes `next` to disk (atomically) and only then makes it the container's config.
+    Result<> commit_config(Container& c, ContainerConfig next, const char* property);
     // security.idmap.isolated: gives `config` a range of its own (volatile.idmap.base), or
-    // drops the recorded one when it no longer applies. 1: config changed, 0: not, <0: error.
-    int assign_idmap(const Container& c, ContainerConfig& config, std::string& error);
+    // drops the recorded one when it no longer applies. true: config changed.
+    Result<bool> assign_idmap(const Container& c, ContainerConfig& config);
     // The container whose isolated range an explicit security.idmap.base in `next` overlaps.
     std::string isolated_overlap(const Container* self, const ContainerConfig& next) const;
     // manager-nic.cpp: volatile keys, host checks and live plugging for nic devices.
-    // Checks and volatile keys; `plug` gets the nic-add request for a running container ("" if
-    // the container is stopped).
-    int prepare_nic(Container& c, ContainerConfig& next, const std::string& device,
-                    std::optional<runtime::proto::Request>& plug, std::string& error);
+    // Checks and volatile keys; gives the nic-add request for a running container ("" if the
+    // container is stopped).
+    // The nic-add request for a running container; nullopt when there is nothing to plug.
+    Result<std::optional<runtime::proto::Request>> prepare_nic(Container& c, ContainerConfig& next,
+                                                               const std::string& device);
     void update_nics(Container& c, const std::vector<runtime::net::PluggedNic>& plugged);
+    runtime::proto::Status left_status(const std::string& name);
 
     sd_event* event_;
     sd_bus* bus_;
+    std::unique_ptr<SupervisorLink> link_;
     Registry registry_;
     // systemd is PID 1: each container's supervisor goes into its own transient scope.
     bool use_scopes_ = false;
@@ -237,26 +176,17 @@ private:
     std::function<void(const Container&)> on_stopped_;
     std::map<std::string, std::unique_ptr<Container>> containers_;
     uint64_t last_generation_ = 0;
-    struct Pending {
-        Manager* manager;
-        Fd fd;
-        SourcePtr source, timeout;
-        std::function<void(const std::string&)> done;
-        // Instead of `done`: the reply and the connection, which goes on (the console).
-        std::function<void(const std::string&, Fd)> handover;
-    };
-    int send_request(Container& c, const runtime::proto::Request& request,
-                     std::unique_ptr<Pending> p, std::string& error);
-    static int on_async_timeout(sd_event_source*, uint64_t usec, void* userdata);
-    void end_request(Pending* p, const std::string& reply);
-    std::map<Pending*, std::unique_ptr<Pending>> pending_;
-    std::map<std::string, std::unique_ptr<Launch>> launches_; // by container name
-    std::set<std::string> creating_;                          // names whose create runs
+    std::set<std::string> launching_; // names whose supervisor is not READY yet
+    std::set<std::string> creating_;  // names whose create runs
     Operations operations_;
     // after_supervisor_exit() callbacks, per container name.
     std::multimap<std::string, std::function<void()>> exit_waiters_;
 };
 
-std::string supervisor_binary();
+// volatile.cloud-init.instance-id: made at create, made anew when a key cloud-init reads changes
+// (LXD 6's rule), so that cloud-init runs its per-instance modules again.
+constexpr const char* instance_id_key = "volatile.cloud-init.instance-id";
+bool is_cloud_init_key(const std::string& key);
+std::string new_instance_id();
 
 } // namespace lodge::daemon
