@@ -19,6 +19,8 @@ PATH=$stub:$PATH
 # shellcheck source=/dev/null
 source "$script"
 
+# One collation wherever the test runs (sort orders "." and "=" by locale otherwise).
+export LC_ALL=C
 failures=0
 # expect "WORDS TYPED SO FAR" "EXPECTED CANDIDATES" (the last word is the one completed)
 expect() {
@@ -44,7 +46,7 @@ expect "lodgectl stop --" "--force --help --timeout"
 expect "lodgectl config " "get set show unset"
 expect "lodgectl config get " "alpha beta"
 expect "lodgectl config get alpha " "limits.memory user.foo"
-expect "lodgectl config set alpha limits.m" "limits.memory= limits.memory.enforce="
+expect "lodgectl config set alpha limits.m" "limits.memory.enforce= limits.memory="
 expect "lodgectl config set alpha user." "user. user.foo="
 expect "lodgectl device remove alpha " "eth0 root"
 expect "lodgectl device add alpha eth1 " "disk nic"

@@ -515,7 +515,9 @@ TEST_F(ManagerTest, LiveLimitsGoToTheSupervisorAndItsRefusalIsNoStartFailure) {
     ASSERT_TRUE(manager->set_config(c, {{"limits.memory", "64MB"}}, {}, capture(done)));
     EXPECT_EQ(c.config.get("limits.memory"), "64MB") << "stored before it is applied";
     EXPECT_FALSE(done.has_value());
-    EXPECT_EQ(link->answer_next("{\"error\":\"cannot write memory.max\"}").text, "apply-limits");
+    // The limits travel typed, in the request itself.
+    EXPECT_EQ(link->answer_next("{\"error\":\"cannot write memory.max\"}").text,
+              "apply-limits {\"memory_bytes\":64000000}");
     ASSERT_TRUE(done.has_value());
     ASSERT_FALSE(*done);
     EXPECT_STREQ(done->error().bus_name, errors::failed);
