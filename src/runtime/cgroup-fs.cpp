@@ -77,14 +77,29 @@ static int make_cgroup(const Hierarchy& h, const std::string& rel) {
 
 int CgroupFs::create_base() {
     origin_.clear();
+    bool inside_base = false; // e.g. a systemd scope made for us: B must hold no process
     for (auto& h : hierarchies_) {
         origin_.push_back(own_cgroup(h));
+        const std::string& o = origin_.back();
+        if (o == "/" + base_ || o.rfind("/" + base_ + "/", 0) == 0)
+            inside_base = true;
         if (int r = make_cgroup(h, base_ + "/supervisor"); r < 0)
             return r;
+    }
+    // Elsewhere the move waits for attach_payload(): each burst of cgroup migrations costs an
+    // RCU grace period (cgroup_threadgroup_rwsem), so one burst for both processes, not two.
+    return inside_base ? enter_supervisor() : 0;
+}
+
+int CgroupFs::enter_supervisor() {
+    if (entered_)
+        return 0;
+    for (auto& h : hierarchies_) {
         std::string procs = h.mountpoint + "/" + base_ + "/supervisor/cgroup.procs";
         if (int r = write_file(procs, std::to_string(::getpid())); r < 0)
             return log_error_errno(r, "Failed to move the supervisor into %s", procs.c_str());
     }
+    entered_ = true;
     return 0;
 }
 
@@ -118,7 +133,8 @@ int CgroupFs::attach_payload(pid_t pid) {
         if (int r = write_file(procs, std::to_string(pid)); r < 0)
             return log_error_errno(r, "Failed to move the container into %s", procs.c_str());
     }
-    return 0;
+    // Right behind the container's move, within the grace period it already waited for.
+    return enter_supervisor();
 }
 
 int CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
@@ -272,7 +288,8 @@ int CgroupFs::destroy_base() {
     for (size_t i = 0; i < hierarchies_.size(); i++) {
         auto& h = hierarchies_[i];
         std::string origin = i < origin_.size() ? origin_[i] : "/";
-        write_file(h.mountpoint + origin + "/cgroup.procs", std::to_string(::getpid()));
+        if (entered_)
+            write_file(h.mountpoint + origin + "/cgroup.procs", std::to_string(::getpid()));
         if (int r = rmdir_tree(h.mountpoint + "/" + base_); r < 0)
             ret = r;
     }

@@ -31,9 +31,12 @@ public:
     // `base` is relative to each hierarchy's root, e.g. "machine.slice/lodge-c1.scope".
     explicit CgroupFs(std::string base);
 
-    int create_base();                          // mkdir B and B/supervisor, move self there
+    // mkdir B and B/supervisor; this process moves there now only if it is inside B already,
+    // else with the container's first process (attach_payload), in the same grace period.
+    int create_base();
+    int enter_supervisor();                     // this process into B/supervisor (once)
     int create_payload();                       // fresh B/payload
-    int attach_payload(pid_t pid);              // pid into B/payload everywhere
+    int attach_payload(pid_t pid);              // pid into B/payload everywhere, then self
     int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
     int apply_limits(const ContainerConfig& c); // limits.* on B/payload (never on the supervisor)
     int apply_device_policy(); // the allow-list on B/payload where a v1 devices controller is
@@ -52,6 +55,7 @@ private:
     std::string base_;
     std::vector<Hierarchy> hierarchies_;
     std::vector<std::string> origin_; // own cgroup per hierarchy before create_base()
+    bool entered_ = false;            // this process sits in B/supervisor
 };
 
 } // namespace lodge::runtime
