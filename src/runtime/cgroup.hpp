@@ -7,6 +7,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "common/fd.hpp"
 
 #include <string>
 #include <sys/types.h>
@@ -26,17 +27,29 @@ std::vector<Hierarchy> host_hierarchies();
 std::string own_cgroup(const Hierarchy& h);
 bool host_is_pure_cgroup2();
 
+// How a new process joins B/payload without a cgroup.procs write for it (each such write
+// waits for an RCU grace period under the global threadgroup lock, 6-16 ms): it is born in the
+// cgroup2 payload (clone3 CLONE_INTO_CGROUP with `cgroup2_dir`) and, single-threaded as it
+// is, moves itself into each v1 payload by writing "0" to `tasks`, which takes no such lock.
+struct PayloadJoin {
+    std::vector<Fd> v1_tasks;
+    Fd cgroup2_dir;
+    Fd cgroup2_procs; // for a process that could not be born there
+};
+// Run by the new process itself (system calls only). -errno on failure, logged.
+int join_payload(const PayloadJoin& join, bool born_in_cgroup2);
+
 class CgroupFs {
 public:
     // `base` is relative to each hierarchy's root, e.g. "machine.slice/lodge-c1.scope".
     explicit CgroupFs(std::string base);
 
-    // mkdir B and B/supervisor; this process moves there now only if it is inside B already,
-    // else with the container's first process (attach_payload), in the same grace period.
-    int create_base();
-    int enter_supervisor();                     // this process into B/supervisor (once)
+    int create_base(); // mkdir B and B/supervisor, move self there (enter_supervisor)
+    // This process into B/supervisor (once): v1 by `tasks` while single-threaded (no grace
+    // period), cgroup2 by cgroup.procs unless it is there already.
+    int enter_supervisor();
     int create_payload();                       // fresh B/payload
-    int attach_payload(pid_t pid);              // pid into B/payload everywhere, then self
+    int open_payload(PayloadJoin& out) const;   // for join_payload()
     int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
     int apply_limits(const ContainerConfig& c); // limits.* on B/payload (never on the supervisor)
     int apply_device_policy(); // the allow-list on B/payload where a v1 devices controller is
