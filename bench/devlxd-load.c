@@ -1,12 +1,14 @@
 /* devlxd-load: HTTP/1.1 keep-alive load over a unix socket.
  *
- *   devlxd-load [-c CLIENTS] [-d SECONDS] [-n REQUESTS] [-p PATH] [-t TIMEOUT_MS] SOCKET
+ *   devlxd-load [-c CLIENTS] [-d SECONDS] [-n REQUESTS] [-i INTERVAL_MS] [-p PATH]
+ *               [-t TIMEOUT_MS] SOCKET
  *
  * CLIENTS connections (default 1), each its own thread, each sending
  * "GET PATH HTTP/1.1\r\nHost: lxd\r\n\r\n" (PATH default /1.0) and reading the whole
  * response (Content-Length or chunked) before the next request, until SECONDS
- * (default 3) have passed or REQUESTS requests were made in all. Built static so it can be
- * copied into any container.
+ * (default 3) have passed, REQUESTS requests were made in all, or SIGTERM/SIGINT came (the
+ * numbers so far are then printed). -i: a latency probe instead of a flood, each client waits
+ * INTERVAL_MS between requests. Built static so it can be copied into any container.
  *
  * Prints one line:
  *   clients=C requests=N errors=E seconds=S rps=R p50_us=X p99_us=Y max_us=Z
@@ -18,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,6 +39,8 @@ static const char *req_path = "/1.0";
 static double duration = 3.0;
 static long max_requests = 0;
 static int timeout_ms = 2000;
+static int interval_ms = 0;
+static volatile sig_atomic_t stop_now;
 static atomic_long issued;
 static atomic_int first_error_printed;
 static uint64_t deadline_ns;
@@ -187,7 +192,7 @@ static void *run(void *arg)
     int reqlen = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: lxd\r\n\r\n", req_path);
     int fd = -1;
     for (;;) {
-        if (now_ns() >= deadline_ns)
+        if (stop_now || now_ns() >= deadline_ns)
             break;
         if (max_requests && atomic_fetch_add(&issued, 1) >= max_requests)
             break;
@@ -219,6 +224,8 @@ static void *run(void *arg)
             }
         }
         w->lat_us[w->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+        if (interval_ms)
+            usleep((useconds_t)interval_ms * 1000);
     }
     if (fd >= 0)
         close(fd);
@@ -231,29 +238,40 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_now = 1;
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: devlxd-load [-c CLIENTS] [-d SECONDS] [-n REQUESTS] [-p PATH] "
-                    "[-t TIMEOUT_MS] SOCKET\n");
+    fprintf(stderr, "usage: devlxd-load [-c CLIENTS] [-d SECONDS] [-n REQUESTS] [-i INTERVAL_MS] "
+                    "[-p PATH] [-t TIMEOUT_MS] SOCKET\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     int clients = 1, opt;
-    while ((opt = getopt(argc, argv, "c:d:n:p:t:h")) != -1) {
+    while ((opt = getopt(argc, argv, "c:d:n:i:p:t:h")) != -1) {
         switch (opt) {
         case 'c': clients = atoi(optarg); break;
         case 'd': duration = atof(optarg); break;
         case 'n': max_requests = atol(optarg); break;
+        case 'i': interval_ms = atoi(optarg); break;
         case 'p': req_path = optarg; break;
         case 't': timeout_ms = atoi(optarg); break;
         default: usage();
         }
     }
-    if (optind != argc - 1 || clients < 1 || clients > 4096 || duration <= 0 || timeout_ms < 1)
+    if (optind != argc - 1 || clients < 1 || clients > 4096 || duration <= 0 || timeout_ms < 1 ||
+        interval_ms < 0)
         usage();
     sock_path = argv[optind];
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 
     struct worker *w = calloc((size_t)clients, sizeof *w);
     if (!w) {

@@ -86,10 +86,58 @@ int CgroupFs::create_base() {
         origin_.push_back(own_cgroup(h));
         if (int r = make_cgroup(h, base_ + "/supervisor"); r < 0)
             return r;
-        std::string procs = h.mountpoint + "/" + base_ + "/supervisor/cgroup.procs";
-        if (int r = write_file(procs, std::to_string(::getpid())); r < 0)
-            return log_error_errno(r, "Failed to move the supervisor into %s", procs.c_str());
     }
+    return enter_supervisor();
+}
+
+static bool single_threaded() {
+    std::string status;
+    return read_file("/proc/self/status", status) == 0 &&
+           status.find("\nThreads:\t1\n") != std::string::npos;
+}
+
+int CgroupFs::enter_supervisor() {
+    if (entered_)
+        return 0;
+    // v1: "0" into `tasks` moves only this thread, without the global lock (see PayloadJoin).
+    bool alone = single_threaded();
+    for (auto& h : hierarchies_) {
+        std::string dir = h.mountpoint + "/" + base_ + "/supervisor";
+        if (own_cgroup(h) == "/" + base_ + "/supervisor")
+            continue;
+        bool by_thread = alone && !h.unified;
+        std::string file = dir + (by_thread ? "/tasks" : "/cgroup.procs");
+        if (int r = write_file(file, by_thread ? "0" : std::to_string(::getpid())); r < 0)
+            return log_error_errno(r, "Failed to move the supervisor into %s", dir.c_str());
+    }
+    entered_ = true;
+    return 0;
+}
+
+int CgroupFs::open_payload(PayloadJoin& out) const {
+    for (auto& h : hierarchies_) {
+        std::string dir = payload_path(h);
+        if (h.unified) {
+            out.cgroup2_dir.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            out.cgroup2_procs.reset(::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+            if (!out.cgroup2_dir || !out.cgroup2_procs)
+                return log_error_errno(errno, "Failed to open the cgroup %s", dir.c_str());
+        } else {
+            Fd tasks(::open((dir + "/tasks").c_str(), O_WRONLY | O_CLOEXEC));
+            if (!tasks)
+                return log_error_errno(errno, "Failed to open %s/tasks", dir.c_str());
+            out.v1_tasks.push_back(std::move(tasks));
+        }
+    }
+    return 0;
+}
+
+int join_payload(const PayloadJoin& join, bool born_in_cgroup2) {
+    for (auto& fd : join.v1_tasks)
+        if (::write(fd.get(), "0", 1) < 0)
+            return log_error_errno(errno, "Failed to join the container's cgroup");
+    if (!born_in_cgroup2 && join.cgroup2_procs && ::write(join.cgroup2_procs.get(), "0", 1) < 0)
+        return log_error_errno(errno, "Failed to join the container's cgroup");
     return 0;
 }
 
@@ -136,15 +184,6 @@ int CgroupFs::create_payload() {
         }
         if (int r = make_cgroup(h, base_ + "/payload"); r < 0)
             return r;
-    }
-    return 0;
-}
-
-int CgroupFs::attach_payload(pid_t pid) {
-    for (auto& h : hierarchies_) {
-        std::string procs = payload_path(h) + "/cgroup.procs";
-        if (int r = write_file(procs, std::to_string(pid)); r < 0)
-            return log_error_errno(r, "Failed to move the container into %s", procs.c_str());
     }
     return 0;
 }
@@ -360,7 +399,8 @@ int CgroupFs::destroy_base() {
     for (size_t i = 0; i < hierarchies_.size(); i++) {
         auto& h = hierarchies_[i];
         std::string origin = i < origin_.size() ? origin_[i] : "/";
-        write_file(h.mountpoint + origin + "/cgroup.procs", std::to_string(::getpid()));
+        if (entered_)
+            write_file(h.mountpoint + origin + "/cgroup.procs", std::to_string(::getpid()));
         if (int r = rmdir_tree(h.mountpoint + "/" + base_); r < 0)
             ret = r;
     }

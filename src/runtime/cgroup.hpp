@@ -8,6 +8,7 @@
 
 #include "common/config.hpp"
 #include "common/limits.hpp"
+#include "common/fd.hpp"
 
 #include <string>
 #include <sys/types.h>
@@ -27,6 +28,18 @@ std::vector<Hierarchy> host_hierarchies();
 std::string own_cgroup(const Hierarchy& h);
 bool host_is_pure_cgroup2();
 
+// How a new process joins B/payload without a cgroup.procs write for it (each such write
+// waits for an RCU grace period under the global threadgroup lock, 6-16 ms): it is born in the
+// cgroup2 payload (clone3 CLONE_INTO_CGROUP with `cgroup2_dir`) and, single-threaded as it
+// is, moves itself into each v1 payload by writing "0" to `tasks`, which takes no such lock.
+struct PayloadJoin {
+    std::vector<Fd> v1_tasks;
+    Fd cgroup2_dir;
+    Fd cgroup2_procs; // for a process that could not be born there
+};
+// Run by the new process itself (system calls only). -errno on failure, logged.
+int join_payload(const PayloadJoin& join, bool born_in_cgroup2);
+
 class CgroupFs {
 public:
     // `base` is relative to each hierarchy's root, e.g. "machine.slice/lodge-c1.scope".
@@ -37,9 +50,12 @@ public:
     // controllers are passed down through them (never through the hierarchy's root).
     void set_own_path(bool own) { own_path_ = own; }
 
-    int create_base();                          // mkdir B and B/supervisor, move self there
+    int create_base(); // mkdir B and B/supervisor, move self there (enter_supervisor)
+    // This process into B/supervisor (once): v1 by `tasks` while single-threaded (no grace
+    // period), cgroup2 by cgroup.procs unless it is there already.
+    int enter_supervisor();
     int create_payload();                       // fresh B/payload
-    int attach_payload(pid_t pid);              // pid into B/payload everywhere
+    int open_payload(PayloadJoin& out) const;   // for join_payload()
     int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
     int apply_limits(const Limits& limits);     // on B/payload (never on the supervisor)
     int apply_device_policy(); // the allow-list on B/payload where a v1 devices controller is
@@ -59,6 +75,7 @@ private:
     std::vector<Hierarchy> hierarchies_;
     std::vector<std::string> origin_; // own cgroup per hierarchy before create_base()
     bool own_path_ = false;
+    bool entered_ = false;            // this process sits in B/supervisor
 };
 
 } // namespace lodge::runtime

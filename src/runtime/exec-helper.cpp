@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
+#include <linux/sched.h>
 #include <nlohmann/json.hpp>
 #include <sched.h>
 #include <string>
@@ -53,7 +54,13 @@ struct Request {
     ContainerConfig config;
     int init_pidfd = -1;
     int stdio[3] = {-1, -1, -1};
-    std::vector<int> cgroup_procs; // cgroup.procs of the payload (or its leaf) per hierarchy
+    // The payload (or its leaf) per hierarchy. Each cgroup.procs write waits for an RCU grace
+    // period (the global threadgroup lock, 6-16 ms), so none is made: the command is born in
+    // the cgroup2 one (clone3 CLONE_INTO_CGROUP) and moves its only thread into the v1 ones
+    // through `tasks` with "0", which the kernel does without that lock.
+    std::vector<int> cgroup_tasks; // v1: `tasks`
+    int cgroup2_dir = -1;          // cgroup2: the directory, for CLONE_INTO_CGROUP
+    int cgroup2_procs = -1;        // cgroup2: cgroup.procs, should clone3 refuse the cgroup
     std::vector<char*> argvp, envp;
 };
 
@@ -100,7 +107,7 @@ int receive(std::string& text, std::vector<int>& fds) {
 
 // A cgroup2 payload whose own init enabled controllers for its children (systemd does) cannot
 // take processes; like lxc-attach, use a leaf ".lxc" owned as the payload is.
-int open_cgroup(const std::string& dir, bool unified) {
+int open_cgroup(const std::string& dir, bool unified, Request& req) {
     std::string target = dir;
     char controllers[64] = {};
     int sc = ::open((dir + "/cgroup.subtree_control").c_str(), O_RDONLY | O_CLOEXEC);
@@ -116,10 +123,19 @@ int open_cgroup(const std::string& dir, bool unified) {
             if (::chown((target + f).c_str(), st.st_uid, st.st_gid) < 0 && errno != ENOENT)
                 return log_error_errno(errno, "Failed to delegate the cgroup %s", target.c_str());
     }
-    int fd = ::open((target + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    int fd =
+        ::open((target + (unified ? "/cgroup.procs" : "/tasks")).c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return log_error_errno(errno, "Failed to open the container's cgroup %s", target.c_str());
-    return fd;
+    if (!unified) {
+        req.cgroup_tasks.push_back(fd);
+        return 0;
+    }
+    req.cgroup2_procs = fd;
+    req.cgroup2_dir = ::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (req.cgroup2_dir < 0)
+        return log_error_errno(errno, "Failed to open the container's cgroup %s", target.c_str());
+    return 0;
 }
 
 int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
@@ -138,10 +154,9 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
             if (stdio[i] > 0 && static_cast<size_t>(stdio[i]) < fds.size())
                 req.stdio[i] = fds[static_cast<size_t>(stdio[i])];
         for (auto& h : j.at("cgroups")) {
-            int fd = open_cgroup(h.at("path").get<std::string>(), h.at("unified").get<bool>());
-            if (fd < 0)
-                return fd;
-            req.cgroup_procs.push_back(fd);
+            int r = open_cgroup(h.at("path").get<std::string>(), h.at("unified").get<bool>(), req);
+            if (r < 0)
+                return r;
         }
     } catch (const std::exception& e) {
         return log_error_errno(EINVAL, "Invalid exec request (%s)", e.what());
@@ -160,13 +175,15 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
 
 // The command: joins the cgroup and the user namespace, becomes the container's root, sets up
 // its directory, terminal and stdio, takes on PID 1's restrictions and execs.
-[[noreturn]] void command_main(const Request& req) {
+[[noreturn]] void command_main(const Request& req, bool in_cgroup2) {
     // Killed with us should we be killed before the exec (lodged's setup deadline).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    for (int fd : req.cgroup_procs)
-        // "0" is the writing process in both cgroup versions.
+    // "0" is the writing thread (`tasks`) or process (cgroup.procs); we have one thread.
+    for (int fd : req.cgroup_tasks)
         if (::write(fd, "0", 1) < 0)
             fail(log_error_errno(errno, "Failed to join the container's cgroup"));
+    if (!in_cgroup2 && req.cgroup2_procs >= 0 && ::write(req.cgroup2_procs, "0", 1) < 0)
+        fail(log_error_errno(errno, "Failed to join the container's cgroup"));
     if ((req.ns_flags & CLONE_NEWUSER) && ::setns(req.init_pidfd, CLONE_NEWUSER) < 0)
         fail(log_error_errno(errno, "Failed to enter the container's user namespace"));
     if (::setgroups(0, nullptr) < 0 || ::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0)
@@ -275,13 +292,28 @@ int main() {
     if (::setns(req.init_pidfd, req.ns_flags & ~CLONE_NEWUSER) < 0)
         fail(log_error_errno(errno, "Failed to enter the container's namespaces"));
 
-    pid_t pid = ::fork();
+    // Born in the cgroup2 payload where the kernel allows it (5.7 and later), else fork().
+    int pidfd = -1;
+    bool in_cgroup2 = false;
+    pid_t pid = -1;
+    if (req.cgroup2_dir >= 0) {
+        struct clone_args args {};
+        args.flags = CLONE_INTO_CGROUP | CLONE_PIDFD;
+        args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+        args.cgroup = static_cast<uint64_t>(req.cgroup2_dir);
+        args.exit_signal = SIGCHLD;
+        pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+        in_cgroup2 = pid >= 0;
+    }
+    if (pid < 0)
+        pid = ::fork();
     if (pid < 0)
         fail(log_error_errno(errno, "Failed to create the command's process"));
     if (pid == 0)
-        command_main(req);
+        command_main(req, in_cgroup2);
     // Our unreaped child: its pid cannot be reused before we wait for it.
-    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0)
+        pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd < 0) {
         ::kill(pid, SIGKILL);
         fail(log_error_errno(errno, "Failed to open the command's pidfd"));

@@ -66,6 +66,41 @@ TEST(Cgroup, LimitsAreAppliedToTheContainersPayloadCgroup) {
     }
 }
 
+// Every hierarchy of /proc/PID/cgroup puts PID at `path` ("N:controllers:/path" lines).
+void expect_cgroup_everywhere(pid_t pid, const std::string& path) {
+    std::string text = read_text("/proc/" + std::to_string(pid) + "/cgroup");
+    size_t lines = 0, pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        size_t colon = line.find(':', line.find(':') + 1);
+        if (colon == std::string::npos)
+            continue;
+        lines++;
+        EXPECT_EQ(line.substr(colon + 1), path) << "pid " << pid << ": " << line;
+    }
+    EXPECT_GT(lines, 0u) << text;
+}
+
+// The supervisor joins <base>/supervisor together with PID 1's move (one grace period), and
+// both are where they belong once the start has been answered, in every hierarchy.
+TEST(Cgroup, SupervisorAndInitSitInTheirOwnCgroupsEverywhere) {
+    LODGE_REQUIRE_ROOT();
+    Container c("cgplace-" + std::to_string(getpid()), false);
+    c.make_busybox(true);
+    LODGE_START_OR_SKIP(c);
+    auto status = c.request("status");
+    pid_t supervisor = status.value("supervisor_pid", 0);
+    pid_t init = status.value("pid", 0);
+    ASSERT_GT(supervisor, 0) << status.dump();
+    ASSERT_GT(init, 0) << status.dump();
+    std::string base = "/" + TestRoot::get().cgroup + "/" + c.name;
+    expect_cgroup_everywhere(supervisor, base + "/supervisor");
+    expect_cgroup_everywhere(init, base + "/payload");
+    EXPECT_EQ(c.stop(10)["state"], "stopped");
+}
+
 TEST(Cgroup, EveryContainerGetsLxdsDeviceAllowList) {
     LODGE_REQUIRE_ROOT();
     if (!exists("/sys/fs/cgroup/devices"))

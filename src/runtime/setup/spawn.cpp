@@ -3,9 +3,9 @@
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
+#include "runtime/net.hpp"
 #include "runtime/setup/idmap-shift.hpp"
 #include "runtime/setup/mountapi.hpp"
-#include "runtime/net.hpp"
 #include "runtime/setup/security.hpp"
 #include "runtime/setup/setup.hpp"
 
@@ -47,14 +47,17 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     return env;
 }
 
-[[noreturn]] void child_main(const SpawnOptions& o, const std::vector<DiskSource>& disks,
-                             int sync, int devlxd_tree) {
+[[noreturn]] void child_main(const SpawnOptions& o, const std::vector<DiskSource>& disks, int sync,
+                             int devlxd_tree, const PayloadJoin& join, bool born_in_cgroup2) {
     const ContainerConfig& c = *o.config;
     log_set_prefix("lodge-supervisor[" + c.name + "] setup");
     std::string go;
     Fd rootfs_tree;
     if (recv_with_fd(sync, go, rootfs_tree) <= 0 || go != "go" || !rootfs_tree)
         _exit(1); // the parent is gone or gave up; it reports the reason itself
+    // Before the cgroup namespace is made: its root is where we are then.
+    if (join_payload(join, born_in_cgroup2) < 0)
+        child_fail(sync);
 
     bool userns = !c.privileged();
     if (userns) {
@@ -262,6 +265,11 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
         }
     }
 
+    PayloadJoin join;
+    if (int r = o.cgroup->open_payload(join); r < 0) {
+        error = log_last_error();
+        return r;
+    }
     uint64_t flags =
         CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
     if (!c.privileged())
@@ -271,7 +279,18 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     args.flags = flags;
     args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
     args.exit_signal = SIGCHLD;
-    long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    bool born_in_cgroup2 = false;
+    long pid = -1;
+    if (join.cgroup2_dir) { // born in the cgroup2 payload; else it joins by cgroup.procs
+        args.flags = flags | CLONE_INTO_CGROUP;
+        args.cgroup = static_cast<uint64_t>(join.cgroup2_dir.get());
+        pid = ::syscall(SYS_clone3, &args, sizeof args);
+        born_in_cgroup2 = pid >= 0;
+        args.flags = flags;
+        args.cgroup = 0;
+    }
+    if (pid < 0)
+        pid = ::syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0) {
         int err = errno;
         error = std::string("Failed to create the container's namespaces: ") + std::strerror(err);
@@ -280,7 +299,7 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
     if (pid == 0) {
         parent_end.reset();
-        child_main(o, disks, child_end.get(), devlxd_tree.get());
+        child_main(o, disks, child_end.get(), devlxd_tree.get(), join, born_in_cgroup2);
     }
     child_end.reset();
     disks.clear();
@@ -301,10 +320,7 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
             return abort_child(-EPERM);
         }
     }
-    if (int r = o.cgroup->attach_payload(init.pid()); r < 0) {
-        error = log_last_error();
-        return abort_child(r);
-    }
+    join = PayloadJoin{}; // the child joins by itself once it may go
     if (int r = net::bring_up_loopback(init.pid()); r < 0) {
         error = log_last_error();
         return abort_child(r);
