@@ -3,6 +3,7 @@
 #include "common/fdpass.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
+#include "network.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -445,6 +446,15 @@ int verb_create(const Options& o, sd_bus* bus) {
         ::close(fd);
     if (r < 0)
         return bus_fail(err, r);
+    // --network NET: eth0 on a managed network (lodge-network(7)).
+    if (auto net = o.values.find("network"); net != o.values.end()) {
+        Error dev_err;
+        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "AddContainerDevice",
+                               &dev_err.e, nullptr, "ssa{ss}", name.c_str(), "eth0", 3, "type",
+                               "nic", "network", net->second.c_str(), "name", "eth0");
+        if (r < 0)
+            return bus_fail(dev_err, r);
+    }
     if (o.json)
         std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());
     else if (!o.quiet)
@@ -1002,7 +1012,8 @@ const std::vector<Verb>& verbs() {
          [](const Options& o, sd_bus* bus) { return verb_status_or_show(o, bus, false); }},
         {"show", 1, any, "show NAME... [--json]", "Show a container's properties.",
          [](const Options& o, sd_bus* bus) { return verb_status_or_show(o, bus, true); }},
-        {"create", 1, 3, "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]...",
+        {"create", 1, 3,
+         "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]... [--network NET]",
          "Create a container from the built-in image, a directory, a tarball or an LXD image.",
          verb_create},
         {"delete", 1, any, "delete NAME... [--force]",
@@ -1037,6 +1048,11 @@ const std::vector<Verb>& verbs() {
              if (sh.pty == -1)
                  sh.pty = 1;
              return verb_exec(sh, bus);
+         }},
+        {"network", 1, any, lodge::ctl::network_usage,
+         "Managed networks: a bridge with DHCP, DNS and NAT (lodge-network(7)).",
+         [](const Options& o, sd_bus* bus) {
+             return lodge::ctl::verb_network({o.args, o.json, o.legend, o.quiet}, bus);
          }},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          [](const Options& o, sd_bus* bus) { return verb_enable(o, bus, true); }},
@@ -1119,7 +1135,7 @@ int main(int argc, char** argv) {
             o.config.push_back(argv[++i]);
         else if (a == "-h" || a == "--help")
             o.help = true;
-        else if (value("timeout") || value("signal") || value("cwd"))
+        else if (value("timeout") || value("signal") || value("cwd") || value("network"))
             continue;
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);

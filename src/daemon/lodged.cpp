@@ -10,6 +10,7 @@
 #include "exec.hpp"
 #include "lxcfs-watch.hpp"
 #include "manager.hpp"
+#include "network-dbus.hpp"
 
 #include <csignal>
 #include <cstdlib>
@@ -118,6 +119,12 @@ int main() {
             devlxd.publish(c.name(), type, line);
         });
     manager.set_on_stopped([&devlxd](const Container& c) { devlxd.drop_container(c.name()); });
+    NetworkManager networks(event.get(), manager);
+    if (int r = register_network_methods(bus.get(), networks); r < 0)
+        return log_error_errno(r, "Failed to register the network methods"), 1;
+    manager.set_network_check(
+        [&networks](const ContainerConfig& c) { return networks.prepare_container(c); });
+    networks.load();
     manager.load();
     if (devlxd_listener >= 0 && devlxd.start(devlxd_listener) < 0)
         return 1;

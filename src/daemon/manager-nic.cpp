@@ -32,6 +32,11 @@ int Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string&
         error = e;
         return -EINVAL;
     }
+    if (network_check_)
+        if (auto e = network_check_(next); !e.empty()) {
+            error = e;
+            return -EINVAL;
+        }
     if (auto e = runtime::net::check_host_side(nic_spec(next, device)); !e.empty()) {
         error = e;
         return -EINVAL;

@@ -589,6 +589,11 @@ int Manager::start(Container& c, Done done, std::string& error) {
         return r;
     else if (r > 0 && commit_config(c, config, "Config", error) < 0)
         return -EIO;
+    if (network_check_)
+        if (auto e = network_check_(config); !e.empty()) {
+            error = e;
+            return -EINVAL;
+        }
     auto failed = [&](int r, const std::string& why) {
         error = why;
         c.state = "error";
