@@ -81,8 +81,8 @@ bool is_unicast_hwaddr(const std::string& mac) {
 }
 
 std::string check_nic_device(const std::string& device, const KeyMap& keys) {
-    static const std::set<std::string> known{"type",   "nictype", "parent",       "name",
-                                             "hwaddr", "mtu",     "host_name",    "network",
+    static const std::set<std::string> known{"type",         "nictype",     "parent",    "name",
+                                             "hwaddr",       "mtu",         "host_name", "network",
                                              "ipv4.address", "ipv6.address"};
     for (auto& [k, v] : keys)
         if (!known.count(k))
