@@ -117,11 +117,19 @@ int run(const std::vector<std::string>& argv, const std::string& input, std::str
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+// A program's message: its non-empty lines joined (dnsmasq starts its own with a newline).
 std::string first_line(const std::string& s) {
-    std::string t = s;
-    while (!t.empty() && (t.back() == '\n' || t.back() == ' '))
-        t.pop_back();
-    return t;
+    std::string out, line;
+    for (char c : s + "\n") {
+        if (c != '\n') {
+            line += c;
+            continue;
+        }
+        if (line.find_first_not_of(" \t") != std::string::npos)
+            out += (out.empty() ? "" : "; ") + line.substr(line.find_first_not_of(" \t"));
+        line.clear();
+    }
+    return out;
 }
 
 std::string nft_binary() {
