@@ -446,14 +446,21 @@ int verb_create(const Options& o, sd_bus* bus) {
         ::close(fd);
     if (r < 0)
         return bus_fail(err, r);
-    // --network NET: eth0 on a managed network (lodge-network(7)).
+    // --network NET: eth0 on a managed network (lodge-network(7)) instead of the default
+    // network's; "none": no eth0. A network that cannot be joined undoes the create.
     if (auto net = o.values.find("network"); net != o.values.end()) {
         Error dev_err;
-        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "AddContainerDevice",
-                               &dev_err.e, nullptr, "ssa{ss}", name.c_str(), "eth0", 3, "type",
-                               "nic", "network", net->second.c_str(), "name", "eth0");
-        if (r < 0)
+        sd_bus_call_method(bus, service, manager_path, manager_iface, "RemoveContainerDevice",
+                           nullptr, nullptr, "ss", name.c_str(), "eth0");
+        if (net->second != "none")
+            r = sd_bus_call_method(bus, service, manager_path, manager_iface, "AddContainerDevice",
+                                   &dev_err.e, nullptr, "ssa{ss}", name.c_str(), "eth0", 3, "type",
+                                   "nic", "network", net->second.c_str(), "name", "eth0");
+        if (r < 0) {
+            sd_bus_call_method(bus, service, manager_path, manager_iface, "DeleteContainer",
+                               nullptr, nullptr, "sb", name.c_str(), 1);
             return bus_fail(dev_err, r);
+        }
     }
     if (o.json)
         std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());

@@ -124,6 +124,7 @@ int main() {
         return log_error_errno(r, "Failed to register the network methods"), 1;
     manager.set_network_check(
         [&networks](const ContainerConfig& c) { return networks.prepare_container(c); });
+    manager.set_create_defaults([&networks](ContainerConfig& c) { networks.add_default_nic(c); });
     networks.load();
     manager.load();
     if (devlxd_listener >= 0 && devlxd.start(devlxd_listener) < 0)

@@ -422,6 +422,8 @@ int Manager::create(CreateRequest req, Done done, std::string& error) {
                 other + "\"";
         return -EINVAL;
     }
+    if (create_defaults_)
+        create_defaults_(config);
     config.config[instance_id_key] = new_instance_id();
     std::string work_dir;
     if (int r = registry_.prepare(config.name, work_dir, error); r < 0)

@@ -169,6 +169,10 @@ public:
     void set_network_check(std::function<std::string(const ContainerConfig&)> fn) {
         network_check_ = std::move(fn);
     }
+    // Devices every new container gets (eth0 on the default network, network-manager.cpp).
+    void set_create_defaults(std::function<void(ContainerConfig&)> fn) {
+        create_defaults_ = std::move(fn);
+    }
 
     bool idle() const;
     // A start of `name` is under way (its supervisor not yet READY).
@@ -235,6 +239,7 @@ private:
     bool lxcfs_known_ = false;
     std::function<void()> on_running_;
     std::function<std::string(const ContainerConfig&)> network_check_;
+    std::function<void(ContainerConfig&)> create_defaults_;
     GuestEventSink guest_events_;
     std::function<void(const Container&)> on_stopped_;
     std::map<std::string, std::unique_ptr<Container>> containers_;

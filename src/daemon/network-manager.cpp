@@ -127,6 +127,30 @@ std::string NetworkManager::prepare_container(const ContainerConfig& c) {
     return {};
 }
 
+std::string NetworkManager::second_default(const std::string& name, const KeyMap& config) const {
+    auto v = config.find("lodge.default");
+    if (v == config.end() || v->second != "true")
+        return {};
+    for (auto& [other, n] : networks_)
+        if (other != name && n.get_bool("lodge.default", false))
+            return "Network " + other + " is the default network already (lodge.default=true); " +
+                   "unset it there first";
+    return {};
+}
+
+void NetworkManager::add_default_nic(ContainerConfig& c) const {
+    for (auto& [dev, keys] : c.devices)
+        if (is_nic(keys))
+            return;
+    for (auto& [name, n] : networks_)
+        if (n.get_bool("lodge.default", false)) {
+            if (c.devices.count("eth0"))
+                return;
+            c.devices["eth0"] = {{"type", "nic"}, {"network", name}, {"name", "eth0"}};
+            return;
+        }
+}
+
 int NetworkManager::bring_up(const Network& n, bool restart_dnsmasq, std::string& error) {
     if (int r = network::ensure_bridge(n, error); r < 0)
         return r;
@@ -268,6 +292,10 @@ int NetworkManager::create(const std::string& name, KeyMap config,
         error = e;
         return -EINVAL;
     }
+    if (auto e = second_default(name, config); !e.empty()) {
+        error = e;
+        return -EINVAL;
+    }
     std::vector<network::Cidr4> used4;
     std::vector<network::Cidr6> used6;
     network::host_subnets(used4, used6, {});
@@ -361,6 +389,10 @@ int NetworkManager::set(const std::string& name, const KeyMap& set,
     for (auto& [k, v] : set)
         next.config[k] = v;
     if (auto e = network::check_network_config(next.config); !e.empty()) {
+        error = e;
+        return -EINVAL;
+    }
+    if (auto e = second_default(name, next.config); !e.empty()) {
         error = e;
         return -EINVAL;
     }

@@ -47,6 +47,9 @@ public:
     // exist; static addresses must lie in its subnet and be unique; the DHCP host entries of
     // its networks are brought up to date. Returns "" or the problem.
     std::string prepare_container(const ContainerConfig& c);
+    // A new container gets eth0 on the network with lodge.default=true, if there is one and
+    // the container has no nic yet (what LXD's default profile gives).
+    void add_default_nic(ContainerConfig& c) const;
 
 private:
     struct Daemon {
@@ -61,6 +64,8 @@ private:
     // running dnsmasq is restarted (its config changed), else adopted.
     int bring_up(const network::Network& n, bool restart_dnsmasq, std::string& error);
     int apply_firewall(std::string& error);
+    // "" or why `config` cannot make `name` the default network (another one is).
+    std::string second_default(const std::string& name, const KeyMap& config) const;
     void watch(const std::string& name, pid_t pid);
     void sync_hosts(const std::string& name, const ContainerConfig* extra);
     std::vector<network::Member> members(const std::string& name,

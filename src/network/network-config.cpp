@@ -177,7 +177,8 @@ std::string check_network_key(const std::string& key, const std::string& v) {
                              "of 48 to 64, such as fd42:1:2:3::1/64");
         return {};
     }
-    if (key == "ipv4.nat" || key == "ipv6.nat" || key == "ipv4.dhcp" || key == "ipv6.dhcp")
+    if (key == "ipv4.nat" || key == "ipv6.nat" || key == "ipv4.dhcp" || key == "ipv6.dhcp" ||
+        key == "lodge.default")
         return parse_bool(v) ? "" : key_error(key, v, "expected true or false");
     if (key == "ipv4.dhcp.ranges") {
         for (auto& r : split(v, ','))

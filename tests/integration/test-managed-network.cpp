@@ -504,4 +504,35 @@ TEST_F(ManagedNetwork, DebianWithNetworkdGetsALease) {
                    "systemd-networkd --no-pager | tail -20");
 }
 
+TEST_F(ManagedNetwork, DefaultNetworkGivesNewContainersEth0) {
+    std::string net = network("m"), other = network("o");
+    int st = 0;
+    std::string out = ctl("network create " + net + " ipv6.address=none lodge.default=true", &st);
+    ASSERT_EQ(st, 0) << out;
+    // Only one default.
+    out = ctl("network create " + other + " ipv6.address=none lodge.default=true", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "default network already")) << out;
+    EXPECT_EQ(::if_nametoindex(other.c_str()), 0u);
+
+    std::string c = container("ndef"), bare = container("nbare");
+    out = ctl("create " + c, &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string devices = ctl("device list " + c + " --json");
+    EXPECT_TRUE(contains(devices, "\"network\":\"" + net + "\"")) << devices;
+    out = ctl("create " + bare + " --network none", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_FALSE(contains(ctl("device list " + bare + " --json"), net));
+    // A network that does not exist undoes the create.
+    std::string lost = container("nlost");
+    out = ctl("create " + lost + " --network nosuchnet0", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "nosuchnet0")) << out;
+    EXPECT_FALSE(contains(ctl("list -q"), lost));
+
+    out = ctl("start " + c, &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_FALSE(dhcp(c).empty());
+}
+
 } // namespace

@@ -45,6 +45,8 @@ TEST(NetworkConfig, KeysAreCheckedAndNamed) {
     EXPECT_EQ(check_network_key("bridge.hwaddr", "00:16:3e:00:00:01"), "");
     EXPECT_NE(check_network_key("bridge.hwaddr", "01:00:00:00:00:01"), "");
     EXPECT_EQ(check_network_key("user.note", "x"), "");
+    EXPECT_EQ(check_network_key("lodge.default", "true"), "");
+    EXPECT_NE(check_network_key("lodge.default", "yes please"), "");
     EXPECT_TRUE(contains(check_network_key("ipv4.routing", "true"), "Unknown network key"));
 }
 
