@@ -535,4 +535,32 @@ TEST_F(ManagedNetwork, DefaultNetworkGivesNewContainersEth0) {
     EXPECT_FALSE(dhcp(c).empty());
 }
 
+// Changes need io.lodge1.manage: a caller polkit does not authorize (nobody; the private bus
+// has no rule for it) cannot create or delete a network; reading is open.
+TEST_F(ManagedNetwork, ChangesNeedManageAuthorization) {
+    std::string net = network("u");
+    int st = 0;
+    std::string out = ctl("network create " + net + " ipv6.address=none", &st);
+    ASSERT_EQ(st, 0) << out;
+    auto as_nobody = [](const std::string& cmd, int* status) {
+        return sh("setpriv --reuid=65534 --regid=65534 --clear-groups busctl --system call "
+                  "io.lodge1 /io/lodge1 io.lodge1.Manager " +
+                      cmd + " 2>&1",
+                  status);
+    };
+    std::string other = network("v");
+    out = as_nobody("CreateNetwork 'sa{ss}' " + other + " 0", &st);
+    EXPECT_NE(st, 0) << out;
+    EXPECT_EQ(::if_nametoindex(other.c_str()), 0u);
+    out = as_nobody("DeleteNetwork s " + net, &st);
+    EXPECT_NE(st, 0) << out;
+    out = as_nobody("SetNetworkConfig 'sa{ss}as' " + net + " 1 ipv4.nat false 0", &st);
+    EXPECT_NE(st, 0) << out;
+    EXPECT_EQ(config(net, "ipv4.nat"), "true");
+    EXPECT_NE(::if_nametoindex(net.c_str()), 0u);
+    out = as_nobody("ListNetworks", &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_TRUE(contains(out, net)) << out;
+}
+
 } // namespace
