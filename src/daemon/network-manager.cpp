@@ -170,6 +170,7 @@ int NetworkManager::bring_up(const Network& n, bool restart_dnsmasq, std::string
         log_info("Network %s: dnsmasq started (pid %d)", n.name.c_str(), pid);
     }
     watch(n.name, pid);
+    network::register_with_resolved(n);
     return 0;
 }
 

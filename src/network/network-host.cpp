@@ -506,6 +506,25 @@ std::string port53_holder(const std::string& address) {
     return found.empty() ? "another process" : found;
 }
 
+void register_with_resolved(const Network& n) {
+    if (::access("/run/systemd/resolve/io.systemd.Resolve", F_OK) != 0 ||
+        n.get("dns.mode", "managed") == "none")
+        return;
+    std::vector<std::string> dns = {"resolvectl", "dns", n.name};
+    if (auto v4 = parse_cidr4(n.get("ipv4.address")))
+        dns.push_back(format_ipv4(v4->addr));
+    if (auto v6 = parse_cidr6(n.get("ipv6.address")))
+        dns.push_back(format_ipv6(v6->addr));
+    if (dns.size() == 3)
+        return;
+    std::string out, err;
+    if (run(dns, "", out, err) != 0 ||
+        run({"resolvectl", "domain", n.name, "~" + n.get("dns.domain", "lodge")}, "", out, err) !=
+            0)
+        log_warning("Network %s: systemd-resolved does not take its DNS server: %s", n.name.c_str(),
+                    first_line(err).c_str());
+}
+
 bool write_hosts(const std::string& name, const std::vector<Member>& members) {
     std::string text = dnsmasq_hosts(members), old;
     read_file(hosts_path(name), old);

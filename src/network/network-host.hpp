@@ -55,6 +55,11 @@ int stop_dnsmasq(const std::string& name);
 // Writes the hosts file; returns whether it changed (then dnsmasq needs SIGHUP).
 bool write_hosts(const std::string& name, const std::vector<Member>& members);
 
+// Where systemd-resolved runs: the bridge's per-link DNS server (its dnsmasq) and routing
+// domain ~dns.domain, so the host resolves NAME.lodge too (`resolvectl dns|domain`). Nothing
+// where it does not run; a failure is logged, not fatal.
+void register_with_resolved(const Network& n);
+
 std::string dnsmasq_binary(); // $LODGE_DNSMASQ, else dnsmasq from PATH
 std::string leases_path(const std::string& name);
 std::string config_path(const std::string& name);
