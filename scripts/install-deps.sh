@@ -10,6 +10,7 @@ packages=(
   libdbus-1-dev nettle-dev dbus systemd-container util-linux libyaml-dev
   busybox-static debootstrap zstd lxcfs fuse3 uidmap scdoc perl python3 file polkitd
   bash-completion
+  dnsmasq-base nftables iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 #include "common/validate.hpp"
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cctype>
 #include <cstdio>
 #include <set>
@@ -35,6 +36,16 @@ std::string effective_name(const ContainerConfig& c, const std::string& dev, con
 }
 
 } // namespace
+
+bool is_ipv4_address(const std::string& s) {
+    in_addr a{};
+    return ::inet_pton(AF_INET, s.c_str(), &a) == 1;
+}
+
+bool is_ipv6_address(const std::string& s) {
+    in6_addr a{};
+    return ::inet_pton(AF_INET6, s.c_str(), &a) == 1;
+}
 
 bool is_nic(const KeyMap& keys) {
     return get(keys, "type") == "nic";
@@ -70,12 +81,37 @@ bool is_unicast_hwaddr(const std::string& mac) {
 }
 
 std::string check_nic_device(const std::string& device, const KeyMap& keys) {
-    static const std::set<std::string> known{"type", "nictype", "parent", "name",
-                                             "hwaddr", "mtu", "host_name"};
+    static const std::set<std::string> known{"type",         "nictype",     "parent",    "name",
+                                             "hwaddr",       "mtu",         "host_name", "network",
+                                             "ipv4.address", "ipv6.address"};
     for (auto& [k, v] : keys)
         if (!known.count(k))
             return device_error(device, "unknown key \"" + k + "\" for a nic");
-    std::string nictype = get(keys, "nictype");
+    // network=NAME (a managed network, lodge-network(7)): nictype and parent come from it.
+    bool managed = keys.count("network") != 0;
+    if (managed) {
+        if (!is_interface_name(get(keys, "network")))
+            return device_error(device, "invalid \"network\" \"" + get(keys, "network") +
+                                            "\" (a network name)");
+        if (keys.count("parent"))
+            return device_error(device, "\"parent\" does not apply with \"network\" (the "
+                                        "network's bridge is the parent)");
+        if (keys.count("nictype") && get(keys, "nictype") != "bridged")
+            return device_error(device, "\"network\" makes a bridged nic; drop \"nictype\"");
+    } else {
+        for (const char* k : {"ipv4.address", "ipv6.address"})
+            if (keys.count(k))
+                return device_error(device, "\"" + std::string(k) +
+                                                "\" needs \"network\" (a managed network "
+                                                "gives the static lease)");
+    }
+    if (keys.count("ipv4.address") && !is_ipv4_address(get(keys, "ipv4.address")))
+        return device_error(device, "invalid \"ipv4.address\" \"" + get(keys, "ipv4.address") +
+                                        "\" (expected an IPv4 address such as 10.0.3.10)");
+    if (keys.count("ipv6.address") && !is_ipv6_address(get(keys, "ipv6.address")))
+        return device_error(device, "invalid \"ipv6.address\" \"" + get(keys, "ipv6.address") +
+                                        "\" (expected an IPv6 address)");
+    std::string nictype = managed ? "bridged" : get(keys, "nictype");
     if (nictype.empty())
         return device_error(device, "nic needs \"nictype\" (bridged, p2p or macvlan)");
     if (nictype != "bridged" && nictype != "p2p" && nictype != "macvlan")
@@ -84,7 +120,7 @@ std::string check_nic_device(const std::string& device, const KeyMap& keys) {
     bool has_parent = keys.count("parent") != 0;
     if (nictype == "p2p" && has_parent)
         return device_error(device, "\"parent\" does not apply to nictype=p2p");
-    if (nictype != "p2p" && !is_interface_name(get(keys, "parent")))
+    if (nictype != "p2p" && !managed && !is_interface_name(get(keys, "parent")))
         return device_error(device, "nictype=" + nictype + " needs \"parent\", an interface name");
     if (keys.count("name") && !is_interface_name(get(keys, "name")))
         return device_error(device, "invalid \"name\" \"" + get(keys, "name") +
@@ -193,6 +229,10 @@ NicSpec nic_spec(const ContainerConfig& c, const std::string& device) {
     s.device = device;
     s.nictype = get(keys, "nictype");
     s.parent = get(keys, "parent");
+    if (auto net = get(keys, "network"); !net.empty()) {
+        s.nictype = "bridged"; // the network's bridge carries its name
+        s.parent = net;
+    }
     s.name = effective_name(c, device, keys);
     s.hwaddr = get(keys, "hwaddr");
     if (s.hwaddr.empty())

@@ -20,6 +20,8 @@ std::string check_nic_names(const ContainerConfig& c);
 
 bool is_interface_name(const std::string& name);
 bool is_unicast_hwaddr(const std::string& mac);
+bool is_ipv4_address(const std::string& s);
+bool is_ipv6_address(const std::string& s);
 
 // 00:16:3e plus three bytes from getrandom(2); "veth" plus 8 hex digits from getrandom(2).
 std::string random_hwaddr();

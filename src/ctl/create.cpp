@@ -98,6 +98,22 @@ int verb_create(const Options& o, sd_bus* bus) {
     }
     if (r < 0)
         return bus_fail(err, r);
+    // --network NET: eth0 on a managed network (lodge-network(7)) instead of the default
+    // network's; "none": no eth0. A network that cannot be joined undoes the create.
+    if (auto net = o.values.find("network"); net != o.values.end()) {
+        BusError dev_err;
+        call_manager(bus, dev_err, nullptr, "RemoveContainerDevice", "ss", name.c_str(), "eth0");
+        BusError join_err;
+        if (net->second != "none")
+            r = call_manager(bus, join_err, nullptr, "AddContainerDevice", "ssa{ss}", name.c_str(),
+                             "eth0", 3, "type", "nic", "network", net->second.c_str(), "name",
+                             "eth0");
+        if (r < 0) {
+            BusError ignored;
+            call_manager(bus, ignored, nullptr, "DeleteContainer", "sb", name.c_str(), 1);
+            return bus_fail(join_err, r);
+        }
+    }
     if (o.json)
         std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());
     else if (!o.quiet)

@@ -3,6 +3,7 @@
 // This file holds the options and the verb table; the verbs live one group to a file
 // (verbs.hpp).
 #include "ctl/bus.hpp"
+#include "ctl/network.hpp"
 #include "ctl/verbs.hpp"
 
 #include <cstdint>
@@ -30,7 +31,8 @@ const std::vector<Verb>& verbs() {
          verb_status_or_show},
         {"show", 1, any, "show NAME... [--json]", "Show a container's properties.",
          verb_status_or_show},
-        {"create", 1, 3, "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]...",
+        {"create", 1, 3,
+         "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]... [--network NET]",
          "Create a container from the built-in image, a directory, a tarball or an LXD image.",
          verb_create},
         {"delete", 1, any, "delete NAME... [--force]",
@@ -56,6 +58,11 @@ const std::vector<Verb>& verbs() {
          "Run a command in the container; exits with its status.", verb_exec},
         {"shell", 1, 1, "shell NAME [--env KEY=VALUE]... [--cwd DIR]",
          "A login shell (/bin/sh -l) in the container, on a terminal.", verb_shell},
+        {"network", 1, any, network_usage,
+         "Managed networks: a bridge with DHCP, DNS and NAT (lodge-network(7)).",
+         [](const Options& o, sd_bus* bus) {
+             return verb_network({o.args, o.json, o.legend, o.quiet}, bus);
+         }},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          verb_enable_or_disable},
         {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
@@ -139,7 +146,7 @@ int main(int argc, char** argv) {
             o.config.push_back(argv[++i]);
         else if (a == "-h" || a == "--help")
             o.help = true;
-        else if (value("timeout") || value("signal") || value("cwd"))
+        else if (value("timeout") || value("signal") || value("cwd") || value("network"))
             continue;
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);

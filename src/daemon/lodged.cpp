@@ -1,15 +1,16 @@
 // lodged: the io.lodge1 bus service. Started by bus or socket activation; exits when idle and
 // no container runs. Containers live in their supervisors, so lodged coming and going never
 // touches them: on start it re-reads the registry and re-attaches to every supervisor.
-#include "daemon/bus-util.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
 #include "common/validate.hpp"
+#include "daemon/bus-util.hpp"
 #include "daemon/dbus-api.hpp"
-#include "devlxd/devlxd-server.hpp"
 #include "daemon/exec.hpp"
 #include "daemon/lxcfs-watch.hpp"
 #include "daemon/manager.hpp"
+#include "daemon/network-dbus.hpp"
+#include "devlxd/devlxd-server.hpp"
 
 #include <csignal>
 #include <cstdlib>
@@ -122,6 +123,13 @@ int main() {
             devlxd.publish(c.name(), type, line);
         });
     manager.set_on_stopped([&devlxd](const Container& c) { devlxd.drop_container(c.name()); });
+    NetworkManager networks(event.get(), manager);
+    if (int r = register_network_methods(bus.get(), networks); r < 0)
+        return log_error_errno(r, "Failed to register the network methods"), 1;
+    manager.set_network_check(
+        [&networks](const ContainerConfig& c) { return networks.prepare_container(c); });
+    manager.set_create_defaults([&networks](ContainerConfig& c) { networks.add_default_nic(c); });
+    networks.load();
     manager.load();
     if (devlxd_listener >= 0 && devlxd.start(devlxd_listener) < 0)
         return 1;

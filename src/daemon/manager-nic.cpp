@@ -29,6 +29,9 @@ Manager::prepare_nic(Container& c, ContainerConfig& next, const std::string& dev
     fill_nic_volatile(next, names_in_container(c));
     if (auto e = check_container_config(next); !e.empty())
         return make_error(errors::invalid_config, EINVAL, e);
+    if (network_check_)
+        if (auto e = network_check_(next); !e.empty())
+            return make_error(errors::invalid_config, EINVAL, e);
     if (auto e = runtime::net::check_host_side(nic_spec(next, device)); !e.empty())
         return make_error(errors::invalid_config, EINVAL, e);
     if (!c.running())

@@ -45,6 +45,8 @@ Result<> Manager::create(CreateRequest req, Done done) {
                           "Invalid value for \"security.idmap.base\": its ids overlap the "
                           "isolated range of container \"" +
                               other + "\"");
+    if (create_defaults_)
+        create_defaults_(config);
     config.config[instance_id_key] = new_instance_id();
     std::string work_dir, why;
     if (int r = registry_.prepare(config.name, work_dir, why); r < 0)
@@ -206,6 +208,9 @@ Result<> Manager::start(Container& c, Done done) {
     if (fill_nic_volatile(config))
         if (auto saved = commit_config(c, config, "Config"); !saved)
             return make_error(errors::start_failed, saved.error().code, saved.error().message);
+    if (network_check_)
+        if (auto e = network_check_(config); !e.empty())
+            return make_error(errors::invalid_config, EINVAL, e);
     auto assigned = assign_idmap(c, config);
     if (!assigned)
         return assigned.error();

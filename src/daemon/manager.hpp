@@ -109,6 +109,15 @@ public:
     // Called whenever a container is seen running (lodged re-arms the lxcfs check with it).
     void set_on_running(std::function<void()> fn) { on_running_ = std::move(fn); }
     bool lxcfs_live() const { return lxcfs_live_; }
+    // Checks the managed networks a starting container's nics (or a nic added live) join and
+    // updates their DHCP host entries (network-manager.cpp). Returns "" or the problem.
+    void set_network_check(std::function<std::string(const ContainerConfig&)> fn) {
+        network_check_ = std::move(fn);
+    }
+    // Devices every new container gets (eth0 on the default network, network-manager.cpp).
+    void set_create_defaults(std::function<void(ContainerConfig&)> fn) {
+        create_defaults_ = std::move(fn);
+    }
 
     bool idle() const;
     // A start of `name` is under way (its supervisor not yet READY).
@@ -172,6 +181,8 @@ private:
     bool lxcfs_live_ = false;
     bool lxcfs_known_ = false;
     std::function<void()> on_running_;
+    std::function<std::string(const ContainerConfig&)> network_check_;
+    std::function<void(ContainerConfig&)> create_defaults_;
     GuestEventSink guest_events_;
     std::function<void(const Container&)> on_stopped_;
     std::map<std::string, std::unique_ptr<Container>> containers_;

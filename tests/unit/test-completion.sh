@@ -11,6 +11,7 @@ case "$*" in
 "list -q") printf 'alpha\nbeta\n' ;;
 "config show alpha") printf 'limits.memory: 256MiB\nuser.foo: bar\n' ;;
 "device list alpha") printf 'eth0:\n  type: nic\nroot:\n  type: disk\n' ;;
+"network list -q") printf 'lodgebr0\n' ;;
 *) exit 1 ;;
 esac
 STUB
@@ -53,4 +54,9 @@ expect "lodgectl device add alpha eth1 " "disk nic"
 expect "lodgectl kill --signal SIGK" "SIGKILL"
 expect "lodgectl exec alpha -- l" ""
 expect "lodgectl list " ""
+expect "lodgectl net" "network"
+expect "lodgectl network " "create delete get info list list-leases set show unset"
+expect "lodgectl network info " "lodgebr0"
+expect "lodgectl network set lodgebr0 ipv4.n" "ipv4.nat="
+expect "lodgectl create c1 --network " "lodgebr0 none"
 [[ $failures -eq 0 ]]

@@ -81,7 +81,7 @@ TEST(Nic, BadKeysAreRefusedNamingDeviceAndKey) {
              {{{"type", "nic"}, {"nictype", "macvlan"}, {"parent", "e"}, {"host_name", "v"}},
               "Device \"x\": \"host_name\""},
              {{{"type", "nic"}, {"nictype", "p2p"}, {"ipv4.address", "1.2.3.4"}},
-              "Device \"x\": unknown key \"ipv4.address\""},
+              "Device \"x\": \"ipv4.address\" needs \"network\""},
          }) {
         ContainerConfig c;
         c.name = "c1";
@@ -110,3 +110,32 @@ TEST(Nic, RemovedDeviceTakesItsVolatileKeys) {
 }
 
 } // namespace
+
+// network=NAME (lodge-network(7)): a bridged nic on the network's bridge; static addresses
+// only with a network; no parent or other nictype beside it.
+TEST(Nic, NetworkKeyMakesABridgedNicOnTheNetworksBridge) {
+    EXPECT_EQ(check_nic_device("eth0", {{"type", "nic"}, {"network", "lodgebr0"}}), "");
+    EXPECT_EQ(check_nic_device("eth0", {{"type", "nic"},
+                                        {"network", "lodgebr0"},
+                                        {"ipv4.address", "10.0.0.5"},
+                                        {"ipv6.address", "fd42::5"}}),
+              "");
+    EXPECT_NE(check_nic_device("eth0", {{"type", "nic"}, {"network", "n"}, {"parent", "br0"}}),
+              "");
+    EXPECT_NE(
+        check_nic_device("eth0", {{"type", "nic"}, {"network", "n"}, {"nictype", "macvlan"}}), "");
+    EXPECT_NE(check_nic_device("eth0", {{"type", "nic"},
+                                        {"nictype", "bridged"},
+                                        {"parent", "br0"},
+                                        {"ipv4.address", "10.0.0.5"}}),
+              "");
+    EXPECT_NE(check_nic_device("eth0", {{"type", "nic"}, {"network", "n"}, {"ipv4.address", "x"}}),
+              "");
+    ContainerConfig c;
+    c.name = "c1";
+    c.devices["eth0"] = {{"type", "nic"}, {"network", "lodgebr0"}};
+    fill_nic_volatile(c);
+    NicSpec s = nic_spec(c, "eth0");
+    EXPECT_EQ(s.nictype, "bridged");
+    EXPECT_EQ(s.parent, "lodgebr0");
+}
