@@ -4,6 +4,7 @@
 #include "dbus-api.hpp"
 #include "exec.hpp"
 #include "import.hpp"
+#include "remote.hpp"
 
 #include "common/validate.hpp"
 
@@ -48,7 +49,7 @@ int method_list_containers(sd_bus_message* m, void* ud, sd_bus_error*) {
         r = sd_bus_message_open_container(reply, 'a', "(ssuo)");
         for (auto& [name, c] : manager(ud).containers())
             if (r >= 0)
-                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), c->state.c_str(),
+                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), shown_state(*c).c_str(),
                                           static_cast<uint32_t>(c->leader),
                                           c->object_path().c_str());
         if (r >= 0)

@@ -6,6 +6,7 @@
 #include "common/validate.hpp"
 #include "devlxd-api.hpp"
 #include "machined.hpp"
+#include "remote.hpp"
 #include "runtime/control.hpp"
 #include "scope.hpp"
 
@@ -519,6 +520,10 @@ int Manager::remove(Container& c, bool force, Done done, std::string& error) {
         error = "Container \"" + c.name() + "\" is starting; delete it once it runs";
         return -EBUSY;
     }
+    if (ownership::Owner owner; held_elsewhere(c, &owner)) {
+        error = ownership::held_message(c.name(), owner);
+        return -EBUSY;
+    }
     if (!c.running()) {
         finish_remove(c, std::move(done));
         return 0;
@@ -567,6 +572,11 @@ int Manager::start(Container& c, Done done, std::string& error) {
     if (c.running() || starting(c.name())) {
         error = "Container \"" + c.name() + "\" is already running";
         return -EALREADY;
+    }
+    // Before anything is written to its (maybe shared) directory; the supervisor's lock decides.
+    if (ownership::Owner owner; held_elsewhere(c, &owner)) {
+        error = ownership::held_message(c.name(), owner);
+        return -EBUSY;
     }
     std::vector<std::string> args;
     if (const char* root = std::getenv("LODGE_CGROUP_ROOT"); root && *root)

@@ -5,6 +5,7 @@
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/nic.hpp"
+#include "common/ownership.hpp"
 #include "common/paths.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
@@ -117,6 +118,7 @@ private:
     Spawned spawned_;
     SourcePtr child_source_, console_source_, listen_source_, timer_source_;
     Fd listen_fd_, lock_fd_, console_peer_;
+    Fd owner_lock_; // the container's lock on its (maybe shared) directory: ownership.hpp
     ConsoleLog console_;
     std::list<Client> clients_;
     State state_ = State::starting;
@@ -152,6 +154,10 @@ int Supervisor::setup_runtime_dir() {
         log_error("Container \"%s\" is already running", name_.c_str());
         return -EBUSY;
     }
+    // Another node (or lodged with another runtime dir) may run it from shared storage.
+    std::string held_by;
+    if (int r = ownership::acquire(name_, owner_lock_, held_by); r < 0)
+        return r;
     if (int r = mkdir_p(dir + "/rootfs", 0755); r < 0)
         return log_error_errno(r, "Cannot create %s/rootfs", dir.c_str());
     return 0;
@@ -767,6 +773,7 @@ int Supervisor::run(int notify_fd) {
     };
     auto fail = [&](const std::string& why) {
         lock_fd_.reset(); // a retry the caller makes at once must not find it taken
+        owner_lock_.reset();
         report("ERROR " + why);
         return 1;
     };

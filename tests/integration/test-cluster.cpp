@@ -1,0 +1,186 @@
+// Containers on storage two nodes share (lodge-cluster(7)): two lodged, each with its own state,
+// runtime and log dirs and its own bus, standing in for two nodes on this one machine; the
+// container's directory is bind-mounted into both state dirs as a shared filesystem would be.
+// Only one node may run it; the other shows it "remote" and refuses start and delete; the
+// owner's death (its supervisor killed -9, as a fenced node's would be) frees it.
+#include "common/fileio.hpp"
+#include "common/ownership.hpp"
+#include "harness.hpp"
+#include "lodged-harness.hpp"
+#include "runtime/cgroup.hpp"
+
+#include <csignal>
+#include <memory>
+#include <unistd.h>
+
+using namespace lodge;
+using namespace lodge::test;
+
+namespace {
+
+struct Node {
+    std::string dir, bus_address;
+    std::string state() const { return dir + "/state"; }
+    std::string env() const {
+        return "env DBUS_SYSTEM_BUS_ADDRESS=" + bus_address + " LODGE_STATE_DIR=" + dir +
+               "/state LODGE_RUNTIME_DIR=" + dir + "/run LODGE_LOG_DIR=" + dir + "/log ";
+    }
+    std::string ctl(const std::string& args, int* status = nullptr) const {
+        return sh(env() + env_path("LODGE_LODGECTL") + " " + args + " 2>&1", status);
+    }
+    std::string state_of(const std::string& name) const {
+        auto j = nlohmann::json::parse(ctl("list --json"), nullptr, false);
+        if (j.is_array())
+            for (auto& c : j)
+                if (c.value("name", "") == name)
+                    return c.value("state", "");
+        return "";
+    }
+};
+
+class SharedStorageTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        LODGE_REQUIRE_ROOT();
+        auto& root = TestRoot::get();
+        name = unique_name("shared");
+        cgroup_a = root.cgroup + "/node-a";
+        cgroup_b = root.cgroup + "/node-b";
+        for (auto* n : {&a, &b}) {
+            n->dir = root.dir + "/" + unique_name(n == &a ? "node-a" : "node-b");
+            // As TestRoot makes its own: the path to the state dir open, containers/ root-only.
+            ASSERT_EQ(mkdir_p(n->state(), 0755), 0);
+            ASSERT_EQ(mkdir_p(n->state() + "/containers", 0700), 0);
+        }
+        bus_a = std::make_unique<PrivateBus>("bus-a");
+        a.bus_address = bus_a->address;
+        bus_b = std::make_unique<PrivateBus>("bus-b");
+        b.bus_address = bus_b->address;
+
+        daemon_a = start_lodged(a, cgroup_a);
+        ASSERT_TRUE(daemon_a->wait_ready());
+        int st = 0;
+        std::string out = a.ctl("create " + name, &st);
+        ASSERT_EQ(st, 0) << out;
+        created = true;
+        // The shared filesystem: node B sees node A's directory of the container.
+        shared = b.state() + "/containers/" + name;
+        ASSERT_EQ(mkdir_p(shared, 0700), 0);
+        sh("mount --bind " + a.state() + "/containers/" + name + " " + shared, &st);
+        ASSERT_EQ(st, 0) << "cannot bind-mount the container's directory";
+        mounted = true;
+        daemon_b = start_lodged(b, cgroup_b);
+        ASSERT_TRUE(daemon_b->wait_ready());
+    }
+    void TearDown() override {
+        if (daemon_b)
+            b.ctl("stop --force " + name);
+        if (daemon_a)
+            a.ctl("stop --force " + name);
+        daemon_b.reset();
+        if (mounted)
+            sh("umount " + shared);
+        if (created && daemon_a)
+            a.ctl("delete --force " + name);
+        daemon_a.reset();
+        bus_a.reset();
+        bus_b.reset();
+        // A supervisor killed -9 leaves its cgroups behind; so may a node's cgroup root.
+        for (auto& cg : {cgroup_a, cgroup_b})
+            for (auto& h : runtime::host_hierarchies())
+                sh("[ -d " + h.mountpoint + "/" + cg + " ] && find " + h.mountpoint + "/" + cg +
+                   " -depth -type d -exec rmdir {} + 2>/dev/null");
+        for (auto* n : {&a, &b})
+            if (!n->dir.empty())
+                sh("rm -rf --one-file-system " + n->dir);
+    }
+    std::unique_ptr<Lodged> start_lodged(const Node& n, const std::string& cgroup) {
+        return std::make_unique<Lodged>(std::vector<std::string>{
+            "env", "DBUS_SYSTEM_BUS_ADDRESS=" + n.bus_address, "LODGE_STATE_DIR=" + n.state(),
+            "LODGE_RUNTIME_DIR=" + n.dir + "/run", "LODGE_LOG_DIR=" + n.dir + "/log",
+            "LODGE_CGROUP_ROOT=" + cgroup});
+    }
+    std::string hostname() {
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        return host;
+    }
+
+    std::string name, shared, cgroup_a, cgroup_b;
+    Node a, b;
+    std::unique_ptr<PrivateBus> bus_a, bus_b;
+    std::unique_ptr<Lodged> daemon_a, daemon_b;
+    bool created = false, mounted = false;
+};
+
+TEST_F(SharedStorageTest, OneNodeRunsItTheOtherShowsRemoteAndRefuses) {
+    EXPECT_EQ(b.state_of(name), "stopped") << "node B sees the shared container";
+    int st = 0;
+    std::string out = a.ctl("start " + name, &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(a.state_of(name), "running");
+
+    // Node B: not stopped-and-startable, but remote, naming the owner.
+    EXPECT_EQ(b.state_of(name), "remote") << b.ctl("list");
+    std::string status = b.ctl("status " + name);
+    EXPECT_TRUE(contains(status, "State: remote")) << status;
+    EXPECT_TRUE(contains(status, "running on " + hostname())) << status;
+
+    out = b.ctl("start " + name, &st);
+    EXPECT_NE(st, 0) << "node B started a container node A runs: " << out;
+    EXPECT_TRUE(contains(out, "is running on " + hostname())) << out;
+    EXPECT_TRUE(contains(out, "machine-id")) << out;
+    out = b.ctl("delete --force " + name, &st);
+    EXPECT_NE(st, 0) << "node B deleted a container node A runs: " << out;
+    EXPECT_TRUE(contains(out, "is running on")) << out;
+    EXPECT_TRUE(exists(a.state() + "/containers/" + name + "/rootfs/sbin/init"));
+    EXPECT_EQ(a.state_of(name), "running") << "node B's attempts disturbed node A";
+
+    // The lock is the supervisor's, not lodged's: a supervisor started on node B by hand (past
+    // lodged's check) is refused too, and names the owner.
+    out = sh(b.env() + "LODGE_CGROUP_ROOT=" + cgroup_b + " timeout 60 " +
+                 env_path("LODGE_SUPERVISOR") + " --log-stderr --cgroup=" + cgroup_b + "/lodge-" +
+                 name + ".scope " + name + " 2>&1",
+             &st);
+    EXPECT_NE(st, 0) << out;
+    EXPECT_TRUE(contains(out, "is running on " + hostname())) << out;
+    EXPECT_EQ(a.state_of(name), "running");
+}
+
+TEST_F(SharedStorageTest, TheOwnersDeathReleasesIt) {
+    int st = 0;
+    std::string out = a.ctl("start " + name, &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string text;
+    ASSERT_EQ(read_file(a.state() + "/containers/" + name + "/owner.json", text), 0);
+    auto record = nlohmann::json::parse(text, nullptr, false);
+    ASSERT_TRUE(record.is_object()) << text;
+    pid_t sup = record.value("supervisor_pid", 0);
+    ASSERT_GT(sup, 0) << text;
+    EXPECT_EQ(b.state_of(name), "remote");
+
+    // Node A's supervisor dies as a fenced node's would: no stop, no cleanup.
+    ASSERT_EQ(::kill(sup, SIGKILL), 0);
+    // Nothing on node B hears of it; its view follows the lock (bounded poll).
+    EXPECT_TRUE(wait_until([&] { return b.state_of(name) != "remote"; }))
+        << "the lock outlived its owner";
+    out = b.ctl("start " + name, &st);
+    ASSERT_EQ(st, 0) << "node B cannot take over: " << out;
+    EXPECT_EQ(b.state_of(name), "running");
+    EXPECT_TRUE(wait_until([&] { return a.state_of(name) == "remote"; }))
+        << "node A shows " << a.state_of(name) << " for a container node B runs";
+    out = a.ctl("start " + name, &st);
+    EXPECT_NE(st, 0) << out;
+    EXPECT_TRUE(contains(out, "is running on")) << out;
+
+    // A clean stop on B frees it for A again.
+    out = b.ctl("stop " + name + " --timeout 30", &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_EQ(b.state_of(name), "stopped");
+    EXPECT_NE(a.state_of(name), "remote");
+    out = a.ctl("start " + name, &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_EQ(a.state_of(name), "running");
+}
+
+} // namespace
