@@ -18,6 +18,32 @@ using namespace lodge::test;
 
 namespace {
 
+// The OCF agent, copied where `nobody` can read it (ocf-tester checks that), with a lodgectl
+// on PATH: the build's.
+struct Agent {
+    std::string dir, path;
+    Agent() {
+        dir = TestRoot::get().dir + "/" + unique_name("ocf");
+        sh("mkdir -p -m 0755 " + dir + "/bin && install -m 0755 " + env_path("LODGE_OCF_AGENT") +
+           " " + dir + "/container && ln -sf " + env_path("LODGE_LODGECTL") + " " + dir +
+           "/bin/lodgectl");
+        path = dir + "/container";
+    }
+    ~Agent() { sh("rm -rf " + dir); }
+    // Runs ACTION with the OCF environment; returns its exit status, output in *out.
+    int run(const std::string& action, const std::string& env, std::string* out = nullptr,
+            const std::string& prefix = "") const {
+        int st = 0;
+        std::string o = sh(prefix + "env PATH=" + dir + "/bin:/usr/sbin:/usr/bin:/sbin:/bin " +
+                               "OCF_ROOT=/usr/lib/ocf OCF_RESKEY_CRM_meta_interval=10000 " + env +
+                               " " + path + " " + action + " 2>&1",
+                           &st);
+        if (out)
+            *out = o;
+        return st;
+    }
+};
+
 struct Node {
     std::string dir, bus_address;
     std::string state() const { return dir + "/state"; }
@@ -147,6 +173,38 @@ TEST_F(SharedStorageTest, OneNodeRunsItTheOtherShowsRemoteAndRefuses) {
     EXPECT_EQ(a.state_of(name), "running");
 }
 
+// The agent on node B: not running here, nothing to stop, and a start that waits for the
+// owner's lock to go (a dead node's lease on a network filesystem) and then takes over.
+TEST_F(SharedStorageTest, TheAgentOnTheOtherNodeWaitsForTheLock) {
+    int st = 0;
+    std::string out = a.ctl("start " + name, &st);
+    ASSERT_EQ(st, 0) << out;
+    Agent agent;
+    std::string res = "OCF_RESKEY_name=" + name;
+    EXPECT_EQ(agent.run("monitor", res, &out, b.env()), 7) << out;
+    EXPECT_EQ(agent.run("monitor", res + " OCF_RESKEY_CRM_meta_interval=0", &out, b.env()), 7)
+        << out;
+    EXPECT_EQ(agent.run("stop", res, &out, b.env()), 0) << out;
+    EXPECT_EQ(a.state_of(name), "running") << "node B's stop stopped node A's container";
+
+    std::string rc_file = agent.dir + "/start-rc";
+    sh("(" + b.env() + "PATH=" + agent.dir + "/bin:/usr/sbin:/usr/bin:/sbin:/bin " +
+       "OCF_ROOT=/usr/lib/ocf " + res + " " + agent.path + " start >" + agent.dir +
+       "/start.log 2>&1; echo $? >" + rc_file + ".tmp; mv " + rc_file + ".tmp " + rc_file +
+       ") </dev/null >/dev/null 2>&1 &");
+    EXPECT_EQ(a.state_of(name), "running");
+    std::string text;
+    ASSERT_EQ(read_file(a.state() + "/containers/" + name + "/owner.json", text), 0);
+    pid_t sup = nlohmann::json::parse(text, nullptr, false).value("supervisor_pid", 0);
+    ASSERT_GT(sup, 0) << text;
+    ASSERT_EQ(::kill(sup, SIGKILL), 0);
+    EXPECT_TRUE(wait_until([&] { return exists(rc_file); })) << "the agent's start never ended";
+    EXPECT_EQ(read_text(rc_file), "0\n") << read_text(agent.dir + "/start.log");
+    EXPECT_EQ(b.state_of(name), "running");
+    EXPECT_EQ(agent.run("monitor", res, &out, b.env()), 0) << out;
+    EXPECT_EQ(agent.run("monitor", res, &out, a.env()), 7) << out;
+}
+
 TEST_F(SharedStorageTest, TheOwnersDeathReleasesIt) {
     int st = 0;
     std::string out = a.ctl("start " + name, &st);
@@ -181,6 +239,119 @@ TEST_F(SharedStorageTest, TheOwnersDeathReleasesIt) {
     out = a.ctl("start " + name, &st);
     EXPECT_EQ(st, 0) << out;
     EXPECT_EQ(a.state_of(name), "running");
+}
+
+class OcfAgentTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        LODGE_REQUIRE_ROOT();
+        bus = std::make_unique<PrivateBus>();
+        daemon = std::make_unique<Lodged>();
+        ASSERT_TRUE(daemon->wait_ready());
+        name = unique_name("ocf");
+        int st = 0;
+        std::string out = ctl("create " + name, &st);
+        ASSERT_EQ(st, 0) << out;
+        res = "OCF_RESKEY_name=" + name;
+    }
+    void TearDown() override {
+        if (!name.empty())
+            ctl("delete --force " + name);
+        daemon.reset();
+        bus.reset();
+    }
+    int run(const std::string& action, const std::string& env = "") {
+        last.clear();
+        return agent.run(action, res + " " + env, &last);
+    }
+    std::string state() {
+        auto j = nlohmann::json::parse(ctl("show " + name + " --json"), nullptr, false);
+        return j.is_object() ? j.value("state", "") : "";
+    }
+    Agent agent;
+    std::unique_ptr<PrivateBus> bus;
+    std::unique_ptr<Lodged> daemon;
+    std::string name, res, last;
+};
+
+TEST_F(OcfAgentTest, PassesOcfTester) {
+    if (!exists("/usr/sbin/ocf-tester"))
+        GTEST_SKIP() << "no /usr/sbin/ocf-tester (Debian's resource-agents)";
+    int st = 0;
+    std::string out = sh("PATH=" + agent.dir + "/bin:$PATH ocf-tester -n lodge-" + name +
+                             " -o name=" + name + " " + agent.path + " 2>&1",
+                         &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_TRUE(contains(out, "passed all tests")) << out;
+    EXPECT_EQ(state(), "stopped") << "ocf-tester ends with a stop";
+}
+
+TEST_F(OcfAgentTest, ExactCodes) {
+    // Configuration errors: 6 (OCF_ERR_CONFIGURED).
+    EXPECT_EQ(agent.run("validate-all", "", &last), 6) << last;
+    EXPECT_EQ(agent.run("validate-all", "OCF_RESKEY_name=9bad", &last), 6) << last;
+    EXPECT_EQ(run("validate-all", "OCF_RESKEY_stop_timeout=soon"), 6) << last;
+    EXPECT_EQ(run("validate-all", "OCF_RESKEY_config=novalue"), 6) << last;
+    EXPECT_EQ(run("validate-all"), 0) << last;
+    EXPECT_EQ(run("bogus"), 3) << last;
+    EXPECT_EQ(run("meta-data"), 0) << last;
+
+    // A container this node does not have: not running (7), cannot start here (5), stopped (0).
+    std::string missing = "OCF_RESKEY_name=" + unique_name("nothere");
+    EXPECT_EQ(agent.run("monitor", missing, &last), 7) << last;
+    EXPECT_EQ(agent.run("start", missing, &last), 5) << last;
+    EXPECT_TRUE(contains(last, "does not exist on this node")) << last;
+    EXPECT_EQ(agent.run("stop", missing, &last), 0) << last;
+
+    // Stopped, started (twice: idempotent), with the config parameter applied.
+    EXPECT_EQ(run("monitor"), 7) << last;
+    EXPECT_EQ(run("start", "OCF_RESKEY_config='user.ocf=yes user.other=1'"), 0) << last;
+    EXPECT_EQ(state(), "running");
+    EXPECT_EQ(ctl("config get " + name + " user.ocf"), "yes\n");
+    EXPECT_EQ(ctl("config get " + name + " user.other"), "1\n");
+    EXPECT_EQ(run("start"), 0) << last;
+    EXPECT_EQ(run("monitor"), 0) << last;
+    EXPECT_EQ(run("monitor", "OCF_RESKEY_CRM_meta_interval=0"), 0) << last;
+
+    // Depth 10: busybox has no systemd and has not said Ready; then it says so.
+    EXPECT_EQ(run("monitor", "OCF_CHECK_LEVEL=10"), 1) << last;
+    sh("cp " + env_path("LODGE_DEVLXD_CLIENT") + " " + TestRoot::get().dir + "/state/containers/" +
+       name + "/rootfs/devlxd-client");
+    int st = 0;
+    std::string out =
+        ctl("exec " + name + " -- /devlxd-client -d '{\"state\":\"Ready\"}' PATCH /1.0", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(run("monitor", "OCF_CHECK_LEVEL=10"), 0) << last;
+
+    // Its PID 1 killed: the monitor says not running (Pacemaker recovers it).
+    auto j = nlohmann::json::parse(ctl("show " + name + " --json"), nullptr, false);
+    pid_t leader = j.is_object() ? j.value("leader", 0) : 0;
+    ASSERT_GT(leader, 0);
+    ASSERT_EQ(::kill(leader, SIGKILL), 0);
+    EXPECT_TRUE(wait_until([&] { return run("monitor") != 0; }));
+    EXPECT_EQ(run("monitor"), 7) << last;
+    EXPECT_EQ(run("start"), 0) << last;
+    EXPECT_EQ(run("monitor"), 0) << last;
+
+    // Stop, twice, with a stop timeout.
+    EXPECT_EQ(run("stop", "OCF_RESKEY_stop_timeout=20"), 0) << last;
+    EXPECT_EQ(state(), "stopped");
+    EXPECT_EQ(run("stop"), 0) << last;
+    EXPECT_EQ(run("monitor"), 7) << last;
+
+    // lodged unreachable: a monitor fails (1), never "not running".
+    EXPECT_EQ(run("monitor", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent"), 1) << last;
+    // No lodgectl on this node: a probe says not running, anything else "not installed".
+    std::string bare = "env PATH=/usr/bin:/bin OCF_ROOT=/usr/lib/ocf " + res + " ";
+    EXPECT_EQ(sh(bare + "OCF_RESKEY_CRM_meta_interval=0 " + agent.path +
+                 " monitor >/dev/null "
+                 "2>&1; echo $?"),
+              "7\n");
+    EXPECT_EQ(sh(bare + "OCF_RESKEY_CRM_meta_interval=10000 " + agent.path +
+                 " monitor "
+                 ">/dev/null 2>&1; echo $?"),
+              "5\n");
+    EXPECT_EQ(sh(bare + agent.path + " stop >/dev/null 2>&1; echo $?"), "0\n");
 }
 
 } // namespace
