@@ -1,5 +1,6 @@
 // lodgectl: the admin CLI, machinectl-style. It talks to lodged over D-Bus only (CONTRACT §8):
 // sources are opened here and passed as file descriptors; lodged never opens a caller's path.
+#include "cluster.hpp"
 #include "common/fdpass.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
@@ -1038,6 +1039,13 @@ const std::vector<Verb>& verbs() {
                  sh.pty = 1;
              return verb_exec(sh, bus);
          }},
+        {"cluster", 1, 1, "cluster status [--json] [--no-legend]",
+         "Where container resources run, as Pacemaker says (lodge-cluster(7)).",
+         [](const Options& o, sd_bus*) {
+             if (o.args[1] != "status")
+                 return fail("Unknown command \"cluster " + o.args[1] + "\"; see lodgectl --help");
+             return lodge::ctl::cluster_status(o.host, o.json, o.legend);
+         }},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          [](const Options& o, sd_bus* bus) { return verb_enable(o, bus, true); }},
         {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
@@ -1143,6 +1151,8 @@ int main(int argc, char** argv) {
     size_t n = o.args.size() - 1;
     if (n < verb->min_args || n > verb->max_args)
         return fail(std::string("Usage: lodgectl ") + verb->usage);
+    if (o.args[0] == "cluster") // Pacemaker's state, not lodged's: no bus needed
+        return verb->run(o, nullptr);
     Bus b;
     if (open_bus(o, b) < 0)
         return 1;

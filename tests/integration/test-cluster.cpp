@@ -354,4 +354,75 @@ TEST_F(OcfAgentTest, ExactCodes) {
     EXPECT_EQ(sh(bare + agent.path + " stop >/dev/null 2>&1; echo $?"), "0\n");
 }
 
+// lodgectl cluster status against recorded Pacemaker 2.1 output: crm_mon and cibadmin on PATH
+// are scripts that print it (the tier-3 suite reads a real cluster).
+class ClusterStatusTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        dir = TestRoot::get().dir + "/" + unique_name("pcmk");
+        fixtures = env_path("LODGE_FIXTURES") + "/pacemaker";
+        sh("mkdir -p " + dir);
+    }
+    void TearDown() override { sh("rm -rf " + dir); }
+    void fake(const std::string& tool, const std::string& body) {
+        write_file_atomic(dir + "/" + tool, "#!/bin/sh\n" + body + "\n", 0755);
+    }
+    std::string status(const std::string& args, int* st) {
+        return sh("env PATH=" + dir + ":/usr/bin:/bin " + env_path("LODGE_LODGECTL") +
+                      " cluster status " + args + " 2>&1",
+                  st);
+    }
+    std::string dir, fixtures;
+};
+
+TEST_F(ClusterStatusTest, WithoutPacemakerSaysSo) {
+    int st = 0;
+    std::string out = status("", &st);
+    EXPECT_EQ(st, 1);
+    EXPECT_TRUE(contains(out, "Pacemaker is not installed on this node")) << out;
+    // Installed, but no cluster runs here: crm_mon's own reason.
+    fake("crm_mon", "cat " + fixtures + "/crm_mon-not-connected.xml; exit 102");
+    out = status("", &st);
+    EXPECT_EQ(st, 1);
+    EXPECT_TRUE(contains(out, "Not connected: crm_mon: Error: cluster is not available")) << out;
+    fake("crm_mon", "echo 'crm_mon: connection refused' >&2; exit 102");
+    out = status("", &st);
+    EXPECT_EQ(st, 1);
+    EXPECT_TRUE(contains(out, "is Pacemaker running there?")) << out;
+}
+
+TEST_F(ClusterStatusTest, ShowsWhereEachContainerRuns) {
+    fake("crm_mon", "[ \"$*\" = '--one-shot --inactive --output-as=xml' ] || exit 64\ncat " +
+                        fixtures + "/crm_mon.xml");
+    fake("cibadmin", "cat " + fixtures + "/cib-resources.xml");
+    int st = 0;
+    std::string out = status("", &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_EQ(out, "Cluster: quorate, DC n2, stonith DISABLED\n\n"
+                   "NODE  STATE\n"
+                   "n1    online (standby)\n"
+                   "n2    online\n"
+                   "n3    offline\n\n"
+                   "RESOURCE  CONTAINER  STATE    NODE\n"
+                   "web-res   web        Started  n2\n"
+                   "db        db1        Stopped  -\n\n"
+                   "2 container resource(s).\n");
+    out = status("--json", &st);
+    EXPECT_EQ(st, 0) << out;
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << out;
+    EXPECT_EQ(j["dc"], "n2");
+    EXPECT_EQ(j["stonith_enabled"], false);
+    ASSERT_EQ(j["resources"].size(), 2u) << out;
+    EXPECT_EQ(j["resources"][0]["container"], "web");
+    EXPECT_EQ(j["resources"][0]["nodes"], nlohmann::json::array({"n2"}));
+    EXPECT_EQ(j["resources"][1]["container"], "db1");
+    EXPECT_EQ(j["nodes"][2]["state"], "offline");
+    // Without the CIB (cibadmin fails): the resource id stands in for the container's name.
+    fake("cibadmin", "exit 1");
+    out = status("--no-legend", &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_TRUE(contains(out, "web-res   web-res    Started  n2\n")) << out;
+}
+
 } // namespace

@@ -51,4 +51,7 @@ expect "lodgectl device add alpha eth1 " "disk nic"
 expect "lodgectl kill --signal SIGK" "SIGKILL"
 expect "lodgectl exec alpha -- l" ""
 expect "lodgectl list " ""
+expect "lodgectl cl" "cluster"
+expect "lodgectl cluster " "status"
+expect "lodgectl cluster status " ""
 [[ $failures -eq 0 ]]
