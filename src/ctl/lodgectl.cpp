@@ -4,6 +4,7 @@
 #include "common/fdpass.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
+#include "remote.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -1151,6 +1152,9 @@ int main(int argc, char** argv) {
     size_t n = o.args.size() - 1;
     if (n < verb->min_args || n > verb->max_args)
         return fail(std::string("Usage: lodgectl ") + verb->usage);
+    if (!o.host.empty() && lodge::ctl::needs_fds(o.args))
+        return lodge::ctl::run_remote_lodgectl(
+            o.host, o.pty == 1 || (o.pty == -1 && o.args[0] != "create" && isatty(0)), argc, argv);
     if (o.args[0] == "cluster") // Pacemaker's state, not lodged's: no bus needed
         return verb->run(o, nullptr);
     Bus b;

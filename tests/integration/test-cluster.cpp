@@ -241,7 +241,7 @@ TEST_F(SharedStorageTest, TheOwnersDeathReleasesIt) {
     EXPECT_EQ(a.state_of(name), "running");
 }
 
-class OcfAgentTest : public ::testing::Test {
+class OneNodeTest : public ::testing::Test {
 protected:
     void SetUp() override {
         LODGE_REQUIRE_ROOT();
@@ -274,7 +274,7 @@ protected:
     std::string name, res, last;
 };
 
-TEST_F(OcfAgentTest, PassesOcfTester) {
+TEST_F(OneNodeTest, PassesOcfTester) {
     if (!exists("/usr/sbin/ocf-tester"))
         GTEST_SKIP() << "no /usr/sbin/ocf-tester (Debian's resource-agents)";
     int st = 0;
@@ -286,7 +286,7 @@ TEST_F(OcfAgentTest, PassesOcfTester) {
     EXPECT_EQ(state(), "stopped") << "ocf-tester ends with a stop";
 }
 
-TEST_F(OcfAgentTest, ExactCodes) {
+TEST_F(OneNodeTest, ExactCodes) {
     // Configuration errors: 6 (OCF_ERR_CONFIGURED).
     EXPECT_EQ(agent.run("validate-all", "", &last), 6) << last;
     EXPECT_EQ(agent.run("validate-all", "OCF_RESKEY_name=9bad", &last), 6) << last;
@@ -352,6 +352,29 @@ TEST_F(OcfAgentTest, ExactCodes) {
                  ">/dev/null 2>&1; echo $?"),
               "5\n");
     EXPECT_EQ(sh(bare + agent.path + " stop >/dev/null 2>&1; echo $?"), "0\n");
+}
+
+// -H for verbs that pass descriptors: lodgectl on the host, through ssh. A stand-in ssh logs
+// its arguments and runs the remote command line here, with the build's lodgectl as lodgectl.
+TEST_F(OneNodeTest, HostOptionRunsExecAsLodgectlOverSsh) {
+    std::string out = ctl("start " + name);
+    ASSERT_EQ(state(), "running") << out;
+    std::string fake = agent.dir + "/fakessh";
+    sh("mkdir -p " + fake);
+    write_file_atomic(fake + "/ssh",
+                      "#!/bin/sh\nprintf '%s\\n' \"$@\" >" + fake +
+                          "/args\nfor a; do last=$a; done\nexec sh -c \"$last\"\n",
+                      0755);
+    int st = 0;
+    out = sh("env PATH=" + fake + ":" + agent.dir + "/bin:/usr/bin:/bin " +
+                 env_path("LODGE_LODGECTL") + " exec -H root@n2 " + name +
+                 " -- sh -c \"echo \\\"it's \\$0\\\"; exit 7\" there </dev/null 2>&1",
+             &st);
+    EXPECT_EQ(st, 7) << out;
+    EXPECT_EQ(out, "it's there\n");
+    EXPECT_EQ(read_text(fake + "/args"),
+              "-x\n-T\nroot@n2\n--\nlodgectl 'exec' '" + name +
+                  "' '--' 'sh' '-c' 'echo \"it'\\''s $0\"; exit 7' 'there'\n");
 }
 
 // lodgectl cluster status against recorded Pacemaker 2.1 output: crm_mon and cibadmin on PATH
