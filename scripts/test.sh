@@ -21,6 +21,13 @@ export LODGE_TIER2_TARBALL=${LODGE_TIER2_TARBALL:-/var/cache/lodge-tests/debian-
 LODGE_DEBIAN_EXTRA="systemd-container libseccomp2 libcap2 libarchive13 libyaml-0-2 libmount1 busybox-static dbus" \
   bash tests/fixtures/make-debian-rootfs.sh "$LODGE_TIER2_TARBALL" ||
   echo "test.sh: could not build the tier-2 rootfs; the tier2 suite will report itself skipped"
+# Tier 3 boots three such nodes as a Pacemaker cluster: corosync, pacemaker, pcs, sshd, and the
+# libraries lodge links, so nothing is copied from the host.
+export LODGE_TIER3_TARBALL=${LODGE_TIER3_TARBALL:-/var/cache/lodge-tests/debian-bookworm-tier3.tar.zst}
+LODGE_DEBIAN_EXTRA="systemd-container libseccomp2 libcap2 libarchive13 libyaml-0-2 libmount1 busybox-static dbus libnl-3-200 libnl-route-3-200 libmicrohttpd12 libbpf1 libnettle8 libxml2" \
+  LODGE_DEBIAN_APT="corosync pacemaker pacemaker-cli-utils pcs resource-agents openssh-server openssh-client" \
+  bash tests/fixtures/make-debian-rootfs.sh "$LODGE_TIER3_TARBALL" ||
+  echo "test.sh: could not build the tier-3 rootfs; the tier3 suite will report itself skipped"
 
 status=0
 for variant in build:-Dsanitizers=false build-asan:-Dsanitizers=true; do

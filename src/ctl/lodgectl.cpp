@@ -3,12 +3,15 @@
 // This file holds the options and the verb table; the verbs live one group to a file
 // (verbs.hpp).
 #include "ctl/bus.hpp"
+#include "ctl/cluster.hpp"
 #include "ctl/network.hpp"
+#include "ctl/remote.hpp"
 #include "ctl/verbs.hpp"
 
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 namespace lodge::ctl {
@@ -62,6 +65,13 @@ const std::vector<Verb>& verbs() {
          "Managed networks: a bridge with DHCP, DNS and NAT (lodge-network(7)).",
          [](const Options& o, sd_bus* bus) {
              return verb_network({o.args, o.json, o.legend, o.quiet}, bus);
+         }},
+        {"cluster", 1, 1, "cluster status [--json] [--no-legend]",
+         "Where container resources run, as Pacemaker says (lodge-cluster(7)).",
+         [](const Options& o, sd_bus*) {
+             if (o.args[1] != "status")
+                 return fail("Unknown command \"cluster " + o.args[1] + "\"; see lodgectl --help");
+             return cluster_status(o.host, o.json, o.legend);
          }},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          verb_enable_or_disable},
@@ -170,6 +180,11 @@ int main(int argc, char** argv) {
     size_t n = o.args.size() - 1;
     if (n < verb->min_args || n > verb->max_args)
         return fail(std::string("Usage: lodgectl ") + verb->usage);
+    if (!o.host.empty() && needs_fds(o.args))
+        return run_remote_lodgectl(
+            o.host, o.pty == 1 || (o.pty == -1 && o.args[0] != "create" && isatty(0)), argc, argv);
+    if (o.args[0] == "cluster") // Pacemaker's state, not lodged's: no bus needed
+        return verb->run(o, nullptr);
     lodge::BusPtr bus = open_bus(o);
     if (!bus)
         return 1;

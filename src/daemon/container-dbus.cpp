@@ -5,6 +5,7 @@
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "daemon/exec.hpp"
+#include "daemon/remote.hpp"
 #include "runtime/net.hpp"
 
 #include <cerrno>
@@ -377,9 +378,9 @@ static int property_get_string(sd_bus*, const char*, const char*, const char* pr
         if (p == "Name")
             v = c.name();
         else if (p == "State")
-            v = to_string(c.state);
+            v = shown_state(c);
         else if (p == "Reason")
-            v = c.reason;
+            v = shown_reason(c);
         else if (p == "Unit")
             v = "lodge-" + c.name() + ".scope";
         else if (p == "RootDirectory")

@@ -3,6 +3,7 @@
 #include "daemon/container-dbus.hpp"
 #include "daemon/dbus-api.hpp"
 #include "daemon/exec.hpp"
+#include "daemon/remote.hpp"
 #include "image/import.hpp"
 
 #include "common/validate.hpp"
@@ -48,7 +49,7 @@ int method_list_containers(sd_bus_message* m, void* ud, sd_bus_error*) {
         r = sd_bus_message_open_container(reply, 'a', "(ssuo)");
         for (auto& [name, c] : manager(ud).containers())
             if (r >= 0)
-                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), to_string(c->state),
+                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), shown_state(*c).c_str(),
                                           static_cast<uint32_t>(c->leader),
                                           c->object_path().c_str());
         if (r >= 0)

@@ -8,6 +8,7 @@
 #include "common/validate.hpp"
 #include "daemon/machined.hpp"
 #include "daemon/manager.hpp"
+#include "daemon/remote.hpp"
 #include "daemon/scope.hpp"
 
 #include <cerrno>
@@ -147,6 +148,8 @@ Result<> Manager::remove(Container& c, bool force, Done done) {
     if (starting(c.name()))
         return make_error(errors::busy, EBUSY,
                           "Container \"" + c.name() + "\" is starting; delete it once it runs");
+    if (ownership::Owner owner; held_elsewhere(c, &owner))
+        return make_error(errors::busy, EBUSY, ownership::held_message(c.name(), owner));
     if (!c.running()) {
         finish_remove(c, std::move(done));
         return {};
@@ -197,6 +200,9 @@ Result<> Manager::start(Container& c, Done done) {
     if (c.running() || starting(c.name()))
         return make_error(errors::already_running, EALREADY,
                           "Container \"" + c.name() + "\" is already running");
+    // Before anything is written to its (maybe shared) directory; the supervisor's lock decides.
+    if (ownership::Owner owner; held_elsewhere(c, &owner))
+        return make_error(errors::busy, EBUSY, ownership::held_message(c.name(), owner));
     SupervisorLink::LaunchSpec spec;
     spec.name = c.name();
     if (const char* root = std::getenv("LODGE_CGROUP_ROOT"); root && *root)

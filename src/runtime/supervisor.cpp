@@ -5,6 +5,7 @@
 #include "common/limits.hpp"
 #include "common/log.hpp"
 #include "common/nic.hpp"
+#include "common/ownership.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "runtime/lifecycle.hpp"
@@ -34,6 +35,10 @@ int Supervisor::setup_runtime_dir() {
         log_error("Container \"%s\" is already running", name_.c_str());
         return -EBUSY;
     }
+    // Another node (or lodged with another runtime dir) may run it from shared storage.
+    std::string held_by;
+    if (int r = ownership::acquire(name_, owner_lock_, held_by); r < 0)
+        return r;
     if (int r = mkdir_p(dir + "/rootfs", 0755); r < 0)
         return log_error_errno(r, "Cannot create %s/rootfs", dir.c_str());
     return 0;
@@ -320,6 +325,7 @@ int Supervisor::run(int notify_fd) {
     };
     auto fail = [&](const std::string& why) {
         lock_fd_.reset(); // a retry the caller makes at once must not find it taken
+        owner_lock_.reset();
         report("ERROR " + why);
         return 1;
     };

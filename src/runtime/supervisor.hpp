@@ -100,6 +100,7 @@ private:
     Spawned spawned_;
     SourcePtr child_source_, console_source_, listen_source_, timer_source_;
     Fd listen_fd_, lock_fd_, console_peer_;
+    Fd owner_lock_; // the container's lock on its (maybe shared) directory: ownership.hpp
     ConsoleLog console_;
     std::list<Client> clients_;
     State state_ = State::starting;

@@ -27,8 +27,9 @@ namespace lodge::test {
 // the host (its io.lodge1.service) is never bus-activated in place of the lodged under test.
 class PrivateBus {
 public:
-    PrivateBus() {
-        dir = TestRoot::get().dir + "/" + unique_name("bus");
+    // `base` tells apart buses that live side by side (one per node in test-cluster).
+    explicit PrivateBus(const std::string& base = "bus") {
+        dir = TestRoot::get().dir + "/" + unique_name(base);
         sh("mkdir -p " + dir + "/policy " + dir + "/services && cp " + env_path("LODGE_DBUS_DIR") +
            "/io.lodge1.conf " + dir + "/policy/");
         std::string conf = read_text("/usr/share/dbus-1/system.conf");

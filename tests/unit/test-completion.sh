@@ -59,4 +59,7 @@ expect "lodgectl network " "create delete get info list list-leases set show uns
 expect "lodgectl network info " "lodgebr0"
 expect "lodgectl network set lodgebr0 ipv4.n" "ipv4.nat="
 expect "lodgectl create c1 --network " "lodgebr0 none"
+expect "lodgectl cl" "cluster"
+expect "lodgectl cluster " "status"
+expect "lodgectl cluster status " ""
 [[ $failures -eq 0 ]]

@@ -1,0 +1,130 @@
+#include "ownership.hpp"
+
+#include "fileio.hpp"
+#include "log.hpp"
+#include "paths.hpp"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+namespace lodge::ownership {
+namespace {
+
+std::string lock_path(const std::string& name) {
+    return paths::container_dir(name) + "/owner.lock";
+}
+std::string record_path(const std::string& name) {
+    return paths::container_dir(name) + "/owner.json";
+}
+
+std::string first_line(const std::string& path) {
+    std::string text;
+    if (read_file(path, text) < 0)
+        return "";
+    return text.substr(0, text.find('\n'));
+}
+
+struct flock whole_file(short type) {
+    struct flock fl {};
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET; // l_start = l_len = 0: the whole file, however long
+    return fl;
+}
+
+void read_record(const std::string& name, Owner& owner) {
+    std::string text;
+    if (read_file(record_path(name), text) < 0)
+        return;
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object())
+        return;
+    owner.hostname = j.value("hostname", "");
+    owner.machine_id = j.value("machine_id", "");
+    owner.boot_id = j.value("boot_id", "");
+    owner.supervisor_pid = j.value("supervisor_pid", 0);
+}
+
+} // namespace
+
+std::string Owner::describe() const {
+    if (hostname.empty() && machine_id.empty())
+        return "an unknown node";
+    std::string s = hostname.empty() ? "a node" : hostname;
+    s += " (machine-id " + (machine_id.empty() ? std::string("unknown") : machine_id);
+    if (!boot_id.empty())
+        s += ", boot " + boot_id;
+    if (supervisor_pid > 0)
+        s += ", lodge-supervisor PID " + std::to_string(supervisor_pid);
+    return s + ")";
+}
+
+Owner this_node() {
+    Owner o;
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) == 0)
+        o.hostname = host;
+    o.machine_id = first_line("/etc/machine-id");
+    o.boot_id = first_line("/proc/sys/kernel/random/boot_id");
+    o.supervisor_pid = ::getpid();
+    return o;
+}
+
+std::string held_message(const std::string& name, const Owner& owner) {
+    return "Container \"" + name + "\" is running on " + owner.describe() + ": its directory " +
+           paths::container_dir(name) + " is locked there; stop it on that node first";
+}
+
+int acquire(const std::string& name, Fd& lock, std::string& error) {
+    std::string path = lock_path(name);
+    Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd && errno == ENOENT)
+        return 0; // no container directory: loading its config says so
+    if (!fd) {
+        int r = log_error_errno(errno, "Cannot open %s", path.c_str());
+        error = log_last_error();
+        return r;
+    }
+    struct flock fl = whole_file(F_WRLCK);
+    if (::fcntl(fd.get(), F_OFD_SETLK, &fl) < 0) {
+        int err = errno;
+        if (err != EAGAIN && err != EACCES) {
+            int r = log_error_errno(err, "Cannot lock %s", path.c_str());
+            error = log_last_error();
+            return r;
+        }
+        Owner owner;
+        read_record(name, owner);
+        error = held_message(name, owner);
+        log_error("%s", error.c_str());
+        return -EBUSY;
+    }
+    Owner me = this_node();
+    nlohmann::json j = {{"hostname", me.hostname},
+                        {"machine_id", me.machine_id},
+                        {"boot_id", me.boot_id},
+                        {"supervisor_pid", me.supervisor_pid}};
+    if (int r = write_file_atomic(record_path(name), j.dump() + "\n", 0600); r < 0) {
+        log_error_errno(r, "Cannot write %s", record_path(name).c_str());
+        error = log_last_error();
+        return r;
+    }
+    lock = std::move(fd);
+    return 0;
+}
+
+int probe(const std::string& name, Owner& owner) {
+    Fd fd(::open(lock_path(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd)
+        return errno == ENOENT ? 0 : -errno;
+    struct flock fl = whole_file(F_WRLCK);
+    if (::fcntl(fd.get(), F_OFD_GETLK, &fl) < 0)
+        return -errno;
+    if (fl.l_type == F_UNLCK)
+        return 0;
+    read_record(name, owner);
+    return 1;
+}
+
+} // namespace lodge::ownership
