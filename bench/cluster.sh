@@ -39,7 +39,11 @@ for ((i = 1; i <= runs; i++)); do
     rc=$?
     grep -E '^(ok|not ok) - (Pacemaker restarted|standby moved|c1 runs on .* after)|^# tier3' "$T/run$i.log"
     [[ $rc -eq 77 ]] && { grep '^SKIP' "$T/run$i.log"; exit 77; }
-    [[ $rc -eq 0 ]] || echo "run $i failed (its numbers are kept where it measured them)"
+    if [[ $rc -ne 0 ]]; then
+        mkdir -p "$resdir"
+        cp "$T/run$i.log" "$resdir/cluster-failed-run-$(date -u +%Y%m%dT%H%M%SZ).log"
+        echo "run $i failed (log kept in $resdir; its numbers are kept where it measured them)"
+    fi
 done
 [[ -s $T/timings ]] || { echo "no timings measured"; exit 1; }
 stats() { # METRIC -> "min median max n"
