@@ -3,6 +3,7 @@
 #include "common/fdpass.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
+#include "instance.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -994,6 +995,16 @@ checked(std::function<int(const Options&, sd_bus*)> run) {
     };
 }
 
+// A verb of instance.hpp, given its part of the options.
+std::function<int(const Options&, sd_bus*)> instance(int (*fn)(const lodge::ctl::InstanceOptions&,
+                                                               sd_bus*)) {
+    return [fn](const Options& o, sd_bus* bus) {
+        lodge::ctl::InstanceOptions io{o.args,   o.values, o.config, o.json,
+                                       o.legend, o.quiet,  o.force};
+        return fn(io, bus);
+    };
+}
+
 const std::vector<Verb>& verbs() {
     static const std::vector<Verb> table = {
         {"list", 0, 0, "list [--json] [--no-legend] [-q]",
@@ -1038,6 +1049,20 @@ const std::vector<Verb>& verbs() {
                  sh.pty = 1;
              return verb_exec(sh, bus);
          }},
+        {"snapshot", 2, any,
+         "snapshot create NAME [SNAPSHOT] | list NAME | show NAME SNAPSHOT | "
+         "delete NAME SNAPSHOT... | rename NAME SNAPSHOT NEW",
+         "Take, list, show, delete and rename snapshots (rootfs and config).",
+         instance(lodge::ctl::verb_snapshot)},
+        {"restore", 2, 2, "restore NAME SNAPSHOT [--force]",
+         "Restore a snapshot (--force: a running container is killed first).",
+         instance(lodge::ctl::verb_restore)},
+        {"copy", 2, 2, "copy SOURCE[/SNAPSHOT] NAME [-c KEY=VALUE]... [--no-snapshots]",
+         "Copy a container or a snapshot (new MACs and instance-id).",
+         instance(lodge::ctl::verb_copy)},
+        {"rename", 2, 2, "rename NAME NEW_NAME",
+         "Rename a stopped container (snapshots, log and autostart go along).",
+         instance(lodge::ctl::verb_rename)},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          [](const Options& o, sd_bus* bus) { return verb_enable(o, bus, true); }},
         {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
@@ -1113,6 +1138,8 @@ int main(int argc, char** argv) {
             o.force = true;
         else if (a == "--show-log")
             o.show_log = true;
+        else if (a == "--no-snapshots" || a == "--expanded")
+            o.values[a.substr(2)] = "1";
         else if ((a == "-H" || a == "--host") && i + 1 < argc)
             o.host = argv[++i];
         else if (a == "-c" && i + 1 < argc)

@@ -4,6 +4,7 @@
 #include "dbus-api.hpp"
 #include "exec.hpp"
 #include "import.hpp"
+#include "instance-dbus.hpp"
 
 #include "common/validate.hpp"
 
@@ -336,6 +337,8 @@ int register_bus_objects(sd_bus* bus, Manager& m) {
     if (r < 0)
         return r;
     if ((r = register_container_objects(bus, m)) < 0)
+        return r;
+    if ((r = register_instance_methods(bus, m)) < 0)
         return r;
     return sd_bus_add_object_manager(bus, nullptr, "/io/lodge1");
 }

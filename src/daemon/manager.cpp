@@ -34,6 +34,8 @@ namespace {
 constexpr const char* instance_id_key = "volatile.cloud-init.instance-id";
 constexpr int first_status_timeout_ms = 2000;
 
+} // namespace
+
 // The keys cloud-init reads: a change to any gives the guest a new instance-id (LXD 6's
 // rule), so that cloud-init runs its per-instance modules again.
 bool is_cloud_init_key(const std::string& key) {
@@ -50,8 +52,6 @@ std::string new_instance_id() {
     char text[SD_ID128_UUID_STRING_MAX];
     return sd_id128_to_uuid_string(id, text);
 }
-
-} // namespace
 
 std::string supervisor_binary() {
     const char* env = std::getenv("LODGE_SUPERVISOR");
@@ -404,7 +404,8 @@ int Manager::create(CreateRequest req, Done done, std::string& error) {
         return -EINVAL;
     }
     for (auto& [k, v] : config.config)
-        if (auto e = check_config_key(k, v); !e.empty()) {
+        if (auto e = check_config_key(k, v, req.trusted ? KeySource::lodge : KeySource::user);
+            !e.empty()) {
             error = e;
             return -EINVAL;
         }
@@ -519,6 +520,10 @@ int Manager::remove(Container& c, bool force, Done done, std::string& error) {
         error = "Container \"" + c.name() + "\" is starting; delete it once it runs";
         return -EBUSY;
     }
+    if (instance_busy(c.name())) {
+        error = "Container \"" + c.name() + "\" is being snapshotted, copied or restored";
+        return -EBUSY;
+    }
     if (!c.running()) {
         finish_remove(c, std::move(done));
         return 0;
@@ -567,6 +572,10 @@ int Manager::start(Container& c, Done done, std::string& error) {
     if (c.running() || starting(c.name())) {
         error = "Container \"" + c.name() + "\" is already running";
         return -EALREADY;
+    }
+    if (restoring(c.name())) {
+        error = "Container \"" + c.name() + "\" is being restored";
+        return -EBUSY;
     }
     std::vector<std::string> args;
     if (const char* root = std::getenv("LODGE_CGROUP_ROOT"); root && *root)

@@ -39,6 +39,9 @@ struct CreateRequest {
     std::vector<Fd> sources;
     // An import from a pipe or socket fails when no data came for this long (0: never).
     uint64_t idle_timeout_usec = 0;
+    // The config comes from an existing container (a copy): its volatile.* and image.* keys
+    // are lodge's own, not the caller's.
+    bool trusted = false;
 };
 
 // A nic plugged into the running container, as its supervisor reports it (per boot).
@@ -165,6 +168,27 @@ public:
     void set_on_running(std::function<void()> fn) { on_running_ = std::move(fn); }
     bool lxcfs_live() const { return lxcfs_live_; }
 
+    // manager-instance.cpp (issue 15): snapshots, restore, copy, rename. Snapshots and copies
+    // of a running container are allowed (crash-consistent); restore and rename need it
+    // stopped. `snap` empty picks the next free "snapN" and is set to the name used.
+    int create_snapshot(Container& c, std::string& snap, Done done, std::string& error);
+    int delete_snapshot(Container& c, const std::string& snap, std::string& error);
+    int rename_snapshot(Container& c, const std::string& from, const std::string& to,
+                        std::string& error);
+    // `force`: a running container is stopped (SIGKILL) first.
+    int restore_snapshot(Container& c, const std::string& snap, bool force, Done done,
+                         std::string& error);
+    // A new container `name` from `source` (or its snapshot `snap`), with new MACs and a new
+    // instance-id; `overrides` are user keys set on it.
+    int copy_container(const std::string& source, const std::string& snap, const std::string& name,
+                       const KeyMap& overrides, bool with_snapshots, Done done, std::string& error);
+    int rename_container(Container& c, const std::string& name, std::string& error);
+    // A snapshot or copy reads the container, or a restore replaces its rootfs.
+    bool instance_busy(const std::string& name) const {
+        return readers_.count(name) != 0 || restoring_.count(name) != 0;
+    }
+    bool restoring(const std::string& name) const { return restoring_.count(name) != 0; }
+
     bool idle() const;
     // A start of `name` is under way (its supervisor not yet READY).
     bool starting(const std::string& name) const { return launches_.count(name) != 0; }
@@ -249,10 +273,21 @@ private:
     std::map<std::string, std::unique_ptr<Launch>> launches_; // by container name
     std::set<std::string> creating_;                          // names whose create runs
     Operations operations_;
+    // manager-instance.cpp: containers read by snapshots and copies (how many at once), and
+    // those being restored.
+    std::map<std::string, int> readers_;
+    std::set<std::string> restoring_;
+    void add_reader(const std::string& name) { readers_[name]++; }
+    void drop_reader(const std::string& name);
+    void begin_restore(const std::string& name, const std::string& snap, Done done);
     // after_supervisor_exit() callbacks, per container name.
     std::multimap<std::string, std::function<void()>> exit_waiters_;
 };
 
 std::string supervisor_binary();
+// A new volatile.cloud-init.instance-id (a UUID), "" if none could be made.
+std::string new_instance_id();
+// The keys cloud-init reads: a change to any gives the guest a new instance-id.
+bool is_cloud_init_key(const std::string& key);
 
 } // namespace lodge::daemon

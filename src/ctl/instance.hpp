@@ -1,0 +1,24 @@
+// lodgectl verbs for snapshots, restore, copy and rename (issue 15): snapshot.cpp.
+#pragma once
+
+#include <map>
+#include <string>
+#include <systemd/sd-bus.h>
+#include <vector>
+
+namespace lodge::ctl {
+
+// What these verbs take of lodgectl's parsed command line.
+struct InstanceOptions {
+    std::vector<std::string> args;             // the verb and its arguments
+    std::map<std::string, std::string> values; // --long=value options and flags ("1")
+    std::vector<std::string> config;           // -c KEY=VALUE
+    bool json = false, legend = true, quiet = false, force = false;
+};
+
+int verb_snapshot(const InstanceOptions& o, sd_bus* bus);
+int verb_restore(const InstanceOptions& o, sd_bus* bus);
+int verb_copy(const InstanceOptions& o, sd_bus* bus);
+int verb_rename(const InstanceOptions& o, sd_bus* bus);
+
+} // namespace lodge::ctl

@@ -1,0 +1,279 @@
+// io.lodge1.Manager's methods for snapshots, restore, copy and rename (issue 15). A second
+// vtable of the same interface on /io/lodge1 (sd-bus merges them), so they live apart from
+// manager-dbus.cpp. Each needs io.lodge1.manage for the container named first.
+#include "instance-dbus.hpp"
+#include "container-dbus.hpp"
+#include "snapshot-store.hpp"
+
+#include <cerrno>
+#include <memory>
+
+namespace lodge::daemon {
+namespace {
+
+struct InstanceApi {
+    Manager* manager;
+};
+
+Manager& manager(void* ud) {
+    return *static_cast<InstanceApi*>(ud)->manager;
+}
+
+Container* find_or_fail(Manager& m, const char* name, sd_bus_error* error) {
+    Container* c = m.find(name);
+    if (!c)
+        sd_bus_error_setf(error, errors::no_such_container, "No container \"%s\"", name);
+    return c;
+}
+
+int snapshot_error(sd_bus_error* error, int r, const std::string& msg) {
+    if (r == -ENOENT)
+        return sd_bus_error_set(error, "io.lodge1.NoSuchSnapshot", msg.c_str());
+    if (r == -EEXIST)
+        return sd_bus_error_set(error, "io.lodge1.SnapshotExists", msg.c_str());
+    return reply_error(error, r, msg);
+}
+
+int method_create_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char *name = nullptr, *snap = nullptr;
+        if (int r = sd_bus_message_read(m, "ss", &name, &snap); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
+            return r == 0 ? 1 : r;
+        Container* c = find_or_fail(manager(ud), name, e);
+        if (!c)
+            return -ENOENT;
+        std::string chosen = snap, msg;
+        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+        // `chosen` is final once create_snapshot() returns; the reply is sent later.
+        auto result = std::make_shared<std::string>();
+        Done done = [call, result](int r, const std::string& why) {
+            if (r >= 0) {
+                sd_bus_reply_method_return(call.get(), "s", result->c_str());
+                return;
+            }
+            sd_bus_error err = SD_BUS_ERROR_NULL;
+            snapshot_error(&err, r, why);
+            sd_bus_reply_method_error(call.get(), &err);
+            sd_bus_error_free(&err);
+        };
+        if (int r = manager(ud).create_snapshot(*c, chosen, done, msg); r < 0)
+            return snapshot_error(e, r, msg);
+        *result = chosen;
+        return 1;
+    });
+}
+
+int method_list_snapshots(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char* name = nullptr;
+        if (int r = sd_bus_message_read(m, "s", &name); r < 0)
+            return r;
+        if (!find_or_fail(manager(ud), name, e))
+            return -ENOENT;
+        sd_bus_message* raw = nullptr;
+        int r = sd_bus_message_new_method_return(m, &raw);
+        if (r < 0)
+            return r;
+        MessagePtr reply(raw);
+        r = sd_bus_message_open_container(raw, 'a', "(st)");
+        for (auto& s : snapshots::list(name))
+            if (r >= 0)
+                r = sd_bus_message_append(raw, "(st)", s.name.c_str(), s.created_usec);
+        if (r >= 0)
+            r = sd_bus_message_close_container(raw);
+        return r < 0 ? r : sd_bus_send(nullptr, raw, nullptr);
+    });
+}
+
+int method_get_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char *name = nullptr, *snap = nullptr;
+        if (int r = sd_bus_message_read(m, "ss", &name, &snap); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
+            return r == 0 ? 1 : r;
+        if (!find_or_fail(manager(ud), name, e))
+            return -ENOENT;
+        ContainerConfig config;
+        snapshots::Info info;
+        std::string msg;
+        if (int r = snapshots::load(name, snap, config, info, msg); r < 0)
+            return snapshot_error(e, r, msg);
+        sd_bus_message* raw = nullptr;
+        int r = sd_bus_message_new_method_return(m, &raw);
+        if (r < 0)
+            return r;
+        MessagePtr reply(raw);
+        r = sd_bus_message_append(raw, "t", info.created_usec);
+        if (r >= 0)
+            r = append_string_map(raw, config.config);
+        if (r >= 0)
+            r = sd_bus_message_open_container(raw, 'a', "{sa{ss}}");
+        for (auto& [dev, keys] : config.devices) {
+            if (r >= 0)
+                r = sd_bus_message_open_container(raw, 'e', "sa{ss}");
+            if (r >= 0)
+                r = sd_bus_message_append(raw, "s", dev.c_str());
+            if (r >= 0)
+                r = append_string_map(raw, keys);
+            if (r >= 0)
+                r = sd_bus_message_close_container(raw);
+        }
+        if (r >= 0)
+            r = sd_bus_message_close_container(raw);
+        return r < 0 ? r : sd_bus_send(nullptr, raw, nullptr);
+    });
+}
+
+int method_delete_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char *name = nullptr, *snap = nullptr;
+        if (int r = sd_bus_message_read(m, "ss", &name, &snap); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
+            return r == 0 ? 1 : r;
+        Container* c = find_or_fail(manager(ud), name, e);
+        if (!c)
+            return -ENOENT;
+        std::string msg;
+        if (int r = manager(ud).delete_snapshot(*c, snap, msg); r < 0)
+            return snapshot_error(e, r, msg);
+        return sd_bus_reply_method_return(m, nullptr);
+    });
+}
+
+int method_rename_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char *name = nullptr, *snap = nullptr, *to = nullptr;
+        if (int r = sd_bus_message_read(m, "sss", &name, &snap, &to); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
+            return r == 0 ? 1 : r;
+        Container* c = find_or_fail(manager(ud), name, e);
+        if (!c)
+            return -ENOENT;
+        std::string msg;
+        if (int r = manager(ud).rename_snapshot(*c, snap, to, msg); r < 0)
+            return snapshot_error(e, r, msg);
+        return sd_bus_reply_method_return(m, nullptr);
+    });
+}
+
+int method_restore_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char *name = nullptr, *snap = nullptr;
+        int force = 0;
+        if (int r = sd_bus_message_read(m, "ssb", &name, &snap, &force); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
+            return r == 0 ? 1 : r;
+        Container* c = find_or_fail(manager(ud), name, e);
+        if (!c)
+            return -ENOENT;
+        std::string msg;
+        if (int r = manager(ud).restore_snapshot(*c, snap, force, reply_when_done(m), msg); r < 0)
+            return snapshot_error(e, r, msg);
+        return 1;
+    });
+}
+
+int method_copy_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char *source = nullptr, *snap = nullptr, *name = nullptr;
+        if (int r = sd_bus_message_read(m, "sss", &source, &snap, &name); r < 0)
+            return r;
+        KeyMap overrides;
+        if (int r = read_string_map(m, overrides); r < 0)
+            return r;
+        int with_snapshots = 0;
+        if (int r = sd_bus_message_read(m, "b", &with_snapshots); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, source, e); r <= 0)
+            return r == 0 ? 1 : r;
+        if (!find_or_fail(manager(ud), source, e))
+            return -ENOENT;
+        Manager* mgr = &manager(ud);
+        std::string created = name, msg;
+        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+        Done done = [call, mgr, created](int r, const std::string& why) {
+            if (r < 0) {
+                sd_bus_error err = SD_BUS_ERROR_NULL;
+                snapshot_error(&err, r == -ENOENT ? -EIO : r, why);
+                sd_bus_reply_method_error(call.get(), &err);
+                sd_bus_error_free(&err);
+                return;
+            }
+            Container* c = mgr->find(created);
+            sd_bus_reply_method_return(call.get(), "o", c ? c->object_path().c_str() : "/");
+        };
+        if (int r = mgr->copy_container(source, snap, name, overrides, with_snapshots, done, msg);
+            r < 0) {
+            if (r == -EINVAL && msg.find("name") != std::string::npos &&
+                msg.find("snapshot") == std::string::npos)
+                return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
+            return snapshot_error(e, r, msg);
+        }
+        return 1;
+    });
+}
+
+int method_rename_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char *name = nullptr, *to = nullptr;
+        if (int r = sd_bus_message_read(m, "ss", &name, &to); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
+            return r == 0 ? 1 : r;
+        Container* c = find_or_fail(manager(ud), name, e);
+        if (!c)
+            return -ENOENT;
+        std::string msg;
+        if (int r = manager(ud).rename_container(*c, to, msg); r < 0) {
+            if (r == -EINVAL)
+                return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
+            return reply_error(e, r, msg);
+        }
+        Container* renamed = manager(ud).find(to);
+        return sd_bus_reply_method_return(m, "o", renamed ? renamed->object_path().c_str() : "/");
+    });
+}
+
+const sd_bus_vtable instance_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_METHOD_WITH_ARGS("CreateSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
+                            SD_BUS_RESULT("s", snapshot), method_create_snapshot,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("ListSnapshots", SD_BUS_ARGS("s", name),
+                            SD_BUS_RESULT("a(st)", snapshots), method_list_snapshots,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
+                            SD_BUS_RESULT("t", created, "a{ss}", config, "a{sa{ss}}", devices),
+                            method_get_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("DeleteSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
+                            SD_BUS_NO_RESULT, method_delete_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RenameSnapshot", SD_BUS_ARGS("s", name, "s", snapshot, "s", new_name),
+                            SD_BUS_NO_RESULT, method_rename_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RestoreSnapshot", SD_BUS_ARGS("s", name, "s", snapshot, "b", force),
+                            SD_BUS_NO_RESULT, method_restore_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "CopyContainer",
+        SD_BUS_ARGS("s", source, "s", snapshot, "s", name, "a{ss}", config, "b", snapshots),
+        SD_BUS_RESULT("o", path), method_copy_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RenameContainer", SD_BUS_ARGS("s", name, "s", new_name),
+                            SD_BUS_RESULT("o", path), method_rename_container,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
+};
+
+} // namespace
+
+int register_instance_methods(sd_bus* bus, Manager& m) {
+    static InstanceApi api;
+    api.manager = &m;
+    return sd_bus_add_object_vtable(bus, nullptr, "/io/lodge1", "io.lodge1.Manager",
+                                    instance_vtable, &api);
+}
+
+} // namespace lodge::daemon

@@ -1,0 +1,11 @@
+// io.lodge1.Manager methods for snapshots, restore, copy and rename (issue 15).
+#pragma once
+
+#include "manager.hpp"
+
+namespace lodge::daemon {
+
+// Adds them to /io/lodge1. Returns 0 or -errno.
+int register_instance_methods(sd_bus* bus, Manager& m);
+
+} // namespace lodge::daemon
