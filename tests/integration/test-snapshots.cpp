@@ -6,6 +6,7 @@
 // leaves the old or the new state and nothing else.
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
+#include "common/paths.hpp"
 #include "harness.hpp"
 #include "lodged-harness.hpp"
 
@@ -14,9 +15,11 @@
 #include <ftw.h>
 #include <map>
 #include <set>
+#include <sstream>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -362,3 +365,247 @@ TEST_F(SnapshotTest, RunningContainerSnapshotAndForcedRestore) {
 }
 
 } // namespace
+
+namespace {
+
+// lodgectl in the background, bounded by timeout(1); wait() gives its status and output.
+class Background {
+public:
+    explicit Background(const std::string& args, unsigned limit_s = 600) {
+        out_ = TestRoot::get().dir + "/" + unique_name("bg") + "-" + std::to_string(++count_);
+        std::string cmd = "exec timeout " + std::to_string(limit_s) + " " +
+                          env_path("LODGE_LODGECTL") + " " + args + " >" + out_ + " 2>&1";
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+            _exit(127);
+        }
+    }
+    ~Background() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        ::unlink(out_.c_str());
+    }
+    int wait(std::string* output = nullptr) {
+        int st = 0;
+        ::waitpid(pid_, &st, 0);
+        pid_ = -1;
+        if (output)
+            *output = read_text(out_);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+
+private:
+    static inline int count_ = 0;
+    pid_t pid_ = -1;
+    std::string out_;
+};
+
+// 256 MiB in 64 files below `rootfs`/bulk: a copy of it takes long enough to be caught.
+void add_bulk(const std::string& rootfs) {
+    ASSERT_EQ(mkdir_p(rootfs + "/bulk", 0755), 0);
+    std::string chunk(4 << 20, 'x');
+    for (int i = 0; i < 64; i++) {
+        Fd f(::open((rootfs + "/bulk/" + std::to_string(i)).c_str(),
+                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        ASSERT_TRUE(f.valid());
+        chunk[0] = static_cast<char>('a' + i % 26);
+        ASSERT_EQ(::write(f.get(), chunk.data(), chunk.size()), ssize_t(chunk.size()));
+    }
+}
+
+// The hidden work directory in `dir` starting with `prefix` once its rootfs has `entry`.
+bool work_under_way(const std::string& dir, const std::string& prefix, const std::string& entry) {
+    if (DIR* d = ::opendir(dir.c_str())) {
+        bool found = false;
+        while (dirent* e = ::readdir(d))
+            if (std::string(e->d_name).rfind(prefix, 0) == 0 &&
+                exists(dir + "/" + e->d_name + "/rootfs/" + entry))
+                found = true;
+        ::closedir(d);
+        return found;
+    }
+    return false;
+}
+
+std::vector<std::string> copy_jails() {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(paths::runtime_dir().c_str())) {
+        while (dirent* e = ::readdir(d))
+            if (std::string(e->d_name).rfind("copy-", 0) == 0)
+                out.push_back(e->d_name);
+        ::closedir(d);
+    }
+    return out;
+}
+
+} // namespace
+
+// kill -9 of lodged while a snapshot is being copied: after the restart the snapshot is
+// either whole or absent, and no work directory or copy jail is left.
+TEST_F(SnapshotTest, KillNineMidSnapshotLeavesOldOrNew) {
+    std::string n = make("snapk9");
+    add_bulk(rootfs(n));
+    auto source = manifest(rootfs(n));
+    Background snap("snapshot create " + n + " k9");
+    bool caught =
+        wait_until([&] { return work_under_way(cdir(n) + "/snapshots", ".new-", "bulk"); }, 120);
+    daemon->kill9();
+    std::string out;
+    int st = snap.wait(&out);
+    start_lodged();
+    EXPECT_TRUE(wait_until([&] { return hidden(cdir(n) + "/snapshots").empty(); }))
+        << "a half-made snapshot was left behind";
+    EXPECT_TRUE(copy_jails().empty());
+    std::string listed = ctl("snapshot list " + n + " -q");
+    if (listed == "k9\n") {
+        auto snapped = manifest(cdir(n) + "/snapshots/k9/rootfs");
+        EXPECT_TRUE(snapped == source)
+            << "a listed snapshot is incomplete:" << diff(source, snapped);
+    } else {
+        EXPECT_EQ(listed, "");
+        EXPECT_NE(st, 0) << "lodgectl said the snapshot was made: " << out;
+    }
+    if (!caught)
+        std::fprintf(stderr, "note: the snapshot finished before lodged was killed\n");
+}
+
+// kill -9 of lodged during a restore: afterwards the rootfs and the config are both the old
+// ones or both the snapshot's, and the restore's work directory is gone.
+TEST_F(SnapshotTest, KillNineMidRestoreLeavesOldOrNew) {
+    std::string n = make("restk9");
+    add_bulk(rootfs(n));
+    write_file_atomic(rootfs(n) + "/state", "A\n", 0644);
+    int st = -1;
+    ctl("config set " + n + " user.state=A");
+    std::string out = ctl("snapshot create " + n + " s1", &st);
+    ASSERT_EQ(st, 0) << out;
+    auto old_a = manifest(rootfs(n));
+    write_file_atomic(rootfs(n) + "/state", "B\n", 0644);
+    ::unlink((rootfs(n) + "/bulk/3").c_str());
+    ctl("config set " + n + " user.state=B");
+    auto old_b = manifest(rootfs(n));
+    Background restore("restore " + n + " s1");
+    bool caught = wait_until([&] { return work_under_way(cdir(n), ".restore-", "bulk"); }, 120);
+    daemon->kill9();
+    restore.wait(&out);
+    start_lodged();
+    EXPECT_TRUE(wait_until([&] { return hidden(cdir(n)).empty(); }))
+        << "the restore's work directory was left behind";
+    std::string state = read_text(rootfs(n) + "/state");
+    EXPECT_EQ(get(n, "user.state") + "\n", state) << "rootfs and config disagree";
+    auto now = manifest(rootfs(n));
+    EXPECT_TRUE(now == (state == "A\n" ? old_a : old_b))
+        << "the rootfs is a mix:" << diff(state == "A\n" ? old_a : old_b, now);
+    if (!caught)
+        std::fprintf(stderr, "note: the restore finished before lodged was killed\n");
+}
+
+// A copy runs next to its source: new MACs, a new instance-id, new host ends of the veths;
+// the source's snapshots come along unless --no-snapshots; a snapshot can be the source.
+TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
+    std::string a = make("copya");
+    int st = -1;
+    std::string out = ctl("device add " + a + " eth0 nic nictype=p2p", &st);
+    ASSERT_EQ(st, 0) << out;
+    write_file_atomic(rootfs(a) + "/marker", "from a\n", 0644);
+    ASSERT_EQ(ctl("snapshot create " + a + " s1", &st), "Created snapshot s1 of " + a + "\n");
+    out = ctl("start " + a, &st);
+    if (st != 0 && contains(out, "idmapped"))
+        GTEST_SKIP() << out;
+    ASSERT_EQ(st, 0) << out;
+    std::string b = unique_name("copyb");
+    created.push_back(b);
+    out = ctl("copy " + a + " " + b + " -c user.copied=yes", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(read_text(rootfs(b) + "/marker"), "from a\n");
+    EXPECT_EQ(ctl("snapshot list " + b + " -q"), "s1\n");
+    EXPECT_EQ(get(b, "user.copied"), "yes");
+    out = ctl("start " + b, &st);
+    ASSERT_EQ(st, 0) << out;
+    auto config_of = [&](const std::string& n) {
+        return nlohmann::json::parse(ctl("config show " + n + " --json"), nullptr, false);
+    };
+    auto ca = config_of(a), cb = config_of(b);
+    ASSERT_TRUE(ca.is_object() && cb.is_object());
+    for (const char* key :
+         {"volatile.eth0.hwaddr", "volatile.cloud-init.instance-id", "volatile.eth0.host_name"}) {
+        EXPECT_NE(ca.value(key, ""), "") << key;
+        EXPECT_NE(cb.value(key, ""), "") << key;
+        EXPECT_NE(ca.value(key, ""), cb.value(key, "")) << key << " is the same in the copy";
+    }
+    EXPECT_TRUE(contains(ctl("status " + a), "running"));
+    EXPECT_TRUE(contains(ctl("status " + b), "running"));
+
+    std::string c = unique_name("copyc");
+    created.push_back(c);
+    out = ctl("copy " + a + "/s1 " + c + " --no-snapshots", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(read_text(rootfs(c) + "/marker"), "from a\n");
+    EXPECT_EQ(ctl("snapshot list " + c + " -q"), "");
+    out = ctl("copy " + a + " " + b, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "already exists")) << out;
+    out = ctl("copy " + a + "/nosuch " + unique_name("copyd"), &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "no snapshot")) << out;
+    ctl("stop --force " + a);
+    ctl("stop --force " + b);
+}
+
+// A rename takes the snapshots, the console log and the autostart link along, and gives a
+// new instance-id; a running container is not renamed.
+TEST_F(SnapshotTest, RenameTakesEverythingAlong) {
+    std::string n = make("renold");
+    int st = -1;
+    ASSERT_EQ(ctl("snapshot create " + n + " s1", &st), "Created snapshot s1 of " + n + "\n");
+    std::string out = ctl("start " + n, &st);
+    if (st != 0 && contains(out, "idmapped"))
+        GTEST_SKIP() << out;
+    ASSERT_EQ(st, 0) << out;
+    out = ctl("rename " + n + " " + unique_name("rennew"), &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "stop it first")) << out;
+    ctl("stop --force " + n);
+    std::string log_dir = TestRoot::get().dir + "/log/";
+    ASSERT_TRUE(exists(log_dir + n + "/console.log"));
+    std::string wants = unit_dir + "/machines.target.wants/";
+    ASSERT_EQ(::symlink("/usr/local/lib/systemd/system/lodge@.service",
+                        (wants + "lodge@" + n + ".service").c_str()),
+              0);
+    std::string id = get(n, "volatile.cloud-init.instance-id");
+    std::string m = unique_name("rennew");
+    created.push_back(m);
+    out = ctl("rename " + n + " " + m, &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string listed = ctl("list -q");
+    EXPECT_TRUE(contains(listed, m + "\n")) << listed;
+    EXPECT_FALSE(contains(listed, n + "\n")) << listed;
+    EXPECT_FALSE(exists(cdir(n)));
+    EXPECT_EQ(ctl("snapshot list " + m + " -q"), "s1\n");
+    EXPECT_TRUE(exists(log_dir + m + "/console.log"));
+    EXPECT_FALSE(exists(log_dir + n));
+    EXPECT_FALSE(exists(wants + "lodge@" + n + ".service"));
+    char target[256] = {};
+    EXPECT_GT(::readlink((wants + "lodge@" + m + ".service").c_str(), target, sizeof target - 1),
+              0);
+    EXPECT_STREQ(target, "/usr/local/lib/systemd/system/lodge@.service");
+    std::string new_id = get(m, "volatile.cloud-init.instance-id");
+    EXPECT_NE(new_id, "");
+    EXPECT_NE(new_id, id);
+    auto shown = nlohmann::json::parse(ctl("show " + m + " --json"), nullptr, false);
+    ASSERT_TRUE(shown.is_object()) << ctl("show " + m + " --json");
+    EXPECT_EQ(shown.value("name", ""), m);
+    out = ctl("start " + m, &st);
+    EXPECT_EQ(st, 0) << out;
+    ctl("stop --force " + m);
+    // The old name is free again; the new one is taken.
+    out = ctl("rename " + m + " " + m, &st);
+    EXPECT_NE(st, 0);
+    // Survives a restart of lodged.
+    daemon.reset();
+    start_lodged();
+    EXPECT_EQ(ctl("snapshot list " + m + " -q"), "s1\n");
+}
