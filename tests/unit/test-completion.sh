@@ -11,6 +11,7 @@ case "$*" in
 "list -q") printf 'alpha\nbeta\n' ;;
 "config show alpha") printf 'limits.memory: 256MiB\nuser.foo: bar\n' ;;
 "device list alpha") printf 'eth0:\n  type: nic\nroot:\n  type: disk\n' ;;
+"snapshot list alpha -q") printf 'snap0\nbefore-upgrade\n' ;;
 *) exit 1 ;;
 esac
 STUB
@@ -51,4 +52,11 @@ expect "lodgectl device add alpha eth1 " "disk nic"
 expect "lodgectl kill --signal SIGK" "SIGKILL"
 expect "lodgectl exec alpha -- l" ""
 expect "lodgectl list " ""
+expect "lodgectl snapshot " "create delete list rename show"
+expect "lodgectl snapshot delete alpha " "before-upgrade snap0"
+expect "lodgectl restore alpha " "before-upgrade snap0"
+expect "lodgectl restore alpha snap0 --" "--force --help"
+expect "lodgectl copy " "alpha beta"
+expect "lodgectl copy alpha --" "--help --json --no-snapshots"
+expect "lodgectl rename b" "beta"
 [[ $failures -eq 0 ]]
