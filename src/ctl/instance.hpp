@@ -1,4 +1,5 @@
-// lodgectl verbs for snapshots, restore, copy and rename (issue 15): snapshot.cpp.
+// lodgectl verbs for snapshots, restore, copy, rename (snapshot.cpp) and files (file.cpp),
+// issue 15.
 #pragma once
 
 #include <map>
@@ -20,5 +21,7 @@ int verb_snapshot(const InstanceOptions& o, sd_bus* bus);
 int verb_restore(const InstanceOptions& o, sd_bus* bus);
 int verb_copy(const InstanceOptions& o, sd_bus* bus);
 int verb_rename(const InstanceOptions& o, sd_bus* bus);
+// file.cpp
+int verb_file(const InstanceOptions& o, sd_bus* bus);
 
 } // namespace lodge::ctl

@@ -1063,6 +1063,11 @@ const std::vector<Verb>& verbs() {
         {"rename", 2, 2, "rename NAME NEW_NAME",
          "Rename a stopped container (snapshots, log and autostart go along).",
          instance(lodge::ctl::verb_rename)},
+        {"file", 2, any,
+         "file push SOURCE... NAME/PATH [-p] [-r] [--uid UID] [--gid GID] [--mode MODE] | "
+         "pull NAME/PATH... DESTINATION [-r] | delete NAME/PATH... | edit NAME/PATH",
+         "Copy files into and out of a container, delete or edit them.",
+         instance(lodge::ctl::verb_file)},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          [](const Options& o, sd_bus* bus) { return verb_enable(o, bus, true); }},
         {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
@@ -1140,13 +1145,18 @@ int main(int argc, char** argv) {
             o.show_log = true;
         else if (a == "--no-snapshots" || a == "--expanded")
             o.values[a.substr(2)] = "1";
+        else if (a == "-p" || a == "--create-dirs")
+            o.values["parents"] = "1";
+        else if (a == "-r" || a == "--recursive")
+            o.values["recursive"] = "1";
         else if ((a == "-H" || a == "--host") && i + 1 < argc)
             o.host = argv[++i];
         else if (a == "-c" && i + 1 < argc)
             o.config.push_back(argv[++i]);
         else if (a == "-h" || a == "--help")
             o.help = true;
-        else if (value("timeout") || value("signal") || value("cwd"))
+        else if (value("timeout") || value("signal") || value("cwd") || value("uid") ||
+                 value("gid") || value("mode"))
             continue;
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);

@@ -272,8 +272,9 @@ const sd_bus_vtable instance_vtable[] = {
 int register_instance_methods(sd_bus* bus, Manager& m) {
     static InstanceApi api;
     api.manager = &m;
-    return sd_bus_add_object_vtable(bus, nullptr, "/io/lodge1", "io.lodge1.Manager",
-                                    instance_vtable, &api);
+    int r = sd_bus_add_object_vtable(bus, nullptr, "/io/lodge1", "io.lodge1.Manager",
+                                     instance_vtable, &api);
+    return r < 0 ? r : register_file_methods(bus, m);
 }
 
 } // namespace lodge::daemon
