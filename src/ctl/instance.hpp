@@ -23,5 +23,7 @@ int verb_copy(const InstanceOptions& o, sd_bus* bus);
 int verb_rename(const InstanceOptions& o, sd_bus* bus);
 // file.cpp
 int verb_file(const InstanceOptions& o, sd_bus* bus);
+// config-yaml.cpp: config edit NAME, config show NAME --expanded.
+int verb_config_yaml(const InstanceOptions& o, sd_bus* bus);
 
 } // namespace lodge::ctl

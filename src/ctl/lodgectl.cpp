@@ -480,12 +480,17 @@ int parse_timeout(const Options& o, int32_t& out) {
     return 0;
 }
 
+std::function<int(const Options&, sd_bus*)> instance(int (*fn)(const lodge::ctl::InstanceOptions&,
+                                                               sd_bus*));
+
 int verb_config(const Options& o, sd_bus* bus) {
     if (o.args.size() < 3)
         return fail("Usage: lodgectl config get NAME KEY | set NAME KEY=VALUE... | "
                     "unset NAME KEY... | show NAME");
     const std::string& sub = o.args[1];
     const std::string& name = o.args[2];
+    if (sub == "edit" || (sub == "show" && o.values.count("expanded")))
+        return instance(lodge::ctl::verb_config_yaml)(o, bus);
     if (sub == "get" || sub == "show") {
         Error err;
         ContainerInfo info;
@@ -1031,7 +1036,8 @@ const std::vector<Verb>& verbs() {
         {"kill", 1, any, "kill NAME... [--signal SIGNAL]", "Send a signal (SIGTERM) to PID 1.",
          checked(by_name("KillContainer", "si", signal_of))},
         {"config", 2, any,
-         "config get NAME KEY | set NAME KEY=VALUE... | unset NAME KEY... | show NAME [--json]",
+         "config get NAME KEY | set NAME KEY=VALUE... | unset NAME KEY... | "
+         "show NAME [--expanded] [--json] | edit NAME",
          "Read and change a container's configuration.", verb_config},
         {"device", 2, any,
          "device add NAME DEVICE [TYPE] [KEY=VALUE]... | remove NAME DEVICE | list NAME [--json]",

@@ -240,6 +240,39 @@ int method_rename_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
+int method_update_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        const char* name = nullptr;
+        if (int r = sd_bus_message_read(m, "s", &name); r < 0)
+            return r;
+        KeyMap config;
+        std::map<std::string, KeyMap> devices;
+        if (int r = read_string_map(m, config); r < 0)
+            return r;
+        if (int r = sd_bus_message_enter_container(m, 'a', "{sa{ss}}"); r < 0)
+            return r;
+        int r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sa{ss}")) > 0) {
+            const char* dev = nullptr;
+            if ((r = sd_bus_message_read(m, "s", &dev)) < 0 ||
+                (r = read_string_map(m, devices[dev])) < 0 ||
+                (r = sd_bus_message_exit_container(m)) < 0)
+                return r;
+        }
+        if (r < 0 || (r = sd_bus_message_exit_container(m)) < 0)
+            return r;
+        if ((r = authorize(m, manager(ud), actions::manage, name, e)) <= 0)
+            return r == 0 ? 1 : r;
+        Container* c = find_or_fail(manager(ud), name, e);
+        if (!c)
+            return -ENOENT;
+        std::string msg;
+        if ((r = manager(ud).update_container(*c, config, devices, reply_when_done(m), msg)) < 0)
+            return reply_error(e, r, msg);
+        return 1;
+    });
+}
+
 const sd_bus_vtable instance_vtable[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_METHOD_WITH_ARGS("CreateSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
@@ -261,6 +294,9 @@ const sd_bus_vtable instance_vtable[] = {
         "CopyContainer",
         SD_BUS_ARGS("s", source, "s", snapshot, "s", name, "a{ss}", config, "b", snapshots),
         SD_BUS_RESULT("o", path), method_copy_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("UpdateContainer",
+                            SD_BUS_ARGS("s", name, "a{ss}", config, "a{sa{ss}}", devices),
+                            SD_BUS_NO_RESULT, method_update_container, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("RenameContainer", SD_BUS_ARGS("s", name, "s", new_name),
                             SD_BUS_RESULT("o", path), method_rename_container,
                             SD_BUS_VTABLE_UNPRIVILEGED),

@@ -405,3 +405,74 @@ int Manager::rename_container(Container& c, const std::string& name, std::string
 }
 
 } // namespace lodge::daemon
+
+namespace lodge::daemon {
+
+int Manager::update_container(Container& c, const KeyMap& config,
+                              const std::map<std::string, KeyMap>& devices, Done done,
+                              std::string& error) {
+    auto lodge_own = [](const std::string& k) {
+        return k.rfind("volatile.", 0) == 0 || k.rfind("image.", 0) == 0;
+    };
+    KeyMap set;
+    std::vector<std::string> unset;
+    for (auto& [k, v] : config) {
+        auto was = c.config.config.find(k);
+        bool same = was != c.config.config.end() && was->second == v;
+        if (lodge_own(k)) {
+            if (!same) {
+                error = "Key \"" + k + "\" is set by lodge only; leave it as it is";
+                return -EINVAL;
+            }
+            continue;
+        }
+        if (!same)
+            set[k] = v;
+    }
+    for (auto& [k, v] : c.config.config)
+        if (!config.count(k) && !lodge_own(k))
+            unset.push_back(k);
+    bool devices_changed = devices != c.config.devices;
+    if (devices_changed) {
+        if (c.running() || starting(c.name())) {
+            error = "The devices of a running container change with lodgectl device add|remove "
+                    "only; stop \"" +
+                    c.name() + "\" first";
+            return -EBUSY;
+        }
+        ContainerConfig probe = c.config;
+        for (auto& [k, v] : set)
+            probe.config[k] = v;
+        for (auto& k : unset)
+            probe.config.erase(k);
+        probe.devices = devices;
+        if (auto e = check_container_config(probe); !e.empty()) {
+            error = e;
+            return -EINVAL;
+        }
+    }
+    std::string name = c.name();
+    auto apply_devices = [this, name, devices, devices_changed, done](int r,
+                                                                      const std::string& why) {
+        if (r < 0 || !devices_changed)
+            return done(r, why);
+        Container* found = find(name);
+        if (!found)
+            return done(-ENOENT, "Container \"" + name + "\" is gone");
+        if (found->running())
+            return done(-EBUSY, "Container \"" + name + "\" was started meanwhile");
+        ContainerConfig next = found->config;
+        next.devices = devices;
+        std::string err;
+        if (int w = commit_config(*found, std::move(next), "Devices", err); w < 0)
+            return done(w, err);
+        done(0, "");
+    };
+    if (set.empty() && unset.empty()) {
+        apply_devices(0, "");
+        return 0;
+    }
+    return set_config(c, set, unset, apply_devices, error);
+}
+
+} // namespace lodge::daemon

@@ -183,6 +183,12 @@ public:
     int copy_container(const std::string& source, const std::string& snap, const std::string& name,
                        const KeyMap& overrides, bool with_snapshots, Done done, std::string& error);
     int rename_container(Container& c, const std::string& name, std::string& error);
+    // config edit: the whole definition at once. Keys go through set_config(); lodge's own
+    // (volatile.*, image.*) must come back unchanged or be left out; devices of a running
+    // container change only with add_device/remove_device.
+    int update_container(Container& c, const KeyMap& config,
+                         const std::map<std::string, KeyMap>& devices, Done done,
+                         std::string& error);
     // A snapshot or copy reads the container, or a restore replaces its rootfs.
     bool instance_busy(const std::string& name) const {
         return readers_.count(name) != 0 || restoring_.count(name) != 0;

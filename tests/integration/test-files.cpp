@@ -218,3 +218,71 @@ TEST_F(FilesTest, RecursiveCopiesDeleteAndEdit) {
 }
 
 } // namespace
+
+namespace {
+
+// config edit: the whole definition as YAML, checked by lodged before anything changes.
+TEST_F(FilesTest, ConfigEditTakesValidYamlAndRefusesBadEdits) {
+    std::string n = make("cfgedit");
+    int st = -1;
+    ctl("config set " + n + " user.before=1");
+    std::string shown = ctl("config show " + n + " --expanded", &st);
+    ASSERT_EQ(st, 0) << shown;
+    EXPECT_TRUE(contains(shown, "config:\n")) << shown;
+    EXPECT_TRUE(contains(shown, "  user.before: 1\n")) << shown;
+    EXPECT_TRUE(contains(shown, "devices: {}\n")) << shown;
+    std::string lodgectl = env_path("LODGE_LODGECTL");
+    std::string yaml = work + "/edit.yaml";
+    // Not on a terminal: the YAML comes from stdin. volatile.* keys left out stay as they are.
+    write_file_atomic(yaml,
+                      "config:\n  user.after: \"two words: yes\"\n  limits.memory: 256MiB\n"
+                      "devices:\n  eth0:\n    type: nic\n    nictype: p2p\n",
+                      0644);
+    std::string out = sh(lodgectl + " config edit " + n + " <" + yaml + " 2>&1", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("config get " + n + " user.after"), "two words: yes\n");
+    EXPECT_EQ(ctl("config get " + n + " user.before"), "\n");
+    EXPECT_NE(ctl("config get " + n + " volatile.cloud-init.instance-id"), "\n");
+    EXPECT_TRUE(contains(ctl("device list " + n), "eth0")) << ctl("device list " + n);
+    // Bad edits change nothing and say why.
+    for (auto& [bad, why] : std::vector<std::pair<std::string, std::string>>{
+             {"config:\n  no.such.key: x\n", "no.such.key"},
+             {"config:\n  limits.memory: lots\n", "limits.memory"},
+             {"config:\n  volatile.cloud-init.instance-id: mine\n", "set by lodge only"},
+             {"config:\n  user.a: \"unterminated\n", "Invalid YAML"},
+             {"config: [a, b]\n", "must be a mapping"},
+             {"profiles:\n  - default\n", "unknown section"},
+             {"devices:\n  d:\n    type: nonsense\n", "nonsense"}}) {
+        write_file_atomic(yaml, bad, 0644);
+        out = sh(lodgectl + " config edit " + n + " <" + yaml + " 2>&1", &st);
+        EXPECT_NE(st, 0) << bad;
+        EXPECT_TRUE(contains(out, why)) << bad << " -> " << out;
+        EXPECT_EQ(ctl("config get " + n + " user.after"), "two words: yes\n") << bad;
+    }
+}
+
+// On a terminal: a bad edit is shown and the editor opens again on it, as lxc config edit.
+TEST_F(FilesTest, ConfigEditReopensTheEditorOnABadEdit) {
+    int st = -1;
+    sh("command -v script", &st);
+    if (st != 0)
+        GTEST_SKIP() << "script(1) is not installed";
+    std::string n = make("cfgtty");
+    std::string editor = work + "/editor.sh", count = work + "/runs";
+    // First run: a bad key. Second run: the bad key fixed.
+    write_file_atomic(editor,
+                      "#!/bin/sh\necho x >> " + count + "\nif [ $(wc -l < " + count +
+                          ") = 1 ]; then printf 'config:\\n  bad.key: 1\\n' > \"$1\"; "
+                          "else printf 'config:\\n  user.fixed: yes\\n' > \"$1\"; fi\n",
+                      0755);
+    std::string out = sh("printf '\\n' | EDITOR=" + editor + " timeout 120 script -qec '" +
+                             env_path("LODGE_LODGECTL") + " config edit " + n + "' /dev/null 2>&1",
+                         &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_TRUE(contains(out, "bad.key")) << out;
+    EXPECT_TRUE(contains(out, "open the editor again")) << out;
+    EXPECT_EQ(read_text(count), "x\nx\n");
+    EXPECT_EQ(ctl("config get " + n + " user.fixed"), "yes\n");
+}
+
+} // namespace
