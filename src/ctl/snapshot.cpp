@@ -56,17 +56,23 @@ int snapshot_list(const InstanceOptions& o, sd_bus* bus, const std::string& name
                                &reply.m, "s", name.c_str());
     if (r < 0)
         return bus_fail(err, r);
-    std::vector<std::pair<std::string, uint64_t>> rows;
-    if ((r = sd_bus_message_enter_container(reply.m, 'a', "(st)")) < 0)
+    struct Row {
+        std::string first;
+        uint64_t created, expires;
+    };
+    std::vector<Row> rows;
+    if ((r = sd_bus_message_enter_container(reply.m, 'a', "(stt)")) < 0)
         return fail("Bad reply from lodged");
     const char* snap = nullptr;
-    uint64_t created = 0;
-    while ((r = sd_bus_message_read(reply.m, "(st)", &snap, &created)) > 0)
-        rows.emplace_back(snap, created);
+    uint64_t created = 0, expires = 0;
+    while ((r = sd_bus_message_read(reply.m, "(stt)", &snap, &created, &expires)) > 0)
+        rows.push_back({snap, created, expires});
     if (o.json) {
         nlohmann::json j = nlohmann::json::array();
-        for (auto& [n, t] : rows)
-            j.push_back({{"name", n}, {"created_usec", t}});
+        for (auto& row : rows)
+            j.push_back({{"name", row.first},
+                         {"created_usec", row.created},
+                         {"expires_usec", row.expires}});
         std::printf("%s\n", j.dump().c_str());
         return 0;
     }
@@ -79,9 +85,10 @@ int snapshot_list(const InstanceOptions& o, sd_bus* bus, const std::string& name
     for (auto& row : rows)
         w = std::max(w, row.first.size());
     if (o.legend)
-        std::printf("%-*s %s\n", static_cast<int>(w), "NAME", "TAKEN");
-    for (auto& [n, t] : rows)
-        std::printf("%-*s %s\n", static_cast<int>(w), n.c_str(), format_time(t).c_str());
+        std::printf("%-*s %-23s %s\n", static_cast<int>(w), "NAME", "TAKEN", "EXPIRES");
+    for (auto& row : rows)
+        std::printf("%-*s %-23s %s\n", static_cast<int>(w), row.first.c_str(),
+                    format_time(row.created).c_str(), format_time(row.expires).c_str());
     if (o.legend)
         std::printf("\n%zu snapshots listed.\n", rows.size());
     return 0;
@@ -95,10 +102,10 @@ int snapshot_show(const InstanceOptions& o, sd_bus* bus, const std::string& name
                                &reply.m, "ss", name.c_str(), snap.c_str());
     if (r < 0)
         return bus_fail(err, r);
-    uint64_t created = 0;
+    uint64_t created = 0, expires = 0;
     std::map<std::string, std::string> config;
     std::map<std::string, std::map<std::string, std::string>> devices;
-    r = sd_bus_message_read(reply.m, "t", &created);
+    r = sd_bus_message_read(reply.m, "tt", &created, &expires);
     if (r >= 0)
         r = read_string_map(reply.m, config);
     if (r >= 0)
@@ -116,14 +123,16 @@ int snapshot_show(const InstanceOptions& o, sd_bus* bus, const std::string& name
         std::printf("%s\n", nlohmann::json{{"name", snap},
                                            {"container", name},
                                            {"created_usec", created},
+                                           {"expires_usec", expires},
                                            {"config", config},
                                            {"devices", devices}}
                                 .dump()
                                 .c_str());
         return 0;
     }
-    std::printf("Name: %s\nContainer: %s\nTaken: %s\nConfig:\n", snap.c_str(), name.c_str(),
-                format_time(created).c_str());
+    std::printf("Name: %s\nContainer: %s\nTaken: %s\nExpires: %s\nConfig:\n", snap.c_str(),
+                name.c_str(), format_time(created).c_str(),
+                expires ? format_time(expires).c_str() : "never");
     for (auto& [k, v] : config)
         std::printf("  %s: %s\n", k.c_str(), v.c_str());
     if (!devices.empty())

@@ -6,6 +6,7 @@
 #include "snapshot-store.hpp"
 
 #include <cerrno>
+#include <ctime>
 #include <memory>
 
 namespace lodge::daemon {
@@ -77,10 +78,11 @@ int method_list_snapshots(sd_bus_message* m, void* ud, sd_bus_error* e) {
         if (r < 0)
             return r;
         MessagePtr reply(raw);
-        r = sd_bus_message_open_container(raw, 'a', "(st)");
+        r = sd_bus_message_open_container(raw, 'a', "(stt)");
         for (auto& s : snapshots::list(name))
             if (r >= 0)
-                r = sd_bus_message_append(raw, "(st)", s.name.c_str(), s.created_usec);
+                r = sd_bus_message_append(raw, "(stt)", s.name.c_str(), s.created_usec,
+                                          s.expires_usec);
         if (r >= 0)
             r = sd_bus_message_close_container(raw);
         return r < 0 ? r : sd_bus_send(nullptr, raw, nullptr);
@@ -106,7 +108,7 @@ int method_get_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
         if (r < 0)
             return r;
         MessagePtr reply(raw);
-        r = sd_bus_message_append(raw, "t", info.created_usec);
+        r = sd_bus_message_append(raw, "tt", info.created_usec, info.expires_usec);
         if (r >= 0)
             r = append_string_map(raw, config.config);
         if (r >= 0)
@@ -273,17 +275,36 @@ int method_update_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
+// The scheduler's tick at a time the caller chooses (tests, and admins catching up).
+int method_run_snapshot_schedule(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        uint64_t now = 0;
+        if (int r = sd_bus_message_read(m, "t", &now); r < 0)
+            return r;
+        if (int r = authorize(m, manager(ud), actions::manage, "", e); r <= 0)
+            return r == 0 ? 1 : r;
+        if (now == 0) {
+            struct timespec ts {};
+            ::clock_gettime(CLOCK_REALTIME, &ts);
+            now = static_cast<uint64_t>(ts.tv_sec) * 1000000 +
+                  static_cast<uint64_t>(ts.tv_nsec) / 1000;
+        }
+        return sd_bus_reply_method_return(m, "u", manager(ud).snapshot_tick(now));
+    });
+}
+
 const sd_bus_vtable instance_vtable[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_METHOD_WITH_ARGS("CreateSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
                             SD_BUS_RESULT("s", snapshot), method_create_snapshot,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("ListSnapshots", SD_BUS_ARGS("s", name),
-                            SD_BUS_RESULT("a(st)", snapshots), method_list_snapshots,
+                            SD_BUS_RESULT("a(stt)", snapshots), method_list_snapshots,
                             SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("GetSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
-                            SD_BUS_RESULT("t", created, "a{ss}", config, "a{sa{ss}}", devices),
-                            method_get_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "GetSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
+        SD_BUS_RESULT("t", created, "t", expires, "a{ss}", config, "a{sa{ss}}", devices),
+        method_get_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("DeleteSnapshot", SD_BUS_ARGS("s", name, "s", snapshot),
                             SD_BUS_NO_RESULT, method_delete_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("RenameSnapshot", SD_BUS_ARGS("s", name, "s", snapshot, "s", new_name),
@@ -297,6 +318,9 @@ const sd_bus_vtable instance_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("UpdateContainer",
                             SD_BUS_ARGS("s", name, "a{ss}", config, "a{sa{ss}}", devices),
                             SD_BUS_NO_RESULT, method_update_container, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RunSnapshotSchedule", SD_BUS_ARGS("t", now),
+                            SD_BUS_RESULT("u", started), method_run_snapshot_schedule,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("RenameContainer", SD_BUS_ARGS("s", name, "s", new_name),
                             SD_BUS_RESULT("o", path), method_rename_container,
                             SD_BUS_VTABLE_UNPRIVILEGED),
@@ -308,6 +332,7 @@ const sd_bus_vtable instance_vtable[] = {
 int register_instance_methods(sd_bus* bus, Manager& m) {
     static InstanceApi api;
     api.manager = &m;
+    m.start_snapshot_scheduler();
     int r = sd_bus_add_object_vtable(bus, nullptr, "/io/lodge1", "io.lodge1.Manager",
                                      instance_vtable, &api);
     return r < 0 ? r : register_file_methods(bus, m);

@@ -3,6 +3,7 @@
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
+#include "common/snapshot-schedule.hpp"
 #include "common/validate.hpp"
 #include "manager.hpp"
 #include "snapshot-store.hpp"
@@ -96,11 +97,25 @@ void Manager::drop_reader(const std::string& name) {
         readers_.erase(it);
 }
 
-int Manager::create_snapshot(Container& c, std::string& snap, Done done, std::string& error) {
+int Manager::create_snapshot(Container& c, std::string& snap, Done done, std::string& error,
+                             uint64_t now_usec) {
     std::string name = c.name();
-    if (snap.empty())
-        for (unsigned i = 0; snap.empty() || snapshots::exists(name, snap); i++)
-            snap = "snap" + std::to_string(i);
+    if (snap.empty()) {
+        std::vector<std::string> taken;
+        for (auto& s : snapshots::list(name))
+            taken.push_back(s.name);
+        std::string pattern = c.config.get("snapshots.pattern", "snap%d");
+        if (!check_snapshot_pattern(pattern).empty())
+            pattern = "snap%d";
+        snap = snapshot_name_from(pattern, taken);
+    }
+    if (now_usec == 0)
+        now_usec = realtime_now_usec();
+    // snapshots.expiry applies to every snapshot, taken by hand or by the schedule (LXD).
+    uint64_t expiry_s = 0, expires_usec = 0;
+    if (std::string e = c.config.get("snapshots.expiry");
+        !e.empty() && parse_expiry(e, expiry_s).empty())
+        expires_usec = now_usec + expiry_s * 1000000;
     if (auto e = snapshots::check_name(snap); !e.empty()) {
         error = e;
         return -EINVAL;
@@ -119,9 +134,10 @@ int Manager::create_snapshot(Container& c, std::string& snap, Done done, std::st
     OperationSpec op;
     op.what = "snapshot \"" + snap + "\" of \"" + name + "\"";
     op.kind = OperationKind::import;
-    op.work = [dir = paths::container_dir(name), config, work](Worker& w, std::string& why) {
+    op.work = [dir = paths::container_dir(name), config, work, now_usec,
+               expires_usec](Worker& w, std::string& why) {
         return snapshots::fill(
-            dir, config, work, realtime_now_usec(),
+            dir, config, work, now_usec, expires_usec,
             [&w](uint64_t written) { w.progress(written, 0); }, why);
     };
     op.done = [this, name, snap, work, done](const OperationResult& res) {
@@ -473,6 +489,83 @@ int Manager::update_container(Container& c, const KeyMap& config,
         return 0;
     }
     return set_config(c, set, unset, apply_devices, error);
+}
+
+} // namespace lodge::daemon
+
+namespace lodge::daemon {
+
+unsigned Manager::snapshot_tick(uint64_t now_usec) {
+    time_t now = static_cast<time_t>(now_usec / 1000000);
+    struct tm local {};
+    ::localtime_r(&now, &local);
+    uint64_t minute = now_usec / 60000000;
+    unsigned started = 0;
+    std::vector<std::string> names;
+    for (auto& [name, c] : containers_)
+        names.push_back(name);
+    for (auto& name : names) {
+        Container* c = find(name);
+        if (!c)
+            continue;
+        // Expired snapshots go, running container or not.
+        for (auto& s : snapshots::list(name))
+            if (s.expires_usec != 0 && s.expires_usec <= now_usec && !restoring(name)) {
+                std::string error;
+                if (delete_snapshot(*c, s.name, error) < 0)
+                    log_error("Cannot delete the expired snapshot \"%s\" of \"%s\": %s",
+                              s.name.c_str(), name.c_str(), error.c_str());
+                else
+                    log_info("Container \"%s\": snapshot \"%s\" expired", name.c_str(),
+                             s.name.c_str());
+            }
+        std::string spec = c->config.get("snapshots.schedule");
+        // As LXD's default (snapshots.schedule.stopped=false): running containers only.
+        if (spec.empty() || !c->running())
+            continue;
+        CronSchedule cron;
+        if (!cron.parse(spec).empty() || !cron.matches(local))
+            continue;
+        auto& last = last_scheduled_minute_[name];
+        if (last == minute)
+            continue; // this minute's snapshot is taken already
+        last = minute;
+        std::string snap, error;
+        auto done = [name](int r, const std::string& why) {
+            if (r < 0)
+                log_error("Scheduled snapshot of \"%s\" failed: %s", name.c_str(), why.c_str());
+        };
+        if (create_snapshot(*c, snap, done, error, now_usec) < 0)
+            log_error("Cannot take the scheduled snapshot of \"%s\": %s", name.c_str(),
+                      error.c_str());
+        else
+            started++;
+    }
+    return started;
+}
+
+int Manager::on_snapshot_timer(sd_event_source*, uint64_t usec, void* userdata) {
+    return guarded([&] {
+        auto* m = static_cast<Manager*>(userdata);
+        m->snapshot_tick(usec);
+        m->start_snapshot_scheduler();
+        return 0;
+    });
+}
+
+void Manager::start_snapshot_scheduler() {
+    uint64_t now = 0;
+    sd_event_now(event_, CLOCK_REALTIME, &now);
+    // The start of the next minute: cron's resolution.
+    uint64_t next = (now / 60000000 + 1) * 60000000;
+    sd_event_source* s = nullptr;
+    if (int r =
+            sd_event_add_time(event_, &s, CLOCK_REALTIME, next, 1000000, on_snapshot_timer, this);
+        r < 0) {
+        log_error_errno(r, "Cannot arm the snapshot schedule");
+        return;
+    }
+    snapshot_timer_.reset(s);
 }
 
 } // namespace lodge::daemon

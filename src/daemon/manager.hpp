@@ -171,7 +171,15 @@ public:
     // manager-instance.cpp (issue 15): snapshots, restore, copy, rename. Snapshots and copies
     // of a running container are allowed (crash-consistent); restore and rename need it
     // stopped. `snap` empty picks the next free "snapN" and is set to the name used.
-    int create_snapshot(Container& c, std::string& snap, Done done, std::string& error);
+    // `now_usec` (CLOCK_REALTIME, 0: now) dates it; snapshots.expiry counts from it.
+    int create_snapshot(Container& c, std::string& snap, Done done, std::string& error,
+                        uint64_t now_usec = 0);
+    // snapshots.schedule: takes the snapshots due in the minute of `now_usec`
+    // (CLOCK_REALTIME) of running containers and deletes the expired ones. A timer runs it
+    // each minute; tests run it with a clock of their own (RunSnapshotSchedule). Returns the
+    // number of snapshots started.
+    unsigned snapshot_tick(uint64_t now_usec);
+    void start_snapshot_scheduler();
     int delete_snapshot(Container& c, const std::string& snap, std::string& error);
     int rename_snapshot(Container& c, const std::string& from, const std::string& to,
                         std::string& error);
@@ -286,6 +294,9 @@ private:
     void add_reader(const std::string& name) { readers_[name]++; }
     void drop_reader(const std::string& name);
     void begin_restore(const std::string& name, const std::string& snap, Done done);
+    SourcePtr snapshot_timer_;
+    std::map<std::string, uint64_t> last_scheduled_minute_; // per container
+    static int on_snapshot_timer(sd_event_source*, uint64_t usec, void* userdata);
     // after_supervisor_exit() callbacks, per container name.
     std::multimap<std::string, std::function<void()>> exit_waiters_;
 };

@@ -104,19 +104,24 @@ bool exists(const std::string& container, const std::string& snap) {
     return ::stat((path(container, snap) + "/config.json").c_str(), &st) == 0;
 }
 
-static uint64_t created_of(const std::string& snap_dir) {
+static Info info_of(const std::string& name, const std::string& snap_dir) {
+    Info info{name, 0, 0};
     std::string text;
     if (read_file(snap_dir + "/snapshot.json", text) < 0)
-        return 0;
+        return info;
     auto j = nlohmann::json::parse(text, nullptr, false);
-    return j.is_object() ? j.value("created_usec", uint64_t(0)) : 0;
+    if (j.is_object()) {
+        info.created_usec = j.value("created_usec", uint64_t(0));
+        info.expires_usec = j.value("expires_usec", uint64_t(0));
+    }
+    return info;
 }
 
 std::vector<Info> list(const std::string& container) {
     std::vector<Info> out;
     for (auto& name : entries(dir(container)))
         if (check_name(name).empty() && exists(container, name))
-            out.push_back({name, created_of(path(container, name))});
+            out.push_back(info_of(name, path(container, name)));
     std::sort(out.begin(), out.end(), [](const Info& a, const Info& b) {
         return a.created_usec != b.created_usec ? a.created_usec < b.created_usec : a.name < b.name;
     });
@@ -136,7 +141,7 @@ int load(const std::string& container, const std::string& snap, ContainerConfig&
     std::string p = path(container, snap);
     if (int r = load_container_config(p + "/config.json", config, error); r < 0)
         return r;
-    info = {snap, created_of(p)};
+    info = info_of(snap, p);
     return 0;
 }
 
@@ -162,7 +167,8 @@ int prepare(const std::string& container, const std::string& snap, std::string& 
 }
 
 int fill(const std::string& container_dir, const ContainerConfig& config, const std::string& work,
-         uint64_t created_usec, const std::function<void(uint64_t)>& progress, std::string& error) {
+         uint64_t created_usec, uint64_t expires_usec,
+         const std::function<void(uint64_t)>& progress, std::string& error) {
     CopyMethod used;
     if (int r = copy_tree(container_dir + "/rootfs", work + "/rootfs", progress, used, error);
         r < 0)
@@ -173,7 +179,7 @@ int fill(const std::string& container_dir, const ContainerConfig& config, const 
         error = std::string("Cannot copy the shift marker: ") + std::strerror(-r);
         return r;
     }
-    nlohmann::json meta{{"created_usec", created_usec}};
+    nlohmann::json meta{{"created_usec", created_usec}, {"expires_usec", expires_usec}};
     if (int r = save_container_config(work + "/config.json", config); r < 0) {
         error = std::string("Cannot write the snapshot's config.json: ") + std::strerror(-r);
         return r;

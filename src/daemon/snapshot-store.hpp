@@ -28,6 +28,7 @@ std::string path(const std::string& container, const std::string& snap); // <c>/
 struct Info {
     std::string name;
     uint64_t created_usec = 0; // CLOCK_REALTIME
+    uint64_t expires_usec = 0; // 0: never (snapshots.expiry when it was taken)
 };
 // Sorted by creation time.
 std::vector<Info> list(const std::string& container);
@@ -42,7 +43,8 @@ int prepare(const std::string& container, const std::string& snap, std::string& 
 // the shift marker) from the container directory `container_dir` and `config`, and syncs it.
 // `progress` as copy_tree's.
 int fill(const std::string& container_dir, const ContainerConfig& config, const std::string& work,
-         uint64_t created_usec, const std::function<void(uint64_t)>& progress, std::string& error);
+         uint64_t created_usec, uint64_t expires_usec,
+         const std::function<void(uint64_t)>& progress, std::string& error);
 // Copies the finished snapshot directory `from` (as fill() made it) to `to` (not existing).
 int copy_snapshot_dir(const std::string& from, const std::string& to,
                       const std::function<void(uint64_t)>& progress, std::string& error);

@@ -609,3 +609,61 @@ TEST_F(SnapshotTest, RenameTakesEverythingAlong) {
     start_lodged();
     EXPECT_EQ(ctl("snapshot list " + m + " -q"), "s1\n");
 }
+
+namespace {
+
+uint64_t local_usec(int year, int mon, int mday, int hour, int min) {
+    struct tm t {};
+    t.tm_year = year - 1900;
+    t.tm_mon = mon - 1;
+    t.tm_mday = mday;
+    t.tm_hour = hour;
+    t.tm_min = min;
+    t.tm_isdst = -1;
+    return static_cast<uint64_t>(::mktime(&t)) * 1000000;
+}
+
+} // namespace
+
+// snapshots.schedule with the test's clock (RunSnapshotSchedule): a snapshot in each minute
+// the schedule names, one only, named by snapshots.pattern, deleted once snapshots.expiry has
+// passed; stopped containers get none (LXD's default).
+TEST_F(SnapshotTest, ScheduledSnapshotsFireAndExpire) {
+    std::string n = make("sched");
+    int st = -1;
+    for (const char* kv : {"snapshots.schedule='*/15 * * * *'", "snapshots.expiry=1H",
+                           "snapshots.pattern=auto-%d"}) {
+        std::string out = ctl("config set " + n + " " + kv, &st);
+        ASSERT_EQ(st, 0) << kv << ": " << out;
+    }
+    std::string out = ctl("config set " + n + " snapshots.schedule='every day'", &st);
+    EXPECT_NE(st, 0) << "a bad schedule was taken";
+    out = ctl("start " + n, &st);
+    if (st != 0 && contains(out, "idmapped"))
+        GTEST_SKIP() << out;
+    ASSERT_EQ(st, 0) << out;
+    auto tick = [&](uint64_t usec) {
+        return sh("busctl call io.lodge1 /io/lodge1 io.lodge1.Manager RunSnapshotSchedule t " +
+                  std::to_string(usec) + " 2>&1");
+    };
+    auto listed = [&] { return ctl("snapshot list " + n + " -q"); };
+    uint64_t t0 = local_usec(2030, 1, 1, 10, 30);
+    EXPECT_EQ(tick(t0), "u 1\n");
+    EXPECT_TRUE(wait_until([&] { return listed() == "auto-0\n"; })) << listed();
+    EXPECT_EQ(tick(t0 + 10000000), "u 0\n") << "a second snapshot in the same minute";
+    EXPECT_EQ(tick(t0 + 60000000), "u 0\n") << "10:31 is not in */15";
+    EXPECT_EQ(tick(t0 + 15 * 60000000ULL), "u 1\n");
+    EXPECT_TRUE(wait_until([&] { return listed() == "auto-0\nauto-1\n"; })) << listed();
+    auto shown =
+        nlohmann::json::parse(ctl("snapshot show " + n + " auto-0 --json"), nullptr, false);
+    ASSERT_TRUE(shown.is_object());
+    EXPECT_EQ(shown.value("created_usec", uint64_t(0)), t0);
+    EXPECT_EQ(shown.value("expires_usec", uint64_t(0)), t0 + 3600 * 1000000ULL);
+    // 11:31: auto-0 (10:30 + 1H) has expired, auto-1 (10:45 + 1H) not yet.
+    EXPECT_EQ(tick(t0 + 61 * 60000000ULL), "u 0\n");
+    EXPECT_TRUE(wait_until([&] { return listed() == "auto-1\n"; })) << listed();
+    ctl("stop --force " + n);
+    // 11:45 is in the schedule, but the container is stopped; auto-1 expires right then.
+    EXPECT_EQ(tick(t0 + 75 * 60000000ULL), "u 0\n") << "a stopped container was snapshotted";
+    EXPECT_TRUE(wait_until([&] { return listed().empty(); })) << listed();
+}

@@ -41,7 +41,7 @@ protected:
         ASSERT_EQ(save_container_config(paths::container_config("c"), a), 0);
         std::string work, error;
         ASSERT_EQ(snapshots::prepare("c", "s1", work, error), 0) << error;
-        ASSERT_EQ(snapshots::fill(paths::container_dir("c"), a, work, 1, nullptr, error), 0)
+        ASSERT_EQ(snapshots::fill(paths::container_dir("c"), a, work, 1, 0, nullptr, error), 0)
             << error;
         ASSERT_EQ(snapshots::commit("c", "s1", work, error), 0) << error;
         write_file_atomic(paths::container_rootfs("c") + "/state", "B\n", 0644);
