@@ -4,6 +4,7 @@
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "daemon/tree-copy.hpp"
+#include "runtime/in-root.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -18,7 +19,7 @@
 namespace lodge::daemon::snapshots {
 namespace {
 
-constexpr const char* shift_marker = "rootfs.idmap-shift"; // as runtime/idmap-shift.cpp
+using runtime::shift_marker; // runtime/in-root.hpp
 constexpr const char* restore_record = "restore.json";
 
 std::string hidden_dir(const std::string& parent, const std::string& kind,
