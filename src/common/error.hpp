@@ -27,6 +27,8 @@ constexpr const char* import_failed = "io.lodge1.ImportFailed";
 constexpr const char* no_such_device = "io.lodge1.NoSuchDevice";
 constexpr const char* no_console_log = "io.lodge1.NoConsoleLog";
 constexpr const char* no_container_for_pid = "io.lodge1.NoContainerForPID";
+constexpr const char* no_such_snapshot = "io.lodge1.NoSuchSnapshot";
+constexpr const char* snapshot_exists = "io.lodge1.SnapshotExists";
 } // namespace errors
 
 struct Error {

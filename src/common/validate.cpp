@@ -1,5 +1,6 @@
 #include "common/validate.hpp"
 #include "common/limits.hpp"
+#include "common/snapshot-schedule.hpp"
 
 #include <algorithm>
 #include <array>
@@ -277,6 +278,20 @@ std::string check_config_key(const std::string& key, const std::string& value, K
     if (key == "boot.host_shutdown_timeout")
         return parse_uint(value, 86400 * 7) ? std::string()
                                             : bad_value(key, value, "expected a number of seconds");
+    if (key == "snapshots.schedule") {
+        CronSchedule cron;
+        auto e = value.empty() ? std::string() : cron.parse(value);
+        return e.empty() ? e : bad_value(key, value, e.c_str());
+    }
+    if (key == "snapshots.expiry") {
+        uint64_t seconds = 0;
+        auto e = value.empty() ? std::string() : parse_expiry(value, seconds);
+        return e.empty() ? e : bad_value(key, value, e.c_str());
+    }
+    if (key == "snapshots.pattern") {
+        auto e = check_snapshot_pattern(value);
+        return e.empty() ? e : bad_value(key, value, e.c_str());
+    }
     return "Unknown config key \"" + key + "\"";
 }
 

@@ -9,6 +9,8 @@ namespace lodge::ctl {
 int verb_config(const Options& o, sd_bus* bus) {
     const std::string& sub = o.args[1];
     const std::string& name = o.args[2];
+    if (sub == "edit" || (sub == "show" && o.values.count("expanded")))
+        return verb_config_yaml(o, bus);
     if (sub == "get" || sub == "show") {
         BusError err;
         ContainerInfo info;

@@ -50,7 +50,8 @@ const std::vector<Verb>& verbs() {
         {"kill", 1, any, "kill NAME... [--signal SIGNAL]", "Send a signal (SIGTERM) to PID 1.",
          verb_kill},
         {"config", 2, any,
-         "config get NAME KEY | set NAME KEY=VALUE... | unset NAME KEY... | show NAME [--json]",
+         "config get NAME KEY | set NAME KEY=VALUE... | unset NAME KEY... | "
+         "show NAME [--expanded] [--json] | edit NAME",
          "Read and change a container's configuration.", verb_config},
         {"device", 2, any,
          "device add NAME DEVICE [TYPE] [KEY=VALUE]... | remove NAME DEVICE | list NAME [--json]",
@@ -73,6 +74,20 @@ const std::vector<Verb>& verbs() {
                  return fail("Unknown command \"cluster " + o.args[1] + "\"; see lodgectl --help");
              return cluster_status(o.host, o.json, o.legend);
          }},
+        {"snapshot", 2, any,
+         "snapshot create NAME [SNAPSHOT] | list NAME | show NAME SNAPSHOT | "
+         "delete NAME SNAPSHOT... | rename NAME SNAPSHOT NEW",
+         "Take, list, show, delete and rename snapshots (rootfs and config).", verb_snapshot},
+        {"restore", 2, 2, "restore NAME SNAPSHOT [--force]",
+         "Restore a snapshot (--force: a running container is killed first).", verb_restore},
+        {"copy", 2, 2, "copy SOURCE[/SNAPSHOT] NAME [-c KEY=VALUE]... [--no-snapshots]",
+         "Copy a container or a snapshot (new MACs and instance-id).", verb_copy},
+        {"rename", 2, 2, "rename NAME NEW_NAME",
+         "Rename a stopped container (snapshots, log and autostart go along).", verb_rename},
+        {"file", 2, any,
+         "file push SOURCE... NAME/PATH [-p] [-r] [--uid UID] [--gid GID] [--mode MODE] | "
+         "pull NAME/PATH... DESTINATION [-r] | delete NAME/PATH... | edit NAME/PATH",
+         "Copy files into and out of a container, delete or edit them.", verb_file},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          verb_enable_or_disable},
         {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
@@ -150,13 +165,20 @@ int main(int argc, char** argv) {
             o.force = true;
         else if (a == "--show-log")
             o.show_log = true;
+        else if (a == "--no-snapshots" || a == "--expanded")
+            o.values[a.substr(2)] = "1";
+        else if (a == "-p" || a == "--create-dirs")
+            o.values["parents"] = "1";
+        else if (a == "-r" || a == "--recursive")
+            o.values["recursive"] = "1";
         else if ((a == "-H" || a == "--host") && i + 1 < argc)
             o.host = argv[++i];
         else if (a == "-c" && i + 1 < argc)
             o.config.push_back(argv[++i]);
         else if (a == "-h" || a == "--help")
             o.help = true;
-        else if (value("timeout") || value("signal") || value("cwd") || value("network"))
+        else if (value("timeout") || value("signal") || value("cwd") || value("network") ||
+                 value("uid") || value("gid") || value("mode"))
             continue;
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);

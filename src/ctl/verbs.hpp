@@ -40,5 +40,7 @@ VerbFn verb_config, verb_device;
 VerbFn verb_exec, verb_shell, verb_console;
 // units.cpp (enable and disable are told apart by the verb)
 VerbFn verb_enable_or_disable;
+// snapshot.cpp, file.cpp, config-yaml.cpp (config edit NAME, config show NAME --expanded)
+VerbFn verb_snapshot, verb_restore, verb_copy, verb_rename, verb_file, verb_config_yaml;
 
 } // namespace lodge::ctl

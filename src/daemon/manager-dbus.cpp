@@ -4,6 +4,7 @@
 #include "daemon/dbus-api.hpp"
 #include "daemon/exec.hpp"
 #include "daemon/remote.hpp"
+#include "daemon/instance-dbus.hpp"
 #include "image/import.hpp"
 
 #include "common/validate.hpp"
@@ -319,6 +320,8 @@ int register_bus_objects(sd_bus* bus, Manager& m) {
     if (r < 0)
         return r;
     if ((r = register_container_objects(bus, m)) < 0)
+        return r;
+    if ((r = register_instance_methods(bus, m)) < 0)
         return r;
     return sd_bus_add_object_manager(bus, nullptr, "/io/lodge1");
 }

@@ -34,7 +34,8 @@ Result<> Manager::create(CreateRequest req, Done done) {
     if (auto e = check_container_name(config.name); !e.empty())
         return make_error(errors::invalid_name, EINVAL, e);
     for (auto& [k, v] : config.config)
-        if (auto e = check_config_key(k, v); !e.empty())
+        if (auto e = check_config_key(k, v, req.trusted ? KeySource::lodge : KeySource::user);
+            !e.empty())
             return make_error(errors::invalid_config, EINVAL, e);
     if (auto e = check_container_config(config); !e.empty())
         return make_error(errors::invalid_config, EINVAL, e);
@@ -150,6 +151,10 @@ Result<> Manager::remove(Container& c, bool force, Done done) {
                           "Container \"" + c.name() + "\" is starting; delete it once it runs");
     if (ownership::Owner owner; held_elsewhere(c, &owner))
         return make_error(errors::busy, EBUSY, ownership::held_message(c.name(), owner));
+    if (instance_busy(c.name()))
+        return make_error(errors::busy, EBUSY,
+                          "Container \"" + c.name() +
+                              "\" is being snapshotted, copied or restored");
     if (!c.running()) {
         finish_remove(c, std::move(done));
         return {};
@@ -203,6 +208,8 @@ Result<> Manager::start(Container& c, Done done) {
     // Before anything is written to its (maybe shared) directory; the supervisor's lock decides.
     if (ownership::Owner owner; held_elsewhere(c, &owner))
         return make_error(errors::busy, EBUSY, ownership::held_message(c.name(), owner));
+    if (restoring(c.name()))
+        return make_error(errors::busy, EBUSY, "Container \"" + c.name() + "\" is being restored");
     SupervisorLink::LaunchSpec spec;
     spec.name = c.name();
     if (const char* root = std::getenv("LODGE_CGROUP_ROOT"); root && *root)

@@ -41,6 +41,9 @@ struct CreateRequest {
     std::vector<Fd> sources;
     // An import from a pipe or socket fails when no data came for this long (0: never).
     uint64_t idle_timeout_usec = 0;
+    // The config comes from an existing container (a copy): its volatile.* and image.* keys
+    // are lodge's own, not the caller's.
+    bool trusted = false;
 };
 
 class Manager {
@@ -119,6 +122,41 @@ public:
         create_defaults_ = std::move(fn);
     }
 
+    // manager-instance.cpp (issue 15): snapshots, restore, copy, rename. Snapshots and copies
+    // of a running container are allowed (crash-consistent); restore and rename need it
+    // stopped. `snap` empty picks the next free "snapN" and is set to the name used.
+    // `now_usec` (CLOCK_REALTIME, 0: now) dates it; snapshots.expiry counts from it.
+    int create_snapshot(Container& c, std::string& snap, Done done, std::string& error,
+                        uint64_t now_usec = 0);
+    // snapshots.schedule: takes the snapshots due in the minute of `now_usec`
+    // (CLOCK_REALTIME) of running containers and deletes the expired ones. A timer runs it
+    // each minute; tests run it with a clock of their own (RunSnapshotSchedule). Returns the
+    // number of snapshots started.
+    unsigned snapshot_tick(uint64_t now_usec);
+    void start_snapshot_scheduler();
+    int delete_snapshot(Container& c, const std::string& snap, std::string& error);
+    int rename_snapshot(Container& c, const std::string& from, const std::string& to,
+                        std::string& error);
+    // `force`: a running container is stopped (SIGKILL) first.
+    int restore_snapshot(Container& c, const std::string& snap, bool force, Done done,
+                         std::string& error);
+    // A new container `name` from `source` (or its snapshot `snap`), with new MACs and a new
+    // instance-id; `overrides` are user keys set on it.
+    int copy_container(const std::string& source, const std::string& snap, const std::string& name,
+                       const KeyMap& overrides, bool with_snapshots, Done done, std::string& error);
+    int rename_container(Container& c, const std::string& name, std::string& error);
+    // config edit: the whole definition at once. Keys go through set_config(); lodge's own
+    // (volatile.*, image.*) must come back unchanged or be left out; devices of a running
+    // container change only with add_device/remove_device.
+    int update_container(Container& c, const KeyMap& config,
+                         const std::map<std::string, KeyMap>& devices, Done done,
+                         std::string& error);
+    // A snapshot or copy reads the container, or a restore replaces its rootfs.
+    bool instance_busy(const std::string& name) const {
+        return readers_.count(name) != 0 || restoring_.count(name) != 0;
+    }
+    bool restoring(const std::string& name) const { return restoring_.count(name) != 0; }
+
     bool idle() const;
     // A start of `name` is under way (its supervisor not yet READY).
     bool starting(const std::string& name) const { return launching_.count(name) != 0; }
@@ -190,6 +228,16 @@ private:
     std::set<std::string> launching_; // names whose supervisor is not READY yet
     std::set<std::string> creating_;  // names whose create runs
     Operations operations_;
+    // manager-instance.cpp: containers read by snapshots and copies (how many at once), and
+    // those being restored.
+    std::map<std::string, int> readers_;
+    std::set<std::string> restoring_;
+    void add_reader(const std::string& name) { readers_[name]++; }
+    void drop_reader(const std::string& name);
+    void begin_restore(const std::string& name, const std::string& snap, Done done);
+    SourcePtr snapshot_timer_;
+    std::map<std::string, uint64_t> last_scheduled_minute_; // per container
+    static int on_snapshot_timer(sd_event_source*, uint64_t usec, void* userdata);
     // after_supervisor_exit() callbacks, per container name.
     std::multimap<std::string, std::function<void()>> exit_waiters_;
 };
@@ -199,5 +247,8 @@ private:
 constexpr const char* instance_id_key = "volatile.cloud-init.instance-id";
 bool is_cloud_init_key(const std::string& key);
 std::string new_instance_id();
+// manager-instance.cpp: an errno and message of the snapshot store or a copy as an Error
+// (ENOENT: no such snapshot, EEXIST: it exists, EBUSY, EINVAL, ENOTCONN; else Failed).
+Error instance_error(int r, const std::string& why);
 
 } // namespace lodge::daemon

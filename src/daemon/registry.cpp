@@ -4,6 +4,8 @@
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
+#include "daemon/snapshot-store.hpp"
+#include "daemon/tree-copy.hpp"
 
 #include <cerrno>
 #include <cstdlib>
@@ -118,6 +120,8 @@ void clear_tree_flags(int dir_fd, dev_t dev) {
 // unlinked as they are (an immutable file from an older import, or one a privileged guest
 // made): their flags are cleared, and the removal tried again. Returns 0 or -errno.
 int remove_work_dir(const std::string& path) {
+    // Rootfs on btrfs are subvolumes, which remove_tree() (one filesystem) does not enter.
+    destroy_subvolumes(path);
     if (remove_tree(path) == 0)
         return 0;
     Fd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -147,7 +151,10 @@ std::vector<std::string> Registry::list() const {
 }
 
 int Registry::load(const std::string& name, ContainerConfig& out, std::string& error) const {
-    return load_container_config(paths::container_config(name), out, error);
+    int r = load_container_config(paths::container_config(name), out, error);
+    // The directory's name is the container's (a rename cut short before config.json caught up).
+    out.name = name;
+    return r;
 }
 
 int Registry::save(const ContainerConfig& c) const {
@@ -167,8 +174,8 @@ int Registry::prepare(const std::string& name, std::string& work_dir, std::strin
         error = "Cannot create a directory in " + containers_dir() + ": " + std::strerror(errno);
         return -errno;
     }
-    if (::mkdir((tmp + "/rootfs").c_str(), 0755) < 0) {
-        int err = errno;
+    if (int r = make_rootfs_dir(tmp + "/rootfs", 0755); r < 0) {
+        int err = -r;
         error = std::string("Cannot create the rootfs directory: ") + std::strerror(err);
         remove_tree(tmp);
         return -err;
@@ -253,6 +260,15 @@ std::vector<std::string> Registry::leftovers() const {
             if (n.rfind(".new-", 0) == 0 || n.rfind(".trash-", 0) == 0)
                 stale.push_back(containers_dir() + "/" + n);
         }
+    }
+    // Unfinished snapshots and restores (a restore whose swap happened is finished first).
+    for (auto& path : snapshots::recover(list()))
+        stale.push_back(path);
+    // The copy jails' empty mount points (tree-copy.cpp).
+    if (DirPtr d{::opendir(paths::runtime_dir().c_str())}) {
+        while (dirent* e = ::readdir(d.get()))
+            if (std::string(e->d_name).rfind("copy-", 0) == 0)
+                ::unlinkat(::dirfd(d.get()), e->d_name, AT_REMOVEDIR);
     }
     return stale;
 }

@@ -12,6 +12,7 @@ case "$*" in
 "config show alpha") printf 'limits.memory: 256MiB\nuser.foo: bar\n' ;;
 "device list alpha") printf 'eth0:\n  type: nic\nroot:\n  type: disk\n' ;;
 "network list -q") printf 'lodgebr0\n' ;;
+"snapshot list alpha -q") printf 'snap0\nbefore-upgrade\n' ;;
 *) exit 1 ;;
 esac
 STUB
@@ -44,7 +45,7 @@ expect "lodgectl st" "start status stop"
 expect "lodgectl start " "alpha beta"
 expect "lodgectl stop --timeout 5 a" "alpha"
 expect "lodgectl stop --" "--force --help --timeout"
-expect "lodgectl config " "get set show unset"
+expect "lodgectl config " "edit get set show unset"
 expect "lodgectl config get " "alpha beta"
 expect "lodgectl config get alpha " "limits.memory user.foo"
 expect "lodgectl config set alpha limits.m" "limits.memory.enforce= limits.memory="
@@ -62,4 +63,14 @@ expect "lodgectl create c1 --network " "lodgebr0 none"
 expect "lodgectl cl" "cluster"
 expect "lodgectl cluster " "status"
 expect "lodgectl cluster status " ""
+expect "lodgectl snapshot " "create delete list rename show"
+expect "lodgectl snapshot delete alpha " "before-upgrade snap0"
+expect "lodgectl restore alpha " "before-upgrade snap0"
+expect "lodgectl restore alpha snap0 --" "--force --help"
+expect "lodgectl copy " "alpha beta"
+expect "lodgectl copy alpha --" "--help --json --no-snapshots"
+expect "lodgectl rename b" "beta"
+expect "lodgectl file " "delete edit pull push"
+expect "lodgectl file delete a" "alpha/"
+expect "lodgectl file push --mode 0644 --u" "--uid"
 [[ $failures -eq 0 ]]

@@ -153,15 +153,6 @@ void Shift::tree(Fd dir, dev_t dev, const std::string& rel) {
 
 } // namespace
 
-uint32_t shifted_base(const std::string& container_dir) {
-    std::string text;
-    if (read_file(container_dir + marker_name, text) < 0)
-        return 0;
-    while (!text.empty() && text.back() == '\n')
-        text.pop_back();
-    return static_cast<uint32_t>(parse_uint(text, UINT32_MAX).value_or(0));
-}
-
 int shift_rootfs(const std::string& container_dir, uint32_t from, uint32_t to, uint32_t size) {
     if (from == to)
         return 0;

@@ -2,13 +2,12 @@
 // that its ids are the container's host ids. A marker beside the rootfs records the shift.
 #pragma once
 
+#include "runtime/in-root.hpp"
+
 #include <cstdint>
 #include <string>
 
 namespace lodge::runtime {
-
-// The base the rootfs at `container_dir`/rootfs is shifted to on disk (0: not shifted).
-uint32_t shifted_base(const std::string& container_dir);
 
 // Moves every id in the tree from [from, from+size) to [to, to+size), keeping setuid/setgid
 // bits and rewriting file capabilities for the new root; then records `to` in the marker.

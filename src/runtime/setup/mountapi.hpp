@@ -3,14 +3,11 @@
 #pragma once
 
 #include "common/fd.hpp"
+#include "runtime/in-root.hpp"
 
 #include <string>
 
 namespace lodge::runtime {
-
-// openat2() with RESOLVE_IN_ROOT: absolute symlinks and ".." stay inside `root`.
-// `follow_last` false adds RESOLVE_NO_SYMLINKS so no component may be a symlink at all.
-Fd open_in_root(int root, const std::string& path, int flags, bool follow_symlinks = true);
 
 // A fresh filesystem instance, detached. `options` are key=value pairs separated by ','.
 Fd make_fs(const char* fstype, const std::string& options, unsigned attr_flags);
@@ -30,9 +27,5 @@ int attach_tree(int tree, int target);
 // made with mode 0755 (directories) or 0000 (the placeholder file).
 enum class Create { none, dir, file };
 int mount_in_root(int root, const std::string& path, int tree, Create create);
-
-// Creates missing directories of `path` under `root`, resolving inside it; returns an O_PATH fd
-// to the last one or -errno.
-int mkdir_in_root(int root, const std::string& path, Fd& out);
 
 } // namespace lodge::runtime
