@@ -3,6 +3,7 @@
 #include "common/fdpass.hpp"
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
+#include "ctl/image.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -43,6 +44,10 @@ struct Options {
     std::vector<std::string> env;     // --env K=V
     std::vector<std::string> command; // after --
 };
+
+lodge::ctl::ImageArgs image_args(const Options& o) {
+    return {o.json, o.quiet, o.legend, o.args, o.values, o.config};
+}
 
 struct Bus {
     sd_bus* bus = nullptr;
@@ -367,6 +372,10 @@ int verb_create(const Options& o, sd_bus* bus) {
     const char* method = "CreateContainer";
     for (size_t i = 2; i < o.args.size(); i++) {
         int fd = ::open(o.args[i].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        // No such file: an image from the store (or a remote), as `launch` takes it.
+        if (fd < 0 && errno == ENOENT && o.args.size() == 3 &&
+            o.args[i].find('/') == std::string::npos)
+            return lodge::ctl::create_from_image(image_args(o), bus, name, o.args[i]);
         if (fd < 0)
             return fail("Cannot open " + o.args[i] + ": " + std::strerror(errno));
         fds.push_back(fd);
@@ -1002,9 +1011,19 @@ const std::vector<Verb>& verbs() {
          [](const Options& o, sd_bus* bus) { return verb_status_or_show(o, bus, false); }},
         {"show", 1, any, "show NAME... [--json]", "Show a container's properties.",
          [](const Options& o, sd_bus* bus) { return verb_status_or_show(o, bus, true); }},
-        {"create", 1, 3, "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]...",
-         "Create a container from the built-in image, a directory, a tarball or an LXD image.",
+        {"create", 1, 3,
+         "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS | [REMOTE:]IMAGE] [-c KEY=VALUE]...",
+         "Create a container from the built-in image, a directory, a tarball, an LXD image file "
+         "or an image of the store.",
          verb_create},
+        {"launch", 2, 2, "launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--privileged]",
+         "Create a container from an image and start it.",
+         [](const Options& o, sd_bus* bus) { return lodge::ctl::verb_launch(image_args(o), bus); }},
+        {"image", 1, any,
+         "image list [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE | alias "
+         "delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE DIR",
+         "Manage the local image store.",
+         [](const Options& o, sd_bus* bus) { return lodge::ctl::verb_image(image_args(o), bus); }},
         {"delete", 1, any, "delete NAME... [--force]",
          "Delete containers (--force: a running one is killed first).",
          by_name("DeleteContainer", "sb", force_of)},
@@ -1119,8 +1138,10 @@ int main(int argc, char** argv) {
             o.config.push_back(argv[++i]);
         else if (a == "-h" || a == "--help")
             o.help = true;
-        else if (value("timeout") || value("signal") || value("cwd"))
+        else if (value("timeout") || value("signal") || value("cwd") || value("alias"))
             continue;
+        else if (a == "--privileged")
+            o.values["privileged"] = "true";
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);
         else

@@ -8,6 +8,7 @@
 #include "dbus-api.hpp"
 #include "devlxd-server.hpp"
 #include "exec.hpp"
+#include "image-dbus.hpp"
 #include "lxcfs-watch.hpp"
 #include "manager.hpp"
 
@@ -111,6 +112,9 @@ int main() {
     Manager manager(event.get(), bus.get());
     if (int r = register_bus_objects(bus.get(), manager); r < 0)
         return log_error_errno(r, "Failed to register the bus objects"), 1;
+    ImageService images(manager);
+    if (images.start(bus.get()) < 0)
+        return 1;
     ManagerGuests guests(manager);
     DevlxdServer devlxd(event.get(), guests);
     manager.set_guest_event_sink(
