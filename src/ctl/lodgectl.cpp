@@ -1020,10 +1020,16 @@ const std::vector<Verb>& verbs() {
          "Create a container from an image and start it.",
          [](const Options& o, sd_bus* bus) { return lodge::ctl::verb_launch(image_args(o), bus); }},
         {"image", 1, any,
-         "image list [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE | alias "
-         "delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE DIR",
+         "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE | "
+         "alias delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE "
+         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS]",
          "Manage the local image store.",
          [](const Options& o, sd_bus* bus) { return lodge::ctl::verb_image(image_args(o), bus); }},
+        {"remote", 1, 3,
+         "remote add NAME URL [--protocol simplestreams|lxd] [--public] [--ca FILE] | list | "
+         "remove NAME | rename NAME NEW",
+         "Manage image servers.",
+         [](const Options& o, sd_bus* bus) { return lodge::ctl::verb_remote(image_args(o), bus); }},
         {"delete", 1, any, "delete NAME... [--force]",
          "Delete containers (--force: a running one is killed first).",
          by_name("DeleteContainer", "sb", force_of)},
@@ -1138,10 +1144,11 @@ int main(int argc, char** argv) {
             o.config.push_back(argv[++i]);
         else if (a == "-h" || a == "--help")
             o.help = true;
-        else if (value("timeout") || value("signal") || value("cwd") || value("alias"))
+        else if (value("timeout") || value("signal") || value("cwd") || value("alias") ||
+                 value("protocol") || value("ca"))
             continue;
-        else if (a == "--privileged")
-            o.values["privileged"] = "true";
+        else if (a == "--privileged" || a == "--public")
+            o.values[a.substr(2)] = "true";
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);
         else

@@ -3,10 +3,15 @@
 #include "container-dbus.hpp"
 #include "import.hpp"
 
+#include "image/remotes.hpp"
+#include "image/simplestreams.hpp"
+
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "common/validate.hpp"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
@@ -28,6 +33,30 @@ uint64_t now_usec() {
     struct timespec ts {};
     ::clock_gettime(CLOCK_REALTIME, &ts);
     return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+// "remote:alias" -> remote, alias; no known remote prefix: remote "".
+void split_ref(const std::string& ref, std::string& remote, std::string& name) {
+    auto colon = ref.find(':');
+    remote.clear();
+    name = ref;
+    if (colon == std::string::npos)
+        return;
+    remote = ref.substr(0, colon);
+    name = ref.substr(colon + 1);
+}
+
+unsigned stall_seconds() {
+    const char* v = std::getenv("LODGE_DOWNLOAD_STALL_TIMEOUT");
+    auto n = v ? parse_uint(v, 86400) : std::nullopt;
+    return n && *n > 0 ? static_cast<unsigned>(*n) : 60;
+}
+
+image::HttpOptions http_options(const image::Remote& remote) {
+    image::HttpOptions o;
+    o.ca_pem = remote.ca_pem;
+    o.stall_seconds = stall_seconds();
+    return o;
 }
 
 int image_error(sd_bus_error* e, int r, const std::string& msg) {
@@ -383,6 +412,219 @@ int method_create_from_image(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
+int method_list_remotes(sd_bus_message* m, void*, sd_bus_error*) {
+    return guarded([&] {
+        sd_bus_message* reply = nullptr;
+        int r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+            return r;
+        MessagePtr owned(reply);
+        r = sd_bus_message_open_container(reply, 'a', "(sssbb)");
+        for (auto& [name, remote] : image::load_remotes())
+            if (r >= 0)
+                r = sd_bus_message_append(reply, "(sssbb)", name.c_str(), remote.url.c_str(),
+                                          remote.protocol.c_str(), remote.is_public ? 1 : 0,
+                                          remote.ca_pem.empty() ? 0 : 1);
+        if (r >= 0)
+            r = sd_bus_message_close_container(reply);
+        return r < 0 ? r : sd_bus_send(nullptr, reply, nullptr);
+    });
+}
+
+int method_add_remote(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        if (int r = service(ud).manager().polkit().verify(m, actions::manage, "", e); r <= 0)
+            return r == 0 ? 1 : r;
+        const char *name, *url, *protocol, *ca;
+        int is_public = 0;
+        if (int r = sd_bus_message_read(m, "sssbs", &name, &url, &protocol, &is_public, &ca);
+            r < 0)
+            return r;
+        std::string why = image::check_remote_name(name);
+        if (why.empty())
+            why = image::check_remote_url(url);
+        if (why.empty() && std::string(protocol) != "simplestreams" &&
+            std::string(protocol) != "lxd")
+            why = "Unknown protocol \"" + std::string(protocol) + "\": simplestreams or lxd";
+        if (why.empty() && *ca && std::strstr(ca, "-----BEGIN CERTIFICATE-----") == nullptr)
+            why = "The CA file holds no PEM certificate";
+        if (!why.empty())
+            return sd_bus_error_set(e, errors::invalid_config, why.c_str());
+        auto remotes = image::load_remotes();
+        if (remotes.count(name))
+            return sd_bus_error_setf(e, "io.lodge1.RemoteExists", "Remote \"%s\" already exists",
+                                     name);
+        remotes[name] = image::Remote{name, url, protocol, is_public != 0, ca};
+        std::string error;
+        if (int r = image::save_remotes(remotes, error); r < 0)
+            return reply_error(e, r, error);
+        return sd_bus_reply_method_return(m, "");
+    });
+}
+
+int method_remove_remote(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        if (int r = service(ud).manager().polkit().verify(m, actions::manage, "", e); r <= 0)
+            return r == 0 ? 1 : r;
+        const char* name;
+        if (int r = sd_bus_message_read(m, "s", &name); r < 0)
+            return r;
+        auto remotes = image::load_remotes();
+        if (remotes.erase(name) == 0)
+            return sd_bus_error_setf(e, "io.lodge1.NoSuchRemote", "No remote \"%s\"", name);
+        std::string error;
+        if (int r = image::save_remotes(remotes, error); r < 0)
+            return reply_error(e, r, error);
+        return sd_bus_reply_method_return(m, "");
+    });
+}
+
+int method_rename_remote(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        if (int r = service(ud).manager().polkit().verify(m, actions::manage, "", e); r <= 0)
+            return r == 0 ? 1 : r;
+        const char *from, *to;
+        if (int r = sd_bus_message_read(m, "ss", &from, &to); r < 0)
+            return r;
+        if (auto why = image::check_remote_name(to); !why.empty())
+            return sd_bus_error_set(e, errors::invalid_config, why.c_str());
+        auto remotes = image::load_remotes();
+        auto it = remotes.find(from);
+        if (it == remotes.end())
+            return sd_bus_error_setf(e, "io.lodge1.NoSuchRemote", "No remote \"%s\"", from);
+        if (remotes.count(to))
+            return sd_bus_error_setf(e, "io.lodge1.RemoteExists", "Remote \"%s\" already exists",
+                                     to);
+        image::Remote moved = it->second;
+        moved.name = to;
+        remotes.erase(it);
+        remotes[to] = moved;
+        std::string error;
+        if (int r = image::save_remotes(remotes, error); r < 0)
+            return reply_error(e, r, error);
+        return sd_bus_reply_method_return(m, "");
+    });
+}
+
+// The images a remote offers: its catalog is read in a worker.
+int method_list_remote_images(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        ImageService& svc = service(ud);
+        const char* name;
+        if (int r = sd_bus_message_read(m, "s", &name); r < 0)
+            return r;
+        auto remotes = image::load_remotes();
+        auto it = remotes.find(name);
+        if (it == remotes.end())
+            return sd_bus_error_setf(e, "io.lodge1.NoSuchRemote", "No remote \"%s\"", name);
+        if (it->second.protocol != "simplestreams")
+            return sd_bus_error_setf(e, SD_BUS_ERROR_NOT_SUPPORTED,
+                                     "Remote \"%s\" speaks %s; lodge reads simplestreams only",
+                                     name, it->second.protocol.c_str());
+        OperationSpec op;
+        op.what = std::string("catalog of ") + name;
+        op.kind = OperationKind::cleanup;
+        image::Remote remote = it->second;
+        op.idle_timeout_usec = (stall_seconds() + 60) * 1000000ULL;
+        op.work = [remote](Worker& w, std::string& why) {
+            std::vector<image::RemoteImage> images;
+            int r = image::list_remote(remote.url, http_options(remote), images, why);
+            if (r < 0)
+                return r;
+            nlohmann::json list = nlohmann::json::array();
+            for (auto& img : images)
+                list.push_back({{"fingerprint", img.fingerprint},
+                                {"architecture", img.architecture},
+                                {"description", img.description},
+                                {"type", img.rootfs.ftype.empty() ? "unified" : "split"},
+                                {"size", img.metadata.size + img.rootfs.size},
+                                {"aliases", img.aliases}});
+            w.data = {{"images", list}};
+            return 0;
+        };
+        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+        op.done = [call](const OperationResult& res) {
+            if (res.code < 0)
+                return reply_image_error(call, res.code, res.error);
+            sd_bus_message* reply = nullptr;
+            if (sd_bus_message_new_method_return(call.get(), &reply) < 0)
+                return;
+            MessagePtr owned(reply);
+            int r = sd_bus_message_open_container(reply, 'a', "(ssssbtas)");
+            for (auto& img : res.data.value("images", nlohmann::json::array())) {
+                if (r < 0)
+                    break;
+                r = sd_bus_message_open_container(reply, 'r', "ssssbtas");
+                if (r >= 0)
+                    r = sd_bus_message_append(
+                        reply, "ssssbt", img.value("fingerprint", "").c_str(),
+                        img.value("architecture", "").c_str(),
+                        img.value("description", "").c_str(), img.value("type", "").c_str(), 0,
+                        img.value("size", uint64_t{0}));
+                if (r >= 0)
+                    r = sd_bus_message_open_container(reply, 'a', "s");
+                for (auto& a : img.value("aliases", nlohmann::json::array()))
+                    if (r >= 0 && a.is_string())
+                        r = sd_bus_message_append(reply, "s", a.get<std::string>().c_str());
+                if (r >= 0)
+                    r = sd_bus_message_close_container(reply);
+                if (r >= 0)
+                    r = sd_bus_message_close_container(reply);
+            }
+            if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+            if (r >= 0)
+                sd_bus_send(nullptr, reply, nullptr);
+        };
+        std::string error;
+        if (int r = svc.manager().operations().start(std::move(op), error); r < 0)
+            return reply_error(e, r, error);
+        return 1;
+    });
+}
+
+// image copy REMOTE:ALIAS local: — kept (not cached), with the given aliases.
+int method_copy_image(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        ImageService& svc = service(ud);
+        if (int r = svc.manager().polkit().verify(m, actions::manage, "", e); r <= 0)
+            return r == 0 ? 1 : r;
+        const char* ref;
+        if (int r = sd_bus_message_read(m, "s", &ref); r < 0)
+            return r;
+        std::vector<std::string> aliases;
+        if (int r = read_strings(m, aliases); r < 0)
+            return r;
+        for (auto& a : aliases)
+            if (auto why = image::check_alias_name(a); !why.empty())
+                return sd_bus_error_set(e, errors::invalid_config, why.c_str());
+        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+        const image::Store* store = &svc.store();
+        svc.ensure_local(ref, false,
+                         [call, store, aliases](int r, const std::string& fp,
+                                                const std::string& why) {
+                             if (r < 0)
+                                 return reply_image_error(call, r, why);
+                             std::string error;
+                             for (auto& a : aliases)
+                                 if ((r = store->set_alias(a, fp, false, error)) < 0)
+                                     return reply_image_error(call, r, error);
+                             sd_bus_reply_method_return(call.get(), "s", fp.c_str());
+                         });
+        return 1;
+    });
+}
+
+int property_get_downloads(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,
+                           void* ud, sd_bus_error*) {
+    int r = sd_bus_message_open_container(reply, 'a', "(ssttt)");
+    for (auto& [key, d] : service(ud).downloads())
+        if (r >= 0)
+            r = sd_bus_message_append(reply, "(ssttt)", key.c_str(), d.stage.c_str(), d.done,
+                                      d.total, d.rate);
+    return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
 const sd_bus_vtable image_vtable[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS,
@@ -412,6 +654,26 @@ const sd_bus_vtable image_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS(
         "CreateContainerFromImage", SD_BUS_ARGS("s", name, "a{ss}", config, "s", image),
         SD_BUS_RESULT("o", path), method_create_from_image, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("CopyImage", SD_BUS_ARGS("s", image, "as", aliases),
+                            SD_BUS_RESULT("s", fingerprint), method_copy_image,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("ListRemotes", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssbb)", remotes),
+                            method_list_remotes, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("AddRemote",
+                            SD_BUS_ARGS("s", name, "s", url, "s", protocol, "b", is_public, "s",
+                                        ca_pem),
+                            SD_BUS_NO_RESULT, method_add_remote, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RemoveRemote", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+                            method_remove_remote, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RenameRemote", SD_BUS_ARGS("s", name, "s", new_name),
+                            SD_BUS_NO_RESULT, method_rename_remote, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("ListRemoteImages", SD_BUS_ARGS("s", remote),
+                            SD_BUS_RESULT("a(ssssbtas)", images), method_list_remote_images,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_PROPERTY("Downloads", "a(ssttt)", property_get_downloads, 0, 0),
+    SD_BUS_SIGNAL_WITH_ARGS("ImageDownloadProgress",
+                            SD_BUS_ARGS("s", image, "s", stage, "t", done, "t", total, "t", rate),
+                            0),
     SD_BUS_SIGNAL_WITH_ARGS("ImageNew", SD_BUS_ARGS("s", fingerprint), 0),
     SD_BUS_SIGNAL_WITH_ARGS("ImageRemoved", SD_BUS_ARGS("s", fingerprint), 0),
     SD_BUS_VTABLE_END,
@@ -438,28 +700,46 @@ int ImageService::start(sd_bus* bus) {
 
 int ImageService::create_from(const std::string& ref, CreateRequest req, Done done,
                               std::string& error) {
-    std::string fp;
-    if (int r = store_.resolve(ref, fp, error); r < 0)
-        return r;
-    image::ImageInfo info;
-    if (store_.get(fp, info) < 0) {
-        error = "No image \"" + ref + "\" in the local store";
-        return -ENOENT;
+    // What can be refused at once is, before anything is downloaded.
+    if (auto e = check_container_name(req.config.name); !e.empty()) {
+        error = e;
+        return -EINVAL;
     }
+    if (manager_.find(req.config.name)) {
+        error = "Container \"" + req.config.name + "\" already exists";
+        return -EEXIST;
+    }
+    auto shared = std::make_shared<CreateRequest>(std::move(req));
+    ensure_local(ref, true,
+                 [this, shared, done](int r, const std::string& fp, const std::string& why) {
+                     if (r < 0)
+                         return done(r, why);
+                     create_local(fp, std::move(*shared), done);
+                 });
+    return 0;
+}
+
+void ImageService::create_local(const std::string& fp, CreateRequest req, Done done) {
+    image::ImageInfo info;
+    if (store_.get(fp, info) < 0)
+        return done(-ENOENT, "Image " + fp + " is no longer in the local store");
     Fd image(::open(image::Store::image_path(fp).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!image)
-        return -errno;
+        return done(-errno, "Cannot open image " + fp + ": " + std::strerror(errno));
     req.sources.push_back(std::move(image));
     bool split = info.type == "split";
     if (split) {
         Fd rootfs(::open(image::Store::rootfs_path(fp).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         if (!rootfs)
-            return -errno;
+            return done(-errno, "Cannot open image " + fp + ": " + std::strerror(errno));
         req.sources.push_back(std::move(rootfs));
     }
-    req.fill = [split, fp](Worker& w, const std::string& rootfs, KeyMap& keys, std::string& why) {
+    req.fill = [split, fp](Worker& w, const std::string& rootfs, KeyMap& keys,
+                           std::string& why) {
         ImportResult res;
-        auto progress = [&w](const ImportProgress& p) { w.progress(p.bytes_done, p.bytes_total); };
+        auto progress = [&w](const ImportProgress& p) {
+            w.progress(p.bytes_done, p.bytes_total, "unpacking");
+        };
         int r = split ? import_split_image(w.fd(0), w.fd(1), rootfs, res, progress, why)
                       : import_tarball(w.fd(0), rootfs, res, progress, why);
         keys = res.image_keys;
@@ -467,7 +747,8 @@ int ImageService::create_from(const std::string& ref, CreateRequest req, Done do
         return r;
     };
     const image::Store* store = &store_;
-    return manager_.create(
+    std::string error;
+    int r = manager_.create(
         std::move(req),
         [done, store, fp](int r, const std::string& why) {
             image::ImageInfo used;
@@ -478,6 +759,162 @@ int ImageService::create_from(const std::string& ref, CreateRequest req, Done do
             done(r, why);
         },
         error);
+    if (r < 0)
+        done(r, error);
+}
+
+
+void ImageService::ensure_local(const std::string& ref, bool cached, Fetched then) {
+    std::string remote_name, name, fp, error;
+    split_ref(ref, remote_name, name);
+    if (remote_name.empty() || remote_name == "local") {
+        int r = store_.resolve(name, fp, error);
+        return then(r, fp, error);
+    }
+    auto remotes = image::load_remotes();
+    auto it = remotes.find(remote_name);
+    if (it == remotes.end())
+        return then(-ENOENT, "", "No remote \"" + remote_name + "\" (see lodgectl remote list)");
+    image::Remote remote = it->second;
+    std::string key = remote_name + ":" + name;
+    // Fetched before under this name: served from the store, the remote is not asked.
+    image::ImageInfo newest;
+    for (auto& info : store_.list())
+        if (info.source == key && info.uploaded_usec >= newest.uploaded_usec)
+            newest = info;
+    if (!newest.fingerprint.empty()) {
+        if (!cached && newest.cached) {
+            newest.cached = false;
+            store_.update(newest);
+        }
+        return then(0, newest.fingerprint, "");
+    }
+    if (remote.protocol != "simplestreams")
+        return then(-EOPNOTSUPP, "",
+                    "Remote \"" + remote_name + "\" speaks the " + remote.protocol +
+                        " protocol, which lodge cannot download from yet (simplestreams only)");
+    if (auto d = downloads_.find(key); d != downloads_.end()) {
+        d->second.waiters.push_back(std::move(then));
+        return;
+    }
+    std::string work_dir;
+    if (int r = store_.prepare(work_dir, error); r < 0)
+        return then(r, "", error);
+    OperationSpec op;
+    op.what = "download of " + key;
+    op.kind = OperationKind::import;
+    // A stalled transfer fails in curl first; this is the backstop for a stuck worker.
+    op.idle_timeout_usec = (stall_seconds() + 60) * 1000000ULL;
+    op.work = [remote, name, work_dir](Worker& w, std::string& why) {
+        auto options = http_options(remote);
+        w.progress(0, 0, "index");
+        std::vector<image::RemoteImage> images;
+        int r = image::list_remote(remote.url, options, images, why);
+        if (r < 0)
+            return r;
+        const image::RemoteImage* img =
+            image::find_remote_image(images, name, image::host_stream_arch(), why);
+        if (!img)
+            return -ENOENT;
+        image::ImageInfo info;
+        r = image::download_remote(
+            remote.url, options, *img, work_dir, info,
+            [&w](const std::string& stage, uint64_t done, uint64_t total) {
+                w.progress(done, total, stage);
+            },
+            why);
+        if (r >= 0)
+            w.data = info.to_json();
+        return r;
+    };
+    op.on_progress = [this, key](uint64_t done, uint64_t total, const std::string& stage) {
+        progress(key, done, total, stage);
+    };
+    op.done = [this, key, cached, work_dir](const OperationResult& res) {
+        downloaded(key, cached, res, work_dir);
+    };
+    Download& d = downloads_[key];
+    d.waiters.push_back(std::move(then));
+    sd_event_now(manager_.event(), CLOCK_MONOTONIC, &d.started_usec);
+    d.stage_started_usec = d.started_usec;
+    if (int r = manager_.operations().start(std::move(op), error); r < 0) {
+        auto waiters = std::move(d.waiters);
+        downloads_.erase(key);
+        remove_tree(work_dir);
+        for (auto& w : waiters)
+            w(r, "", error);
+    }
+}
+
+void ImageService::progress(const std::string& key, uint64_t done, uint64_t total,
+                            const std::string& stage) {
+    auto it = downloads_.find(key);
+    if (it == downloads_.end())
+        return;
+    Download& d = it->second;
+    uint64_t now = 0;
+    sd_event_now(manager_.event(), CLOCK_MONOTONIC, &now);
+    if (stage != d.stage) {
+        d.stage = stage;
+        d.stage_started_usec = now;
+    }
+    d.done = done;
+    d.total = total;
+    uint64_t elapsed = now > d.stage_started_usec ? now - d.stage_started_usec : 0;
+    d.rate = elapsed > 0 ? done * 1000000 / elapsed : 0;
+    // At most a few signals a second, and always the end of a stage.
+    if (now - d.last_signal_usec < 200000 && !(total && done == total))
+        return;
+    d.last_signal_usec = now;
+    sd_bus_emit_signal(manager_.bus(), "/io/lodge1", "io.lodge1.Manager", "ImageDownloadProgress",
+                       "ssttt", key.c_str(), d.stage.c_str(), d.done, d.total, d.rate);
+}
+
+void ImageService::downloaded(const std::string& key, bool cached, const OperationResult& res,
+                              const std::string& work_dir) {
+    std::vector<Fetched> waiters;
+    if (auto it = downloads_.find(key); it != downloads_.end()) {
+        waiters = std::move(it->second.waiters);
+        downloads_.erase(it);
+    }
+    image::ImageInfo info;
+    std::string why = res.error;
+    int r = res.code;
+    if (r >= 0 && !image::ImageInfo::from_json(res.data, info)) {
+        r = -EIO;
+        why = "The download worker gave no image";
+    }
+    bool fresh = false;
+    if (r >= 0) {
+        info.uploaded_usec = now_usec();
+        info.cached = cached;
+        info.source = key;
+        r = store_.commit(work_dir, info, why);
+        fresh = r >= 0;
+        if (r == -EEXIST) {
+            // Imported meanwhile under another name: remember where it comes from too.
+            image::ImageInfo there;
+            if (store_.get(info.fingerprint, there) == 0 && there.source.empty()) {
+                there.source = key;
+                store_.update(there);
+            }
+            r = 0;
+        }
+    }
+    if (r < 0)
+        why = "Cannot fetch " + key + ": " + why;
+    else if (fresh)
+        sd_bus_emit_signal(manager_.bus(), "/io/lodge1", "io.lodge1.Manager", "ImageNew", "s",
+                           info.fingerprint.c_str());
+    auto tell = [waiters = std::move(waiters), r, fp = info.fingerprint, why] {
+        for (auto& w : waiters)
+            w(r, fp, why);
+    };
+    // The callers hear of a failure once nothing of it is left on disk.
+    if (fresh)
+        tell();
+    else
+        discard(manager_, work_dir, tell);
 }
 
 } // namespace lodge::daemon

@@ -28,13 +28,36 @@ public:
     // or prefix): `done` as Manager::create's.
     int create_from(const std::string& ref, CreateRequest request, Done done, std::string& error);
 
+    // Makes `ref` local: an image of the store ("alias", fingerprint, "local:alias"), or
+    // "remote:alias", downloaded once (concurrent callers share one download; an image this
+    // remote alias gave before is used without asking the remote again). `then` gets the
+    // fingerprint, or r < 0 and the error.
+    using Fetched = std::function<void(int r, const std::string& fingerprint,
+                                       const std::string& error)>;
+    void ensure_local(const std::string& ref, bool cached, Fetched then);
+
+    // Downloads under way, by "remote:alias".
+    struct Download {
+        std::string stage = "index";
+        uint64_t done = 0, total = 0, rate = 0; // bytes, bytes/s
+        uint64_t started_usec = 0, stage_started_usec = 0, last_signal_usec = 0;
+        std::vector<Fetched> waiters;
+    };
+    const std::map<std::string, Download>& downloads() const { return downloads_; }
+
     Manager& manager() { return manager_; }
     const image::Store& store() const { return store_; }
 
 private:
+    void create_local(const std::string& fp, CreateRequest request, Done done);
+    void progress(const std::string& key, uint64_t done, uint64_t total, const std::string& stage);
+    void downloaded(const std::string& key, bool cached, const OperationResult& res,
+                    const std::string& work_dir);
+
     Manager& manager_;
     image::Store store_;
     SlotPtr slot_;
+    std::map<std::string, Download> downloads_;
 };
 
 } // namespace lodge::daemon

@@ -386,16 +386,25 @@ int ingest(int image_fd, int rootfs_fd, const std::string& work_dir, ImageInfo& 
     info.fingerprint = hex(digest, sizeof digest);
     info.type = rootfs_fd >= 0 ? "split" : "unified";
     info.size = copied;
+    if ((r = read_metadata_into(image, info, error)) < 0) {
+        if (rootfs_fd < 0 && error.find("no metadata.yaml") != std::string::npos)
+            error += " (a plain rootfs tarball is no image: give metadata too, or use "
+                     "`lodgectl create NAME TARBALL`)";
+        return r;
+    }
+    if (progress)
+        progress(copied, total);
+    return 0;
+}
+
+int read_metadata_into(const std::string& image, ImageInfo& info, std::string& error) {
     Fd meta(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
     if (!meta)
         return fail(error, errno, "Cannot open " + image);
     KeyMap keys;
-    if ((r = daemon::read_image_metadata(meta.get(), keys, error)) < 0) {
+    if (int r = daemon::read_image_metadata(meta.get(), keys, error); r < 0) {
         if (error.find("metadata.yaml") == std::string::npos)
             error = "Not an LXD image: " + error;
-        else if (rootfs_fd < 0)
-            error += " (a plain rootfs tarball is no image: give metadata too, or use "
-                     "`lodgectl create NAME TARBALL`)";
         return r;
     }
     for (auto& [k, v] : keys) {
@@ -404,9 +413,13 @@ int ingest(int image_fd, int rootfs_fd, const std::string& work_dir, ImageInfo& 
         else if (k.rfind("image.", 0) == 0)
             info.properties[k.substr(6)] = v;
     }
-    if (progress)
-        progress(copied, total);
     return 0;
+}
+
+std::string Sha256::hex() {
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    sha256_digest(&ctx_, sizeof digest, digest);
+    return lodge::image::hex(digest, sizeof digest);
 }
 
 int sha256_file(int fd, std::string& out, std::string& error) {

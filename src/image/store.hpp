@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nettle/sha2.h>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
@@ -88,6 +89,23 @@ public:
 using CopyProgress = std::function<void(uint64_t done, uint64_t total)>;
 int ingest(int image_fd, int rootfs_fd, const std::string& work_dir, ImageInfo& info,
            const CopyProgress& progress, std::string& error);
+
+// Reads metadata.yaml from the image file at `image_path` into `info` (architecture,
+// properties).
+int read_metadata_into(const std::string& image_path, ImageInfo& info, std::string& error);
+
+// Incremental sha256 (nettle).
+class Sha256 {
+public:
+    Sha256() { sha256_init(&ctx_); }
+    void update(const void* data, size_t size) {
+        sha256_update(&ctx_, size, static_cast<const uint8_t*>(data));
+    }
+    std::string hex(); // the digest as 64 lowercase hex digits; the object is reset after
+
+private:
+    sha256_ctx ctx_;
+};
 
 // sha256 of a whole file as 64 hex digits (for checking downloads and tests).
 int sha256_file(int fd, std::string& hex, std::string& error);
