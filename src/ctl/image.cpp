@@ -627,8 +627,8 @@ int image_copy(const ImageArgs& a, sd_bus* bus) {
     if (a.args.size() != 4 || a.args[3] != "local:")
         return fail("Usage: lodgectl image copy REMOTE:IMAGE local: [--alias ALIAS]");
     sd_bus_message* m = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
-                                           "CopyImage");
+    int r =
+        sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface, "CopyImage");
     if (r < 0)
         return fail("Cannot build the request");
     Message call{m};
@@ -737,8 +737,7 @@ int verb_remote(const ImageArgs& a, sd_bus* bus) {
         return fail("Unexpected answer from lodged");
     const char *name, *url, *protocol;
     int is_public, has_ca;
-    while (sd_bus_message_read(reply.m, "(sssbb)", &name, &url, &protocol, &is_public, &has_ca) >
-           0)
+    while (sd_bus_message_read(reply.m, "(sssbb)", &name, &url, &protocol, &is_public, &has_ca) > 0)
         list.push_back({{"name", name},
                         {"url", url},
                         {"protocol", protocol},
@@ -749,13 +748,11 @@ int verb_remote(const ImageArgs& a, sd_bus* bus) {
         return 0;
     }
     if (a.legend)
-        std::printf("%-16s  %-48s  %-13s  %-6s  %s\n", "NAME", "URL", "PROTOCOL", "PUBLIC",
-                    "CA");
+        std::printf("%-16s  %-48s  %-13s  %-6s  %s\n", "NAME", "URL", "PROTOCOL", "PUBLIC", "CA");
     for (auto& rm : list)
         std::printf("%-16s  %-48s  %-13s  %-6s  %s\n", rm["name"].get<std::string>().c_str(),
-                    rm["url"].get<std::string>().c_str(),
-                    rm["protocol"].get<std::string>().c_str(), rm["public"] ? "yes" : "no",
-                    rm["ca"] ? "own" : "system");
+                    rm["url"].get<std::string>().c_str(), rm["protocol"].get<std::string>().c_str(),
+                    rm["public"] ? "yes" : "no", rm["ca"] ? "own" : "system");
     return 0;
 }
 

@@ -437,8 +437,7 @@ int method_add_remote(sd_bus_message* m, void* ud, sd_bus_error* e) {
             return r == 0 ? 1 : r;
         const char *name, *url, *protocol, *ca;
         int is_public = 0;
-        if (int r = sd_bus_message_read(m, "sssbs", &name, &url, &protocol, &is_public, &ca);
-            r < 0)
+        if (int r = sd_bus_message_read(m, "sssbs", &name, &url, &protocol, &is_public, &ca); r < 0)
             return r;
         std::string why = image::check_remote_name(name);
         if (why.empty())
@@ -558,9 +557,8 @@ int method_list_remote_images(sd_bus_message* m, void* ud, sd_bus_error* e) {
                 if (r >= 0)
                     r = sd_bus_message_append(
                         reply, "ssssbt", img.value("fingerprint", "").c_str(),
-                        img.value("architecture", "").c_str(),
-                        img.value("description", "").c_str(), img.value("type", "").c_str(), 0,
-                        img.value("size", uint64_t{0}));
+                        img.value("architecture", "").c_str(), img.value("description", "").c_str(),
+                        img.value("type", "").c_str(), 0, img.value("size", uint64_t{0}));
                 if (r >= 0)
                     r = sd_bus_message_open_container(reply, 'a', "s");
                 for (auto& a : img.value("aliases", nlohmann::json::array()))
@@ -600,17 +598,17 @@ int method_copy_image(sd_bus_message* m, void* ud, sd_bus_error* e) {
                 return sd_bus_error_set(e, errors::invalid_config, why.c_str());
         std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
         const image::Store* store = &svc.store();
-        svc.ensure_local(ref, false,
-                         [call, store, aliases](int r, const std::string& fp,
-                                                const std::string& why) {
-                             if (r < 0)
-                                 return reply_image_error(call, r, why);
-                             std::string error;
-                             for (auto& a : aliases)
-                                 if ((r = store->set_alias(a, fp, false, error)) < 0)
-                                     return reply_image_error(call, r, error);
-                             sd_bus_reply_method_return(call.get(), "s", fp.c_str());
-                         });
+        svc.ensure_local(
+            ref, false,
+            [call, store, aliases](int r, const std::string& fp, const std::string& why) {
+                if (r < 0)
+                    return reply_image_error(call, r, why);
+                std::string error;
+                for (auto& a : aliases)
+                    if ((r = store->set_alias(a, fp, false, error)) < 0)
+                        return reply_image_error(call, r, error);
+                sd_bus_reply_method_return(call.get(), "s", fp.c_str());
+            });
         return 1;
     });
 }
@@ -659,14 +657,13 @@ const sd_bus_vtable image_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("ListRemotes", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssbb)", remotes),
                             method_list_remotes, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("AddRemote",
-                            SD_BUS_ARGS("s", name, "s", url, "s", protocol, "b", is_public, "s",
-                                        ca_pem),
-                            SD_BUS_NO_RESULT, method_add_remote, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "AddRemote", SD_BUS_ARGS("s", name, "s", url, "s", protocol, "b", is_public, "s", ca_pem),
+        SD_BUS_NO_RESULT, method_add_remote, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("RemoveRemote", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
                             method_remove_remote, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("RenameRemote", SD_BUS_ARGS("s", name, "s", new_name),
-                            SD_BUS_NO_RESULT, method_rename_remote, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RenameRemote", SD_BUS_ARGS("s", name, "s", new_name), SD_BUS_NO_RESULT,
+                            method_rename_remote, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("ListRemoteImages", SD_BUS_ARGS("s", remote),
                             SD_BUS_RESULT("a(ssssbtas)", images), method_list_remote_images,
                             SD_BUS_VTABLE_UNPRIVILEGED),
@@ -734,8 +731,7 @@ void ImageService::create_local(const std::string& fp, CreateRequest req, Done d
             return done(-errno, "Cannot open image " + fp + ": " + std::strerror(errno));
         req.sources.push_back(std::move(rootfs));
     }
-    req.fill = [split, fp](Worker& w, const std::string& rootfs, KeyMap& keys,
-                           std::string& why) {
+    req.fill = [split, fp](Worker& w, const std::string& rootfs, KeyMap& keys, std::string& why) {
         ImportResult res;
         auto progress = [&w](const ImportProgress& p) {
             w.progress(p.bytes_done, p.bytes_total, "unpacking");
@@ -762,7 +758,6 @@ void ImageService::create_local(const std::string& fp, CreateRequest req, Done d
     if (r < 0)
         done(r, error);
 }
-
 
 void ImageService::ensure_local(const std::string& ref, bool cached, Fetched then) {
     std::string remote_name, name, fp, error;

@@ -32,8 +32,8 @@ public:
     // "remote:alias", downloaded once (concurrent callers share one download; an image this
     // remote alias gave before is used without asking the remote again). `then` gets the
     // fingerprint, or r < 0 and the error.
-    using Fetched = std::function<void(int r, const std::string& fingerprint,
-                                       const std::string& error)>;
+    using Fetched =
+        std::function<void(int r, const std::string& fingerprint, const std::string& error)>;
     void ensure_local(const std::string& ref, bool cached, Fetched then);
 
     // Downloads under way, by "remote:alias".

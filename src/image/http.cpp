@@ -44,7 +44,8 @@ int on_xfer(void* userdata, curl_off_t total, curl_off_t now, curl_off_t, curl_o
          (total > 0 && now == total && static_cast<uint64_t>(now) != t->last_report))) {
         t->last_report = static_cast<uint64_t>(now);
         try {
-            (*t->progress)(static_cast<uint64_t>(now), total > 0 ? static_cast<uint64_t>(total) : 0);
+            (*t->progress)(static_cast<uint64_t>(now),
+                           total > 0 ? static_cast<uint64_t>(total) : 0);
         } catch (...) {
         }
     }

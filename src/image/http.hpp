@@ -10,7 +10,7 @@
 namespace lodge::image {
 
 struct HttpOptions {
-    std::string ca_pem;         // non-empty: trust only this CA (PEM)
+    std::string ca_pem;          // non-empty: trust only this CA (PEM)
     unsigned stall_seconds = 60; // no data for this long: the transfer fails
 };
 

@@ -170,9 +170,8 @@ std::string host_stream_arch() {
     return stream_arch(u.machine);
 }
 
-const RemoteImage* find_remote_image(const std::vector<RemoteImage>& images,
-                                     const std::string& ref, const std::string& arch,
-                                     std::string& error) {
+const RemoteImage* find_remote_image(const std::vector<RemoteImage>& images, const std::string& ref,
+                                     const std::string& arch, std::string& error) {
     std::string alias = ref, want_arch = arch;
     if (auto slash = ref.rfind('/'); slash != std::string::npos) {
         // "debian/12/arm64": an explicit architecture, when the last part names one.
@@ -205,8 +204,8 @@ const RemoteImage* find_remote_image(const std::vector<RemoteImage>& images,
 int list_remote(const std::string& base_url, const HttpOptions& options,
                 std::vector<RemoteImage>& out, std::string& error) {
     std::string body;
-    int r = http_get(url_join(base_url, "streams/v1/index.json"), options, max_index_size, body,
-                     error);
+    int r =
+        http_get(url_join(base_url, "streams/v1/index.json"), options, max_index_size, body, error);
     if (r < 0)
         return r;
     std::vector<std::string> catalogs;
@@ -227,6 +226,8 @@ namespace {
 int fetch_item(const std::string& base_url, const HttpOptions& options, const StreamFile& f,
                const std::string& path, const std::string& stage, Sha256& combined,
                const StageProgress& progress, std::string& error) {
+    if (progress)
+        progress(stage, 0, f.size);
     Fd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!out) {
         error = "Cannot create " + path + ": " + std::strerror(errno);
@@ -236,8 +237,8 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
     uint64_t got = 0;
     HttpSink sink = [&](const char* data, size_t n) {
         if (f.size && got + n > f.size) {
-            error = "The remote sent more than the " + std::to_string(f.size) + " bytes of " +
-                    f.path;
+            error =
+                "The remote sent more than the " + std::to_string(f.size) + " bytes of " + f.path;
             return false;
         }
         own.update(data, n);
@@ -267,8 +268,8 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
                                   " of " + std::to_string(f.size) + " bytes");
     std::string sum = own.hex();
     if (sum != f.sha256)
-        return invalid(error, "sha256 mismatch for " + f.path + ": expected " + f.sha256 +
-                                  ", got " + sum);
+        return invalid(error,
+                       "sha256 mismatch for " + f.path + ": expected " + f.sha256 + ", got " + sum);
     if (::fsync(out.get()) < 0) {
         error = "Cannot sync " + path + ": " + std::strerror(errno);
         return -errno;
@@ -278,9 +279,9 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
 
 } // namespace
 
-int download_remote(const std::string& base_url, const HttpOptions& options,
-                    const RemoteImage& img, const std::string& work_dir, ImageInfo& info,
-                    const StageProgress& progress, std::string& error) {
+int download_remote(const std::string& base_url, const HttpOptions& options, const RemoteImage& img,
+                    const std::string& work_dir, ImageInfo& info, const StageProgress& progress,
+                    std::string& error) {
     if (!img.unusable.empty())
         return invalid(error, "Cannot use image " + img.product + ": " + img.unusable);
     Sha256 combined;

@@ -25,8 +25,8 @@ struct RemoteImage {
     std::string fingerprint;
     std::string architecture, os, release, variant, description;
     std::vector<std::string> aliases;
-    StreamFile metadata; // lxd_combined.tar.gz for a unified image
-    StreamFile rootfs;   // empty ftype for a unified image
+    StreamFile metadata;  // lxd_combined.tar.gz for a unified image
+    StreamFile rootfs;    // empty ftype for a unified image
     std::string unusable; // why lodge cannot use it ("" if it can)
 };
 
@@ -41,9 +41,8 @@ int parse_stream_products(const std::string& json, std::vector<RemoteImage>& out
 std::string stream_arch(const std::string& uname_machine);
 std::string host_stream_arch();
 // An image by alias (for the host's architecture, or "alias/ARCH"), or by fingerprint prefix.
-const RemoteImage* find_remote_image(const std::vector<RemoteImage>& images,
-                                     const std::string& ref, const std::string& arch,
-                                     std::string& error);
+const RemoteImage* find_remote_image(const std::vector<RemoteImage>& images, const std::string& ref,
+                                     const std::string& arch, std::string& error);
 
 // index.json -> catalogs -> images. Blocks (a worker's work).
 int list_remote(const std::string& base_url, const HttpOptions& options,
@@ -51,10 +50,9 @@ int list_remote(const std::string& base_url, const HttpOptions& options,
 
 // Downloads `img` into `work_dir` (image, rootfs), checking every file's size and sha256 and
 // the fingerprint, then reads metadata.yaml into `info`. `progress(stage, done, total)`.
-using StageProgress =
-    std::function<void(const std::string& stage, uint64_t done, uint64_t total)>;
-int download_remote(const std::string& base_url, const HttpOptions& options,
-                    const RemoteImage& img, const std::string& work_dir, ImageInfo& info,
-                    const StageProgress& progress, std::string& error);
+using StageProgress = std::function<void(const std::string& stage, uint64_t done, uint64_t total)>;
+int download_remote(const std::string& base_url, const HttpOptions& options, const RemoteImage& img,
+                    const std::string& work_dir, ImageInfo& info, const StageProgress& progress,
+                    std::string& error);
 
 } // namespace lodge::image
