@@ -10,6 +10,7 @@
 #include "common/log.hpp"
 #include "common/validate.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace lodge::daemon {
@@ -57,6 +59,13 @@ image::HttpOptions http_options(const image::Remote& remote) {
     o.ca_pem = remote.ca_pem;
     o.stall_seconds = stall_seconds();
     return o;
+}
+
+// As lodged's container imports (LODGE_IMPORT_IDLE_TIMEOUT, default 600 s).
+uint64_t import_idle_timeout_usec() {
+    const char* v = std::getenv("LODGE_IMPORT_IDLE_TIMEOUT");
+    auto secs = v ? parse_uint(v, 86400) : std::nullopt;
+    return (secs && *secs > 0 ? *secs : 600) * 1000000ULL;
 }
 
 int image_error(sd_bus_error* e, int r, const std::string& msg) {
@@ -203,6 +212,12 @@ int import_image(sd_bus_message* m, void* ud, sd_bus_error* e, bool split) {
     OperationSpec op;
     op.what = "image import";
     op.kind = OperationKind::import;
+    // A pipe or socket may be fed slowly, or never: bounded by the time it may go without data.
+    for (auto& fd : fds) {
+        struct stat st {};
+        if (::fstat(fd.get(), &st) == 0 && !S_ISREG(st.st_mode))
+            op.idle_timeout_usec = import_idle_timeout_usec();
+    }
     op.fds = std::move(fds);
     op.work = [work_dir, split](Worker& w, std::string& why) {
         image::ImageInfo info;
@@ -692,7 +707,47 @@ int ImageService::start(sd_bus* bus) {
     if (r < 0)
         return log_error_errno(r, "Cannot register the image methods");
     slot_.reset(slot);
+    expire();
+    sd_event_source* timer = nullptr;
+    if (sd_event_add_time_relative(manager_.event(), &timer, CLOCK_MONOTONIC, expiry_check_usec, 0,
+                                   on_expiry_timer, this) >= 0)
+        expiry_timer_.reset(timer);
     return 0;
+}
+
+uint64_t ImageService::cache_expiry_usec() {
+    const char* v = std::getenv("LODGE_IMAGE_CACHE_EXPIRY");
+    auto secs = v ? parse_uint(v, UINT32_MAX) : std::nullopt;
+    return (secs ? *secs : 10ULL * 24 * 3600) * 1000000ULL;
+}
+
+void ImageService::expire() {
+    uint64_t expiry = cache_expiry_usec();
+    if (expiry == 0)
+        return;
+    uint64_t now = now_usec();
+    for (auto& info : store_.list()) {
+        uint64_t last = std::max(info.last_used_usec, info.uploaded_usec);
+        if (!info.cached || last + expiry > now || in_use_.count(info.fingerprint))
+            continue;
+        std::string trash, error;
+        if (store_.retire(info.fingerprint, trash, error) < 0)
+            continue;
+        log_info("Image %s (%s) expired: unused for %llu s", info.fingerprint.c_str(),
+                 info.source.c_str(), static_cast<unsigned long long>(expiry / 1000000));
+        discard(manager_, trash, nullptr);
+        sd_bus_emit_signal(manager_.bus(), "/io/lodge1", "io.lodge1.Manager", "ImageRemoved", "s",
+                           info.fingerprint.c_str());
+    }
+}
+
+int ImageService::on_expiry_timer(sd_event_source* s, uint64_t, void* userdata) {
+    return guarded([&] {
+        static_cast<ImageService*>(userdata)->expire();
+        sd_event_source_set_time_relative(s, expiry_check_usec);
+        sd_event_source_set_enabled(s, SD_EVENT_ON);
+        return 0;
+    });
 }
 
 int ImageService::create_from(const std::string& ref, CreateRequest req, Done done,
@@ -744,9 +799,16 @@ void ImageService::create_local(const std::string& fp, CreateRequest req, Done d
     };
     const image::Store* store = &store_;
     std::string error;
+    // Not expired while a container is made from it.
+    in_use_[fp]++;
+    auto release = [this, fp] {
+        if (--in_use_[fp] <= 0)
+            in_use_.erase(fp);
+    };
     int r = manager_.create(
         std::move(req),
-        [done, store, fp](int r, const std::string& why) {
+        [done, store, fp, release](int r, const std::string& why) {
+            release();
             image::ImageInfo used;
             if (r >= 0 && store->get(fp, used) == 0) {
                 used.last_used_usec = now_usec();
@@ -755,8 +817,10 @@ void ImageService::create_local(const std::string& fp, CreateRequest req, Done d
             done(r, why);
         },
         error);
-    if (r < 0)
+    if (r < 0) {
+        release();
         done(r, error);
+    }
 }
 
 void ImageService::ensure_local(const std::string& ref, bool cached, Fetched then) {

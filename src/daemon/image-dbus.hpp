@@ -48,7 +48,15 @@ public:
     Manager& manager() { return manager_; }
     const image::Store& store() const { return store_; }
 
+    // Cached images (fetched for a launch) unused for this long are removed:
+    // LODGE_IMAGE_CACHE_EXPIRY seconds, default 10 days, 0 never.
+    static uint64_t cache_expiry_usec();
+    // Removes the expired cached images no create is using now.
+    void expire();
+
 private:
+    static constexpr uint64_t expiry_check_usec = 3600ULL * 1000000;
+    static int on_expiry_timer(sd_event_source* s, uint64_t usec, void* userdata);
     void create_local(const std::string& fp, CreateRequest request, Done done);
     void progress(const std::string& key, uint64_t done, uint64_t total, const std::string& stage);
     void downloaded(const std::string& key, bool cached, const OperationResult& res,
@@ -58,6 +66,8 @@ private:
     image::Store store_;
     SlotPtr slot_;
     std::map<std::string, Download> downloads_;
+    std::map<std::string, int> in_use_; // fingerprint -> creates unpacking it now
+    SourcePtr expiry_timer_;
 };
 
 } // namespace lodge::daemon

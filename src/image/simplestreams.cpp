@@ -61,23 +61,24 @@ std::string str(const nlohmann::json& j, const char* key) {
 bool version_image(const nlohmann::json& items, RemoteImage& img) {
     if (!items.is_object())
         return false;
-    StreamFile f;
-    if (items.contains("lxd_combined.tar.gz") && read_file_item(items["lxd_combined.tar.gz"], f)) {
-        img.metadata = f;
-        img.rootfs = {};
-        img.fingerprint = f.sha256;
-        return true;
-    }
     // Items are keyed by name; find them by ftype.
-    const nlohmann::json *meta = nullptr, *rootxz = nullptr, *squashfs = nullptr;
+    const nlohmann::json *combined = nullptr, *meta = nullptr, *rootxz = nullptr,
+                         *squashfs = nullptr;
     for (auto& [name, item] : items.items()) {
         std::string ftype = str(item, "ftype");
-        if (ftype == "lxd.tar.xz")
+        if (ftype == "lxd_combined.tar.gz")
+            combined = &item;
+        else if (ftype == "lxd.tar.xz")
             meta = &item;
         else if (ftype == "root.tar.xz")
             rootxz = &item;
         else if (ftype == "squashfs")
             squashfs = &item;
+    }
+    if (combined && read_file_item(*combined, img.metadata)) {
+        img.rootfs = {};
+        img.fingerprint = img.metadata.sha256;
+        return true;
     }
     if (!meta || !read_file_item(*meta, img.metadata))
         return false;

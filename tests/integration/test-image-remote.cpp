@@ -287,6 +287,37 @@ TEST_F(ImageRemote, FailedDownloadsLeaveNothing) {
     EXPECT_EQ(st, 0) << out;
 }
 
+// Cached images (fetched for a launch) go once unused for LODGE_IMAGE_CACHE_EXPIRY; images
+// copied on purpose stay.
+TEST_F(ImageRemote, CachedImagesExpire) {
+    int st = 0;
+    std::string c = make("ex");
+    std::string out = ctl("create " + c + " " + remote + ":bbu", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string cached = ctl("config get " + c + " volatile.base_image");
+    cached.pop_back();
+    std::string kept = ctl("image copy " + remote + ":bbs local: -q");
+    kept.pop_back();
+    ASSERT_EQ(kept.size(), 64u) << kept;
+    // Both last used long ago.
+    for (auto& fp : {cached, kept})
+        sh("python3 -c 'import json,sys; p=sys.argv[1]; j=json.load(open(p)); "
+           "j[\"uploaded_usec\"]=j[\"last_used_usec\"]=1; json.dump(j, open(p, \"w\"))' " +
+           store() + "/" + fp + "/info.json");
+    daemon.reset();
+    setenv("LODGE_IMAGE_CACHE_EXPIRY", "86400", 1);
+    daemon = std::make_unique<Lodged>();
+    bool ready = daemon->wait_ready();
+    unsetenv("LODGE_IMAGE_CACHE_EXPIRY");
+    ASSERT_TRUE(ready);
+    auto left = fingerprints();
+    EXPECT_EQ(left, std::vector<std::string>{kept}) << ctl("image list");
+    EXPECT_TRUE(wait_until([] { return hidden().empty(); })) << hidden();
+    // The container made from it does not need it.
+    EXPECT_EQ(ctl("start " + c, &st), "");
+    EXPECT_EQ(st, 0);
+}
+
 // lodged killed with a download half done: no image appears, the next lodged clears the work
 // directory; while the download hangs, lodged answers on the bus and shows it in Downloads.
 TEST_F(ImageRemote, KillNineMidDownloadLeavesNoHalfImage) {
