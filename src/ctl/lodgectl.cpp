@@ -361,6 +361,15 @@ int verb_status_or_show(const Options& o, sd_bus* bus, bool show) {
     return ret;
 }
 
+// A missing file named like a tarball is a typo, not an image name.
+bool looks_like_tarball(const std::string& arg) {
+    for (const char* ext : {".tar", ".gz", ".xz", ".zst", ".bz2", ".tgz", ".squashfs"})
+        if (arg.size() > std::strlen(ext) &&
+            arg.compare(arg.size() - std::strlen(ext), std::string::npos, ext) == 0)
+            return true;
+    return false;
+}
+
 int verb_create(const Options& o, sd_bus* bus) {
     if (o.args.size() < 2 || o.args.size() > 4)
         return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] "
@@ -374,7 +383,7 @@ int verb_create(const Options& o, sd_bus* bus) {
         int fd = ::open(o.args[i].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
         // No such file: an image from the store (or a remote), as `launch` takes it.
         if (fd < 0 && errno == ENOENT && o.args.size() == 3 &&
-            o.args[i].find('/') == std::string::npos)
+            o.args[i].find('/') == std::string::npos && !looks_like_tarball(o.args[i]))
             return lodge::ctl::create_from_image(image_args(o), bus, name, o.args[i]);
         if (fd < 0)
             return fail("Cannot open " + o.args[i] + ": " + std::strerror(errno));
@@ -1020,7 +1029,8 @@ const std::vector<Verb>& verbs() {
          "Create a container from an image and start it.",
          [](const Options& o, sd_bus* bus) { return lodge::ctl::verb_launch(image_args(o), bus); }},
         {"image", 1, any,
-         "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE | "
+         "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE "
+         "| "
          "alias delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE "
          "DIR | copy REMOTE:IMAGE local: [--alias ALIAS]",
          "Manage the local image store.",

@@ -520,6 +520,10 @@ int method_rename_remote(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
+// Remote catalogs being read now (ListRemoteImages), and the most at once.
+unsigned catalog_reads = 0;
+constexpr unsigned max_catalog_reads = 4;
+
 // The images a remote offers: its catalog is read in a worker.
 int method_list_remote_images(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
@@ -531,6 +535,10 @@ int method_list_remote_images(sd_bus_message* m, void* ud, sd_bus_error* e) {
         auto it = remotes.find(name);
         if (it == remotes.end())
             return sd_bus_error_setf(e, "io.lodge1.NoSuchRemote", "No remote \"%s\"", name);
+        // Anyone may ask, so a few at once: more would let one caller fill lodged's work queue.
+        if (catalog_reads >= max_catalog_reads)
+            return sd_bus_error_set(e, errors::busy,
+                                    "Too many remote catalogs are being read; try again later");
         if (it->second.protocol != "simplestreams")
             return sd_bus_error_setf(e, SD_BUS_ERROR_NOT_SUPPORTED,
                                      "Remote \"%s\" speaks %s; lodge reads simplestreams only",
@@ -558,6 +566,7 @@ int method_list_remote_images(sd_bus_message* m, void* ud, sd_bus_error* e) {
         };
         std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
         op.done = [call](const OperationResult& res) {
+            catalog_reads--;
             if (res.code < 0)
                 return reply_image_error(call, res.code, res.error);
             sd_bus_message* reply = nullptr;
@@ -590,8 +599,11 @@ int method_list_remote_images(sd_bus_message* m, void* ud, sd_bus_error* e) {
                 sd_bus_send(nullptr, reply, nullptr);
         };
         std::string error;
-        if (int r = svc.manager().operations().start(std::move(op), error); r < 0)
+        catalog_reads++;
+        if (int r = svc.manager().operations().start(std::move(op), error); r < 0) {
+            catalog_reads--;
             return reply_error(e, r, error);
+        }
         return 1;
     });
 }

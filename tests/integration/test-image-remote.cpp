@@ -345,6 +345,22 @@ TEST_F(ImageRemote, KillNineMidDownloadLeavesNoHalfImage) {
         << sh(property);
     EXPECT_EQ(ctl("image list --json"), "[]\n");
 
+    // Anyone may list a remote's images, but only a few catalog reads run at once: a fifth
+    // while four hang is refused instead of queued.
+    control("{\"stall\": [\"" + rootxz + "\", \"streams/v1/index.json\"]}");
+    std::string before = requests("index.json");
+    std::string ctlbin = env_path("LODGE_LODGECTL");
+    sh("for i in 1 2 3 4; do setpriv --reuid=65534 --regid=65534 --clear-groups " + ctlbin +
+       " image list " + remote + ": >/dev/null 2>&1 & done");
+    int expected = std::stoi(before) + 4;
+    ASSERT_TRUE(wait_until([&] { return std::stoi(requests("index.json")) >= expected; }))
+        << requests("index.json");
+    std::string out = sh("setpriv --reuid=65534 --regid=65534 --clear-groups " + ctlbin +
+                             " image list " + remote + ": 2>&1",
+                         &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "Too many remote catalogs")) << out;
+
     daemon->kill9();
     waitpid(launcher, &st, 0);
     EXPECT_NE(st, 0);

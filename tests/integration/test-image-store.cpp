@@ -222,6 +222,12 @@ TEST_F(ImageStore, OthersMayListButNotChange) {
     EXPECT_TRUE(contains(out, "polkit")) << out;
     out = sh(as_nobody + "image alias create x " + fp + " 2>&1", &st);
     EXPECT_NE(st, 0);
+    out = sh(as_nobody + "remote add x https://127.0.0.1:1 2>&1", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "polkit")) << out;
+    out = sh(as_nobody + "launch " + fp + " " + unique_name("nb") + " 2>&1", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "polkit")) << out;
     out = sh(as_nobody + "image export " + fp + " /tmp 2>&1", &st);
     EXPECT_NE(st, 0);
     EXPECT_TRUE(contains(out, "polkit")) << out;
