@@ -690,6 +690,44 @@ int verb_launch(const ImageArgs& a, sd_bus* bus) {
     return 0;
 }
 
+int verb_publish(const ImageArgs& a, sd_bus* bus) {
+    if (a.args.size() != 2)
+        return fail("Usage: lodgectl publish NAME [--alias ALIAS] [--compression "
+                    "gzip|xz|zstd|none]");
+    sd_bus_message* m = nullptr;
+    int r = sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
+                                           "PublishContainer");
+    if (r < 0)
+        return fail("Cannot build the request");
+    Message call{m};
+    r = sd_bus_message_append(m, "s", a.args[1].c_str());
+    if (r >= 0)
+        r = sd_bus_message_open_container(m, 'a', "s");
+    if (auto it = a.values.find("alias"); it != a.values.end() && r >= 0)
+        r = sd_bus_message_append(m, "s", it->second.c_str());
+    if (r >= 0)
+        r = sd_bus_message_close_container(m);
+    auto comp = a.values.find("compression");
+    if (r >= 0)
+        r = sd_bus_message_append(m, "s", comp == a.values.end() ? "" : comp->second.c_str());
+    BusError err;
+    Message reply;
+    if (r >= 0)
+        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+    if (r < 0)
+        return bus_fail(err, r);
+    const char* fp = nullptr;
+    if (sd_bus_message_read(reply.m, "s", &fp) < 0)
+        return fail("Unexpected answer from lodged");
+    if (a.json)
+        std::printf("%s\n", nlohmann::json{{"fingerprint", fp}}.dump().c_str());
+    else if (!a.quiet)
+        std::printf("Container published with fingerprint: %s\n", fp);
+    else
+        std::printf("%s\n", fp);
+    return 0;
+}
+
 int verb_remote(const ImageArgs& a, sd_bus* bus) {
     std::string sub = a.args.size() > 1 ? a.args[1] : "";
     BusError err;

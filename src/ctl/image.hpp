@@ -18,6 +18,8 @@ struct ImageArgs {
 };
 
 int verb_image(const ImageArgs& a, sd_bus* bus);
+// publish NAME: a stopped container into the store.
+int verb_publish(const ImageArgs& a, sd_bus* bus);
 // remote add|list|remove|rename.
 int verb_remote(const ImageArgs& a, sd_bus* bus);
 // launch IMAGE NAME: create from the image, then start.

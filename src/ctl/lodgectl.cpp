@@ -1035,6 +1035,11 @@ const std::vector<Verb>& verbs() {
          "DIR | copy REMOTE:IMAGE local: [--alias ALIAS]",
          "Manage the local image store.",
          [](const Options& o, sd_bus* bus) { return lodge::ctl::verb_image(image_args(o), bus); }},
+        {"publish", 1, 1, "publish NAME [--alias ALIAS] [--compression gzip|xz|zstd|none]",
+         "Make an image of a stopped container in the store.",
+         [](const Options& o, sd_bus* bus) {
+             return lodge::ctl::verb_publish(image_args(o), bus);
+         }},
         {"remote", 1, 3,
          "remote add NAME URL [--protocol simplestreams|lxd] [--public] [--ca FILE] | list | "
          "remove NAME | rename NAME NEW",
@@ -1155,7 +1160,7 @@ int main(int argc, char** argv) {
         else if (a == "-h" || a == "--help")
             o.help = true;
         else if (value("timeout") || value("signal") || value("cwd") || value("alias") ||
-                 value("protocol") || value("ca"))
+                 value("protocol") || value("ca") || value("compression"))
             continue;
         else if (a == "--privileged" || a == "--public")
             o.values[a.substr(2)] = "true";

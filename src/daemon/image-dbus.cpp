@@ -3,12 +3,15 @@
 #include "container-dbus.hpp"
 #include "import.hpp"
 
+#include "image/publish.hpp"
 #include "image/remotes.hpp"
 #include "image/simplestreams.hpp"
 
 #include "common/fileio.hpp"
 #include "common/log.hpp"
+#include "common/paths.hpp"
 #include "common/validate.hpp"
+#include "runtime/idmap-shift.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -640,6 +643,108 @@ int method_copy_image(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
+// publish: a stopped container's rootfs into the store as a unified image.
+int method_publish_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return guarded([&] {
+        ImageService& svc = service(ud);
+        const char* name;
+        if (int r = sd_bus_message_read(m, "s", &name); r < 0)
+            return r;
+        if (int r = svc.manager().polkit().verify(m, actions::manage, name, e); r <= 0)
+            return r == 0 ? 1 : r;
+        std::vector<std::string> aliases;
+        const char* compression;
+        if (int r = read_strings(m, aliases); r < 0)
+            return r;
+        if (int r = sd_bus_message_read(m, "s", &compression); r < 0)
+            return r;
+        for (auto& a : aliases)
+            if (auto why = image::check_alias_name(a); !why.empty())
+                return sd_bus_error_set(e, errors::invalid_config, why.c_str());
+        if (auto why = image::check_compression(compression); !why.empty())
+            return sd_bus_error_set(e, errors::invalid_config, why.c_str());
+        Container* c = svc.manager().find(name);
+        if (!c)
+            return sd_bus_error_setf(e, errors::no_such_container, "No container \"%s\"", name);
+        if (c->running() || svc.manager().starting(name))
+            return sd_bus_error_setf(e, errors::already_running,
+                                     "Container \"%s\" is running; stop it to publish it", name);
+        image::PublishRequest req;
+        req.rootfs = paths::container_rootfs(name);
+        for (auto& [k, v] : c->config.config)
+            if (k.rfind("image.", 0) == 0)
+                req.image_keys[k] = v;
+        req.compression = compression;
+        req.shift_base = runtime::shifted_base(paths::container_dir(name));
+        req.shift_size = c->config.idmap_size();
+        std::string work_dir, error;
+        if (int r = svc.store().prepare(work_dir, error); r < 0)
+            return reply_error(e, r, error);
+        OperationSpec op;
+        op.what = std::string("publish of \"") + name + "\"";
+        op.kind = OperationKind::import;
+        op.work = [req, work_dir](Worker& w, std::string& why) {
+            image::ImageInfo info;
+            int r = image::publish_rootfs(
+                req, work_dir, info,
+                [&w](uint64_t done, uint64_t total) { w.progress(done, total, "packing"); }, why);
+            if (r >= 0)
+                w.data = info.to_json();
+            return r;
+        };
+        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+        Manager* mgr = &svc.manager();
+        const image::Store* store = &svc.store();
+        uint64_t generation = c->generation;
+        std::string container = name;
+        op.done = [call, mgr, store, work_dir, aliases, generation,
+                   container](const OperationResult& res) {
+            image::ImageInfo info;
+            std::string why = res.error;
+            int r = res.code;
+            if (r >= 0 && !image::ImageInfo::from_json(res.data, info)) {
+                r = -EIO;
+                why = "The publish worker gave no image";
+            }
+            // Started meanwhile: the files changed under the worker.
+            Container* now = mgr->find(container);
+            if (r >= 0 && (!now || now->generation != generation || now->running())) {
+                r = -EBUSY;
+                why = "Container \"" + container + "\" was started or removed during the publish";
+            }
+            bool fresh = false;
+            if (r >= 0) {
+                info.uploaded_usec = now_usec();
+                info.source = "publish:" + container;
+                r = store->commit(work_dir, info, why);
+                fresh = r >= 0;
+                if (r == -EEXIST)
+                    r = 0;
+            }
+            auto finish = [call, mgr, store, aliases, r, why, info, fresh]() mutable {
+                if (r < 0)
+                    return reply_image_error(call, r, why);
+                if (fresh)
+                    sd_bus_emit_signal(mgr->bus(), "/io/lodge1", "io.lodge1.Manager", "ImageNew",
+                                       "s", info.fingerprint.c_str());
+                for (auto& a : aliases)
+                    if ((r = store->set_alias(a, info.fingerprint, false, why)) < 0)
+                        return reply_image_error(call, r, why);
+                sd_bus_reply_method_return(call.get(), "s", info.fingerprint.c_str());
+            };
+            if (fresh)
+                finish();
+            else
+                discard(*mgr, work_dir, finish);
+        };
+        if (int r = svc.manager().operations().start(std::move(op), error); r < 0) {
+            remove_tree(work_dir);
+            return reply_error(e, r, error);
+        }
+        return 1;
+    });
+}
+
 int property_get_downloads(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,
                            void* ud, sd_bus_error*) {
     int r = sd_bus_message_open_container(reply, 'a', "(ssttt)");
@@ -694,6 +799,9 @@ const sd_bus_vtable image_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("ListRemoteImages", SD_BUS_ARGS("s", remote),
                             SD_BUS_RESULT("a(ssssbtas)", images), method_list_remote_images,
                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "PublishContainer", SD_BUS_ARGS("s", name, "as", aliases, "s", compression),
+        SD_BUS_RESULT("s", fingerprint), method_publish_container, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Downloads", "a(ssttt)", property_get_downloads, 0, 0),
     SD_BUS_SIGNAL_WITH_ARGS("ImageDownloadProgress",
                             SD_BUS_ARGS("s", image, "s", stage, "t", done, "t", total, "t", rate),

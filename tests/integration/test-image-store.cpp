@@ -209,6 +209,51 @@ TEST_F(ImageStore, CreateAndLaunchFromTheStore) {
     EXPECT_TRUE(contains(out, "exists")) << out;
 }
 
+// publish: a stopped container's rootfs becomes an image (ids as the container sees them, its
+// image.* keys as properties); a container launched from it has the original's files.
+TEST_F(ImageStore, PublishAndLaunchThePublishedImage) {
+    std::string fp = import(src + "/unified.tar.xz");
+    int st = 0;
+    std::string c1 = make("pub");
+    ASSERT_EQ(ctl("launch " + fp + " " + c1, &st), "Launched container " + c1 + "\n");
+    ASSERT_EQ(st, 0);
+    std::string out = ctl("exec " + c1 +
+                              " -- sh -c 'echo published > /root/marker && chown "
+                              "1000:1000 /root/marker'",
+                          &st);
+    ASSERT_EQ(st, 0) << out;
+    out = ctl("publish " + c1, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "running")) << out;
+    ASSERT_EQ(ctl("stop --force " + c1, &st), "");
+    std::string alias = unique_name("pubimg");
+    out = ctl("publish " + c1 + " --alias " + alias + " --compression xz -q", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string pub = out.substr(0, out.find('\n'));
+    images.push_back(pub);
+    auto entry = find_image(pub);
+    ASSERT_TRUE(entry.is_object());
+    EXPECT_EQ(entry["properties"]["os"], "BusyBox");
+    EXPECT_EQ(entry["aliases"], nlohmann::json::array({alias}));
+    std::string file = store() + "/" + pub + "/image";
+    EXPECT_EQ(pub + "\n", sh("sha256sum " + file + " | cut -d' ' -f1"));
+    EXPECT_EQ(sh("xz -t " + file + " && echo xz"), "xz\n");
+    // Numeric ids as in the container: root's files 0, the chowned marker 1000.
+    EXPECT_TRUE(contains(sh("tar -tvJf " + file + " --numeric-owner rootfs/bin/busybox"), " 0/0 "))
+        << sh("tar -tvJf " + file + " --numeric-owner rootfs/bin/busybox");
+    EXPECT_TRUE(
+        contains(sh("tar -tvJf " + file + " --numeric-owner rootfs/root/marker"), " 1000/1000 "));
+
+    std::string c2 = make("pub2");
+    ASSERT_EQ(ctl("launch " + alias + " " + c2, &st), "Launched container " + c2 + "\n");
+    EXPECT_EQ(ctl("exec " + c2 + " -- cat /root/marker"), "published\n");
+    EXPECT_EQ(ctl("exec " + c2 + " -- stat -c %u /root/marker"), "1000\n");
+    out = ctl("publish " + c1 + " --compression lz4", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "compression")) << out;
+    EXPECT_TRUE(wait_until([] { return hidden().empty(); })) << hidden();
+}
+
 TEST_F(ImageStore, OthersMayListButNotChange) {
     std::string fp = import(src + "/unified.tar.xz");
     std::string as_nobody =
