@@ -6,6 +6,8 @@
 #include "common/paths.hpp"
 #include "daemon/import.hpp"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -386,6 +388,10 @@ int ingest(int image_fd, int rootfs_fd, const std::string& work_dir, ImageInfo& 
     info.fingerprint = hex(digest, sizeof digest);
     info.type = rootfs_fd >= 0 ? "split" : "unified";
     info.size = copied;
+    // Read to the end once, so that no damaged image is stored.
+    if ((r = verify_tarball(image, rootfs_fd >= 0 ? "metadata tarball" : "image", error)) < 0 ||
+        (rootfs_fd >= 0 && (r = verify_tarball(rootfs, "rootfs tarball", error)) < 0))
+        return r;
     if ((r = read_metadata_into(image, info, error)) < 0) {
         if (rootfs_fd < 0 && error.find("no metadata.yaml") != std::string::npos)
             error += " (a plain rootfs tarball is no image: give metadata too, or use "
@@ -394,6 +400,32 @@ int ingest(int image_fd, int rootfs_fd, const std::string& work_dir, ImageInfo& 
     }
     if (progress)
         progress(copied, total);
+    return 0;
+}
+
+int verify_tarball(const std::string& path, const std::string& what, std::string& error) {
+    struct archive* a = archive_read_new();
+    if (!a)
+        return fail(error, ENOMEM, "Cannot check the " + what);
+    archive_read_support_format_tar(a);
+    archive_read_support_filter_all(a);
+    int r = archive_read_open_filename(a, path.c_str(), 256 * 1024);
+    struct archive_entry* e;
+    size_t entries = 0;
+    while (r == ARCHIVE_OK && (r = archive_read_next_header(a, &e)) >= ARCHIVE_WARN &&
+           r != ARCHIVE_EOF) {
+        entries++;
+        r = archive_read_data_skip(a);
+        if (r == ARCHIVE_WARN)
+            r = ARCHIVE_OK;
+    }
+    std::string why = archive_error_string(a) ? archive_error_string(a) : "unreadable";
+    archive_read_free(a);
+    if (r != ARCHIVE_EOF || entries == 0) {
+        error = "The " + what + " is damaged: " + (entries == 0 ? "no entries" : why);
+        log_error("%s", error.c_str());
+        return -EINVAL;
+    }
     return 0;
 }
 

@@ -90,6 +90,10 @@ using CopyProgress = std::function<void(uint64_t done, uint64_t total)>;
 int ingest(int image_fd, int rootfs_fd, const std::string& work_dir, ImageInfo& info,
            const CopyProgress& progress, std::string& error);
 
+// Reads the tarball at `path` to its end (every header, every byte decompressed): -EINVAL with
+// "The WHAT is damaged: ..." when it is not whole.
+int verify_tarball(const std::string& path, const std::string& what, std::string& error);
+
 // Reads metadata.yaml from the image file at `image_path` into `info` (architecture,
 // properties).
 int read_metadata_into(const std::string& image_path, ImageInfo& info, std::string& error);
