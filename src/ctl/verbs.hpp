@@ -40,5 +40,7 @@ VerbFn verb_config, verb_device;
 VerbFn verb_exec, verb_shell, verb_console;
 // units.cpp (enable and disable are told apart by the verb)
 VerbFn verb_enable_or_disable;
+// image.cpp (lodge-images(7))
+VerbFn verb_image, verb_publish, verb_remote, verb_launch;
 
 } // namespace lodge::ctl
