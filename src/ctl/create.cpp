@@ -31,8 +31,8 @@ bool looks_like_tarball(const std::string& arg) {
 
 int verb_create(const Options& o, sd_bus* bus) {
     if (o.args.size() < 2 || o.args.size() > 4)
-        return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] "
-                    "[-c KEY=VALUE]...");
+        return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS | "
+                    "[REMOTE:]IMAGE] [-c KEY=VALUE]...");
     const std::string& name = o.args[1];
     if (auto e = check_container_name(name); !e.empty())
         return fail(e);
