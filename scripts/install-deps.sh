@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libgmock-dev googletest nlohmann-json3-dev libmicrohttpd-dev libarchive-dev
   libdbus-1-dev nettle-dev dbus systemd-container util-linux libyaml-dev
   busybox-static debootstrap zstd lxcfs fuse3 uidmap scdoc perl python3 file polkitd
-  bash-completion resource-agents libxml2-dev btrfs-progs
+  bash-completion resource-agents libxml2-dev btrfs-progs libcurl4-openssl-dev openssl
   dnsmasq-base nftables iproute2
 )
 missing=()

@@ -3,6 +3,7 @@
 #include "common/fd.hpp"
 #include "common/validate.hpp"
 #include "ctl/bus.hpp"
+#include "ctl/image.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -15,11 +16,23 @@
 #include <unistd.h>
 
 namespace lodge::ctl {
+namespace {
+
+// A missing file named like a tarball is a typo, not an image name.
+bool looks_like_tarball(const std::string& arg) {
+    for (const char* ext : {".tar", ".gz", ".xz", ".zst", ".bz2", ".tgz", ".squashfs"})
+        if (arg.size() > std::strlen(ext) &&
+            arg.compare(arg.size() - std::strlen(ext), std::string::npos, ext) == 0)
+            return true;
+    return false;
+}
+
+} // namespace
 
 int verb_create(const Options& o, sd_bus* bus) {
     if (o.args.size() < 2 || o.args.size() > 4)
-        return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] "
-                    "[-c KEY=VALUE]...");
+        return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS | "
+                    "[REMOTE:]IMAGE] [-c KEY=VALUE]...");
     const std::string& name = o.args[1];
     if (auto e = check_container_name(name); !e.empty())
         return fail(e);
@@ -27,6 +40,10 @@ int verb_create(const Options& o, sd_bus* bus) {
     const char* method = "CreateContainer";
     for (size_t i = 2; i < o.args.size(); i++) {
         Fd fd(::open(o.args[i].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        // No such file: an image from the store (or a remote), as `launch` takes it.
+        if (!fd && errno == ENOENT && o.args.size() == 3 &&
+            o.args[i].find('/') == std::string::npos && !looks_like_tarball(o.args[i]))
+            return create_from_image(o, bus, name, o.args[i]);
         if (!fd)
             return fail("Cannot open " + o.args[i] + ": " + std::strerror(errno));
         fds.push_back(std::move(fd));

@@ -35,9 +35,25 @@ const std::vector<Verb>& verbs() {
         {"show", 1, any, "show NAME... [--json]", "Show a container's properties.",
          verb_status_or_show},
         {"create", 1, 3,
-         "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS] [-c KEY=VALUE]... [--network NET]",
-         "Create a container from the built-in image, a directory, a tarball or an LXD image.",
+         "create NAME [DIRECTORY | TARBALL | METADATA ROOTFS | [REMOTE:]IMAGE] [-c KEY=VALUE]... "
+         "[--network NET]",
+         "Create a container from the built-in image, a directory, a tarball, an LXD image file "
+         "or an image of the store.",
          verb_create},
+        {"launch", 2, 2, "launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--privileged]",
+         "Create a container from an image and start it.", verb_launch},
+        {"image", 1, any,
+         "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE "
+         "| "
+         "alias delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE "
+         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS]",
+         "Manage the local image store.", verb_image},
+        {"publish", 1, 1, "publish NAME [--alias ALIAS] [--compression gzip|xz|zstd|none]",
+         "Make an image of a stopped container in the store.", verb_publish},
+        {"remote", 1, 3,
+         "remote add NAME URL [--protocol simplestreams|lxd] [--public] [--ca FILE] | list | "
+         "remove NAME | rename NAME NEW",
+         "Manage image servers.", verb_remote},
         {"delete", 1, any, "delete NAME... [--force]",
          "Delete containers (--force: a running one is killed first).", verb_delete},
         {"start", 1, any, "start NAME...", "Start containers.", verb_start},
@@ -178,8 +194,11 @@ int main(int argc, char** argv) {
         else if (a == "-h" || a == "--help")
             o.help = true;
         else if (value("timeout") || value("signal") || value("cwd") || value("network") ||
-                 value("uid") || value("gid") || value("mode"))
+                 value("uid") || value("gid") || value("mode") || value("alias") ||
+                 value("protocol") || value("ca") || value("compression"))
             continue;
+        else if (a == "--privileged" || a == "--public")
+            o.values[a.substr(2)] = "true";
         else if (a.size() > 1 && a[0] == '-' && a != "-")
             return fail("Unknown option " + a);
         else

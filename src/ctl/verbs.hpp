@@ -42,5 +42,7 @@ VerbFn verb_exec, verb_shell, verb_console;
 VerbFn verb_enable_or_disable;
 // snapshot.cpp, file.cpp, config-yaml.cpp (config edit NAME, config show NAME --expanded)
 VerbFn verb_snapshot, verb_restore, verb_copy, verb_rename, verb_file, verb_config_yaml;
+// image.cpp (lodge-images(7))
+VerbFn verb_image, verb_publish, verb_remote, verb_launch;
 
 } // namespace lodge::ctl

@@ -7,6 +7,7 @@
 #include "daemon/bus-util.hpp"
 #include "daemon/dbus-api.hpp"
 #include "daemon/exec.hpp"
+#include "daemon/image-dbus.hpp"
 #include "daemon/lxcfs-watch.hpp"
 #include "daemon/manager.hpp"
 #include "daemon/network-dbus.hpp"
@@ -116,6 +117,9 @@ int main() {
     Manager manager(event.get(), bus.get(), make_control_socket_link(event.get()));
     if (int r = register_bus_objects(bus.get(), manager); r < 0)
         return log_error_errno(r, "Failed to register the bus objects"), 1;
+    ImageService images(manager);
+    if (images.start(bus.get()) < 0)
+        return 1;
     ManagerGuests guests(manager);
     DevlxdServer devlxd(event.get(), guests);
     manager.set_guest_event_sink(

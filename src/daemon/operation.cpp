@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/prctl.h>
@@ -12,9 +13,13 @@
 
 namespace lodge::daemon {
 
-// The channel carries lines: "P <done> <total>" while the worker runs, then "R <json>" once.
-void Worker::progress(uint64_t done, uint64_t total) {
-    std::string line = "P " + std::to_string(done) + " " + std::to_string(total) + "\n";
+// The channel carries lines: "P <done> <total> [<stage>]" while the worker runs, then
+// "R <json>" once.
+void Worker::progress(uint64_t done, uint64_t total, const std::string& stage) {
+    std::string line = "P " + std::to_string(done) + " " + std::to_string(total);
+    if (!stage.empty())
+        line += " " + stage.substr(0, stage.find('\n'));
+    line += "\n";
     (void)!::write(channel_, line.data(), line.size());
 }
 
@@ -212,12 +217,24 @@ void Operations::read_channel(Running& op) {
         }
         op.buffer.append(buf, static_cast<size_t>(n));
     }
-    // Progress lines only re-arm the idle limit; the result line stays for finish().
+    // Progress lines re-arm the idle limit and go to on_progress; the result line stays for
+    // finish().
     size_t pos;
     bool progressed = false;
     while (op.buffer.rfind("P ", 0) == 0 && (pos = op.buffer.find('\n')) != std::string::npos) {
+        std::string line = op.buffer.substr(2, pos - 2);
         op.buffer.erase(0, pos + 1);
         progressed = true;
+        if (op.spec.on_progress) {
+            unsigned long long done = 0, total = 0;
+            int used = 0;
+            if (std::sscanf(line.c_str(), "%llu %llu%n", &done, &total, &used) >= 2) {
+                std::string stage = static_cast<size_t>(used) < line.size()
+                                        ? line.substr(static_cast<size_t>(used) + 1)
+                                        : std::string();
+                op.spec.on_progress(done, total, stage);
+            }
+        }
     }
     if (progressed)
         arm_idle_timer(op);

@@ -24,8 +24,9 @@ class Worker {
 public:
     Worker(int channel, const std::vector<Fd>& fds) : channel_(channel), fds_(fds) {}
     int fd(size_t i) const { return i < fds_.size() ? fds_[i].get() : -1; }
-    // Tells lodged the work moves on (it re-arms the operation's idle limit).
-    void progress(uint64_t done, uint64_t total);
+    // Tells lodged the work moves on (it re-arms the operation's idle limit, and passes it to
+    // OperationSpec::on_progress). `stage` is one word or a short phrase ("rootfs").
+    void progress(uint64_t done, uint64_t total, const std::string& stage = {});
     // Sent back with the result.
     nlohmann::json data = nlohmann::json::object();
     // Writes the result; the last thing a worker does.
@@ -56,6 +57,8 @@ struct OperationSpec {
     std::function<int(Worker&, std::string& error)> work;
     // Runs on the loop once the worker is gone (or could not be started).
     std::function<void(const OperationResult&)> done;
+    // Runs on the loop with the worker's progress reports (optional).
+    std::function<void(uint64_t done, uint64_t total, const std::string& stage)> on_progress;
     // Non-zero: the worker is killed when it reports no progress for this long.
     uint64_t idle_timeout_usec = 0;
 };

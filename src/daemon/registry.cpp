@@ -187,7 +187,7 @@ int Registry::prepare(const std::string& name, std::string& work_dir, std::strin
 int Registry::commit(ContainerConfig& c, const std::string& work_dir, const KeyMap& image_keys,
                      std::string& error) const {
     for (auto& [k, v] : image_keys)
-        if (k.rfind("image.", 0) == 0)
+        if (k.rfind("image.", 0) == 0 || k == "volatile.base_image")
             c.config[k] = v;
     if (int r = save_container_config(work_dir + "/config.json", c); r < 0) {
         error = std::string("Cannot write config.json: ") + std::strerror(-r);

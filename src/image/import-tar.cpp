@@ -512,6 +512,16 @@ int import_tarball(int fd, const std::string& rootfs_dir, ImportResult& result,
     return import_tar(src, Kind::unknown, rootfs_dir, result.image_keys, progress, error);
 }
 
+int read_image_metadata(int fd, KeyMap& keys, std::string& error) {
+    TarSource src{fd, "image"};
+    int r = probe_source(src, error);
+    if (r < 0)
+        return r;
+    ProgressFn none;
+    Progress progress(none, src.size);
+    return read_metadata_tarball(src, keys, progress, error);
+}
+
 int import_split_image(int metadata_fd, int rootfs_fd, const std::string& rootfs_dir,
                        ImportResult& result, ProgressFn progress_fn, std::string& error) {
     TarSource meta{metadata_fd, "metadata tarball"};

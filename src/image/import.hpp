@@ -52,4 +52,8 @@ int import_tarball(int fd, const std::string& rootfs_dir, ImportResult& result, 
 int import_split_image(int metadata_fd, int rootfs_fd, const std::string& rootfs_dir,
                        ImportResult& result, ProgressFn progress, std::string& error);
 
+// Only metadata.yaml of an LXD image (a unified tarball or a split image's metadata tarball),
+// read from `fd` at its current offset: its image.* keys as import_tarball gives them.
+int read_image_metadata(int fd, KeyMap& keys, std::string& error);
+
 } // namespace lodge::daemon

@@ -13,6 +13,9 @@ case "$*" in
 "device list alpha") printf 'eth0:\n  type: nic\nroot:\n  type: disk\n' ;;
 "network list -q") printf 'lodgebr0\n' ;;
 "snapshot list alpha -q") printf 'snap0\nbefore-upgrade\n' ;;
+"image alias list --no-legend") printf 'bb                              0123456789ab\n' ;;
+"image list -q") printf '0123456789abcdef\n' ;;
+"remote list --no-legend") printf 'images  https://x  simplestreams  yes  system\n' ;;
 *) exit 1 ;;
 esac
 STUB
@@ -42,6 +45,12 @@ expect() {
 }
 
 expect "lodgectl st" "start status stop"
+expect "lodgectl launch " "0123456789abcdef bb images:"
+expect "lodgectl image " "alias copy delete export import info list"
+expect "lodgectl image alias " "create delete list"
+expect "lodgectl image copy images:x " "local:"
+expect "lodgectl remote remove " "images"
+expect "lodgectl remote add x y --protocol " "lxd simplestreams"
 expect "lodgectl start " "alpha beta"
 expect "lodgectl stop --timeout 5 a" "alpha"
 expect "lodgectl stop --" "--force --help --timeout"

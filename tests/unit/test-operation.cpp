@@ -70,6 +70,31 @@ TEST_F(OperationTest, ResultAndDataComeBack) {
     EXPECT_EQ(got->error.rfind("no ", 0), 0u) << got->error;
 }
 
+// Progress reports reach on_progress on the loop, with their stage (image downloads).
+TEST_F(OperationTest, ProgressReachesTheLoopWithItsStage) {
+    OperationSpec spec;
+    spec.what = "progress";
+    spec.work = [](Worker& w, std::string&) {
+        w.progress(1, 10);
+        w.progress(5, 10, "rootfs");
+        w.progress(10, 10, "two words");
+        return 0;
+    };
+    std::vector<std::string> seen;
+    spec.on_progress = [&](uint64_t done, uint64_t total, const std::string& stage) {
+        seen.push_back(std::to_string(done) + "/" + std::to_string(total) + ":" + stage);
+    };
+    bool finished = false;
+    spec.done = [&](const OperationResult& r) {
+        EXPECT_EQ(r.code, 0);
+        finished = true;
+    };
+    std::string error;
+    ASSERT_EQ(ops->start(std::move(spec), error), 0);
+    run_until([&] { return finished; });
+    EXPECT_EQ(seen, (std::vector<std::string>{"1/10:", "5/10:rootfs", "10/10:two words"}));
+}
+
 TEST_F(OperationTest, ImportsBeyondTheCapWait) {
     // Each import waits for one byte on its own pipe, which the test writes when it likes.
     std::vector<Fd> release;

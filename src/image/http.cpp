@@ -1,0 +1,156 @@
+#include "image/http.hpp"
+
+#include "common/log.hpp"
+
+#include <cerrno>
+#include <curl/curl.h>
+#include <memory>
+
+namespace lodge::image {
+namespace {
+
+struct CurlFree {
+    void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+
+struct Transfer {
+    const HttpSink* sink = nullptr;
+    const HttpProgress* progress = nullptr;
+    uint64_t done = 0, last_report = 0;
+    bool stopped = false;
+};
+
+size_t on_data(char* ptr, size_t size, size_t nmemb, void* userdata) {
+    auto* t = static_cast<Transfer*>(userdata);
+    size_t n = size * nmemb;
+    // No exception may leave this C callback.
+    try {
+        if (!(*t->sink)(ptr, n)) {
+            t->stopped = true;
+            return 0;
+        }
+    } catch (...) {
+        t->stopped = true;
+        return 0;
+    }
+    t->done += n;
+    return n;
+}
+
+int on_xfer(void* userdata, curl_off_t total, curl_off_t now, curl_off_t, curl_off_t) {
+    auto* t = static_cast<Transfer*>(userdata);
+    if (t->progress && *t->progress && now > 0 &&
+        (static_cast<uint64_t>(now) >= t->last_report + (1 << 20) ||
+         (total > 0 && now == total && static_cast<uint64_t>(now) != t->last_report))) {
+        t->last_report = static_cast<uint64_t>(now);
+        try {
+            (*t->progress)(static_cast<uint64_t>(now),
+                           total > 0 ? static_cast<uint64_t>(total) : 0);
+        } catch (...) {
+        }
+    }
+    return 0;
+}
+
+int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& error) {
+    static bool initialised = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    if (!initialised) {
+        error = "Cannot initialise libcurl";
+        return -EIO;
+    }
+    std::unique_ptr<CURL, CurlFree> curl(curl_easy_init());
+    if (!curl) {
+        error = "Cannot initialise libcurl";
+        return -ENOMEM;
+    }
+    CURL* c = curl.get();
+    char curl_error[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_error);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+    // Stalled: under 1 byte/s for stall_seconds.
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(o.stall_seconds));
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "lodge");
+    struct curl_blob blob {};
+    if (!o.ca_pem.empty()) {
+        blob.data = const_cast<char*>(o.ca_pem.data());
+        blob.len = o.ca_pem.size();
+        blob.flags = CURL_BLOB_COPY;
+        curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xfer);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK) {
+        if (t.progress && *t.progress)
+            (*t.progress)(t.done, t.done);
+        return 0;
+    }
+    if (t.stopped && !error.empty())
+        return -EINVAL;
+    error = "Cannot download " + url + ": " + (curl_error[0] ? curl_error : curl_easy_strerror(rc));
+    log_error("%s", error.c_str());
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return -ETIMEDOUT;
+    case CURLE_HTTP_RETURNED_ERROR: {
+        long code = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        return code == 404 ? -ENOENT : -EIO;
+    }
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CONNECT_ERROR:
+        return -EACCES;
+    default:
+        return -EIO;
+    }
+}
+
+} // namespace
+
+int http_get(const std::string& url, const HttpOptions& options, size_t max_bytes,
+             std::string& body, std::string& error) {
+    body.clear();
+    HttpSink sink = [&](const char* data, size_t n) {
+        if (body.size() + n > max_bytes) {
+            error = url + " is larger than " + std::to_string(max_bytes) + " bytes";
+            return false;
+        }
+        body.append(data, n);
+        return true;
+    };
+    HttpProgress none;
+    Transfer t{&sink, &none};
+    return run(url, options, t, error);
+}
+
+int http_download(const std::string& url, const HttpOptions& options, const HttpSink& sink,
+                  const HttpProgress& progress, std::string& error) {
+    Transfer t{&sink, &progress};
+    return run(url, options, t, error);
+}
+
+std::string url_join(const std::string& base, const std::string& path) {
+    std::string b = base;
+    while (!b.empty() && b.back() == '/')
+        b.pop_back();
+    size_t i = 0;
+    while (i < path.size() && path[i] == '/')
+        i++;
+    return b + "/" + path.substr(i);
+}
+
+} // namespace lodge::image

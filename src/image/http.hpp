@@ -1,0 +1,31 @@
+// HTTPS GETs for image downloads, through libcurl: the system trust store, or only a remote's
+// own CA when it has one; https only (redirects too); a transfer that moves no byte for
+// `stall_seconds` fails. Runs in a worker process (it blocks).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace lodge::image {
+
+struct HttpOptions {
+    std::string ca_pem;          // non-empty: trust only this CA (PEM)
+    unsigned stall_seconds = 60; // no data for this long: the transfer fails
+};
+
+// The body of `url`, at most `max_bytes`. 0 or -errno with `error` naming the URL.
+int http_get(const std::string& url, const HttpOptions& options, size_t max_bytes,
+             std::string& body, std::string& error);
+
+// Streams `url` to `sink` (which returns false to stop, with its own error set). `progress`
+// gets the bytes received so far and the size the server announced (0 if none).
+using HttpSink = std::function<bool(const char* data, size_t size)>;
+using HttpProgress = std::function<void(uint64_t done, uint64_t total)>;
+int http_download(const std::string& url, const HttpOptions& options, const HttpSink& sink,
+                  const HttpProgress& progress, std::string& error);
+
+// base + "/" + path without doubled slashes.
+std::string url_join(const std::string& base, const std::string& path);
+
+} // namespace lodge::image

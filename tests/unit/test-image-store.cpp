@@ -1,0 +1,188 @@
+// The image store's pieces without lodged: names, fingerprints, aliases, the atomic commit,
+// ingest's hashing and metadata checks, and the simplestreams catalog parser.
+#include "common/fd.hpp"
+#include "common/fileio.hpp"
+#include "image/simplestreams.hpp"
+#include "image/store.hpp"
+
+#include <cstdlib>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+using namespace lodge;
+using namespace lodge::image;
+
+namespace {
+
+std::string sh(const std::string& cmd) {
+    std::string out;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+            out.append(buf, n);
+        pclose(p);
+    }
+    return out;
+}
+
+class StoreTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/lodge-image-unit-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir = tmpl;
+        setenv("LODGE_STATE_DIR", (dir + "/state").c_str(), 1);
+        std::string e;
+        ASSERT_EQ(store.ensure(e), 0) << e;
+        sh("cd " + dir +
+           " && mkdir -p rootfs/bin && echo hi > rootfs/bin/hello && printf "
+           "'architecture: x86_64\\nproperties:\\n  os: Test\\n  description: unit\\n' > "
+           "metadata.yaml && tar -czf unified.tar.gz metadata.yaml rootfs && tar -C rootfs -czf "
+           "plain.tar.gz .");
+    }
+    void TearDown() override { sh("rm -rf " + dir); }
+    // An image in the store from `file` (and `rootfs`), as lodged's import does it.
+    std::string add(const std::string& file, const std::string& rootfs = "") {
+        std::string work, e;
+        EXPECT_EQ(store.prepare(work, e), 0) << e;
+        Fd in(::open((dir + "/" + file).c_str(), O_RDONLY | O_CLOEXEC));
+        Fd in2;
+        if (!rootfs.empty())
+            in2.reset(::open((dir + "/" + rootfs).c_str(), O_RDONLY | O_CLOEXEC));
+        ImageInfo info;
+        EXPECT_EQ(ingest(in.get(), rootfs.empty() ? -1 : in2.get(), work, info, nullptr, e), 0)
+            << e;
+        EXPECT_EQ(store.commit(work, info, e), 0) << e;
+        return info.fingerprint;
+    }
+    std::string dir;
+    Store store;
+};
+
+TEST(ImageNames, AliasesAndFingerprints) {
+    EXPECT_EQ(check_alias_name("debian/12"), "");
+    EXPECT_EQ(check_alias_name("bb-1.36_x"), "");
+    EXPECT_NE(check_alias_name(""), "");
+    EXPECT_NE(check_alias_name("a b"), "");
+    EXPECT_NE(check_alias_name("remote:x"), "");
+    EXPECT_NE(check_alias_name("-x"), "");
+    EXPECT_NE(check_alias_name(std::string(256, 'a')), "");
+    EXPECT_TRUE(is_fingerprint(std::string(64, 'a')));
+    EXPECT_FALSE(is_fingerprint(std::string(64, 'A')));
+    EXPECT_FALSE(is_fingerprint(std::string(63, 'a')));
+    EXPECT_FALSE(is_fingerprint("../" + std::string(61, 'a')));
+}
+
+TEST_F(StoreTest, IngestHashesCommitsAndResolves) {
+    std::string fp = add("unified.tar.gz");
+    EXPECT_EQ(fp + "\n", sh("sha256sum " + dir + "/unified.tar.gz | cut -d' ' -f1"));
+    ImageInfo info;
+    ASSERT_EQ(store.get(fp, info), 0);
+    EXPECT_EQ(info.type, "unified");
+    EXPECT_EQ(info.architecture, "x86_64");
+    EXPECT_EQ(info.properties["os"], "Test");
+    std::string e, out;
+    EXPECT_EQ(store.resolve(fp.substr(0, 8), out, e), 0) << e;
+    EXPECT_EQ(out, fp);
+    EXPECT_EQ(store.resolve("nosuch", out, e), -ENOENT);
+    ASSERT_EQ(store.set_alias("x", fp, false, e), 0) << e;
+    EXPECT_EQ(store.resolve("x", out, e), 0);
+    EXPECT_EQ(out, fp);
+
+    // The same image again: the second commit is refused, the first stays whole.
+    std::string work;
+    ASSERT_EQ(store.prepare(work, e), 0);
+    Fd in(::open((dir + "/unified.tar.gz").c_str(), O_RDONLY | O_CLOEXEC));
+    ImageInfo again;
+    ASSERT_EQ(ingest(in.get(), -1, work, again, nullptr, e), 0) << e;
+    EXPECT_EQ(store.commit(work, again, e), -EEXIST);
+    remove_tree(work);
+
+    // A split image: metadata + rootfs, LXD's combined fingerprint; another alias may not steal
+    // "x" without replace.
+    std::string split = add("unified.tar.gz", "plain.tar.gz");
+    EXPECT_EQ(split + "\n", sh("cat " + dir + "/unified.tar.gz " + dir +
+                               "/plain.tar.gz | sha256sum | cut -d' ' -f1"));
+    EXPECT_EQ(store.set_alias("x", split, false, e), -EEXIST);
+    EXPECT_EQ(store.aliases()["x"], fp);
+
+    std::string trash;
+    ASSERT_EQ(store.retire(fp, trash, e), 0) << e;
+    EXPECT_EQ(store.get(fp, info), -ENOENT);
+    EXPECT_EQ(store.aliases().count("x"), 0u);
+    EXPECT_EQ(store.leftovers().size(), 1u);
+    remove_tree(trash);
+    EXPECT_TRUE(store.leftovers().empty());
+}
+
+TEST_F(StoreTest, APlainTarballIsNoImage) {
+    std::string work, e;
+    ASSERT_EQ(store.prepare(work, e), 0);
+    Fd in(::open((dir + "/plain.tar.gz").c_str(), O_RDONLY | O_CLOEXEC));
+    ImageInfo info;
+    EXPECT_EQ(ingest(in.get(), -1, work, info, nullptr, e), -EINVAL);
+    EXPECT_NE(e.find("metadata.yaml"), std::string::npos) << e;
+    EXPECT_TRUE(store.list().empty());
+}
+
+const char* catalog = R"({
+ "format": "products:1.0", "datatype": "image-downloads",
+ "products": {
+  "bb:amd64": {"aliases": "bb, busybox", "arch": "amd64", "os": "BusyBox", "release": "1",
+   "versions": {
+    "20240101_0000": {"items": {"c": {"ftype": "lxd_combined.tar.gz", "path": "old.tar.gz",
+      "size": 10, "sha256": "1111111111111111111111111111111111111111111111111111111111111111"}}},
+    "20250101_0000": {"items": {"c": {"ftype": "lxd_combined.tar.gz", "path": "new.tar.gz",
+      "size": 10, "sha256": "2222222222222222222222222222222222222222222222222222222222222222"}}}}},
+  "bb:arm64": {"aliases": "bb", "arch": "arm64", "versions": {
+    "1": {"items": {"m": {"ftype": "lxd.tar.xz", "path": "m", "size": 1,
+       "sha256": "3333333333333333333333333333333333333333333333333333333333333333",
+       "combined_rootxz_sha256": "4444444444444444444444444444444444444444444444444444444444444444"},
+     "r": {"ftype": "root.tar.xz", "path": "r", "size": 2,
+       "sha256": "5555555555555555555555555555555555555555555555555555555555555555"}}}}},
+  "sq:amd64": {"aliases": "sq", "arch": "amd64", "versions": {
+    "1": {"items": {"m": {"ftype": "lxd.tar.xz", "path": "m", "size": 1,
+       "sha256": "3333333333333333333333333333333333333333333333333333333333333333",
+       "combined_squashfs_sha256": "6666666666666666666666666666666666666666666666666666666666666666"},
+     "s": {"ftype": "squashfs", "path": "s", "size": 2,
+       "sha256": "7777777777777777777777777777777777777777777777777777777777777777"}}}}},
+  "vm:amd64": {"aliases": "vm", "arch": "amd64", "versions": {
+    "1": {"items": {"d": {"ftype": "disk-kvm.img", "path": "d", "size": 1,
+       "sha256": "8888888888888888888888888888888888888888888888888888888888888888"}}}}}
+ }})";
+
+TEST(Simplestreams, CatalogNewestVersionAliasesAndArchitectures) {
+    std::vector<RemoteImage> images;
+    std::string e;
+    ASSERT_EQ(parse_stream_products(catalog, images, e), 0) << e;
+    EXPECT_EQ(images.size(), 3u); // the VM-only product is no container image
+    const RemoteImage* bb = find_remote_image(images, "busybox", "amd64", e);
+    ASSERT_NE(bb, nullptr) << e;
+    EXPECT_EQ(bb->metadata.path, "new.tar.gz");
+    EXPECT_EQ(bb->fingerprint, std::string(64, '2'));
+    const RemoteImage* arm = find_remote_image(images, "bb/arm64", "amd64", e);
+    ASSERT_NE(arm, nullptr) << e;
+    EXPECT_EQ(arm->fingerprint, std::string(64, '4'));
+    EXPECT_EQ(arm->rootfs.ftype, "root.tar.xz");
+    const RemoteImage* sq = find_remote_image(images, "sq", "amd64", e);
+    ASSERT_NE(sq, nullptr);
+    EXPECT_NE(sq->unusable, "");
+    EXPECT_EQ(find_remote_image(images, "bb", "riscv64", e), nullptr);
+    EXPECT_EQ(find_remote_image(images, "444444", "amd64", e), arm);
+    EXPECT_EQ(stream_arch("x86_64"), "amd64");
+    EXPECT_EQ(stream_arch("aarch64"), "arm64");
+
+    std::vector<std::string> paths;
+    EXPECT_EQ(parse_stream_index(R"({"index": {"i": {"datatype": "image-downloads",
+              "path": "streams/v1/images.json"}, "x": {"datatype": "other", "path": "y"}}})",
+                                 paths, e),
+              0);
+    EXPECT_EQ(paths, std::vector<std::string>{"streams/v1/images.json"});
+    EXPECT_EQ(parse_stream_index("[]", paths, e), -EINVAL);
+    EXPECT_EQ(parse_stream_products("{\"products\": 1}", images, e), -EINVAL);
+    EXPECT_EQ(url_join("https://h/a/", "/streams/v1/x"), "https://h/a/streams/v1/x");
+}
+
+} // namespace
