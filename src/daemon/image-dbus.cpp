@@ -12,11 +12,13 @@
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 
+#include "runtime/in-root.hpp"
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+
 #include <fcntl.h>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -25,17 +27,6 @@
 
 namespace lodge::daemon {
 namespace {
-
-// The base a one-time rootfs shift moved the container's ids to (0: none), as the setup code's
-// marker records it (src/runtime/setup/idmap-shift.cpp, which lodged must not link).
-uint32_t shifted_base(const std::string& container_dir) {
-    std::string text;
-    if (read_file(container_dir + "/rootfs.idmap-shift", text) < 0)
-        return 0;
-    while (!text.empty() && text.back() == '\n')
-        text.pop_back();
-    return static_cast<uint32_t>(parse_uint(text, UINT32_MAX).value_or(0));
-}
 
 constexpr const char* no_such_image = "io.lodge1.NoSuchImage";
 constexpr const char* image_exists = "io.lodge1.ImageExists";
@@ -683,7 +674,7 @@ int method_publish_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
             if (k.rfind("image.", 0) == 0)
                 req.image_keys[k] = v;
         req.compression = compression;
-        req.shift_base = shifted_base(paths::container_dir(name));
+        req.shift_base = runtime::shifted_base(paths::container_dir(name));
         req.shift_size = c->config.idmap_size();
         std::string work_dir, error;
         if (int r = svc.store().prepare(work_dir, error); r < 0)
