@@ -1,6 +1,7 @@
 #include "common/config.hpp"
 #include "common/fileio.hpp"
 #include "common/nic.hpp"
+#include "common/proxy-device.hpp"
 #include "common/validate.hpp"
 
 #include <cerrno>
@@ -124,6 +125,9 @@ std::string check_container_config(const ContainerConfig& c) {
                 return "Device \"" + dev + "\": \"readonly\" must be true or false";
         } else if (type->second == "nic") {
             if (auto e = check_nic_device(dev, keys); !e.empty())
+                return e;
+        } else if (type->second == "proxy") {
+            if (auto e = check_proxy_device(dev, keys); !e.empty())
                 return e;
         } else {
             return "Device \"" + dev + "\": unknown type \"" + type->second + "\"";

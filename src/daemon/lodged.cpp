@@ -11,6 +11,7 @@
 #include "daemon/lxcfs-watch.hpp"
 #include "daemon/manager.hpp"
 #include "daemon/network-dbus.hpp"
+#include "daemon/proxy-manager.hpp"
 #include "devlxd/devlxd-server.hpp"
 
 #include <csignal>
@@ -130,8 +131,13 @@ int main() {
     NetworkManager networks(event.get(), manager);
     if (int r = register_network_methods(bus.get(), networks); r < 0)
         return log_error_errno(r, "Failed to register the network methods"), 1;
-    manager.set_network_check(
-        [&networks](const ContainerConfig& c) { return networks.prepare_container(c); });
+    ProxyManager proxies(manager, networks);
+    manager.set_network_check([&networks, &proxies](const ContainerConfig& c) {
+        if (auto e = networks.prepare_container(c); !e.empty())
+            return e;
+        return proxies.check(c);
+    });
+    manager.set_on_change([&proxies](const Container& c) { return proxies.sync(c); });
     manager.set_create_defaults([&networks](ContainerConfig& c) { networks.add_default_nic(c); });
     networks.load();
     manager.load();

@@ -151,6 +151,8 @@ void Manager::on_status(Container& c, const std::string& text) {
                                        "LXCFS", nullptr);
     if (c.state == ContainerState::running && on_running_)
         on_running_();
+    if (on_change_)
+        on_change_(c);
     // A container re-attached after a lodged restart, or one that started while lxcfs moved.
     if (lxcfs_known_ && c.state == ContainerState::running && c.lxcfs != lxcfs_live_)
         set_lxcfs_live(lxcfs_live_);

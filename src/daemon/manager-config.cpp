@@ -4,6 +4,7 @@
 #include "common/limits.hpp"
 #include "common/log.hpp"
 #include "common/nic.hpp"
+#include "common/proxy-device.hpp"
 #include "common/validate.hpp"
 #include "daemon/manager.hpp"
 #include "devlxd/devlxd-api.hpp"
@@ -135,6 +136,9 @@ Result<> Manager::add_device(Container& c, const std::string& device, const KeyM
     if (auto e = check_container_config(next); !e.empty())
         return invalid_config(e);
     bool nic = is_nic(keys);
+    if (is_proxy(keys) && network_check_)
+        if (auto e = network_check_(next); !e.empty())
+            return invalid_config(e);
     std::optional<runtime::proto::Request> plug;
     if (nic) {
         auto prepared = prepare_nic(c, next, device);
@@ -157,6 +161,15 @@ Result<> Manager::add_device(Container& c, const std::string& device, const KeyM
                               [](const Result<>&) {});
             return done(saved);
         }
+        // A proxy that cannot listen (its port taken) is not kept.
+        if (is_proxy(keys) && on_change_)
+            if (auto e = on_change_(*found); !e.empty()) {
+                ContainerConfig back = found->config;
+                back.devices.erase(device);
+                (void)commit_config(*found, back, "Devices");
+                on_change_(*found);
+                return done(make_error(errors::failed, EIO, e));
+            }
         if (nic) // its volatile keys
             sd_bus_emit_properties_changed(bus_, found->object_path().c_str(),
                                            "io.lodge1.Container", "Config", nullptr);
@@ -193,6 +206,8 @@ Result<> Manager::remove_device(Container& c, const std::string& device, Done do
         drop_device_volatile(next, device);
         if (auto saved = commit_config(*found, std::move(next), "Devices"); !saved)
             return done(saved);
+        if (is_proxy(removed) && on_change_)
+            on_change_(*found);
         if (found->running())
             guest_event(*found, devlxd::event_device,
                         devlxd::device_event("removed", device, removed, realtime_usec()));

@@ -170,6 +170,8 @@ Result<> Manager::request(Container& c, const runtime::proto::Request& req, cons
 void Manager::container_stopped(Container& c) {
     if (on_stopped_)
         on_stopped_(c);
+    if (on_change_)
+        on_change_(c);
     // A later boot starts not ready, even if lodged restarts before the guest says otherwise.
     ::unlink(ready_file(c.name()).c_str());
     if (!c.ready())

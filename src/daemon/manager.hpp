@@ -117,6 +117,11 @@ public:
     void set_network_check(std::function<std::string(const ContainerConfig&)> fn) {
         network_check_ = std::move(fn);
     }
+    // Called when a container's state or devices changed (proxy devices follow it,
+    // proxy-manager.hpp); returns "" or what could not be done, which fails a device add.
+    void set_on_change(std::function<std::string(const Container&)> fn) {
+        on_change_ = std::move(fn);
+    }
     // Devices every new container gets (eth0 on the default network, network-manager.cpp).
     void set_create_defaults(std::function<void(ContainerConfig&)> fn) {
         create_defaults_ = std::move(fn);
@@ -221,6 +226,7 @@ private:
     std::function<void()> on_running_;
     std::function<std::string(const ContainerConfig&)> network_check_;
     std::function<void(ContainerConfig&)> create_defaults_;
+    std::function<std::string(const Container&)> on_change_;
     GuestEventSink guest_events_;
     std::function<void(const Container&)> on_stopped_;
     std::map<std::string, std::unique_ptr<Container>> containers_;

@@ -178,7 +178,7 @@ int NetworkManager::apply_firewall(std::string& error) {
     std::vector<Network> all;
     for (auto& [name, n] : networks_)
         all.push_back(n);
-    return network::apply_firewall(all, error);
+    return network::apply_firewall(all, extra_chains_ ? extra_chains_() : std::string(), error);
 }
 
 void NetworkManager::watch(const std::string& name, pid_t pid) {
@@ -454,7 +454,7 @@ KeyMap NetworkManager::info(const std::string& name) const {
     out["forwarding.ipv4"] = network::forwarding_enabled(false) ? "enabled" : "disabled";
     out["forwarding.ipv6"] = network::forwarding_enabled(true) ? "enabled" : "disabled";
     out["firewall"] = network::firewall_table_exists()
-                          ? std::string("nftables table inet ") + network::nft_table
+                          ? "nftables table inet " + network::nft_table()
                           : "missing";
     std::string users;
     for (auto& u : used_by(name))

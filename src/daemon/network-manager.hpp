@@ -4,10 +4,11 @@
 // when it dies, and the operations behind the bus methods.
 #pragma once
 
-#include "daemon/bus-util.hpp"
 #include "common/fd.hpp"
+#include "daemon/bus-util.hpp"
 #include "network/network-config.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -51,6 +52,12 @@ public:
     // the container has no nic yet (what LXD's default profile gives).
     void add_default_nic(ContainerConfig& c) const;
 
+    // Chains that go into lodge's table besides the networks' own (proxy devices' DNAT,
+    // proxy-manager.cpp); asked for each time the table is loaded.
+    void set_extra_chains(std::function<std::string()> fn) { extra_chains_ = std::move(fn); }
+    // Loads the table again (a proxy device's DNAT came or went). 0 or -errno with `error`.
+    int reload_firewall(std::string& error) { return apply_firewall(error); }
+
 private:
     struct Daemon {
         NetworkManager* owner = nullptr;
@@ -77,6 +84,7 @@ private:
     Manager& containers_;
     std::map<std::string, network::Network> networks_;
     std::map<std::string, std::unique_ptr<Daemon>> daemons_;
+    std::function<std::string()> extra_chains_;
 };
 
 } // namespace lodge::daemon

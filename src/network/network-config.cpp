@@ -444,8 +444,25 @@ std::string dnsmasq_hosts(const std::vector<Member>& members) {
     return o.str();
 }
 
-std::string nft_script(const std::vector<Network>& networks, bool table_exists) {
+std::string nft_table() {
+    const char* dir = std::getenv("LODGE_STATE_DIR");
+    std::string state = dir && *dir ? dir : "";
+    while (state.size() > 1 && state.back() == '/')
+        state.pop_back();
+    if (state.empty() || state == "/var/lib/lodge")
+        return "lodge";
+    uint32_t h = 2166136261u; // FNV-1a: stable across builds and runs
+    for (unsigned char ch : state)
+        h = (h ^ ch) * 16777619u;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%08x", h);
+    return std::string("lodge-") + buf;
+}
+
+std::string nft_script(const std::vector<Network>& networks, bool table_exists,
+                       const std::string& extra_chains) {
     std::ostringstream o;
+    const std::string nft_table = network::nft_table();
     // "add" then "delete" makes the delete succeed whether or not the table exists; the new
     // table follows in the same transaction, so nothing ever sees a half-made ruleset.
     o << "add table inet " << nft_table << "\n";
@@ -494,7 +511,7 @@ std::string nft_script(const std::vector<Network>& networks, bool table_exists) 
             o << "  }\n";
         }
     }
-    o << "}\n";
+    o << extra_chains << "}\n";
     return o.str();
 }
 

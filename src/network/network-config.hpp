@@ -92,10 +92,15 @@ std::string dnsmasq_config(const Network& n, const DnsmasqPaths& paths);
 // dhcp-hostsfile lines: "MAC,[IPv4,][[IPv6],]NAME" per member.
 std::string dnsmasq_hosts(const std::vector<Member>& members);
 
-// lodge's nftables table ("inet lodge") for every network, as one `nft -f` script that
-// replaces the whole table in one transaction. Empty networks: the script only deletes it.
-constexpr const char* nft_table = "lodge";
-std::string nft_script(const std::vector<Network>& networks, bool table_exists);
+// lodge's nftables table: "lodge" (inet family) for the default state directory. A lodged
+// with another LODGE_STATE_DIR (tests, a second instance) gets "lodge-" and a hash of that
+// directory, so one instance's table replacement never removes another's rules.
+std::string nft_table();
+// The table for every network, as one `nft -f` script that replaces the whole table in one
+// transaction; `extra_chains` (proxy devices' DNAT) go inside it. Empty networks: the script
+// only deletes it.
+std::string nft_script(const std::vector<Network>& networks, bool table_exists,
+                       const std::string& extra_chains = {});
 
 struct Lease {
     uint64_t expiry = 0;

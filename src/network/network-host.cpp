@@ -347,9 +347,10 @@ void host_subnets(std::vector<Cidr4>& v4, std::vector<Cidr6>& v6,
     }
 }
 
-int apply_firewall(const std::vector<Network>& networks, std::string& error) {
+int apply_firewall(const std::vector<Network>& networks, const std::string& extra_chains,
+                   std::string& error) {
     std::string out, err;
-    int r = run({nft_binary(), "-f", "-"}, nft_script(networks, false), out, err);
+    int r = run({nft_binary(), "-f", "-"}, nft_script(networks, false, extra_chains), out, err);
     if (r != 0) {
         error = "nft could not load lodge's table: " +
                 (r < 0 ? std::string(std::strerror(-r)) : first_line(err));
@@ -363,7 +364,7 @@ int apply_firewall(const std::vector<Network>& networks, std::string& error) {
 
 bool firewall_table_exists() {
     std::string out, err;
-    return run({nft_binary(), "list", "table", "inet", nft_table}, "", out, err) == 0;
+    return run({nft_binary(), "list", "table", "inet", nft_table()}, "", out, err) == 0;
 }
 
 std::string enable_forwarding(bool v4, bool v6) {
@@ -393,7 +394,7 @@ std::string forward_policy_warning(const std::string& bridge) {
                     continue;
                 auto& c = item["chain"];
                 if (c.value("hook", "") != "forward" || c.value("policy", "") != "drop" ||
-                    c.value("table", "") == nft_table)
+                    c.value("table", "").rfind("lodge", 0) == 0)
                     continue;
                 std::string family = c.value("family", ""), table = c.value("table", ""),
                             chain = c.value("name", "");

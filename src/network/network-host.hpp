@@ -27,8 +27,10 @@ void host_subnets(std::vector<Cidr4>& v4, std::vector<Cidr6>& v6,
                   const std::vector<std::string>& skip);
 
 // Writes and loads lodge's nftables table for these networks (all of them: the table is
-// replaced whole). Returns 0 or -errno with `error` holding nft's message.
-int apply_firewall(const std::vector<Network>& networks, std::string& error);
+// replaced whole) with `extra_chains` (proxy DNAT). Returns 0 or -errno with `error` holding
+// nft's message.
+int apply_firewall(const std::vector<Network>& networks, const std::string& extra_chains,
+                   std::string& error);
 bool firewall_table_exists();
 
 // net.ipv4.ip_forward / net.ipv6.conf.all.forwarding on, as LXD does for a network with NAT.

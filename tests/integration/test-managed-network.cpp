@@ -135,6 +135,14 @@ protected:
         uint32_t mask = prefix ? htonl(~uint32_t(0) << (32 - prefix)) : 0;
         return (a.s_addr & mask) == (n.s_addr & mask);
     }
+    // lodge's nftables table of this lodged (its own: the state dir is private), as
+    // `network info` names it.
+    std::string table(const std::string& net) {
+        std::string info = ctl("network info " + net);
+        auto at = info.find("nftables table inet ");
+        return at == std::string::npos ? "lodge"
+                                       : info.substr(at + 20, info.find('\n', at) - at - 20);
+    }
     static bool dnsmasq_running_for(const std::string& net) {
         // "[n]" keeps the pattern from matching the shell that runs pgrep.
         return sh("pgrep -f -- '[n]etworks/" + net + "/dnsmasq.conf' >/dev/null && echo yes") ==
@@ -159,7 +167,7 @@ TEST_F(ManagedNetwork, BusyboxGetsALeaseAndNamesResolve) {
     EXPECT_TRUE(::if_nametoindex(net.c_str()) != 0);
     EXPECT_TRUE(contains(sh("ip -o addr show dev " + net), subnet)) << sh("ip addr show " + net);
     EXPECT_TRUE(dnsmasq_running_for(net));
-    EXPECT_TRUE(contains(sh("nft list table inet lodge 2>&1"), "fwd." + net));
+    EXPECT_TRUE(contains(sh("nft list table inet " + table(net) + " 2>&1"), "fwd." + net));
     // The state is root-only and holds the concrete subnet.
     std::string state = TestRoot::get().dir + "/state/networks/" + net;
     EXPECT_TRUE(contains(sh("stat -c %a " + state), "700"));
@@ -287,7 +295,7 @@ TEST_F(ManagedNetwork, NatShowsTheHostsAddressUpstreamAndNotWithoutIt) {
 
     out = ctl("network set " + net + " ipv4.nat=false", &st);
     ASSERT_EQ(st, 0) << out;
-    EXPECT_FALSE(contains(sh("nft list table inet lodge"), "masquerade"));
+    EXPECT_FALSE(contains(sh("nft list table inet " + table(net)), "masquerade"));
     // The upstream has no route back to the container's subnet: no answer, but the request
     // arrives, from the container's own address.
     exec(c, "busybox ping -c 1 -W 2 " + up.up_addr, &st);
@@ -403,14 +411,15 @@ TEST_F(ManagedNetwork, KilledLodgedLeavesNetworksWorkingAndRebuildsWhatIsMissing
 
     // What a host reboot takes (bridge, table, dnsmasq) comes back when lodged starts.
     ctl("stop --force " + c, &st);
+    std::string tbl = table(net);
     daemon->kill9();
     sh("pkill -F " + TestRoot::get().dir + "/run/networks/" + net + "/dnsmasq.pid");
     EXPECT_TRUE(wait_until([&] { return !dnsmasq_running_for(net); }, 30));
-    sh("ip link del " + net + "; nft delete table inet lodge");
+    sh("ip link del " + net + "; nft delete table inet " + tbl);
     daemon = std::make_unique<Lodged>();
     ASSERT_TRUE(daemon->wait_ready());
     EXPECT_NE(::if_nametoindex(net.c_str()), 0u);
-    EXPECT_TRUE(contains(sh("nft list table inet lodge 2>&1"), "fwd." + net));
+    EXPECT_TRUE(contains(sh("nft list table inet " + table(net) + " 2>&1"), "fwd." + net));
     EXPECT_TRUE(dnsmasq_running_for(net));
     out = ctl("start " + c, &st);
     ASSERT_EQ(st, 0) << out;

@@ -2,6 +2,7 @@
 // that avoid what is used and fail clearly when nothing is free, dnsmasq's config bound to the
 // bridge only, the nftables script confined to lodge's table, and the leases file.
 #include "network/network-config.hpp"
+#include "network/proxy.hpp"
 
 #include <gtest/gtest.h>
 
@@ -33,8 +34,7 @@ TEST(NetworkConfig, KeysAreCheckedAndNamed) {
     EXPECT_NE(check_network_key("ipv6.address", "fd42::1/120"), "");
     EXPECT_EQ(check_network_key("ipv4.nat", "true"), "");
     EXPECT_TRUE(contains(check_network_key("ipv4.nat", "maybe"), "ipv4.nat"));
-    EXPECT_EQ(check_network_key("ipv4.dhcp.ranges", "10.0.0.10-10.0.0.20,10.0.0.30-10.0.0.40"),
-              "");
+    EXPECT_EQ(check_network_key("ipv4.dhcp.ranges", "10.0.0.10-10.0.0.20,10.0.0.30-10.0.0.40"), "");
     EXPECT_NE(check_network_key("ipv4.dhcp.ranges", "10.0.0.20-10.0.0.10"), "");
     EXPECT_EQ(check_network_key("dns.domain", "lodge"), "");
     EXPECT_NE(check_network_key("dns.domain", "bad domain"), "");
@@ -131,12 +131,13 @@ TEST(NetworkConfig, DnsmasqIsBoundToTheBridgeOnly) {
 }
 
 TEST(NetworkConfig, HostsEntriesGiveNamesAndStaticLeases) {
-    std::string h = dnsmasq_hosts({{"c1", "00:16:3e:00:00:01", "", ""},
-                                   {"c2", "00:16:3e:00:00:02", "10.0.0.5", "fd42::5"}});
+    std::string h = dnsmasq_hosts(
+        {{"c1", "00:16:3e:00:00:01", "", ""}, {"c2", "00:16:3e:00:00:02", "10.0.0.5", "fd42::5"}});
     EXPECT_EQ(h, "00:16:3e:00:00:01,c1\n00:16:3e:00:00:02,10.0.0.5,[fd42::5],c2\n");
 }
 
 TEST(NetworkConfig, NftScriptTouchesOnlyLodgesTable) {
+    ::unsetenv("LODGE_STATE_DIR");
     Network a{"br1", {{"ipv4.address", "10.1.1.1/24"}, {"ipv4.nat", "true"}}};
     Network b{"br2", {{"ipv4.address", "10.2.2.1/24"}, {"ipv6.address", "none"}}};
     std::string s = nft_script({a, b}, true);
@@ -148,6 +149,73 @@ TEST(NetworkConfig, NftScriptTouchesOnlyLodgesTable) {
     for (size_t at = s.find("table "); at != std::string::npos; at = s.find("table ", at + 1))
         EXPECT_EQ(s.substr(at, 16), "table inet lodge") << s;
     EXPECT_EQ(nft_script({}, true), "add table inet lodge\ndelete table inet lodge\n");
+}
+
+// Instances with their own state dir get tables of their own: one replacing its table never
+// removes another's rules. The default state dir keeps the contract's "inet lodge".
+TEST(NetworkConfig, TableNameFollowsTheStateDir) {
+    ::unsetenv("LODGE_STATE_DIR");
+    EXPECT_EQ(nft_table(), "lodge");
+    ::setenv("LODGE_STATE_DIR", "/var/lib/lodge/", 1);
+    EXPECT_EQ(nft_table(), "lodge");
+    ::setenv("LODGE_STATE_DIR", "/tmp/a/state", 1);
+    std::string a = nft_table();
+    ::setenv("LODGE_STATE_DIR", "/tmp/b/state", 1);
+    std::string b = nft_table();
+    EXPECT_NE(a, b);
+    EXPECT_EQ(a.rfind("lodge-", 0), 0u);
+    EXPECT_EQ(a.size(), 14u);
+    Network n{"br1", {{"ipv4.address", "10.1.1.1/24"}}};
+    std::string s = nft_script({n}, true);
+    EXPECT_TRUE(contains(s, "delete table inet " + b + "\n")) << s;
+    EXPECT_FALSE(contains(s, a));
+    ::unsetenv("LODGE_STATE_DIR");
+}
+
+TEST(NetworkConfig, ProxyNatChains) {
+    EXPECT_EQ(nft_nat_chains({}), "");
+    ProxyDevice any, one, v6;
+    ASSERT_EQ(parse_proxy_device("web",
+                                 {{"type", "proxy"},
+                                  {"listen", "tcp:0.0.0.0:80"},
+                                  {"connect", "tcp:10.1.1.5:8080"},
+                                  {"nat", "true"}},
+                                 any),
+              "");
+    ASSERT_EQ(parse_proxy_device("dns",
+                                 {{"type", "proxy"},
+                                  {"listen", "udp:192.0.2.1:53"},
+                                  {"connect", "udp:10.1.1.5:53"},
+                                  {"nat", "true"}},
+                                 one),
+              "");
+    ASSERT_EQ(parse_proxy_device("w6",
+                                 {{"type", "proxy"},
+                                  {"listen", "tcp:[::]:80"},
+                                  {"connect", "tcp:[fd42::5]:80"},
+                                  {"nat", "true"}},
+                                 v6),
+              "");
+    std::string s = nft_nat_chains({{"c1", "web", any.listen, any.connect},
+                                    {"c1", "dns", one.listen, one.connect},
+                                    {"c2", "w6", v6.listen, v6.connect}});
+    EXPECT_TRUE(contains(s, "type nat hook prerouting priority dstnat")) << s;
+    EXPECT_TRUE(contains(s, "type nat hook output priority -100")) << s;
+    EXPECT_TRUE(contains(s, "meta nfproto ipv4 fib daddr type local tcp dport 80 dnat ip to "
+                            "10.1.1.5:8080 comment \"c1/web\""))
+        << s;
+    // The host's loopback is never sent to a bridge.
+    EXPECT_TRUE(contains(s, "fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 80")) << s;
+    EXPECT_TRUE(contains(s, "ip daddr 192.0.2.1 udp dport 53 dnat ip to 10.1.1.5:53")) << s;
+    EXPECT_TRUE(contains(s, "dnat ip6 to [fd42::5]:80")) << s;
+    // Inside lodge's table, in the same transaction as the networks' rules.
+    Network n{"br1", {{"ipv4.address", "10.1.1.1/24"}}};
+    ::unsetenv("LODGE_STATE_DIR");
+    std::string script = nft_script({n}, true, s);
+    EXPECT_TRUE(contains(script, "chain fwd.br1")) << script;
+    EXPECT_TRUE(contains(script, "chain proxy.pre")) << script;
+    EXPECT_EQ(script.back(), '\n');
+    EXPECT_EQ(script.substr(script.size() - 2), "}\n");
 }
 
 TEST(NetworkConfig, LeasesFile) {
