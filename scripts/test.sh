@@ -16,9 +16,10 @@ mkdir -p "$(dirname "$LODGE_DEBIAN_TARBALL")"
 LODGE_DEBIAN_APT="cloud-init curl python3" \
   bash tests/fixtures/make-debian-rootfs.sh "$LODGE_DEBIAN_TARBALL" ||
   echo "test.sh: could not build the Debian rootfs; its tests will report themselves skipped"
-# Tier 2 boots that Debian with lodge installed: machined, busybox and lodge's libraries too.
+# Tier 2 boots that Debian with lodge installed: machined, busybox and lodge's libraries too;
+# dnsmasq, nft and systemd-resolved for its managed network.
 export LODGE_TIER2_TARBALL=${LODGE_TIER2_TARBALL:-/var/cache/lodge-tests/debian-bookworm-tier2.tar.zst}
-LODGE_DEBIAN_EXTRA="systemd-container libseccomp2 libcap2 libarchive13 libyaml-0-2 libmount1 busybox-static dbus" \
+LODGE_DEBIAN_EXTRA="systemd-container libseccomp2 libcap2 libarchive13 libyaml-0-2 libmount1 busybox-static dbus dnsmasq-base nftables systemd-resolved" \
   bash tests/fixtures/make-debian-rootfs.sh "$LODGE_TIER2_TARBALL" ||
   echo "test.sh: could not build the tier-2 rootfs; the tier2 suite will report itself skipped"
 # Tier 3 boots three such nodes as a Pacemaker cluster: corosync, pacemaker, pcs, sshd, and the
