@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Managed network numbers (lodge-network(7)): time from `lodgectl start` to a DHCP lease in a
 # busybox guest (udhcpc) and, with LODGE_DEBIAN_TARBALL, in a Debian guest (systemd-networkd),
-# then N containers (default 100) on one network, all with leases and names. lodged runs on a
-# private dbus-daemon with its state in a temporary directory; everything it made is removed.
+# then N containers (default 100) on one network, all with leases and names (each NAME.lodge
+# asked of the network's dnsmasq). With the Debian guest and Debian's lxd installed, LXD 5.0 on
+# a bridge of its own (what lxdbr0 is) runs the same Debian rootfs in the same rounds, round by
+# round after lodge: LXD is started by hand with its state in the temporary directory, as
+# bench/compare does. lodged runs on a private dbus-daemon with its state in a temporary
+# directory; everything either made is removed.
 # A benchmark, not a test: it prints numbers. Usage: bench/network.sh [BUILD] (as root)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,10 +16,30 @@ rounds=${LODGE_BENCH_ROUNDS:-10}
 T=$(mktemp -d /tmp/lodge-bench-net.XXXXXX)
 chmod 755 "$T"
 net=lbn$$
-net=${net:0:15}
+net=${net:0:14}
 ctl=$build/lodgectl
+lxnet=lbx$$
+lxnet=${lxnet:0:15}
+LXD_PID=
+# What LXD leaves behind (its empty nftables table, its monitors' cgroup) goes unless it was
+# there before.
+had_lxd_table=0; nft list table inet lxd >/dev/null 2>&1 && had_lxd_table=1
+had_lxc_pivot=0; [ -e /sys/fs/cgroup/unified/lxc.pivot ] && had_lxc_pivot=1
 cleanup() {
   set +e
+  if [ -n "$LXD_PID" ] && kill -0 "$LXD_PID" 2>/dev/null; then
+    for n in $(timeout 60 lxc list --format csv -c n 2>/dev/null); do timeout 60 lxc delete --force "$n" >/dev/null 2>&1; done
+    timeout 60 lxc image delete deb >/dev/null 2>&1
+    timeout 60 lxc profile device remove default eth0 >/dev/null 2>&1
+    timeout 60 lxc network delete "$lxnet" >/dev/null 2>&1
+    timeout 60 lxd shutdown >/dev/null 2>&1
+    kill -0 "$LXD_PID" 2>/dev/null && kill -KILL "$LXD_PID" 2>/dev/null
+  fi
+  ip link del "$lxnet" 2>/dev/null
+  if [ -n "$LXD_PID" ]; then
+    [ "$had_lxd_table" = 1 ] || nft delete table inet lxd 2>/dev/null
+    [ "$had_lxc_pivot" = 1 ] || for d in /sys/fs/cgroup/*/lxc.pivot; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
+  fi
   if [ -n "${LODGED_PID:-}" ]; then
     "$ctl" list -q 2>/dev/null | xargs -r "$ctl" delete --force >/dev/null 2>&1
     "$ctl" network delete "$net" >/dev/null 2>&1
@@ -85,24 +109,90 @@ done
 printf '%s\n' "${times[@]}" | stats "busybox: lodgectl start to DHCP lease (udhcpc)"
 "$ctl" delete --force bb
 
+# No udev in a minbase rootfs: networkd must see /sys read-only to skip waiting for it. Both
+# managers' guests get the same networkd setup.
+networkd_dhcp() { # ROOTFS
+  printf '[Match]\nName=eth0\n[Network]\nDHCP=yes\n' > "$1/etc/systemd/network/50-eth0.network"
+  [ -e "$1/lib/systemd/systemd-udevd" ] || { mkdir -p "$1/etc/systemd/system/systemd-networkd.service.d"
+    printf '[Service]\nReadOnlyPaths=/sys\n' > "$1/etc/systemd/system/systemd-networkd.service.d/no-udev.conf"; }
+  systemctl --root="$1" enable systemd-networkd.service >/dev/null 2>&1
+}
+start_lxd() {
+  export LXD_DIR=$T/lxd
+  mkdir -p "$LXD_DIR"; chmod 0711 "$LXD_DIR"
+  setsid lxd --group lxd --logfile="$T/lxd.log" >>"$T/lxd.out" 2>&1 </dev/null &
+  LXD_PID=$!
+  timeout 60 lxd waitready --timeout=60 || { echo "lxd did not come up (see $T/lxd.log)"; return 1; }
+  # lxdbr0 as `lxd init` makes it (NAT, dnsmasq, an auto ULA), under a name of its own. LXD's
+  # own IPv4 `auto` gives up where a route covers 10/8; the /24 comes from lodge's `auto`
+  # (a network made and deleted for it), so it overlaps nothing either.
+  "$ctl" network create "${net}x" ipv6.address=none >/dev/null
+  local subnet
+  subnet=$("$ctl" network get "${net}x" ipv4.address)
+  "$ctl" network delete "${net}x" >/dev/null
+  lxd init --preseed >>"$T/lxd.out" 2>&1 <<EOF
+config: {}
+networks:
+- name: $lxnet
+  type: bridge
+  config:
+    ipv4.address: $subnet
+    ipv4.nat: "true"
+    ipv6.address: auto
+storage_pools:
+- name: default
+  driver: dir
+profiles:
+- name: default
+  devices:
+    root: {path: /, pool: default, type: disk}
+    eth0: {name: eth0, network: $lxnet, type: nic}
+EOF
+}
 if [ -n "${LODGE_DEBIAN_TARBALL:-}" ] && [ -f "$LODGE_DEBIAN_TARBALL" ]; then
   "$ctl" create deb "$LODGE_DEBIAN_TARBALL" --network "$net" >/dev/null
-  root=$T/state/containers/deb/rootfs
-  printf '[Match]\nName=eth0\n[Network]\nDHCP=yes\n' > "$root/etc/systemd/network/50-eth0.network"
-  # No udev in a minbase rootfs: networkd must see /sys read-only to skip waiting for it.
-  [ -e "$root/lib/systemd/systemd-udevd" ] || { mkdir -p "$root/etc/systemd/system/systemd-networkd.service.d"
-    printf '[Service]\nReadOnlyPaths=/sys\n' > "$root/etc/systemd/system/systemd-networkd.service.d/no-udev.conf"; }
-  systemctl --root="$root" enable systemd-networkd.service >/dev/null 2>&1
-  times=()
-  for i in $(seq 3); do
+  networkd_dhcp "$T/state/containers/deb/rootfs"
+  lxd_ok=0
+  if command -v lxd >/dev/null && getent group lxd >/dev/null && start_lxd; then
+    mkdir -p "$T/lxdimg"
+    printf 'architecture: x86_64\ncreation_date: %s\nproperties:\n  os: debian\n  release: bookworm\n' \
+      "$(date +%s)" > "$T/lxdimg/metadata.yaml"
+    tar -C "$T/lxdimg" -cf "$T/lxdimg/meta.tar" metadata.yaml
+    zstd -q -d -c "$LODGE_DEBIAN_TARBALL" > "$T/lxdimg/rootfs.tar"
+    if lxc image import "$T/lxdimg/meta.tar" "$T/lxdimg/rootfs.tar" --alias deb >>"$T/lxd.out" 2>&1 &&
+       lxc init deb deb >>"$T/lxd.out" 2>&1; then
+      networkd_dhcp "$LXD_DIR/storage-pools/default/containers/deb/rootfs"
+      lxd_ok=1
+      lxprefix=$(lxc network get "$lxnet" ipv4.address); lxprefix=${lxprefix%.*}.
+      echo "LXD $(lxd --version) network $lxnet: $(lxc network get "$lxnet" ipv4.address)"
+    else
+      echo "note: LXD could not import or create the Debian guest (see $T/lxd.out); lodge alone"
+    fi
+    rm -f "$T/lxdimg/rootfs.tar"
+  else
+    echo "note: LXD is not installed or did not start; lodge alone ($(tail -n 1 "$T/lxd.out" 2>/dev/null))"
+  fi
+  times=() lxtimes=()
+  for i in $(seq "${LODGE_BENCH_DEB_ROUNDS:-5}"); do
     t0=$(now_ms)
     "$ctl" start deb
     until "$ctl" list --json | grep -q "\"$prefix"; do :; done
     times+=($(($(now_ms) - t0)))
     "$ctl" stop deb --timeout 30 >/dev/null
+    if [ "$lxd_ok" = 1 ]; then
+      t0=$(now_ms)
+      lxc start deb >/dev/null
+      until lxc list deb -c 4 --format csv | grep -q "$lxprefix"; do :; done
+      lxtimes+=($(($(now_ms) - t0)))
+      lxc stop deb --timeout 30 >/dev/null
+    fi
   done
-  printf '%s\n' "${times[@]}" | stats "Debian (systemd-networkd): lodgectl start to DHCP lease"
+  printf '%s\n' "${times[@]}" | stats "Debian (systemd-networkd), lodge: lodgectl start to DHCP lease"
+  if [ "$lxd_ok" = 1 ]; then
+    printf '%s\n' "${lxtimes[@]}" | stats "Debian (systemd-networkd), LXD $lxnet: lxc start to DHCP lease"
+  fi
   "$ctl" delete --force deb
+  if [ "$lxd_ok" = 1 ]; then lxc delete --force deb >/dev/null; fi
 fi
 
 # N containers on one network, all with a lease and a name.
@@ -114,8 +204,11 @@ for i in $(seq "$count"); do put_script "c$i"; lease "c$i" & pids+=($!); done
 for p in "${pids[@]}"; do wait "$p" || true; done
 t1=$(now_ms)
 leases=$("$ctl" network list-leases "$net" --json | { grep -o '"hostname":"c[0-9]*"' || true; } | wc -l)
-named=0
+# Every name asked of the network's dnsmasq (on the bridge's address), and from inside c1.
+dns=$("$ctl" network get "$net" ipv4.address); dns=${dns%/*}
+named=0 named_c1=0
 for i in $(seq "$count"); do
-  "$ctl" exec c1 -- busybox nslookup "c$i.lodge" 2>/dev/null | grep -q "$prefix" && named=$((named + 1))
+  busybox nslookup "c$i.lodge" "$dns" 2>/dev/null | grep -q "$prefix" && named=$((named + 1))
+  "$ctl" exec c1 -- busybox nslookup "c$i.lodge" 2>/dev/null | grep -q "$prefix" && named_c1=$((named_c1 + 1))
 done
-echo "$count containers on one network: created, started and leased in $((t1 - t0)) ms; $leases leases; $named names resolve from c1"
+echo "$count containers on one network: created, started and leased in $((t1 - t0)) ms; $leases leases; $named names resolve through the network's dnsmasq ($named_c1 from inside c1)"
