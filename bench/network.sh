@@ -124,8 +124,9 @@ start_lxd() {
   LXD_PID=$!
   timeout 60 lxd waitready --timeout=60 || { echo "lxd did not come up (see $T/lxd.log)"; return 1; }
   # lxdbr0 as `lxd init` makes it (NAT, dnsmasq, an auto ULA), under a name of its own. LXD's
-  # own IPv4 `auto` gives up where a route covers 10/8; the /24 comes from lodge's `auto`
-  # (a network made and deleted for it), so it overlaps nothing either.
+  # own IPv4 `auto` fails on some hosts ("Failed to automatically find an unused IPv4
+  # subnet": it pings candidates); the /24 comes from lodge's `auto` (a network made and
+  # deleted for it), so it overlaps nothing either.
   "$ctl" network create "${net}x" ipv6.address=none >/dev/null
   local subnet
   subnet=$("$ctl" network get "${net}x" ipv4.address)
