@@ -429,22 +429,24 @@ static int property_get_config(sd_bus*, const char*, const char*, const char*,
     return guarded([&] { return append_string_map(reply, CONTAINER(ud).public_config()); });
 }
 
+int append_devices(sd_bus_message* reply, const std::map<std::string, KeyMap>& devices) {
+    int r = sd_bus_message_open_container(reply, 'a', "{sa{ss}}");
+    for (auto& [dev, keys] : devices) {
+        if (r >= 0)
+            r = sd_bus_message_open_container(reply, 'e', "sa{ss}");
+        if (r >= 0)
+            r = sd_bus_message_append(reply, "s", dev.c_str());
+        if (r >= 0)
+            r = append_string_map(reply, keys);
+        if (r >= 0)
+            r = sd_bus_message_close_container(reply);
+    }
+    return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
 static int property_get_devices(sd_bus*, const char*, const char*, const char*,
                                 sd_bus_message* reply, void* ud, sd_bus_error*) {
-    return guarded([&] {
-        int r = sd_bus_message_open_container(reply, 'a', "{sa{ss}}");
-        for (auto& [dev, keys] : CONTAINER(ud).config.devices) {
-            if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'e', "sa{ss}");
-            if (r >= 0)
-                r = sd_bus_message_append(reply, "s", dev.c_str());
-            if (r >= 0)
-                r = append_string_map(reply, keys);
-            if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        }
-        return r < 0 ? r : sd_bus_message_close_container(reply);
-    });
+    return guarded([&] { return append_devices(reply, CONTAINER(ud).config.devices); });
 }
 
 static const sd_bus_vtable container_vtable[] = {

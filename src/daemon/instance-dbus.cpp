@@ -10,17 +10,8 @@
 namespace lodge::daemon {
 namespace {
 
-struct InstanceApi {
-    Manager* manager;
-};
-
 Manager& manager(void* ud) {
-    return *static_cast<InstanceApi*>(ud)->manager;
-}
-
-// The by-name form of an op of instance-ops.hpp.
-template <ContainerOp op> int by_name(sd_bus_message* m, void* ud, sd_bus_error* e) {
-    return guarded([&] { return run_by_name(m, manager(ud), e, op); });
+    return *static_cast<Manager*>(ud);
 }
 
 // The scheduler's tick at a time the caller chooses (tests, and admins catching up).
@@ -81,11 +72,9 @@ const sd_bus_vtable instance_vtable[] = {
 } // namespace
 
 int register_instance_methods(sd_bus* bus, Manager& m) {
-    static InstanceApi api;
-    api.manager = &m;
     m.start_snapshot_scheduler();
     int r = sd_bus_add_object_vtable(bus, nullptr, "/io/lodge1", "io.lodge1.Manager",
-                                     instance_vtable, &api);
+                                     instance_vtable, &m);
     return r < 0 ? r : register_file_methods(bus, m);
 }
 

@@ -51,33 +51,17 @@ int op_create_snapshot(sd_bus_message* m, Container& c, sd_bus_error* e) {
 }
 
 int op_list_snapshots(sd_bus_message* m, Container& c, sd_bus_error*) {
-    sd_bus_message* raw = nullptr;
-    int r = sd_bus_message_new_method_return(m, &raw);
-    if (r < 0)
-        return r;
-    MessagePtr reply(raw);
-    r = sd_bus_message_open_container(raw, 'a', "(stt)");
+    MessagePtr reply = method_return(m);
+    sd_bus_message* raw = reply.get();
+    int r = raw ? 0 : -ENOMEM;
+    if (r >= 0)
+        r = sd_bus_message_open_container(raw, 'a', "(stt)");
     for (auto& s : snapshots::list(c.name()))
         if (r >= 0)
             r = sd_bus_message_append(raw, "(stt)", s.name.c_str(), s.created_usec, s.expires_usec);
     if (r >= 0)
         r = sd_bus_message_close_container(raw);
     return r < 0 ? r : sd_bus_send(nullptr, raw, nullptr);
-}
-
-static int append_devices(sd_bus_message* reply, const std::map<std::string, KeyMap>& devices) {
-    int r = sd_bus_message_open_container(reply, 'a', "{sa{ss}}");
-    for (auto& [dev, keys] : devices) {
-        if (r >= 0)
-            r = sd_bus_message_open_container(reply, 'e', "sa{ss}");
-        if (r >= 0)
-            r = sd_bus_message_append(reply, "s", dev.c_str());
-        if (r >= 0)
-            r = append_string_map(reply, keys);
-        if (r >= 0)
-            r = sd_bus_message_close_container(reply);
-    }
-    return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
 int op_get_snapshot(sd_bus_message* m, Container& c, sd_bus_error* e) {
@@ -89,12 +73,11 @@ int op_get_snapshot(sd_bus_message* m, Container& c, sd_bus_error* e) {
     snapshots::Info info;
     if (auto found = snapshots::load(c.name(), snap, config, info); !found)
         return set_bus_error(e, found.error());
-    sd_bus_message* raw = nullptr;
-    int r = sd_bus_message_new_method_return(m, &raw);
-    if (r < 0)
-        return r;
-    MessagePtr reply(raw);
-    r = sd_bus_message_append(raw, "tt", info.created_usec, info.expires_usec);
+    MessagePtr reply = method_return(m);
+    sd_bus_message* raw = reply.get();
+    int r = raw ? 0 : -ENOMEM;
+    if (r >= 0)
+        r = sd_bus_message_append(raw, "tt", info.created_usec, info.expires_usec);
     if (r >= 0)
         r = append_string_map(raw, config.config);
     if (r >= 0)
@@ -149,10 +132,13 @@ int op_copy(sd_bus_message* m, Container& c, sd_bus_error* e) {
     std::string created = name;
     std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
     Done done = [call, manager, created](const Result<>& outcome) {
-        if (!outcome)
-            return reply_bus_error(call.get(), outcome.error());
-        Container* copy = manager->find(created);
-        sd_bus_reply_method_return(call.get(), "o", copy ? copy->object_path().c_str() : "/");
+        Container* copy = outcome ? manager->find(created) : nullptr;
+        if (copy)
+            sd_bus_reply_method_return(call.get(), "o", copy->object_path().c_str());
+        else
+            reply_bus_error(call.get(), outcome ? make_error(errors::no_such_container, ENOENT,
+                                                             "The copy \"" + created + "\" is gone")
+                                                : outcome.error());
     };
     if (auto started =
             manager->copy_container(c.name(), snap, name, overrides, with_snapshots, done);

@@ -12,29 +12,36 @@
 
 namespace lodge::daemon {
 
-using ContainerOp = int (*)(sd_bus_message* m, Container& c, sd_bus_error* error);
+using ContainerOpFunction = int(sd_bus_message* m, Container& c, sd_bus_error* error);
+using ContainerOp = ContainerOpFunction*;
 
 // The Manager's by-name form of `op`: reads "s" name, finds the container, runs `op`.
 int run_by_name(sd_bus_message* m, Manager& manager, sd_bus_error* error, ContainerOp op);
 
-int op_create_snapshot(sd_bus_message* m, Container& c, sd_bus_error* error);  // s -> s
-int op_list_snapshots(sd_bus_message* m, Container& c, sd_bus_error* error);   // -> a(stt)
-int op_get_snapshot(sd_bus_message* m, Container& c, sd_bus_error* error);     // s -> tta{ss}..
-int op_delete_snapshot(sd_bus_message* m, Container& c, sd_bus_error* error);  // s
-int op_rename_snapshot(sd_bus_message* m, Container& c, sd_bus_error* error);  // ss
-int op_restore_snapshot(sd_bus_message* m, Container& c, sd_bus_error* error); // sb
-int op_copy(sd_bus_message* m, Container& c, sd_bus_error* error);             // ssa{ss}b -> o
-int op_rename(sd_bus_message* m, Container& c, sd_bus_error* error);           // s -> o
-int op_update(sd_bus_message* m, Container& c, sd_bus_error* error);           // a{ss}a{sa{ss}}
+// `op` as an io.lodge1.Manager method (userdata: the Manager).
+template <ContainerOp op> int by_name(sd_bus_message* m, void* manager, sd_bus_error* error) {
+    return guarded([&] { return run_by_name(m, *static_cast<Manager*>(manager), error, op); });
+}
+// `op` as an io.lodge1.Container method (userdata: the Container).
+template <ContainerOp op> int on_object(sd_bus_message* m, void* container, sd_bus_error* error) {
+    return guarded([&] { return op(m, *static_cast<Container*>(container), error); });
+}
 
+// Snapshots: CreateSnapshot (s -> s), ListSnapshots (-> a(stt)), GetSnapshot (s -> tt a{ss}
+// a{sa{ss}}), DeleteSnapshot (s), RenameSnapshot (ss), RestoreSnapshot (sb).
+ContainerOpFunction op_create_snapshot, op_list_snapshots, op_get_snapshot, op_delete_snapshot,
+    op_rename_snapshot, op_restore_snapshot;
+// Copy (ssa{ss}b -> o), Rename (s -> o), Update (a{ss}a{sa{ss}}).
+ContainerOpFunction op_copy, op_rename, op_update;
 // files-dbus.cpp; each reads "s" path first.
-int op_stat_file(sd_bus_message* m, Container& c, sd_bus_error* error);
-int op_list_directory(sd_bus_message* m, Container& c, sd_bus_error* error);
-int op_pull_file(sd_bus_message* m, Container& c, sd_bus_error* error);
-int op_push_file(sd_bus_message* m, Container& c, sd_bus_error* error);
-int op_make_directory(sd_bus_message* m, Container& c, sd_bus_error* error);
-int op_make_symlink(sd_bus_message* m, Container& c, sd_bus_error* error);
-int op_delete_file(sd_bus_message* m, Container& c, sd_bus_error* error);
+ContainerOpFunction op_stat_file, op_list_directory, op_pull_file, op_push_file, op_make_directory,
+    op_make_symlink, op_delete_file;
+
+// A reply to `m` to append to; nullptr when none could be made.
+inline MessagePtr method_return(sd_bus_message* m) {
+    sd_bus_message* raw = nullptr;
+    return sd_bus_message_new_method_return(m, &raw) < 0 ? nullptr : MessagePtr(raw);
+}
 
 // The io.lodge1.Container twins (a second vtable of that interface on each container object).
 int register_instance_object_methods(sd_bus* bus, Manager& m);

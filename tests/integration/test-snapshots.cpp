@@ -4,6 +4,7 @@
 // files), on a plain directory and on a btrfs filesystem the test makes; copies run next to
 // their source; renames take snapshots, log and autostart along; kill -9 of lodged mid-way
 // leaves the old or the new state and nothing else.
+#include "calendar.hpp"
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
 #include "common/paths.hpp"
@@ -239,6 +240,16 @@ protected:
     }
     std::string cdir(const std::string& n) { return state_dir + "/containers/" + n; }
     std::string rootfs(const std::string& n) { return cdir(n) + "/rootfs"; }
+    // `lodgectl copy FROM NEW FLAGS` to a new name made from `base`; "" when it failed.
+    std::string copy_to(const std::string& from, const std::string& base,
+                        const std::string& flags) {
+        std::string n = unique_name(base);
+        created.push_back(n);
+        int st = -1;
+        std::string out = ctl("copy " + from + " " + n + flags, &st);
+        EXPECT_EQ(st, 0) << out;
+        return st == 0 ? n : "";
+    }
     std::string get(const std::string& n, const std::string& key) {
         std::string v = ctl("config get " + n + " " + key);
         while (!v.empty() && v.back() == '\n')
@@ -516,10 +527,8 @@ TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
     if (st != 0 && contains(out, "idmapped"))
         GTEST_SKIP() << out;
     ASSERT_EQ(st, 0) << out;
-    std::string b = unique_name("copyb");
-    created.push_back(b);
-    out = ctl("copy " + a + " " + b + " -c user.copied=yes", &st);
-    ASSERT_EQ(st, 0) << out;
+    std::string b = copy_to(a, "copyb", " -c user.copied=yes");
+    ASSERT_NE(b, "");
     EXPECT_EQ(read_text(rootfs(b) + "/marker"), "from a\n");
     EXPECT_EQ(ctl("snapshot list " + b + " -q"), "s1\n");
     EXPECT_EQ(get(b, "user.copied"), "yes");
@@ -539,10 +548,8 @@ TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
     EXPECT_TRUE(contains(ctl("status " + a), "running"));
     EXPECT_TRUE(contains(ctl("status " + b), "running"));
 
-    std::string c = unique_name("copyc");
-    created.push_back(c);
-    out = ctl("copy " + a + "/s1 " + c + " --no-snapshots", &st);
-    ASSERT_EQ(st, 0) << out;
+    std::string c = copy_to(a + "/s1", "copyc", " --no-snapshots");
+    ASSERT_NE(c, "");
     EXPECT_EQ(read_text(rootfs(c) + "/marker"), "from a\n");
     EXPECT_EQ(ctl("snapshot list " + c + " -q"), "");
     out = ctl("copy " + a + " " + b, &st);
@@ -613,13 +620,7 @@ TEST_F(SnapshotTest, RenameTakesEverythingAlong) {
 namespace {
 
 uint64_t local_usec(int year, int mon, int mday, int hour, int min) {
-    struct tm t {};
-    t.tm_year = year - 1900;
-    t.tm_mon = mon - 1;
-    t.tm_mday = mday;
-    t.tm_hour = hour;
-    t.tm_min = min;
-    t.tm_isdst = -1;
+    struct tm t = calendar(year, mon, mday, hour, min);
     return static_cast<uint64_t>(::mktime(&t)) * 1000000;
 }
 
