@@ -91,7 +91,7 @@ const std::vector<Verb>& verbs() {
              return cluster_status(o.host, o.json, o.legend);
          }},
         {"snapshot", 2, any,
-         "snapshot create NAME [SNAPSHOT] | list NAME | show NAME SNAPSHOT | "
+         "snapshot create NAME [SNAPSHOT] [--stateless] | list NAME | show NAME SNAPSHOT | "
          "delete NAME SNAPSHOT... | rename NAME SNAPSHOT NEW",
          "Take, list, show, delete and rename snapshots (rootfs and config).", verb_snapshot},
         {"restore", 2, 2, "restore NAME SNAPSHOT [--force]",
@@ -181,7 +181,8 @@ int main(int argc, char** argv) {
             o.force = true;
         else if (a == "--show-log")
             o.show_log = true;
-        else if (a == "--no-snapshots" || a == "--expanded")
+        else if (a == "--no-snapshots" || a == "--expanded" || a == "--stateless" ||
+                 a == "--stateful")
             o.values[a.substr(2)] = "1";
         else if (a == "-p" || a == "--create-dirs")
             o.values["parents"] = "1";

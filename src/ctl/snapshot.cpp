@@ -122,9 +122,10 @@ int snapshot_show(const InstanceOptions& o, sd_bus* bus, const std::string& name
 } // namespace
 
 int verb_snapshot(const InstanceOptions& o, sd_bus* bus) {
-    const char* usage = "Usage: lodgectl snapshot create NAME [SNAPSHOT] | list NAME | "
-                        "show NAME SNAPSHOT | delete NAME SNAPSHOT... | "
-                        "rename NAME SNAPSHOT NEW";
+    const char* usage =
+        "Usage: lodgectl snapshot create NAME [SNAPSHOT] [--stateless] | list NAME | "
+        "show NAME SNAPSHOT | delete NAME SNAPSHOT... | "
+        "rename NAME SNAPSHOT NEW";
     if (o.args.size() < 3)
         return fail(usage);
     const std::string& sub = o.args[1];
@@ -135,6 +136,12 @@ int verb_snapshot(const InstanceOptions& o, sd_bus* bus) {
     if (sub == "create") {
         if (o.args.size() > 4)
             return fail(usage);
+        // A stateful snapshot would checkpoint the processes too (CRIU, as LXD's); lodge's
+        // snapshots hold the rootfs and the config only, which --stateless asks for.
+        if (o.values.count("stateful"))
+            return fail("Stateful snapshots need CRIU to checkpoint the container's processes, "
+                        "and lodge does not use it; take a stateless snapshot (the default, "
+                        "--stateless)");
         std::string snap = o.args.size() == 4 ? o.args[3] : "";
         MessagePtr reply;
         int r = call_manager(bus, err, &reply, "CreateSnapshot", "ss", name.c_str(), snap.c_str());

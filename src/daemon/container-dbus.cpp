@@ -5,6 +5,7 @@
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "daemon/exec.hpp"
+#include "daemon/instance-ops.hpp"
 #include "daemon/remote.hpp"
 #include "runtime/net.hpp"
 
@@ -500,6 +501,7 @@ static const sd_bus_vtable container_vtable[] = {
                             method_get_addresses, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("OpenConsoleLog", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", log),
                             method_open_console_log, SD_BUS_VTABLE_UNPRIVILEGED),
+    LODGE_INSTANCE_OBJECT_METHODS,
     SD_BUS_VTABLE_END,
 };
 

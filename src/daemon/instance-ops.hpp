@@ -43,7 +43,57 @@ inline MessagePtr method_return(sd_bus_message* m) {
     return sd_bus_message_new_method_return(m, &raw) < 0 ? nullptr : MessagePtr(raw);
 }
 
-// The io.lodge1.Container twins (a second vtable of that interface on each container object).
-int register_instance_object_methods(sd_bus* bus, Manager& m);
+// io.lodge1.Container's twins of the by-name methods, entries of container-dbus.cpp's vtable
+// (a second vtable of one interface would break sd-bus's PropertiesChanged on it).
+#define LODGE_INSTANCE_OBJECT_METHODS                                                              \
+    SD_BUS_METHOD_WITH_ARGS("CreateSnapshot", SD_BUS_ARGS("s", snapshot),                          \
+                            SD_BUS_RESULT("s", snapshot), on_object<op_create_snapshot>,           \
+                            SD_BUS_VTABLE_UNPRIVILEGED),                                           \
+        SD_BUS_METHOD_WITH_ARGS("ListSnapshots", SD_BUS_NO_ARGS,                                   \
+                                SD_BUS_RESULT("a(stt)", snapshots), on_object<op_list_snapshots>,  \
+                                SD_BUS_VTABLE_UNPRIVILEGED),                                       \
+        SD_BUS_METHOD_WITH_ARGS(                                                                   \
+            "GetSnapshot", SD_BUS_ARGS("s", snapshot),                                             \
+            SD_BUS_RESULT("t", created, "t", expires, "a{ss}", config, "a{sa{ss}}", devices),      \
+            on_object<op_get_snapshot>, SD_BUS_VTABLE_UNPRIVILEGED),                               \
+        SD_BUS_METHOD_WITH_ARGS("DeleteSnapshot", SD_BUS_ARGS("s", snapshot), SD_BUS_NO_RESULT,    \
+                                on_object<op_delete_snapshot>, SD_BUS_VTABLE_UNPRIVILEGED),        \
+        SD_BUS_METHOD_WITH_ARGS("RenameSnapshot", SD_BUS_ARGS("s", snapshot, "s", new_name),       \
+                                SD_BUS_NO_RESULT, on_object<op_rename_snapshot>,                   \
+                                SD_BUS_VTABLE_UNPRIVILEGED),                                       \
+        SD_BUS_METHOD_WITH_ARGS("RestoreSnapshot", SD_BUS_ARGS("s", snapshot, "b", force),         \
+                                SD_BUS_NO_RESULT, on_object<op_restore_snapshot>,                  \
+                                SD_BUS_VTABLE_UNPRIVILEGED),                                       \
+        SD_BUS_METHOD_WITH_ARGS(                                                                   \
+            "Copy", SD_BUS_ARGS("s", snapshot, "s", name, "a{ss}", config, "b", snapshots),        \
+            SD_BUS_RESULT("o", path), on_object<op_copy>, SD_BUS_VTABLE_UNPRIVILEGED),             \
+        SD_BUS_METHOD_WITH_ARGS("Rename", SD_BUS_ARGS("s", new_name), SD_BUS_RESULT("o", path),    \
+                                on_object<op_rename>, SD_BUS_VTABLE_UNPRIVILEGED),                 \
+        SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{ss}", config, "a{sa{ss}}", devices),      \
+                                SD_BUS_NO_RESULT, on_object<op_update>,                            \
+                                SD_BUS_VTABLE_UNPRIVILEGED),                                       \
+        SD_BUS_METHOD_WITH_ARGS(                                                                   \
+            "StatFile", SD_BUS_ARGS("s", path),                                                    \
+            SD_BUS_RESULT("s", type, "u", mode, "u", uid, "u", gid, "t", size, "s", target),       \
+            on_object<op_stat_file>, SD_BUS_VTABLE_UNPRIVILEGED),                                  \
+        SD_BUS_METHOD_WITH_ARGS("ListDirectory", SD_BUS_ARGS("s", path),                           \
+                                SD_BUS_RESULT("a(ssuuuts)", entries),                              \
+                                on_object<op_list_directory>, SD_BUS_VTABLE_UNPRIVILEGED),         \
+        SD_BUS_METHOD_WITH_ARGS(                                                                   \
+            "PullFile", SD_BUS_ARGS("s", path),                                                    \
+            SD_BUS_RESULT("h", data, "u", mode, "u", uid, "u", gid, "t", size),                    \
+            on_object<op_pull_file>, SD_BUS_VTABLE_UNPRIVILEGED),                                  \
+        SD_BUS_METHOD_WITH_ARGS(                                                                   \
+            "PushFile",                                                                            \
+            SD_BUS_ARGS("s", path, "h", data, "u", uid, "u", gid, "u", mode, "b", parents),        \
+            SD_BUS_NO_RESULT, on_object<op_push_file>, SD_BUS_VTABLE_UNPRIVILEGED),                \
+        SD_BUS_METHOD_WITH_ARGS(                                                                   \
+            "MakeDirectory", SD_BUS_ARGS("s", path, "u", uid, "u", gid, "u", mode, "b", parents),  \
+            SD_BUS_NO_RESULT, on_object<op_make_directory>, SD_BUS_VTABLE_UNPRIVILEGED),           \
+        SD_BUS_METHOD_WITH_ARGS(                                                                   \
+            "MakeSymlink", SD_BUS_ARGS("s", path, "s", target, "u", uid, "u", gid, "b", parents),  \
+            SD_BUS_NO_RESULT, on_object<op_make_symlink>, SD_BUS_VTABLE_UNPRIVILEGED),             \
+        SD_BUS_METHOD_WITH_ARGS("DeleteFile", SD_BUS_ARGS("s", path), SD_BUS_NO_RESULT,            \
+                                on_object<op_delete_file>, SD_BUS_VTABLE_UNPRIVILEGED)
 
 } // namespace lodge::daemon

@@ -347,6 +347,53 @@ TEST_F(SnapshotTest, SnapshotNamesListDeleteAndRename) {
     EXPECT_TRUE(wait_until([&] { return hidden(cdir(n) + "/snapshots").empty(); }));
 }
 
+// Snapshots are stateless (rootfs and config), which --stateless asks for; --stateful would need
+// CRIU and is refused, saying so.
+TEST_F(SnapshotTest, StatelessIsTheDefaultAndStatefulIsRefused) {
+    std::string n = make("snapsl");
+    int st = -1;
+    EXPECT_EQ(ctl("snapshot create " + n + " s1 --stateless", &st),
+              "Created snapshot s1 of " + n + "\n");
+    EXPECT_EQ(st, 0);
+    std::string out = ctl("snapshot create " + n + " s2 --stateful", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "CRIU")) << out;
+    EXPECT_EQ(ctl("snapshot list " + n + " -q"), "s1\n");
+}
+
+// The container object has the Manager's methods without the name (as machined's Machine):
+// snapshots, restore, copy, rename and files, with the same typed errors.
+TEST_F(SnapshotTest, TheContainerObjectHasTheSameMethods) {
+    std::string n = make("snapobj");
+    std::string path = sh("busctl call io.lodge1 /io/lodge1 io.lodge1.Manager GetContainer s " + n +
+                          " | cut -d'\"' -f2");
+    ASSERT_TRUE(contains(path, "/io/lodge1/container/")) << path;
+    path.pop_back();
+    auto call = [&](const std::string& args) {
+        return sh("busctl call io.lodge1 " + path + " io.lodge1.Container " + args + " 2>&1");
+    };
+    EXPECT_EQ(call("CreateSnapshot s s1"), "s \"s1\"\n");
+    EXPECT_TRUE(contains(call("ListSnapshots"), "a(stt) 1 \"s1\"")) << call("ListSnapshots");
+    EXPECT_TRUE(contains(call("RestoreSnapshot sb nothere false"), "has no snapshot"));
+    EXPECT_EQ(call("RestoreSnapshot sb s1 false"), "");
+    EXPECT_EQ(call("RenameSnapshot ss s1 s2"), "");
+    EXPECT_TRUE(contains(call("StatFile s /bin"), "s \"directory\"")) << call("StatFile s /bin");
+    EXPECT_EQ(call("MakeDirectory suuub /made 0 0 493 false"), "");
+    EXPECT_TRUE(exists(rootfs(n) + "/made"));
+    EXPECT_EQ(call("DeleteFile s /made"), "");
+    EXPECT_FALSE(exists(rootfs(n) + "/made"));
+    std::string copy = unique_name("snapobjc");
+    created.push_back(copy);
+    EXPECT_TRUE(contains(call("Copy ssa{ss}b \"\" " + copy + " 0 true"), "o \"/io/lodge1/"));
+    EXPECT_EQ(ctl("snapshot list " + copy + " -q"), "s2\n");
+    EXPECT_TRUE(contains(call("Copy ssa{ss}b \"\" " + copy + " 0 true"), "already exists"));
+    EXPECT_EQ(call("DeleteSnapshot s s2"), "");
+    std::string renamed = unique_name("snapobjr");
+    created.push_back(renamed);
+    EXPECT_TRUE(contains(call("Rename s " + renamed), "o \"/io/lodge1/container/"));
+    EXPECT_TRUE(contains(ctl("list -q"), renamed + "\n"));
+}
+
 // A running container: its snapshot is taken while it runs; a restore is refused until
 // --force, which stops it first.
 TEST_F(SnapshotTest, RunningContainerSnapshotAndForcedRestore) {
