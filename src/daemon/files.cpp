@@ -49,23 +49,57 @@ Fd open_root(const std::string& container, std::string& error) {
     return root;
 }
 
-// The directory `parent` in the container, created (as directories of root) if `create`.
-int open_parent(int root, const std::string& parent, bool create, Fd& out, const std::string& path,
-                std::string& error) {
-    if (create) {
-        if (int r = runtime::mkdir_in_root(root, parent, out); r < 0)
-            return fail(-r, "Cannot create the directories of", path, error);
-        return 0;
+// The on-disk owner of the directories a push with -p makes.
+struct Owner {
+    uint32_t uid = 0, gid = 0;
+};
+
+// The missing directories of `parent` made one at a time, each step resolved inside the
+// container's root (a symlink in the guest's tree leads to its target inside, never out).
+// They get mode 0755 and `owner`: the container's root or the push's --uid/--gid, never the
+// host's root, which a container with a shifted rootfs would see as nobody.
+int make_parents(int root, const std::string& parent, const Owner& owner, Fd& out,
+                 const std::string& path, std::string& error) {
+    Fd dir = runtime::open_in_root(root, ".", O_PATH | O_DIRECTORY);
+    if (!dir)
+        return fail(errno, "Cannot open the root for", path, error);
+    std::string walked;
+    for (size_t pos = 0; pos < parent.size();) {
+        size_t slash = parent.find('/', pos);
+        std::string comp = parent.substr(pos, slash == std::string::npos ? slash : slash - pos);
+        pos = slash == std::string::npos ? parent.size() : slash + 1;
+        if (comp.empty() || comp == ".")
+            continue;
+        std::string next = walked + "/" + comp;
+        Fd found = runtime::open_in_root(root, next, O_PATH | O_DIRECTORY);
+        if (!found && errno == ENOENT) {
+            Fd at =
+                runtime::open_in_root(root, walked.empty() ? "." : walked, O_RDONLY | O_DIRECTORY);
+            if (!at)
+                return fail(errno, "Cannot open the directories of", path, error);
+            if (::mkdirat(at.get(), comp.c_str(), 0700) == 0) {
+                found.reset(::openat(at.get(), comp.c_str(),
+                                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                if (found && (::fchown(found.get(), owner.uid, owner.gid) < 0 ||
+                              ::fchmod(found.get(), 0755) < 0))
+                    return fail(errno, "Cannot set the owner of the directories of", path, error);
+            } else if (errno == EEXIST) {
+                // Made meanwhile; a dangling symlink stays ENOENT.
+                found = runtime::open_in_root(root, next, O_PATH | O_DIRECTORY);
+            }
+        }
+        if (!found)
+            return fail(errno, "Cannot create the directories of", path, error);
+        walked = next;
+        dir = std::move(found);
     }
-    out = runtime::open_in_root(root, parent, O_PATH | O_DIRECTORY);
-    if (!out)
-        return fail(errno, "Cannot open the directory of", path, error);
+    out = std::move(dir);
     return 0;
 }
 
-// The directory that holds `path` in the container (missing ones created when `parents`),
-// and the entry's name in it.
-int locate(const std::string& container, const std::string& path, bool parents, Fd& dir,
+// The directory that holds `path` in the container (missing ones made, owned by `*create`,
+// when `create` is set), and the entry's name in it.
+int locate(const std::string& container, const std::string& path, const Owner* create, Fd& dir,
            std::string& base, std::string& error) {
     Fd root = open_root(container, error);
     if (!root)
@@ -74,7 +108,12 @@ int locate(const std::string& container, const std::string& path, bool parents, 
     if (int r = split(path, s, error); r < 0)
         return r;
     base = s.base;
-    return open_parent(root.get(), s.parent, parents, dir, path, error);
+    if (create)
+        return make_parents(root.get(), s.parent, *create, dir, path, error);
+    dir = runtime::open_in_root(root.get(), s.parent, O_PATH | O_DIRECTORY);
+    if (!dir)
+        return fail(errno, "Cannot open the directory of", path, error);
+    return 0;
 }
 
 Stat make_stat(const struct stat& st, const IdMap& ids) {
@@ -118,7 +157,8 @@ int new_entry(const std::string& container, const IdMap& ids, const std::string&
               uint32_t gid, bool parents, NewEntry& out, std::string& error) {
     if (int r = map_ids(ids, uid, gid, out.uid, out.gid, error); r < 0)
         return r;
-    return locate(container, path, parents, out.dir, out.base, error);
+    Owner owner{out.uid, out.gid};
+    return locate(container, path, parents ? &owner : nullptr, out.dir, out.base, error);
 }
 
 bool write_all(int fd, const char* data, size_t size) {
@@ -168,7 +208,7 @@ int stat(const std::string& container, const IdMap& ids, const std::string& path
     }
     Fd dir;
     std::string base;
-    if (int r = locate(container, path, false, dir, base, error); r < 0)
+    if (int r = locate(container, path, nullptr, dir, base, error); r < 0)
         return r;
     if (::fstatat(dir.get(), base.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
         return fail(errno, "Cannot stat", path, error);
@@ -238,7 +278,7 @@ int open_for_reading(const std::string& container, const IdMap& ids, const std::
 int remove(const std::string& container, const std::string& path, std::string& error) {
     Fd dir;
     std::string base;
-    if (int r = locate(container, path, false, dir, base, error); r < 0)
+    if (int r = locate(container, path, nullptr, dir, base, error); r < 0)
         return r;
     if (::unlinkat(dir.get(), base.c_str(), 0) == 0)
         return 0;
