@@ -374,7 +374,9 @@ int verb_file(const InstanceOptions& o, sd_bus* bus) {
         return file_delete(o, bus);
     if (sub == "edit")
         return file_edit(o, bus);
-    return fail("Usage: lodgectl file push|pull|delete|edit ...");
+    if (sub == "mount")
+        return file_mount(o, bus);
+    return fail("Usage: lodgectl file push|pull|delete|edit|mount ...");
 }
 
 } // namespace lodge::ctl

@@ -102,8 +102,9 @@ const std::vector<Verb>& verbs() {
          "Rename a stopped container (snapshots, log and autostart go along).", verb_rename},
         {"file", 2, any,
          "file push SOURCE... NAME/PATH [-p] [-r] [--uid UID] [--gid GID] [--mode MODE] | "
-         "pull NAME/PATH... DESTINATION [-r] | delete NAME/PATH... | edit NAME/PATH",
-         "Copy files into and out of a container, delete or edit them.", verb_file},
+         "pull NAME/PATH... DESTINATION [-r] | delete NAME/PATH... | edit NAME/PATH | "
+         "mount NAME[/PATH] DIR",
+         "Copy files into and out of a container, delete, edit or mount them.", verb_file},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          verb_enable_or_disable},
         {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",

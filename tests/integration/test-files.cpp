@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace lodge;
@@ -233,6 +234,66 @@ TEST_F(FilesTest, PushWithParentsThroughAnEscapingSymlinkStaysInTheRootfs) {
     EXPECT_NE(st, 0) << out;
     EXPECT_FALSE(exists(host + "/missing/sub")) << "a directory was made on the host";
     EXPECT_FALSE(exists(rootfs(n) + host + "/missing"));
+}
+
+// file mount: sshfs speaks SFTP with the guest's sftp-server, run inside by lodgectl exec; the
+// guest's files, owners as the guest has them, and writes land as the guest's root. Without an
+// sftp-server in the guest, it says what to install.
+TEST_F(FilesTest, MountShowsTheContainersFilesThroughSshfs) {
+    if (sh("command -v sshfs").empty())
+        GTEST_SKIP() << "sshfs is not installed";
+    if (::access("/dev/fuse", R_OK | W_OK) != 0)
+        GTEST_SKIP() << "no /dev/fuse";
+    const char* tarball = std::getenv("LODGE_DEBIAN_TARBALL");
+    if (!tarball || !exists(tarball))
+        GTEST_SKIP() << "no Debian rootfs tarball (scripts/test.sh sets LODGE_DEBIAN_TARBALL)";
+    std::string mnt = work + "/mnt";
+    ASSERT_EQ(mkdir_p(mnt, 0755), 0);
+    int st = -1;
+    std::string bare = make("fmountbb");
+    std::string out = ctl("file mount " + bare + "/ " + mnt, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "openssh-sftp-server")) << out;
+
+    std::string n = unique_name("fmount");
+    created.push_back(n);
+    out = ctl("create " + n + " " + tarball, &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string server = rootfs(n) + "/usr/lib/openssh/sftp-server";
+    if (!exists(server)) { // the host's build of the same Debian release
+        ASSERT_EQ(mkdir_p(rootfs(n) + "/usr/lib/openssh", 0755), 0);
+        ASSERT_EQ(sh("cp /usr/lib/openssh/sftp-server " + server + " && echo ok"), "ok\n");
+    }
+    out = ctl("start " + n, &st);
+    ASSERT_EQ(st, 0) << out;
+    out =
+        ctl("exec " + n + " -- /bin/sh -c 'echo guest > /root/m && chown 1000:1001 /root/m'", &st);
+    ASSERT_EQ(st, 0) << out;
+    pid_t mounter = ::fork();
+    if (mounter == 0) {
+        std::string ctl_path = env_path("LODGE_LODGECTL");
+        ::execl(ctl_path.c_str(), ctl_path.c_str(), "file", "mount", (n + "/root").c_str(),
+                mnt.c_str(), nullptr);
+        _exit(127);
+    }
+    ASSERT_GT(mounter, 0);
+    EXPECT_TRUE(wait_until([&] { return read_text(mnt + "/m") == "guest\n"; }, 60));
+    struct stat m {};
+    EXPECT_EQ(::stat((mnt + "/m").c_str(), &m), 0);
+    EXPECT_EQ(m.st_uid, 1000u);
+    EXPECT_EQ(m.st_gid, 1001u);
+    {
+        Fd f(::open((mnt + "/back").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+        ASSERT_TRUE(f.valid());
+        ASSERT_EQ(::write(f.get(), "host\n", 5), 5);
+    }
+    EXPECT_EQ(ctl("exec " + n + " -- /bin/stat -c %u:%g:%a /root/back"), "0:0:640\n");
+    EXPECT_EQ(ctl("exec " + n + " -- /bin/cat /root/back"), "host\n");
+    sh("fusermount3 -u " + mnt + " || umount -l " + mnt);
+    int status = -1;
+    ASSERT_EQ(::waitpid(mounter, &status, 0), mounter);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    ctl("stop --force " + n);
 }
 
 TEST_F(FilesTest, RecursiveCopiesDeleteAndEdit) {
