@@ -14,10 +14,14 @@ int fail(const std::string& msg) {
     return 1;
 }
 
-int bus_fail(const BusError& err, int r) {
+std::string bus_message(const BusError& err, int r) {
     if (sd_bus_error_is_set(&err.e))
-        return fail(err.e.message ? err.e.message : err.e.name);
-    return fail(std::string("Failed to talk to lodged: ") + std::strerror(-r));
+        return err.e.message ? err.e.message : err.e.name;
+    return std::string("Failed to talk to lodged: ") + std::strerror(-r);
+}
+
+int bus_fail(const BusError& err, int r) {
+    return fail(bus_message(err, r));
 }
 
 BusPtr open_bus(const Options& o) {

@@ -21,6 +21,8 @@ inline constexpr const char* manager_iface = "io.lodge1.Manager";
 
 // Prints `msg` on stderr; returns the failure exit status, 1.
 int fail(const std::string& msg);
+// The bus error's message, or the transport failure `r`'s.
+std::string bus_message(const BusError& err, int r);
 // Prints the bus error's message, or the transport failure `r`; returns 1.
 int bus_fail(const BusError& err, int r);
 

@@ -3,6 +3,8 @@
 // (io.lodge1.Manager.UpdateContainer), which lodged checks before anything changes; a bad
 // edit is shown and the editor opened again on it.
 #include "common/sd-util.hpp"
+#include "ctl/bus.hpp"
+#include "ctl/editor.hpp"
 #include "ctl/instance.hpp"
 
 #include <cerrno>
@@ -20,37 +22,12 @@
 namespace lodge::ctl {
 namespace {
 
-constexpr const char* service = "io.lodge1";
-constexpr const char* manager_path = "/io/lodge1";
-constexpr const char* manager_iface = "io.lodge1.Manager";
-
 using Devices = std::map<std::string, std::map<std::string, std::string>>;
 
 struct Definition {
     std::map<std::string, std::string> config;
     Devices devices;
 };
-
-struct Error {
-    sd_bus_error e = SD_BUS_ERROR_NULL;
-    ~Error() { sd_bus_error_free(&e); }
-};
-
-struct Reply {
-    sd_bus_message* m = nullptr;
-    ~Reply() { sd_bus_message_unref(m); }
-};
-
-int fail(const std::string& msg) {
-    std::fprintf(stderr, "%s\n", msg.c_str());
-    return 1;
-}
-
-std::string bus_message(const Error& err, int r) {
-    if (sd_bus_error_is_set(&err.e))
-        return err.e.message ? err.e.message : err.e.name;
-    return std::string("Failed to talk to lodged: ") + std::strerror(-r);
-}
 
 int read_devices(sd_bus_message* m, Devices& out) {
     int r = sd_bus_message_enter_container(m, 'a', "{sa{ss}}");
@@ -64,23 +41,23 @@ int read_devices(sd_bus_message* m, Devices& out) {
 }
 
 int fetch(sd_bus* bus, const std::string& name, Definition& out, std::string& error) {
-    Error err;
-    Reply config, path_reply, devices;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetContainerConfig",
-                               &err.e, &config.m, "s", name.c_str());
+    BusError err;
+    MessagePtr config, path_reply;
+    int r = call_manager(bus, err, &config, "GetContainerConfig", "s", name.c_str());
     if (r >= 0)
-        r = read_string_map(config.m, out.config);
+        r = read_string_map(config.get(), out.config);
     if (r >= 0)
-        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetContainer", &err.e,
-                               &path_reply.m, "s", name.c_str());
+        r = call_manager(bus, err, &path_reply, "GetContainer", "s", name.c_str());
     const char* path = nullptr;
     if (r >= 0)
-        r = sd_bus_message_read(path_reply.m, "o", &path);
+        r = sd_bus_message_read(path_reply.get(), "o", &path);
+    sd_bus_message* devices = nullptr;
     if (r >= 0)
         r = sd_bus_get_property(bus, service, path, "io.lodge1.Container", "Devices", &err.e,
-                                &devices.m, "a{sa{ss}}");
+                                &devices, "a{sa{ss}}");
+    MessagePtr devices_reply(devices);
     if (r >= 0)
-        r = read_devices(devices.m, out.devices);
+        r = read_devices(devices, out.devices);
     if (r < 0)
         error = bus_message(err, r);
     return r;
@@ -141,6 +118,31 @@ public:
     }
     size_t line() const { return event_.start_mark.line + 1; }
 
+    // The next event, which must be of `type`; else false with `error` saying "Line N:
+    // <wanted>".
+    bool next_is(yaml_event_type_t type, const std::string& wanted, std::string& error) {
+        if (!next(error))
+            return false;
+        if (event_.type == type)
+            return true;
+        error = "Line " + std::to_string(line()) + ": " + wanted;
+        return false;
+    }
+    // Reads the next event: true at `end` (MAPPING_END), else false (`key` set to the key's
+    // scalar; `error` set when it was no scalar).
+    bool key_or_end(std::string& key, const std::string& wanted, bool& failed, std::string& error) {
+        failed = !next(error);
+        if (failed || event_.type == YAML_MAPPING_END_EVENT)
+            return true;
+        if (event_.type != YAML_SCALAR_EVENT) {
+            error = "Line " + std::to_string(line()) + ": " + wanted;
+            failed = true;
+            return true;
+        }
+        key = text();
+        return false;
+    }
+
 private:
     yaml_parser_t parser_{};
     yaml_event_t event_{};
@@ -150,25 +152,28 @@ private:
 // A mapping of scalars to scalars (the cursor is on its MAPPING_START).
 bool read_flat(YamlReader& y, std::map<std::string, std::string>& out, const std::string& where,
                std::string& error) {
-    for (;;) {
-        if (!y.next(error))
+    std::string key;
+    bool failed = false;
+    while (!y.key_or_end(key, "expected a key in " + where, failed, error)) {
+        if (!y.next_is(YAML_SCALAR_EVENT,
+                       "the value of \"" + key + "\" in " + where + " must be a plain string",
+                       error))
             return false;
-        if (y.type() == YAML_MAPPING_END_EVENT)
-            return true;
-        if (y.type() != YAML_SCALAR_EVENT) {
-            error = "Line " + std::to_string(y.line()) + ": expected a key in " + where;
-            return false;
-        }
-        std::string key = y.text();
-        if (!y.next(error))
-            return false;
-        if (y.type() != YAML_SCALAR_EVENT) {
-            error = "Line " + std::to_string(y.line()) + ": the value of \"" + key + "\" in " +
-                    where + " must be a plain string";
-            return false;
-        }
         out[key] = y.text();
     }
+    return !failed;
+}
+
+// The devices section: device names to mappings of keys (the cursor is on its MAPPING_START).
+bool read_devices_section(YamlReader& y, Devices& out, std::string& error) {
+    std::string dev;
+    bool failed = false;
+    while (!y.key_or_end(dev, "expected a device name", failed, error))
+        if (!y.next_is(YAML_MAPPING_START_EVENT, "device \"" + dev + "\" must be a mapping of keys",
+                       error) ||
+            !read_flat(y, out[dev], "device \"" + dev + "\"", error))
+            return false;
+    return !failed;
 }
 
 bool from_yaml(const std::string& text, Definition& out, std::string& error) {
@@ -177,77 +182,41 @@ bool from_yaml(const std::string& text, Definition& out, std::string& error) {
         return false;
     if (y.type() == YAML_STREAM_END_EVENT)
         return true; // empty: no keys, no devices
-    if (y.type() != YAML_DOCUMENT_START_EVENT || !y.next(error))
+    if (y.type() != YAML_DOCUMENT_START_EVENT ||
+        !y.next_is(YAML_MAPPING_START_EVENT, "expected a mapping with \"config\" and \"devices\"",
+                   error))
         return false;
-    if (y.type() != YAML_MAPPING_START_EVENT) {
-        error = "Expected a mapping with \"config\" and \"devices\"";
-        return false;
-    }
-    for (;;) {
-        if (!y.next(error))
-            return false;
-        if (y.type() == YAML_MAPPING_END_EVENT)
-            return true;
-        if (y.type() != YAML_SCALAR_EVENT) {
-            error = "Line " + std::to_string(y.line()) + ": expected \"config\" or \"devices\"";
-            return false;
-        }
-        std::string section = y.text();
-        if (!y.next(error))
-            return false;
-        bool empty = y.type() == YAML_SCALAR_EVENT && y.text().empty();
-        if (section == "config") {
-            if (empty)
-                continue;
-            if (y.type() != YAML_MAPPING_START_EVENT) {
-                error = "Line " + std::to_string(y.line()) + ": \"config\" must be a mapping";
-                return false;
-            }
-            if (!read_flat(y, out.config, "config", error))
-                return false;
-        } else if (section == "devices") {
-            if (empty)
-                continue;
-            if (y.type() != YAML_MAPPING_START_EVENT) {
-                error = "Line " + std::to_string(y.line()) + ": \"devices\" must be a mapping";
-                return false;
-            }
-            for (;;) {
-                if (!y.next(error))
-                    return false;
-                if (y.type() == YAML_MAPPING_END_EVENT)
-                    break;
-                if (y.type() != YAML_SCALAR_EVENT) {
-                    error = "Line " + std::to_string(y.line()) + ": expected a device name";
-                    return false;
-                }
-                std::string dev = y.text();
-                if (!y.next(error))
-                    return false;
-                if (y.type() != YAML_MAPPING_START_EVENT) {
-                    error = "Line " + std::to_string(y.line()) + ": device \"" + dev +
-                            "\" must be a mapping of keys";
-                    return false;
-                }
-                if (!read_flat(y, out.devices[dev], "device \"" + dev + "\"", error))
-                    return false;
-            }
-        } else {
+    std::string section;
+    bool failed = false;
+    while (!y.key_or_end(section, "expected \"config\" or \"devices\"", failed, error)) {
+        if (section != "config" && section != "devices") {
             error = "Line " + std::to_string(y.line()) + ": unknown section \"" + section +
                     "\" (there are \"config\" and \"devices\")";
             return false;
         }
+        if (!y.next(error))
+            return false;
+        if (y.type() == YAML_SCALAR_EVENT && y.text().empty())
+            continue; // "config:" with nothing after it
+        if (y.type() != YAML_MAPPING_START_EVENT) {
+            error = "Line " + std::to_string(y.line()) + ": \"" + section + "\" must be a mapping";
+            return false;
+        }
+        bool read = section == "config" ? read_flat(y, out.config, "config", error)
+                                        : read_devices_section(y, out.devices, error);
+        if (!read)
+            return false;
     }
+    return !failed;
 }
 
 int send(sd_bus* bus, const std::string& name, const Definition& d, std::string& error) {
-    sd_bus_message* m = nullptr;
-    if (sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
-                                       "UpdateContainer") < 0) {
+    MessagePtr call = new_manager_call(bus, "UpdateContainer");
+    if (!call) {
         error = "Cannot build the request";
         return -ENOMEM;
     }
-    Reply call{m};
+    sd_bus_message* m = call.get();
     int r = sd_bus_message_append(m, "s", name.c_str());
     if (r >= 0)
         r = sd_bus_message_open_container(m, 'a', "{ss}");
@@ -275,28 +244,12 @@ int send(sd_bus* bus, const std::string& name, const Definition& d, std::string&
     }
     if (r >= 0)
         r = sd_bus_message_close_container(m);
-    Error err;
+    BusError err;
     if (r >= 0)
         r = sd_bus_call(bus, m, 0, &err.e, nullptr);
     if (r < 0)
         error = bus_message(err, r);
     return r;
-}
-
-int run_editor(const std::string& path) {
-    const char* editor = std::getenv("VISUAL");
-    if (!editor || !*editor)
-        editor = std::getenv("EDITOR");
-    std::string cmd = std::string(editor && *editor ? editor : "vi") + " \"$1\"";
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::execl("/bin/sh", "sh", "-c", cmd.c_str(), "sh", path.c_str(), nullptr);
-        _exit(127);
-    }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
 constexpr const char* edit_header =
@@ -317,48 +270,31 @@ int edit(sd_bus* bus, const std::string& name) {
             return fail(error);
         return 0;
     }
-    char tmp[] = "/tmp/lodgectl-config-XXXXXX.yaml";
-    int fd = ::mkstemps(tmp, 5);
-    if (fd < 0)
-        return fail(std::string("Cannot create a temporary file: ") + std::strerror(errno));
     char header[512];
     std::snprintf(header, sizeof header, edit_header, name.c_str());
     std::string text = std::string(header) + to_yaml(d);
-    bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
-    ::close(fd);
-    int ret = ok ? 0 : fail("Cannot write " + std::string(tmp));
-    while (ok) {
-        if (run_editor(tmp) < 0) {
-            ret = fail("The editor failed; the configuration is unchanged");
-            break;
-        }
-        std::string edited;
-        FILE* f = std::fopen(tmp, "r");
-        if (!f) {
-            ret = fail(std::string("Cannot read ") + tmp);
-            break;
-        }
+    EditSession session;
+    session.suffix = ".yaml";
+    session.reopen = true;
+    session.what = "the configuration";
+    session.fill = [&text](int fd) {
+        if (::write(fd, text.data(), text.size()) == ssize_t(text.size()))
+            return true;
+        fail(std::string("Cannot write the temporary file: ") + std::strerror(errno));
+        return false;
+    };
+    session.accept = [bus, &name](int fd) {
+        std::string edited, error;
         char buf[4096];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
-            edited.append(buf, n);
-        std::fclose(f);
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof buf)) > 0)
+            edited.append(buf, static_cast<size_t>(n));
         Definition next;
         if (from_yaml(edited, next, error) && send(bus, name, next, error) >= 0)
-            break;
-        // As lxc config edit: say what is wrong and offer the editor again, edits kept.
-        std::fprintf(stderr,
-                     "Config parsing error: %s\nPress enter to open the editor again "
-                     "or ctrl+c to abort change\n",
-                     error.c_str());
-        std::string line;
-        if (!std::getline(std::cin, line)) {
-            ret = 1;
-            break;
-        }
-    }
-    ::unlink(tmp);
-    return ret;
+            return std::string();
+        return error;
+    };
+    return edit_in_editor(session);
 }
 
 } // namespace

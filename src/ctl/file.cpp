@@ -1,6 +1,8 @@
 // lodgectl file push|pull|delete|edit: files in and out of a container. lodgectl opens the
 // local files and passes their fds; lodged resolves every container path inside the
 // container's root, pushes in a worker and hands back read-only fds for pulls.
+#include "ctl/bus.hpp"
+#include "ctl/editor.hpp"
 #include "ctl/instance.hpp"
 
 #include <cerrno>
@@ -17,31 +19,6 @@
 
 namespace lodge::ctl {
 namespace {
-
-constexpr const char* service = "io.lodge1";
-constexpr const char* manager_path = "/io/lodge1";
-constexpr const char* manager_iface = "io.lodge1.Manager";
-
-struct Error {
-    sd_bus_error e = SD_BUS_ERROR_NULL;
-    ~Error() { sd_bus_error_free(&e); }
-};
-
-struct Reply {
-    sd_bus_message* m = nullptr;
-    ~Reply() { sd_bus_message_unref(m); }
-};
-
-int fail(const std::string& msg) {
-    std::fprintf(stderr, "%s\n", msg.c_str());
-    return 1;
-}
-
-int bus_fail(const Error& err, int r) {
-    if (sd_bus_error_is_set(&err.e))
-        return fail(err.e.message ? err.e.message : err.e.name);
-    return fail(std::string("Failed to talk to lodged: ") + std::strerror(-r));
-}
 
 struct Target {
     std::string name, path;
@@ -76,17 +53,17 @@ struct RemoteStat {
 
 // 1: exists, 0: does not, <0: error (printed).
 int remote_stat(sd_bus* bus, const Target& t, RemoteStat& out) {
-    Error err;
-    Reply reply;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "StatContainerFile",
-                               &err.e, &reply.m, "ss", t.name.c_str(), t.path.c_str());
+    BusError err;
+    MessagePtr reply;
+    int r =
+        call_manager(bus, err, &reply, "StatContainerFile", "ss", t.name.c_str(), t.path.c_str());
     if (r < 0) {
         if (sd_bus_error_has_name(&err.e, SD_BUS_ERROR_FILE_NOT_FOUND))
             return 0;
         return bus_fail(err, r), -1;
     }
     const char *type = nullptr, *target = nullptr;
-    r = sd_bus_message_read(reply.m, "suuuts", &type, &out.mode, &out.uid, &out.gid, &out.size,
+    r = sd_bus_message_read(reply.get(), "suuuts", &type, &out.mode, &out.uid, &out.gid, &out.size,
                             &target);
     if (r < 0)
         return fail("Bad reply from lodged"), -1;
@@ -100,13 +77,19 @@ struct PushOptions {
     long uid = -1, gid = -1, mode = -1;
 };
 
+// "" or why lodged refused the push.
+std::string push_call(sd_bus* bus, const Target& t, int fd, uint32_t uid, uint32_t gid,
+                      uint32_t mode, bool parents) {
+    BusError err;
+    int r = call_manager(bus, err, nullptr, "PushContainerFile", "sshuuub", t.name.c_str(),
+                         t.path.c_str(), fd, uid, gid, mode, parents ? 1 : 0);
+    return r < 0 ? bus_message(err, r) : std::string();
+}
+
 int push_file(sd_bus* bus, const Target& t, int fd, uint32_t uid, uint32_t gid, uint32_t mode,
               bool parents) {
-    Error err;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "PushContainerFile",
-                               &err.e, nullptr, "sshuuub", t.name.c_str(), t.path.c_str(), fd, uid,
-                               gid, mode, parents ? 1 : 0);
-    return r < 0 ? bus_fail(err, r) : 0;
+    std::string error = push_call(bus, t, fd, uid, gid, mode, parents);
+    return error.empty() ? 0 : fail(error);
 }
 
 uint32_t or_default(long v, uint32_t fallback) {
@@ -121,11 +104,10 @@ int push_path(sd_bus* bus, const std::string& local, const Target& t, const Push
     if (S_ISDIR(st.st_mode)) {
         if (!o.recursive)
             return fail(local + " is a directory (use -r)");
-        Error err;
-        int r =
-            sd_bus_call_method(bus, service, manager_path, manager_iface, "MakeContainerDirectory",
-                               &err.e, nullptr, "ssuuub", t.name.c_str(), t.path.c_str(), uid, gid,
-                               or_default(o.mode, st.st_mode & 07777), o.parents ? 1 : 0);
+        BusError err;
+        int r = call_manager(bus, err, nullptr, "MakeContainerDirectory", "ssuuub", t.name.c_str(),
+                             t.path.c_str(), uid, gid, or_default(o.mode, st.st_mode & 07777),
+                             o.parents ? 1 : 0);
         if (r < 0)
             return bus_fail(err, r);
         DIR* d = ::opendir(local.c_str());
@@ -150,11 +132,10 @@ int push_path(sd_bus* bus, const std::string& local, const Target& t, const Push
         ssize_t n = ::readlink(local.c_str(), target, sizeof target);
         if (n < 0)
             return fail("Cannot read the symlink " + local + ": " + std::strerror(errno));
-        Error err;
-        int r = sd_bus_call_method(
-            bus, service, manager_path, manager_iface, "MakeContainerSymlink", &err.e, nullptr,
-            "sssuub", t.name.c_str(), t.path.c_str(),
-            std::string(target, static_cast<size_t>(n)).c_str(), uid, gid, o.parents ? 1 : 0);
+        BusError err;
+        int r = call_manager(bus, err, nullptr, "MakeContainerSymlink", "sssuub", t.name.c_str(),
+                             t.path.c_str(), std::string(target, static_cast<size_t>(n)).c_str(),
+                             uid, gid, o.parents ? 1 : 0);
         return r < 0 ? bus_fail(err, r) : 0;
     }
     int fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -189,14 +170,14 @@ bool copy_fd(int in, int out) {
 
 // The file's data from lodged (a read-only fd of it), and its mode and owner.
 int pull_fd(sd_bus* bus, const Target& t, int& fd, RemoteStat& st) {
-    Error err;
-    Reply reply;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "PullContainerFile",
-                               &err.e, &reply.m, "ss", t.name.c_str(), t.path.c_str());
+    BusError err;
+    MessagePtr reply;
+    int r =
+        call_manager(bus, err, &reply, "PullContainerFile", "ss", t.name.c_str(), t.path.c_str());
     if (r < 0)
         return bus_fail(err, r), -1;
     int got = -1;
-    if (sd_bus_message_read(reply.m, "huuut", &got, &st.mode, &st.uid, &st.gid, &st.size) < 0)
+    if (sd_bus_message_read(reply.get(), "huuut", &got, &st.mode, &st.uid, &st.gid, &st.size) < 0)
         return fail("Bad reply from lodged"), -1;
     fd = ::fcntl(got, F_DUPFD_CLOEXEC, 3);
     return fd < 0 ? -1 : 0;
@@ -214,20 +195,19 @@ int pull_path(sd_bus* bus, const Target& t, const std::string& local, bool recur
             return fail(t.name + t.path + " is a directory (use -r)");
         if (::mkdir(local.c_str(), st.mode & 07777) < 0 && errno != EEXIST)
             return fail("Cannot create " + local + ": " + std::strerror(errno));
-        Error err;
-        Reply reply;
-        int r =
-            sd_bus_call_method(bus, service, manager_path, manager_iface, "ListContainerDirectory",
-                               &err.e, &reply.m, "ss", t.name.c_str(), t.path.c_str());
+        BusError err;
+        MessagePtr reply;
+        int r = call_manager(bus, err, &reply, "ListContainerDirectory", "ss", t.name.c_str(),
+                             t.path.c_str());
         if (r < 0)
             return bus_fail(err, r);
         std::vector<std::string> names;
-        if (sd_bus_message_enter_container(reply.m, 'a', "(ssuuuts)") < 0)
+        if (sd_bus_message_enter_container(reply.get(), 'a', "(ssuuuts)") < 0)
             return fail("Bad reply from lodged");
         const char *name = nullptr, *type = nullptr, *target = nullptr;
         uint32_t mode, uid, gid;
         uint64_t size;
-        while (sd_bus_message_read(reply.m, "(ssuuuts)", &name, &type, &mode, &uid, &gid, &size,
+        while (sd_bus_message_read(reply.get(), "(ssuuuts)", &name, &type, &mode, &uid, &gid, &size,
                                    &target) > 0)
             names.push_back(name);
         int ret = 0;
@@ -341,31 +321,13 @@ int file_delete(const InstanceOptions& o, sd_bus* bus) {
         Target t;
         if (!parse_target(o.args[i], t))
             return fail("Invalid path \"" + o.args[i] + "\": expected NAME/PATH");
-        Error err;
-        if (int r =
-                sd_bus_call_method(bus, service, manager_path, manager_iface, "DeleteContainerFile",
-                                   &err.e, nullptr, "ss", t.name.c_str(), t.path.c_str());
+        BusError err;
+        if (int r = call_manager(bus, err, nullptr, "DeleteContainerFile", "ss", t.name.c_str(),
+                                 t.path.c_str());
             r < 0)
             ret = bus_fail(err, r);
     }
     return ret;
-}
-
-// Runs $VISUAL, $EDITOR or vi on `path`; 0 when it exited 0.
-int run_editor(const std::string& path) {
-    const char* editor = std::getenv("VISUAL");
-    if (!editor || !*editor)
-        editor = std::getenv("EDITOR");
-    std::string cmd = std::string(editor && *editor ? editor : "vi") + " \"$1\"";
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::execl("/bin/sh", "sh", "-c", cmd.c_str(), "sh", path.c_str(), nullptr);
-        _exit(127);
-    }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
 int file_edit(const InstanceOptions& o, sd_bus* bus) {
@@ -384,34 +346,20 @@ int file_edit(const InstanceOptions& o, sd_bus* bus) {
     // Not on a terminal: the new content comes from standard input (for scripts).
     if (!::isatty(STDIN_FILENO))
         return push_file(bus, t, STDIN_FILENO, st.uid, st.gid, st.mode, false);
-    char tmp[] = "/tmp/lodgectl-edit-XXXXXX";
-    int fd = ::mkstemp(tmp);
-    if (fd < 0)
-        return fail(std::string("Cannot create a temporary file: ") + std::strerror(errno));
-    if (exists > 0) {
+    EditSession session;
+    session.what = t.name + t.path;
+    session.fill = [&](int fd) {
+        if (exists == 0)
+            return true;
         int in = -1;
         RemoteStat file;
-        if (pull_fd(bus, t, in, file) < 0 || !copy_fd(in, fd)) {
-            if (in >= 0)
-                ::close(in);
-            ::close(fd);
-            ::unlink(tmp);
-            return 1;
-        }
-        ::close(in);
-    }
-    ::close(fd);
-    int ret = 0;
-    if (run_editor(tmp) < 0)
-        ret = fail("The editor failed; " + t.name + t.path + " is unchanged");
-    else if ((fd = ::open(tmp, O_RDONLY | O_CLOEXEC)) < 0)
-        ret = fail(std::string("Cannot read the edited file: ") + std::strerror(errno));
-    else {
-        ret = push_file(bus, t, fd, st.uid, st.gid, st.mode, false);
-        ::close(fd);
-    }
-    ::unlink(tmp);
-    return ret;
+        bool copied = pull_fd(bus, t, in, file) >= 0 && copy_fd(in, fd);
+        if (in >= 0)
+            ::close(in);
+        return copied;
+    };
+    session.accept = [&](int fd) { return push_call(bus, t, fd, st.uid, st.gid, st.mode, false); };
+    return edit_in_editor(session);
 }
 
 } // namespace
@@ -426,7 +374,9 @@ int verb_file(const InstanceOptions& o, sd_bus* bus) {
         return file_delete(o, bus);
     if (sub == "edit")
         return file_edit(o, bus);
-    return fail("Usage: lodgectl file push|pull|delete|edit ...");
+    if (sub == "mount")
+        return file_mount(o, bus);
+    return fail("Usage: lodgectl file push|pull|delete|edit|mount ...");
 }
 
 } // namespace lodge::ctl

@@ -8,4 +8,7 @@ namespace lodge::ctl {
 
 using InstanceOptions = Options;
 
+// file-mount.cpp: lodgectl file mount NAME[/PATH] DIR (sshfs over the guest's sftp-server).
+int file_mount(const InstanceOptions& o, sd_bus* bus);
+
 } // namespace lodge::ctl

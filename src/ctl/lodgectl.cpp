@@ -91,7 +91,7 @@ const std::vector<Verb>& verbs() {
              return cluster_status(o.host, o.json, o.legend);
          }},
         {"snapshot", 2, any,
-         "snapshot create NAME [SNAPSHOT] | list NAME | show NAME SNAPSHOT | "
+         "snapshot create NAME [SNAPSHOT] [--stateless] | list NAME | show NAME SNAPSHOT | "
          "delete NAME SNAPSHOT... | rename NAME SNAPSHOT NEW",
          "Take, list, show, delete and rename snapshots (rootfs and config).", verb_snapshot},
         {"restore", 2, 2, "restore NAME SNAPSHOT [--force]",
@@ -102,8 +102,9 @@ const std::vector<Verb>& verbs() {
          "Rename a stopped container (snapshots, log and autostart go along).", verb_rename},
         {"file", 2, any,
          "file push SOURCE... NAME/PATH [-p] [-r] [--uid UID] [--gid GID] [--mode MODE] | "
-         "pull NAME/PATH... DESTINATION [-r] | delete NAME/PATH... | edit NAME/PATH",
-         "Copy files into and out of a container, delete or edit them.", verb_file},
+         "pull NAME/PATH... DESTINATION [-r] | delete NAME/PATH... | edit NAME/PATH | "
+         "mount NAME[/PATH] DIR",
+         "Copy files into and out of a container, delete, edit or mount them.", verb_file},
         {"enable", 1, any, "enable NAME...", "Start containers at boot (lodge@NAME.service).",
          verb_enable_or_disable},
         {"disable", 1, any, "disable NAME...", "Do not start containers at boot.",
@@ -181,7 +182,8 @@ int main(int argc, char** argv) {
             o.force = true;
         else if (a == "--show-log")
             o.show_log = true;
-        else if (a == "--no-snapshots" || a == "--expanded")
+        else if (a == "--no-snapshots" || a == "--expanded" || a == "--stateless" ||
+                 a == "--stateful")
             o.values[a.substr(2)] = "1";
         else if (a == "-p" || a == "--create-dirs")
             o.values["parents"] = "1";

@@ -2,6 +2,7 @@
 // happens in lodged.
 #include "common/sd-util.hpp"
 #include "common/validate.hpp"
+#include "ctl/bus.hpp"
 #include "ctl/instance.hpp"
 
 #include <cerrno>
@@ -12,31 +13,6 @@
 
 namespace lodge::ctl {
 namespace {
-
-constexpr const char* service = "io.lodge1";
-constexpr const char* manager_path = "/io/lodge1";
-constexpr const char* manager_iface = "io.lodge1.Manager";
-
-struct Error {
-    sd_bus_error e = SD_BUS_ERROR_NULL;
-    ~Error() { sd_bus_error_free(&e); }
-};
-
-struct Reply {
-    sd_bus_message* m = nullptr;
-    ~Reply() { sd_bus_message_unref(m); }
-};
-
-int fail(const std::string& msg) {
-    std::fprintf(stderr, "%s\n", msg.c_str());
-    return 1;
-}
-
-int bus_fail(const Error& err, int r) {
-    if (sd_bus_error_is_set(&err.e))
-        return fail(err.e.message ? err.e.message : err.e.name);
-    return fail(std::string("Failed to talk to lodged: ") + std::strerror(-r));
-}
 
 std::string format_time(uint64_t usec) {
     if (usec == 0)
@@ -50,10 +26,9 @@ std::string format_time(uint64_t usec) {
 }
 
 int snapshot_list(const InstanceOptions& o, sd_bus* bus, const std::string& name) {
-    Error err;
-    Reply reply;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "ListSnapshots", &err.e,
-                               &reply.m, "s", name.c_str());
+    BusError err;
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, "ListSnapshots", "s", name.c_str());
     if (r < 0)
         return bus_fail(err, r);
     struct Row {
@@ -61,11 +36,11 @@ int snapshot_list(const InstanceOptions& o, sd_bus* bus, const std::string& name
         uint64_t created, expires;
     };
     std::vector<Row> rows;
-    if ((r = sd_bus_message_enter_container(reply.m, 'a', "(stt)")) < 0)
+    if ((r = sd_bus_message_enter_container(reply.get(), 'a', "(stt)")) < 0)
         return fail("Bad reply from lodged");
     const char* snap = nullptr;
     uint64_t created = 0, expires = 0;
-    while ((r = sd_bus_message_read(reply.m, "(stt)", &snap, &created, &expires)) > 0)
+    while ((r = sd_bus_message_read(reply.get(), "(stt)", &snap, &created, &expires)) > 0)
         rows.push_back({snap, created, expires});
     if (o.json) {
         nlohmann::json j = nlohmann::json::array();
@@ -96,25 +71,24 @@ int snapshot_list(const InstanceOptions& o, sd_bus* bus, const std::string& name
 
 int snapshot_show(const InstanceOptions& o, sd_bus* bus, const std::string& name,
                   const std::string& snap) {
-    Error err;
-    Reply reply;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetSnapshot", &err.e,
-                               &reply.m, "ss", name.c_str(), snap.c_str());
+    BusError err;
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, "GetSnapshot", "ss", name.c_str(), snap.c_str());
     if (r < 0)
         return bus_fail(err, r);
     uint64_t created = 0, expires = 0;
     std::map<std::string, std::string> config;
     std::map<std::string, std::map<std::string, std::string>> devices;
-    r = sd_bus_message_read(reply.m, "tt", &created, &expires);
+    r = sd_bus_message_read(reply.get(), "tt", &created, &expires);
     if (r >= 0)
-        r = read_string_map(reply.m, config);
+        r = read_string_map(reply.get(), config);
     if (r >= 0)
-        r = sd_bus_message_enter_container(reply.m, 'a', "{sa{ss}}");
-    while (r >= 0 && (r = sd_bus_message_enter_container(reply.m, 'e', "sa{ss}")) > 0) {
+        r = sd_bus_message_enter_container(reply.get(), 'a', "{sa{ss}}");
+    while (r >= 0 && (r = sd_bus_message_enter_container(reply.get(), 'e', "sa{ss}")) > 0) {
         const char* dev = nullptr;
-        if ((r = sd_bus_message_read(reply.m, "s", &dev)) < 0 ||
-            (r = read_string_map(reply.m, devices[dev])) < 0 ||
-            (r = sd_bus_message_exit_container(reply.m)) < 0)
+        if ((r = sd_bus_message_read(reply.get(), "s", &dev)) < 0 ||
+            (r = read_string_map(reply.get(), devices[dev])) < 0 ||
+            (r = sd_bus_message_exit_container(reply.get())) < 0)
             break;
     }
     if (r < 0)
@@ -148,26 +122,32 @@ int snapshot_show(const InstanceOptions& o, sd_bus* bus, const std::string& name
 } // namespace
 
 int verb_snapshot(const InstanceOptions& o, sd_bus* bus) {
-    const char* usage = "Usage: lodgectl snapshot create NAME [SNAPSHOT] | list NAME | "
-                        "show NAME SNAPSHOT | delete NAME SNAPSHOT... | "
-                        "rename NAME SNAPSHOT NEW";
+    const char* usage =
+        "Usage: lodgectl snapshot create NAME [SNAPSHOT] [--stateless] | list NAME | "
+        "show NAME SNAPSHOT | delete NAME SNAPSHOT... | "
+        "rename NAME SNAPSHOT NEW";
     if (o.args.size() < 3)
         return fail(usage);
     const std::string& sub = o.args[1];
     const std::string& name = o.args[2];
     if (auto e = check_container_name(name); !e.empty())
         return fail(e);
-    Error err;
+    BusError err;
     if (sub == "create") {
         if (o.args.size() > 4)
             return fail(usage);
+        // A stateful snapshot would checkpoint the processes too (CRIU, as LXD's); lodge's
+        // snapshots hold the rootfs and the config only, which --stateless asks for.
+        if (o.values.count("stateful"))
+            return fail("Stateful snapshots need CRIU to checkpoint the container's processes, "
+                        "and lodge does not use it; take a stateless snapshot (the default, "
+                        "--stateless)");
         std::string snap = o.args.size() == 4 ? o.args[3] : "";
-        Reply reply;
-        int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "CreateSnapshot",
-                                   &err.e, &reply.m, "ss", name.c_str(), snap.c_str());
+        MessagePtr reply;
+        int r = call_manager(bus, err, &reply, "CreateSnapshot", "ss", name.c_str(), snap.c_str());
         const char* made = nullptr;
         if (r >= 0)
-            r = sd_bus_message_read(reply.m, "s", &made);
+            r = sd_bus_message_read(reply.get(), "s", &made);
         if (r < 0)
             return bus_fail(err, r);
         if (o.json)
@@ -185,10 +165,9 @@ int verb_snapshot(const InstanceOptions& o, sd_bus* bus) {
             return fail(usage);
         int ret = 0;
         for (size_t i = 3; i < o.args.size(); i++) {
-            Error e;
-            if (int r =
-                    sd_bus_call_method(bus, service, manager_path, manager_iface, "DeleteSnapshot",
-                                       &e.e, nullptr, "ss", name.c_str(), o.args[i].c_str());
+            BusError e;
+            if (int r = call_manager(bus, e, nullptr, "DeleteSnapshot", "ss", name.c_str(),
+                                     o.args[i].c_str());
                 r < 0)
                 ret = bus_fail(e, r);
         }
@@ -197,9 +176,8 @@ int verb_snapshot(const InstanceOptions& o, sd_bus* bus) {
     if (sub == "rename") {
         if (o.args.size() != 5)
             return fail(usage);
-        int r =
-            sd_bus_call_method(bus, service, manager_path, manager_iface, "RenameSnapshot", &err.e,
-                               nullptr, "sss", name.c_str(), o.args[3].c_str(), o.args[4].c_str());
+        int r = call_manager(bus, err, nullptr, "RenameSnapshot", "sss", name.c_str(),
+                             o.args[3].c_str(), o.args[4].c_str());
         return r < 0 ? bus_fail(err, r) : 0;
     }
     return fail("Unknown snapshot command \"" + sub + "\"; " + usage);
@@ -208,10 +186,9 @@ int verb_snapshot(const InstanceOptions& o, sd_bus* bus) {
 int verb_restore(const InstanceOptions& o, sd_bus* bus) {
     if (o.args.size() != 3)
         return fail("Usage: lodgectl restore NAME SNAPSHOT [--force]");
-    Error err;
-    int r =
-        sd_bus_call_method(bus, service, manager_path, manager_iface, "RestoreSnapshot", &err.e,
-                           nullptr, "ssb", o.args[1].c_str(), o.args[2].c_str(), o.force ? 1 : 0);
+    BusError err;
+    int r = call_manager(bus, err, nullptr, "RestoreSnapshot", "ssb", o.args[1].c_str(),
+                         o.args[2].c_str(), o.force ? 1 : 0);
     return r < 0 ? bus_fail(err, r) : 0;
 }
 
@@ -227,30 +204,19 @@ int verb_copy(const InstanceOptions& o, sd_bus* bus) {
     const std::string& name = o.args[2];
     if (auto e = check_container_name(name); !e.empty())
         return fail(e);
-    sd_bus_message* m = nullptr;
-    if (sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
-                                       "CopyContainer") < 0)
-        return fail("Cannot build the request");
-    Reply call{m};
+    MessagePtr call = new_manager_call(bus, "CopyContainer");
+    if (!call)
+        return 1;
+    sd_bus_message* m = call.get();
     int r = sd_bus_message_append(m, "sss", source.c_str(), snap.c_str(), name.c_str());
-    if (r >= 0)
-        r = sd_bus_message_open_container(m, 'a', "{ss}");
-    for (auto& kv : o.config) {
-        auto eq = kv.find('=');
-        if (eq == std::string::npos || eq == 0)
-            return fail("Invalid config \"" + kv + "\": expected KEY=VALUE");
-        if (r >= 0)
-            r = sd_bus_message_append(m, "{ss}", kv.substr(0, eq).c_str(),
-                                      kv.substr(eq + 1).c_str());
-    }
-    if (r >= 0)
-        r = sd_bus_message_close_container(m);
+    std::string bad;
+    if (r >= 0 && (r = append_map(m, o.config, bad)) == -EINVAL)
+        return fail("Invalid config \"" + bad + "\": expected KEY=VALUE");
     if (r >= 0)
         r = sd_bus_message_append(m, "b", o.values.count("no-snapshots") ? 0 : 1);
-    Error err;
-    Reply reply;
+    BusError err;
     if (r >= 0)
-        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+        r = sd_bus_call(bus, m, 0, &err.e, nullptr);
     if (r < 0)
         return bus_fail(err, r);
     if (o.json)
@@ -265,9 +231,9 @@ int verb_rename(const InstanceOptions& o, sd_bus* bus) {
         return fail("Usage: lodgectl rename NAME NEW_NAME");
     if (auto e = check_container_name(o.args[2]); !e.empty())
         return fail(e);
-    Error err;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "RenameContainer", &err.e,
-                               nullptr, "ss", o.args[1].c_str(), o.args[2].c_str());
+    BusError err;
+    int r = call_manager(bus, err, nullptr, "RenameContainer", "ss", o.args[1].c_str(),
+                         o.args[2].c_str());
     return r < 0 ? bus_fail(err, r) : 0;
 }
 

@@ -5,6 +5,7 @@
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "daemon/exec.hpp"
+#include "daemon/instance-ops.hpp"
 #include "daemon/remote.hpp"
 #include "runtime/net.hpp"
 
@@ -429,22 +430,24 @@ static int property_get_config(sd_bus*, const char*, const char*, const char*,
     return guarded([&] { return append_string_map(reply, CONTAINER(ud).public_config()); });
 }
 
+int append_devices(sd_bus_message* reply, const std::map<std::string, KeyMap>& devices) {
+    int r = sd_bus_message_open_container(reply, 'a', "{sa{ss}}");
+    for (auto& [dev, keys] : devices) {
+        if (r >= 0)
+            r = sd_bus_message_open_container(reply, 'e', "sa{ss}");
+        if (r >= 0)
+            r = sd_bus_message_append(reply, "s", dev.c_str());
+        if (r >= 0)
+            r = append_string_map(reply, keys);
+        if (r >= 0)
+            r = sd_bus_message_close_container(reply);
+    }
+    return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
 static int property_get_devices(sd_bus*, const char*, const char*, const char*,
                                 sd_bus_message* reply, void* ud, sd_bus_error*) {
-    return guarded([&] {
-        int r = sd_bus_message_open_container(reply, 'a', "{sa{ss}}");
-        for (auto& [dev, keys] : CONTAINER(ud).config.devices) {
-            if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'e', "sa{ss}");
-            if (r >= 0)
-                r = sd_bus_message_append(reply, "s", dev.c_str());
-            if (r >= 0)
-                r = append_string_map(reply, keys);
-            if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        }
-        return r < 0 ? r : sd_bus_message_close_container(reply);
-    });
+    return guarded([&] { return append_devices(reply, CONTAINER(ud).config.devices); });
 }
 
 static const sd_bus_vtable container_vtable[] = {
@@ -498,6 +501,7 @@ static const sd_bus_vtable container_vtable[] = {
                             method_get_addresses, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("OpenConsoleLog", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", log),
                             method_open_console_log, SD_BUS_VTABLE_UNPRIVILEGED),
+    LODGE_INSTANCE_OBJECT_METHODS,
     SD_BUS_VTABLE_END,
 };
 

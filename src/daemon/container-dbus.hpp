@@ -15,6 +15,8 @@ int authorize(sd_bus_message* m, Manager& manager, const char* action, const std
 // operation's Error.
 Done reply_when_done(sd_bus_message* m, bool with_reason = false);
 int append_string_map(sd_bus_message* reply, const KeyMap& map);
+// a{sa{ss}}: devices and their keys.
+int append_devices(sd_bus_message* reply, const std::map<std::string, KeyMap>& devices);
 
 int op_start(sd_bus_message* m, Container& c, sd_bus_error* error);
 int op_stop(sd_bus_message* m, Container& c, int32_t timeout, int force, sd_bus_error* error);

@@ -49,16 +49,69 @@ Fd open_root(const std::string& container, std::string& error) {
     return root;
 }
 
-// The directory `parent` in the container, created (as directories of root) if `create`.
-int open_parent(int root, const std::string& parent, bool create, Fd& out, const std::string& path,
-                std::string& error) {
-    if (create) {
-        if (int r = runtime::mkdir_in_root(root, parent, out); r < 0)
-            return fail(-r, "Cannot create the directories of", path, error);
-        return 0;
+// The on-disk owner of the directories a push with -p makes.
+struct Owner {
+    uint32_t uid = 0, gid = 0;
+};
+
+// The missing directories of `parent` made one at a time, each step resolved inside the
+// container's root (a symlink in the guest's tree leads to its target inside, never out).
+// They get mode 0755 and `owner`: the container's root or the push's --uid/--gid, never the
+// host's root, which a container with a shifted rootfs would see as nobody.
+int make_parents(int root, const std::string& parent, const Owner& owner, Fd& out,
+                 const std::string& path, std::string& error) {
+    Fd dir = runtime::open_in_root(root, ".", O_PATH | O_DIRECTORY);
+    if (!dir)
+        return fail(errno, "Cannot open the root for", path, error);
+    std::string walked;
+    for (size_t pos = 0; pos < parent.size();) {
+        size_t slash = parent.find('/', pos);
+        std::string comp = parent.substr(pos, slash == std::string::npos ? slash : slash - pos);
+        pos = slash == std::string::npos ? parent.size() : slash + 1;
+        if (comp.empty() || comp == ".")
+            continue;
+        std::string next = walked + "/" + comp;
+        Fd found = runtime::open_in_root(root, next, O_PATH | O_DIRECTORY);
+        if (!found && errno == ENOENT) {
+            Fd at =
+                runtime::open_in_root(root, walked.empty() ? "." : walked, O_RDONLY | O_DIRECTORY);
+            if (!at)
+                return fail(errno, "Cannot open the directories of", path, error);
+            if (::mkdirat(at.get(), comp.c_str(), 0700) == 0) {
+                found.reset(::openat(at.get(), comp.c_str(),
+                                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                if (found && (::fchown(found.get(), owner.uid, owner.gid) < 0 ||
+                              ::fchmod(found.get(), 0755) < 0))
+                    return fail(errno, "Cannot set the owner of the directories of", path, error);
+            } else if (errno == EEXIST) {
+                // Made meanwhile; a dangling symlink stays ENOENT.
+                found = runtime::open_in_root(root, next, O_PATH | O_DIRECTORY);
+            }
+        }
+        if (!found)
+            return fail(errno, "Cannot create the directories of", path, error);
+        walked = next;
+        dir = std::move(found);
     }
-    out = runtime::open_in_root(root, parent, O_PATH | O_DIRECTORY);
-    if (!out)
+    out = std::move(dir);
+    return 0;
+}
+
+// The directory that holds `path` in the container (missing ones made, owned by `*create`,
+// when `create` is set), and the entry's name in it.
+int locate(const std::string& container, const std::string& path, const Owner* create, Fd& dir,
+           std::string& base, std::string& error) {
+    Fd root = open_root(container, error);
+    if (!root)
+        return -EIO;
+    Split s;
+    if (int r = split(path, s, error); r < 0)
+        return r;
+    base = s.base;
+    if (create)
+        return make_parents(root.get(), s.parent, *create, dir, path, error);
+    dir = runtime::open_in_root(root.get(), s.parent, O_PATH | O_DIRECTORY);
+    if (!dir)
         return fail(errno, "Cannot open the directory of", path, error);
     return 0;
 }
@@ -90,6 +143,22 @@ int map_ids(const IdMap& ids, uint32_t uid, uint32_t gid, uint32_t& disk_uid, ui
         return -ERANGE;
     }
     return 0;
+}
+
+// Where a new entry `path` goes: the directory that holds it, its name there, and the ids it
+// gets on disk for the container's uid:gid.
+struct NewEntry {
+    Fd dir;
+    std::string base;
+    uint32_t uid = 0, gid = 0;
+};
+
+int new_entry(const std::string& container, const IdMap& ids, const std::string& path, uint32_t uid,
+              uint32_t gid, bool parents, NewEntry& out, std::string& error) {
+    if (int r = map_ids(ids, uid, gid, out.uid, out.gid, error); r < 0)
+        return r;
+    Owner owner{out.uid, out.gid};
+    return locate(container, path, parents ? &owner : nullptr, out.dir, out.base, error);
 }
 
 bool write_all(int fd, const char* data, size_t size) {
@@ -127,27 +196,25 @@ uint32_t IdMap::from_disk(uint32_t id) const {
 
 int stat(const std::string& container, const IdMap& ids, const std::string& path, Stat& out,
          std::string& error) {
-    Fd root = open_root(container, error);
-    if (!root)
-        return -EIO;
-    Split s;
     struct stat st {};
     if (path.find_first_not_of('/') == std::string::npos) {
+        Fd root = open_root(container, error);
+        if (!root)
+            return -EIO;
         if (::fstat(root.get(), &st) < 0)
             return fail(errno, "Cannot stat", path, error);
         out = make_stat(st, ids);
         return 0;
     }
-    if (int r = split(path, s, error); r < 0)
-        return r;
     Fd dir;
-    if (int r = open_parent(root.get(), s.parent, false, dir, path, error); r < 0)
+    std::string base;
+    if (int r = locate(container, path, nullptr, dir, base, error); r < 0)
         return r;
-    if (::fstatat(dir.get(), s.base.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
+    if (::fstatat(dir.get(), base.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
         return fail(errno, "Cannot stat", path, error);
     out = make_stat(st, ids);
     if (S_ISLNK(st.st_mode))
-        out.target = link_target(dir.get(), s.base.c_str());
+        out.target = link_target(dir.get(), base.c_str());
     return 0;
 }
 
@@ -209,42 +276,28 @@ int open_for_reading(const std::string& container, const IdMap& ids, const std::
 }
 
 int remove(const std::string& container, const std::string& path, std::string& error) {
-    Fd root = open_root(container, error);
-    if (!root)
-        return -EIO;
-    Split s;
-    if (int r = split(path, s, error); r < 0)
-        return r;
     Fd dir;
-    if (int r = open_parent(root.get(), s.parent, false, dir, path, error); r < 0)
+    std::string base;
+    if (int r = locate(container, path, nullptr, dir, base, error); r < 0)
         return r;
-    if (::unlinkat(dir.get(), s.base.c_str(), 0) == 0)
+    if (::unlinkat(dir.get(), base.c_str(), 0) == 0)
         return 0;
-    if (errno == EISDIR && ::unlinkat(dir.get(), s.base.c_str(), AT_REMOVEDIR) == 0)
+    if (errno == EISDIR && ::unlinkat(dir.get(), base.c_str(), AT_REMOVEDIR) == 0)
         return 0;
     return fail(errno, "Cannot delete", path, error);
 }
 
 int make_directory(const std::string& container, const IdMap& ids, const std::string& path,
                    uint32_t uid, uint32_t gid, uint32_t mode, bool parents, std::string& error) {
-    uint32_t du = 0, dg = 0;
-    if (int r = map_ids(ids, uid, gid, du, dg, error); r < 0)
+    NewEntry n;
+    if (int r = new_entry(container, ids, path, uid, gid, parents, n, error); r < 0)
         return r;
-    Fd root = open_root(container, error);
-    if (!root)
-        return -EIO;
-    Split s;
-    if (int r = split(path, s, error); r < 0)
-        return r;
-    Fd dir;
-    if (int r = open_parent(root.get(), s.parent, parents, dir, path, error); r < 0)
-        return r;
-    if (::mkdirat(dir.get(), s.base.c_str(), 0700) < 0 && errno != EEXIST)
+    if (::mkdirat(n.dir.get(), n.base.c_str(), 0700) < 0 && errno != EEXIST)
         return fail(errno, "Cannot create the directory", path, error);
-    Fd made(::openat(dir.get(), s.base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    Fd made(::openat(n.dir.get(), n.base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!made)
         return fail(errno, "Cannot open the directory", path, error);
-    if (::fchown(made.get(), du, dg) < 0 || ::fchmod(made.get(), mode & 07777) < 0)
+    if (::fchown(made.get(), n.uid, n.gid) < 0 || ::fchmod(made.get(), mode & 07777) < 0)
         return fail(errno, "Cannot set the owner and mode of", path, error);
     return 0;
 }
@@ -252,21 +305,12 @@ int make_directory(const std::string& container, const IdMap& ids, const std::st
 int make_symlink(const std::string& container, const IdMap& ids, const std::string& path,
                  const std::string& target, uint32_t uid, uint32_t gid, bool parents,
                  std::string& error) {
-    uint32_t du = 0, dg = 0;
-    if (int r = map_ids(ids, uid, gid, du, dg, error); r < 0)
+    NewEntry n;
+    if (int r = new_entry(container, ids, path, uid, gid, parents, n, error); r < 0)
         return r;
-    Fd root = open_root(container, error);
-    if (!root)
-        return -EIO;
-    Split s;
-    if (int r = split(path, s, error); r < 0)
-        return r;
-    Fd dir;
-    if (int r = open_parent(root.get(), s.parent, parents, dir, path, error); r < 0)
-        return r;
-    if (::symlinkat(target.c_str(), dir.get(), s.base.c_str()) < 0)
+    if (::symlinkat(target.c_str(), n.dir.get(), n.base.c_str()) < 0)
         return fail(errno, "Cannot create the symlink", path, error);
-    if (::fchownat(dir.get(), s.base.c_str(), du, dg, AT_SYMLINK_NOFOLLOW) < 0)
+    if (::fchownat(n.dir.get(), n.base.c_str(), n.uid, n.gid, AT_SYMLINK_NOFOLLOW) < 0)
         return fail(errno, "Cannot set the owner of", path, error);
     return 0;
 }
@@ -274,17 +318,8 @@ int make_symlink(const std::string& container, const IdMap& ids, const std::stri
 int write_file(const std::string& container, const IdMap& ids, const std::string& path, int source,
                uint32_t uid, uint32_t gid, uint32_t mode, bool parents,
                const std::function<void(uint64_t)>& progress, std::string& error) {
-    uint32_t du = 0, dg = 0;
-    if (int r = map_ids(ids, uid, gid, du, dg, error); r < 0)
-        return r;
-    Fd root = open_root(container, error);
-    if (!root)
-        return -EIO;
-    Split s;
-    if (int r = split(path, s, error); r < 0)
-        return r;
-    Fd dir;
-    if (int r = open_parent(root.get(), s.parent, parents, dir, path, error); r < 0)
+    NewEntry n;
+    if (int r = new_entry(container, ids, path, uid, gid, parents, n, error); r < 0)
         return r;
     // Written under a temporary name next to it, then renamed over: readers in the guest see
     // the old file or the whole new one, and a link the guest put there is replaced, never
@@ -292,12 +327,12 @@ int write_file(const std::string& container, const IdMap& ids, const std::string
     uint64_t random = 0;
     ::getrandom(&random, sizeof random, 0);
     std::string tmp = ".lodge-push-" + std::to_string(random);
-    Fd file(::openat(dir.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+    Fd file(::openat(n.dir.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      0600));
     if (!file)
         return fail(errno, "Cannot create", path, error);
     auto drop = [&](int r) {
-        ::unlinkat(dir.get(), tmp.c_str(), 0);
+        ::unlinkat(n.dir.get(), tmp.c_str(), 0);
         return r;
     };
     std::vector<char> buf(1 << 20);
@@ -319,9 +354,9 @@ int write_file(const std::string& container, const IdMap& ids, const std::string
         }
     }
     // chown clears setuid/setgid: the mode comes after it.
-    if (::fchown(file.get(), du, dg) < 0 || ::fchmod(file.get(), mode & 07777) < 0)
+    if (::fchown(file.get(), n.uid, n.gid) < 0 || ::fchmod(file.get(), mode & 07777) < 0)
         return drop(fail(errno, "Cannot set the owner and mode of", path, error));
-    if (::renameat(dir.get(), tmp.c_str(), dir.get(), s.base.c_str()) < 0)
+    if (::renameat(n.dir.get(), tmp.c_str(), n.dir.get(), n.base.c_str()) < 0)
         return drop(fail(errno, "Cannot put in place", path, error));
     return 0;
 }

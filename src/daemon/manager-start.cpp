@@ -83,11 +83,12 @@ Result<> Manager::create(CreateRequest req, Done done) {
         return 0;
     };
     // Back on the loop: config.json and the rename that makes the container, or the cleanup.
-    op.done = [this, config, work_dir, done](const OperationResult& res) mutable {
+    op.done = [this, config, work_dir, done,
+               fill_failure = req.fill_failure](const OperationResult& res) mutable {
         creating_.erase(config.name);
         Result<> made;
         if (res.code < 0)
-            made = make_error(errors::import_failed, res.code, res.error);
+            made = make_error(fill_failure, res.code, res.error);
         KeyMap image_keys;
         if (made && res.data.is_object() && res.data.contains("image_keys"))
             image_keys = res.data["image_keys"].get<KeyMap>();

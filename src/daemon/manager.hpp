@@ -44,6 +44,8 @@ struct CreateRequest {
     // The config comes from an existing container (a copy): its volatile.* and image.* keys
     // are lodge's own, not the caller's.
     bool trusted = false;
+    // What a failed fill is: an import's (ImportFailed), or a copy's (Failed).
+    const char* fill_failure = errors::import_failed;
 };
 
 class Manager {
@@ -127,35 +129,34 @@ public:
         create_defaults_ = std::move(fn);
     }
 
-    // manager-instance.cpp (issue 15): snapshots, restore, copy, rename. Snapshots and copies
-    // of a running container are allowed (crash-consistent); restore and rename need it
-    // stopped. `snap` empty picks the next free "snapN" and is set to the name used.
-    // `now_usec` (CLOCK_REALTIME, 0: now) dates it; snapshots.expiry counts from it.
-    int create_snapshot(Container& c, std::string& snap, Done done, std::string& error,
-                        uint64_t now_usec = 0);
+    // Issue 15: snapshots (manager-snapshot.cpp), restore (manager-restore.cpp), copy,
+    // rename and config edit (manager-copy.cpp). Each failure is the Error its site chose.
+    // Snapshots and copies of a running container are allowed (crash-consistent); restore and
+    // rename need it stopped. `snap` empty picks the next free "snapN"; the name used is
+    // returned. `now_usec` (CLOCK_REALTIME, 0: now) dates it; snapshots.expiry counts from it.
+    Result<std::string> create_snapshot(Container& c, const std::string& snap, Done done,
+                                        uint64_t now_usec = 0);
     // snapshots.schedule: takes the snapshots due in the minute of `now_usec`
     // (CLOCK_REALTIME) of running containers and deletes the expired ones. A timer runs it
     // each minute; tests run it with a clock of their own (RunSnapshotSchedule). Returns the
     // number of snapshots started.
     unsigned snapshot_tick(uint64_t now_usec);
     void start_snapshot_scheduler();
-    int delete_snapshot(Container& c, const std::string& snap, std::string& error);
-    int rename_snapshot(Container& c, const std::string& from, const std::string& to,
-                        std::string& error);
+    Result<> delete_snapshot(Container& c, const std::string& snap);
+    Result<> rename_snapshot(Container& c, const std::string& from, const std::string& to);
     // `force`: a running container is stopped (SIGKILL) first.
-    int restore_snapshot(Container& c, const std::string& snap, bool force, Done done,
-                         std::string& error);
+    Result<> restore_snapshot(Container& c, const std::string& snap, bool force, Done done);
     // A new container `name` from `source` (or its snapshot `snap`), with new MACs and a new
     // instance-id; `overrides` are user keys set on it.
-    int copy_container(const std::string& source, const std::string& snap, const std::string& name,
-                       const KeyMap& overrides, bool with_snapshots, Done done, std::string& error);
-    int rename_container(Container& c, const std::string& name, std::string& error);
+    Result<> copy_container(const std::string& source, const std::string& snap,
+                            const std::string& name, const KeyMap& overrides, bool with_snapshots,
+                            Done done);
+    Result<> rename_container(Container& c, const std::string& name);
     // config edit: the whole definition at once. Keys go through set_config(); lodge's own
     // (volatile.*, image.*) must come back unchanged or be left out; devices of a running
     // container change only with add_device/remove_device.
-    int update_container(Container& c, const KeyMap& config,
-                         const std::map<std::string, KeyMap>& devices, Done done,
-                         std::string& error);
+    Result<> update_container(Container& c, const KeyMap& config,
+                              const std::map<std::string, KeyMap>& devices, Done done);
     // A snapshot or copy reads the container, or a restore replaces its rootfs.
     bool instance_busy(const std::string& name) const {
         return readers_.count(name) != 0 || restoring_.count(name) != 0;
@@ -234,7 +235,7 @@ private:
     std::set<std::string> launching_; // names whose supervisor is not READY yet
     std::set<std::string> creating_;  // names whose create runs
     Operations operations_;
-    // manager-instance.cpp: containers read by snapshots and copies (how many at once), and
+    // manager-snapshot.cpp: containers read by snapshots and copies (how many at once), and
     // those being restored.
     std::map<std::string, int> readers_;
     std::set<std::string> restoring_;
@@ -253,8 +254,9 @@ private:
 constexpr const char* instance_id_key = "volatile.cloud-init.instance-id";
 bool is_cloud_init_key(const std::string& key);
 std::string new_instance_id();
-// manager-instance.cpp: an errno and message of the snapshot store or a copy as an Error
-// (ENOENT: no such snapshot, EEXIST: it exists, EBUSY, EINVAL, ENOTCONN; else Failed).
-Error instance_error(int r, const std::string& why);
+// volatile.*: lodge's own keys, part of a container's identity.
+inline bool is_volatile_key(const std::string& key) {
+    return key.rfind("volatile.", 0) == 0;
+}
 
 } // namespace lodge::daemon

@@ -129,42 +129,51 @@ std::vector<Info> list(const std::string& container) {
     return out;
 }
 
-int load(const std::string& container, const std::string& snap, ContainerConfig& config, Info& info,
-         std::string& error) {
-    if (auto e = check_name(snap); !e.empty()) {
-        error = e;
-        return -EINVAL;
-    }
-    if (!exists(container, snap)) {
-        error = "Container \"" + container + "\" has no snapshot \"" + snap + "\"";
-        return -ENOENT;
-    }
-    std::string p = path(container, snap);
-    if (int r = load_container_config(p + "/config.json", config, error); r < 0)
-        return r;
-    info = info_of(snap, p);
-    return 0;
+// The name's rule broken, as an InvalidName error (ok when `snap` may name a snapshot).
+static Result<> valid_name(const std::string& snap) {
+    if (auto e = check_name(snap); !e.empty())
+        return make_error(errors::invalid_name, EINVAL, e);
+    return {};
 }
 
-int prepare(const std::string& container, const std::string& snap, std::string& work,
-            std::string& error) {
+static Error no_such_snapshot(const std::string& container, const std::string& snap) {
+    return make_error(errors::no_such_snapshot, ENOENT,
+                      "Container \"" + container + "\" has no snapshot \"" + snap + "\"");
+}
+
+static Error snapshot_exists(const std::string& container, const std::string& snap) {
+    return make_error(errors::snapshot_exists, EEXIST,
+                      "Container \"" + container + "\" already has a snapshot \"" + snap + "\"");
+}
+
+// The errno of a failed system call, with what it was doing.
+static Error failed(int err, const std::string& doing) {
+    return make_error(errors::failed, err, doing + ": " + std::strerror(err));
+}
+
+Result<> load(const std::string& container, const std::string& snap, ContainerConfig& config,
+              Info& info) {
+    if (auto valid = valid_name(snap); !valid)
+        return valid.error();
+    if (!exists(container, snap))
+        return no_such_snapshot(container, snap);
+    std::string p = path(container, snap), error;
+    if (int r = load_container_config(p + "/config.json", config, error); r < 0)
+        return make_error(errors::failed, r, error);
+    info = info_of(snap, p);
+    return {};
+}
+
+Result<std::string> prepare(const std::string& container, const std::string& snap) {
     std::string d = dir(container);
-    if (::mkdir(d.c_str(), 0700) < 0 && errno != EEXIST) {
-        int err = errno;
-        error = "Cannot create " + d + ": " + std::strerror(err);
-        return -err;
-    }
-    if (exists(container, snap)) {
-        error = "Container \"" + container + "\" already has a snapshot \"" + snap + "\"";
-        return -EEXIST;
-    }
-    work = hidden_dir(d, "new", snap);
-    if (work.empty()) {
-        int err = errno;
-        error = "Cannot create a directory in " + d + ": " + std::strerror(err);
-        return -err;
-    }
-    return 0;
+    if (::mkdir(d.c_str(), 0700) < 0 && errno != EEXIST)
+        return failed(errno, "Cannot create " + d);
+    if (exists(container, snap))
+        return snapshot_exists(container, snap);
+    std::string work = hidden_dir(d, "new", snap);
+    if (work.empty())
+        return failed(errno, "Cannot create a directory in " + d);
+    return work;
 }
 
 int fill(const std::string& container_dir, const ContainerConfig& config, const std::string& work,
@@ -214,68 +223,45 @@ int copy_marker(const std::string& from_dir, const std::string& to_dir) {
     return copy_small_file(from_dir + "/" + shift_marker, to_dir + "/" + shift_marker);
 }
 
-int commit(const std::string& container, const std::string& snap, const std::string& work,
-           std::string& error) {
+Result<> commit(const std::string& container, const std::string& snap, const std::string& work) {
     if (::renameat2(AT_FDCWD, work.c_str(), AT_FDCWD, path(container, snap).c_str(),
-                    RENAME_NOREPLACE) < 0) {
-        int err = errno;
-        error = err == EEXIST
-                    ? "Container \"" + container + "\" already has a snapshot \"" + snap + "\""
-                    : "Cannot put snapshot \"" + snap + "\" in place: " + std::strerror(err);
-        return -err;
-    }
-    return 0;
+                    RENAME_NOREPLACE) < 0)
+        return errno == EEXIST ? snapshot_exists(container, snap)
+                               : failed(errno, "Cannot put snapshot \"" + snap + "\" in place");
+    return {};
 }
 
-int retire(const std::string& container, const std::string& snap, std::string& trash,
-           std::string& error) {
-    if (!exists(container, snap)) {
-        error = "Container \"" + container + "\" has no snapshot \"" + snap + "\"";
-        return -ENOENT;
-    }
+Result<std::string> retire(const std::string& container, const std::string& snap) {
+    if (!exists(container, snap))
+        return no_such_snapshot(container, snap);
     std::string t = hidden_dir(dir(container), "trash", snap);
     if (t.empty() || ::rename(path(container, snap).c_str(), t.c_str()) < 0) {
         int err = errno;
         if (!t.empty())
             ::rmdir(t.c_str());
-        error = "Cannot delete snapshot \"" + snap + "\": " + std::strerror(err);
-        return -err;
+        return failed(err, "Cannot delete snapshot \"" + snap + "\"");
     }
-    trash = t;
-    return 0;
+    return t;
 }
 
-int rename(const std::string& container, const std::string& from, const std::string& to,
-           std::string& error) {
+Result<> rename(const std::string& container, const std::string& from, const std::string& to) {
     for (auto* n : {&from, &to})
-        if (auto e = check_name(*n); !e.empty()) {
-            error = e;
-            return -EINVAL;
-        }
-    if (!exists(container, from)) {
-        error = "Container \"" + container + "\" has no snapshot \"" + from + "\"";
-        return -ENOENT;
-    }
+        if (auto valid = valid_name(*n); !valid)
+            return valid;
+    if (!exists(container, from))
+        return no_such_snapshot(container, from);
     if (::renameat2(AT_FDCWD, path(container, from).c_str(), AT_FDCWD, path(container, to).c_str(),
-                    RENAME_NOREPLACE) < 0) {
-        int err = errno;
-        error = err == EEXIST
-                    ? "Container \"" + container + "\" already has a snapshot \"" + to + "\""
-                    : "Cannot rename snapshot \"" + from + "\": " + std::strerror(err);
-        return -err;
-    }
-    return 0;
+                    RENAME_NOREPLACE) < 0)
+        return errno == EEXIST ? snapshot_exists(container, to)
+                               : failed(errno, "Cannot rename snapshot \"" + from + "\"");
+    return {};
 }
 
-int prepare_restore(const std::string& container, std::string& work, std::string& error) {
-    work = hidden_dir(paths::container_dir(container), "restore", "rootfs");
-    if (work.empty()) {
-        int err = errno;
-        error = "Cannot create a directory in " + paths::container_dir(container) + ": " +
-                std::strerror(err);
-        return -err;
-    }
-    return 0;
+Result<std::string> prepare_restore(const std::string& container) {
+    std::string work = hidden_dir(paths::container_dir(container), "restore", "rootfs");
+    if (work.empty())
+        return failed(errno, "Cannot create a directory in " + paths::container_dir(container));
+    return work;
 }
 
 int fill_restore(const std::string& container, const std::string& snap,
@@ -330,18 +316,18 @@ static int apply_restore(const std::string& container, const std::string& work,
     return 0;
 }
 
-int commit_restore(const std::string& container, const std::string& work, ContainerConfig& applied,
-                   bool& swapped, std::string& error) {
+Result<> commit_restore(const std::string& container, const std::string& work,
+                        ContainerConfig& applied, bool& swapped) {
     swapped = false;
     std::string rootfs = paths::container_rootfs(container);
     if (::renameat2(AT_FDCWD, (work + "/rootfs").c_str(), AT_FDCWD, rootfs.c_str(),
-                    RENAME_EXCHANGE) < 0) {
-        int err = errno;
-        error = "Cannot put the restored rootfs in place: " + std::string(std::strerror(err));
-        return -err;
-    }
+                    RENAME_EXCHANGE) < 0)
+        return failed(errno, "Cannot put the restored rootfs in place");
     swapped = true;
-    return apply_restore(container, work, applied, error);
+    std::string error;
+    if (int r = apply_restore(container, work, applied, error); r < 0)
+        return make_error(errors::failed, r, error);
+    return {};
 }
 
 // Whether the rootfs in place is the one the restore in `work` made.

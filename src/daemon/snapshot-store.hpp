@@ -11,6 +11,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "common/error.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -33,12 +34,14 @@ struct Info {
 // Sorted by creation time.
 std::vector<Info> list(const std::string& container);
 bool exists(const std::string& container, const std::string& snap);
-int load(const std::string& container, const std::string& snap, ContainerConfig& config, Info& info,
-         std::string& error);
+// What fails on lodged's loop fails here with its bus name (InvalidName, NoSuchSnapshot,
+// SnapshotExists, Failed). The copies that run in workers return 0 or -errno with `error`:
+// whatever goes wrong in one is a failed copy.
+Result<> load(const std::string& container, const std::string& snap, ContainerConfig& config,
+              Info& info);
 
 // A hidden work directory for the new snapshot `snap` of `container`.
-int prepare(const std::string& container, const std::string& snap, std::string& work,
-            std::string& error);
+Result<std::string> prepare(const std::string& container, const std::string& snap);
 // In a worker: fills a snapshot-shaped directory `work` (rootfs/, config.json, snapshot.json,
 // the shift marker) from the container directory `container_dir` and `config`, and syncs it.
 // `progress` as copy_tree's.
@@ -50,17 +53,14 @@ int copy_snapshot_dir(const std::string& from, const std::string& to,
                       const std::function<void(uint64_t)>& progress, std::string& error);
 // Copies `from_dir`/rootfs.idmap-shift to `to_dir` (or removes it there when absent).
 int copy_marker(const std::string& from_dir, const std::string& to_dir);
-// The work directory becomes the snapshot (EEXIST when the name was taken meanwhile).
-int commit(const std::string& container, const std::string& snap, const std::string& work,
-           std::string& error);
-// Renames the snapshot away; `trash` is what is left to remove (Registry::remove_retired).
-int retire(const std::string& container, const std::string& snap, std::string& trash,
-           std::string& error);
-int rename(const std::string& container, const std::string& from, const std::string& to,
-           std::string& error);
+// The work directory becomes the snapshot (SnapshotExists when the name was taken meanwhile).
+Result<> commit(const std::string& container, const std::string& snap, const std::string& work);
+// Renames the snapshot away; gives what is left to remove (Registry::remove_retired).
+Result<std::string> retire(const std::string& container, const std::string& snap);
+Result<> rename(const std::string& container, const std::string& from, const std::string& to);
 
 // Restores. prepare_restore: a hidden work directory in the container's directory.
-int prepare_restore(const std::string& container, std::string& work, std::string& error);
+Result<std::string> prepare_restore(const std::string& container);
 // In a worker: the snapshot's rootfs and marker copied into `work`, `config` recorded as what
 // to apply, with the new rootfs's inode; all synced.
 int fill_restore(const std::string& container, const std::string& snap,
@@ -68,10 +68,10 @@ int fill_restore(const std::string& container, const std::string& snap,
                  const std::function<void(uint64_t)>& progress, std::string& error);
 // On the loop: swaps the rootfs in (the restore), then applies config and marker. `applied`
 // gets the config now on disk. After success `work` holds the old rootfs, for the caller to
-// remove. Returns 0 or -errno with `error`.
-// `swapped` says whether the swap happened (a failure after it is finished at the next start).
-int commit_restore(const std::string& container, const std::string& work, ContainerConfig& applied,
-                   bool& swapped, std::string& error);
+// remove. `swapped` says whether the swap happened (a failure after it is finished at the
+// next start).
+Result<> commit_restore(const std::string& container, const std::string& work,
+                        ContainerConfig& applied, bool& swapped);
 
 // At lodged's start, before containers are loaded: finishes restores whose swap happened and
 // returns every leftover (unfinished snapshots, deletes, restores) for lodged to remove.

@@ -145,3 +145,32 @@ TEST_F(BusErrors, RemovingAMissingDeviceIsNoSuchDevice) {
 }
 
 } // namespace
+
+namespace {
+
+// Issue 15's operations name their failures where they happen. The old edge mapped every
+// EEXIST to SnapshotExists and every EINVAL to InvalidConfig, whatever had failed.
+TEST_F(BusErrors, CopyingOntoAnExistingContainerIsContainerExists) {
+    std::string a = make("copysrc"), b = make("copydst");
+    ASSERT_EQ(error_of("CreateContainer", "sa{ss}", a.c_str(), 0), "") << last_message;
+    ASSERT_EQ(error_of("CreateContainer", "sa{ss}", b.c_str(), 0), "") << last_message;
+    EXPECT_EQ(error_of("CopyContainer", "sssa{ss}b", a.c_str(), "", b.c_str(), 0, 0),
+              "io.lodge1.ContainerExists")
+        << last_message;
+}
+
+TEST_F(BusErrors, SnapshotFailuresNameTheSnapshotProblem) {
+    std::string n = make("snaperr");
+    ASSERT_EQ(error_of("CreateContainer", "sa{ss}", n.c_str(), 0), "") << last_message;
+    ASSERT_EQ(error_of("CreateSnapshot", "ss", n.c_str(), "s1"), "") << last_message;
+    EXPECT_EQ(error_of("CreateSnapshot", "ss", n.c_str(), "s1"), "io.lodge1.SnapshotExists");
+    EXPECT_EQ(error_of("RestoreSnapshot", "ssb", n.c_str(), "nothere", 0),
+              "io.lodge1.NoSuchSnapshot");
+    // An invalid new name is a name's problem, not the config's.
+    EXPECT_EQ(error_of("RenameSnapshot", "sss", n.c_str(), "s1", "-bad"), "io.lodge1.InvalidName")
+        << last_message;
+    EXPECT_EQ(error_of("CopyContainer", "sssa{ss}b", n.c_str(), "nothere", make("c").c_str(), 0, 0),
+              "io.lodge1.NoSuchSnapshot");
+}
+
+} // namespace

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace lodge;
@@ -169,6 +170,129 @@ TEST_F(FilesTest, PushIntoARunningUnprivilegedContainerShowsTheOwnerInside) {
     EXPECT_EQ(m.st_uid, 33u);
     EXPECT_EQ(m.st_gid, 44u);
     EXPECT_EQ(read_text(work + "/made"), "made\n");
+    ctl("stop --force " + n);
+}
+
+uid_t owner_of(const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0 ? st.st_uid : uid_t(-1);
+}
+
+// push -p into a rootfs shifted on disk (no idmapped mounts): the directories it makes are the
+// container's (its root, or the --uid/--gid given), as the guest sees them. They were the
+// host's root's, which the guest sees as nobody (65534) and its root cannot change.
+TEST_F(FilesTest, PushWithParentsIntoAShiftedRootfsMakesTheContainersDirectories) {
+    daemon.reset();
+    ::setenv("LODGE_IDMAP", "shift", 1); // what filesystems without idmapped mounts get
+    daemon = std::make_unique<Lodged>();
+    ::unsetenv("LODGE_IDMAP");
+    ASSERT_TRUE(daemon->wait_ready());
+    std::string n = make("fshift");
+    int st = -1;
+    std::string out = ctl("start " + n, &st);
+    ASSERT_EQ(st, 0) << out;
+    uid_t base = owner_of(rootfs(n) + "/bin");
+    if (base == 0 || base == uid_t(-1))
+        GTEST_SKIP() << "the rootfs was not shifted on disk";
+    write_file_atomic(work + "/f", "f\n", 0644);
+    out = ctl("file push " + work + "/f " + n + "/deep/er/f -p --uid 1000 --gid 1001", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("exec " + n + " -- /bin/stat -c %u:%g:%a /deep /deep/er /deep/er/f"),
+              "1000:1001:755\n1000:1001:755\n1000:1001:644\n");
+    EXPECT_EQ(owner_of(rootfs(n) + "/deep/er"), base + 1000) << "not the container's id on disk";
+    out = ctl("file push " + work + "/f " + n + "/other/dir/f -p", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("exec " + n + " -- /bin/stat -c %u:%g /other /other/dir"), "0:0\n0:0\n");
+    // The guest's root may change what it was given.
+    out = ctl("exec " + n + " -- /bin/chmod 700 /other", &st);
+    EXPECT_EQ(st, 0) << out;
+    ctl("stop --force " + n);
+}
+
+// push -p through symlinks in the guest's tree that point at a host path: the directories are
+// made inside the container's rootfs, where the guest would resolve them, never on the host;
+// through a dangling one nothing is made (as mkdir -p in the guest).
+TEST_F(FilesTest, PushWithParentsThroughAnEscapingSymlinkStaysInTheRootfs) {
+    std::string n = make("fescape");
+    std::string host = work + "/host-target";
+    ASSERT_EQ(mkdir_p(host, 0755), 0);
+    ASSERT_EQ(mkdir_p(rootfs(n) + host, 0755), 0); // the same path inside
+    ASSERT_EQ(::symlink(host.c_str(), (rootfs(n) + "/escape").c_str()), 0);
+    ASSERT_EQ(::symlink(("../../../../../.." + host).c_str(), (rootfs(n) + "/up").c_str()), 0);
+    ASSERT_EQ(::symlink((host + "/missing").c_str(), (rootfs(n) + "/dangling").c_str()), 0);
+    ASSERT_EQ(mkdir_p(host + "/missing", 0755), 0); // exists on the host only
+    write_file_atomic(work + "/f", "f\n", 0644);
+    int st = -1;
+    for (const char* via : {"/escape", "/up"}) {
+        std::string out = ctl("file push " + work + "/f " + n + via + "/sub/f -p", &st);
+        ASSERT_EQ(st, 0) << via << ": " << out;
+        EXPECT_FALSE(exists(host + "/sub")) << via << ": a directory was made on the host";
+        EXPECT_EQ(read_text(rootfs(n) + host + "/sub/f"), "f\n") << via;
+        ASSERT_EQ(remove_tree(rootfs(n) + host + "/sub"), 0);
+    }
+    std::string out = ctl("file push " + work + "/f " + n + "/dangling/sub/f -p", &st);
+    EXPECT_NE(st, 0) << out;
+    EXPECT_FALSE(exists(host + "/missing/sub")) << "a directory was made on the host";
+    EXPECT_FALSE(exists(rootfs(n) + host + "/missing"));
+}
+
+// file mount: sshfs speaks SFTP with the guest's sftp-server, run inside by lodgectl exec; the
+// guest's files, owners as the guest has them, and writes land as the guest's root. Without an
+// sftp-server in the guest, it says what to install.
+TEST_F(FilesTest, MountShowsTheContainersFilesThroughSshfs) {
+    if (sh("command -v sshfs").empty())
+        GTEST_SKIP() << "sshfs is not installed";
+    if (::access("/dev/fuse", R_OK | W_OK) != 0)
+        GTEST_SKIP() << "no /dev/fuse";
+    const char* tarball = std::getenv("LODGE_DEBIAN_TARBALL");
+    if (!tarball || !exists(tarball))
+        GTEST_SKIP() << "no Debian rootfs tarball (scripts/test.sh sets LODGE_DEBIAN_TARBALL)";
+    std::string mnt = work + "/mnt";
+    ASSERT_EQ(mkdir_p(mnt, 0755), 0);
+    int st = -1;
+    std::string bare = make("fmountbb");
+    std::string out = ctl("file mount " + bare + "/ " + mnt, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "openssh-sftp-server")) << out;
+
+    std::string n = unique_name("fmount");
+    created.push_back(n);
+    out = ctl("create " + n + " " + tarball, &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string server = rootfs(n) + "/usr/lib/openssh/sftp-server";
+    if (!exists(server)) { // the host's build of the same Debian release
+        ASSERT_EQ(mkdir_p(rootfs(n) + "/usr/lib/openssh", 0755), 0);
+        ASSERT_EQ(sh("cp /usr/lib/openssh/sftp-server " + server + " && echo ok"), "ok\n");
+    }
+    out = ctl("start " + n, &st);
+    ASSERT_EQ(st, 0) << out;
+    out =
+        ctl("exec " + n + " -- /bin/sh -c 'echo guest > /root/m && chown 1000:1001 /root/m'", &st);
+    ASSERT_EQ(st, 0) << out;
+    pid_t mounter = ::fork();
+    if (mounter == 0) {
+        std::string ctl_path = env_path("LODGE_LODGECTL");
+        ::execl(ctl_path.c_str(), ctl_path.c_str(), "file", "mount", (n + "/root").c_str(),
+                mnt.c_str(), nullptr);
+        _exit(127);
+    }
+    ASSERT_GT(mounter, 0);
+    EXPECT_TRUE(wait_until([&] { return read_text(mnt + "/m") == "guest\n"; }, 60));
+    struct stat m {};
+    EXPECT_EQ(::stat((mnt + "/m").c_str(), &m), 0);
+    EXPECT_EQ(m.st_uid, 1000u);
+    EXPECT_EQ(m.st_gid, 1001u);
+    {
+        Fd f(::open((mnt + "/back").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+        ASSERT_TRUE(f.valid());
+        ASSERT_EQ(::write(f.get(), "host\n", 5), 5);
+    }
+    EXPECT_EQ(ctl("exec " + n + " -- /bin/stat -c %u:%g:%a /root/back"), "0:0:640\n");
+    EXPECT_EQ(ctl("exec " + n + " -- /bin/cat /root/back"), "host\n");
+    sh("fusermount3 -u " + mnt + " || umount -l " + mnt);
+    int status = -1;
+    ASSERT_EQ(::waitpid(mounter, &status, 0), mounter);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
     ctl("stop --force " + n);
 }
 

@@ -4,6 +4,7 @@
 // files), on a plain directory and on a btrfs filesystem the test makes; copies run next to
 // their source; renames take snapshots, log and autostart along; kill -9 of lodged mid-way
 // leaves the old or the new state and nothing else.
+#include "calendar.hpp"
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
 #include "common/paths.hpp"
@@ -239,6 +240,16 @@ protected:
     }
     std::string cdir(const std::string& n) { return state_dir + "/containers/" + n; }
     std::string rootfs(const std::string& n) { return cdir(n) + "/rootfs"; }
+    // `lodgectl copy FROM NEW FLAGS` to a new name made from `base`; "" when it failed.
+    std::string copy_to(const std::string& from, const std::string& base,
+                        const std::string& flags) {
+        std::string n = unique_name(base);
+        created.push_back(n);
+        int st = -1;
+        std::string out = ctl("copy " + from + " " + n + flags, &st);
+        EXPECT_EQ(st, 0) << out;
+        return st == 0 ? n : "";
+    }
     std::string get(const std::string& n, const std::string& key) {
         std::string v = ctl("config get " + n + " " + key);
         while (!v.empty() && v.back() == '\n')
@@ -334,6 +345,53 @@ TEST_F(SnapshotTest, SnapshotNamesListDeleteAndRename) {
     EXPECT_NE(st, 0);
     EXPECT_TRUE(contains(out, "no snapshot \"snap0\"")) << out;
     EXPECT_TRUE(wait_until([&] { return hidden(cdir(n) + "/snapshots").empty(); }));
+}
+
+// Snapshots are stateless (rootfs and config), which --stateless asks for; --stateful would need
+// CRIU and is refused, saying so.
+TEST_F(SnapshotTest, StatelessIsTheDefaultAndStatefulIsRefused) {
+    std::string n = make("snapsl");
+    int st = -1;
+    EXPECT_EQ(ctl("snapshot create " + n + " s1 --stateless", &st),
+              "Created snapshot s1 of " + n + "\n");
+    EXPECT_EQ(st, 0);
+    std::string out = ctl("snapshot create " + n + " s2 --stateful", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "CRIU")) << out;
+    EXPECT_EQ(ctl("snapshot list " + n + " -q"), "s1\n");
+}
+
+// The container object has the Manager's methods without the name (as machined's Machine):
+// snapshots, restore, copy, rename and files, with the same typed errors.
+TEST_F(SnapshotTest, TheContainerObjectHasTheSameMethods) {
+    std::string n = make("snapobj");
+    std::string path = sh("busctl call io.lodge1 /io/lodge1 io.lodge1.Manager GetContainer s " + n +
+                          " | cut -d'\"' -f2");
+    ASSERT_TRUE(contains(path, "/io/lodge1/container/")) << path;
+    path.pop_back();
+    auto call = [&](const std::string& args) {
+        return sh("busctl call io.lodge1 " + path + " io.lodge1.Container " + args + " 2>&1");
+    };
+    EXPECT_EQ(call("CreateSnapshot s s1"), "s \"s1\"\n");
+    EXPECT_TRUE(contains(call("ListSnapshots"), "a(stt) 1 \"s1\"")) << call("ListSnapshots");
+    EXPECT_TRUE(contains(call("RestoreSnapshot sb nothere false"), "has no snapshot"));
+    EXPECT_EQ(call("RestoreSnapshot sb s1 false"), "");
+    EXPECT_EQ(call("RenameSnapshot ss s1 s2"), "");
+    EXPECT_TRUE(contains(call("StatFile s /bin"), "s \"directory\"")) << call("StatFile s /bin");
+    EXPECT_EQ(call("MakeDirectory suuub /made 0 0 493 false"), "");
+    EXPECT_TRUE(exists(rootfs(n) + "/made"));
+    EXPECT_EQ(call("DeleteFile s /made"), "");
+    EXPECT_FALSE(exists(rootfs(n) + "/made"));
+    std::string copy = unique_name("snapobjc");
+    created.push_back(copy);
+    EXPECT_TRUE(contains(call("Copy ssa{ss}b \"\" " + copy + " 0 true"), "o \"/io/lodge1/"));
+    EXPECT_EQ(ctl("snapshot list " + copy + " -q"), "s2\n");
+    EXPECT_TRUE(contains(call("Copy ssa{ss}b \"\" " + copy + " 0 true"), "already exists"));
+    EXPECT_EQ(call("DeleteSnapshot s s2"), "");
+    std::string renamed = unique_name("snapobjr");
+    created.push_back(renamed);
+    EXPECT_TRUE(contains(call("Rename s " + renamed), "o \"/io/lodge1/container/"));
+    EXPECT_TRUE(contains(ctl("list -q"), renamed + "\n"));
 }
 
 // A running container: its snapshot is taken while it runs; a restore is refused until
@@ -516,10 +574,8 @@ TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
     if (st != 0 && contains(out, "idmapped"))
         GTEST_SKIP() << out;
     ASSERT_EQ(st, 0) << out;
-    std::string b = unique_name("copyb");
-    created.push_back(b);
-    out = ctl("copy " + a + " " + b + " -c user.copied=yes", &st);
-    ASSERT_EQ(st, 0) << out;
+    std::string b = copy_to(a, "copyb", " -c user.copied=yes");
+    ASSERT_NE(b, "");
     EXPECT_EQ(read_text(rootfs(b) + "/marker"), "from a\n");
     EXPECT_EQ(ctl("snapshot list " + b + " -q"), "s1\n");
     EXPECT_EQ(get(b, "user.copied"), "yes");
@@ -539,10 +595,8 @@ TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
     EXPECT_TRUE(contains(ctl("status " + a), "running"));
     EXPECT_TRUE(contains(ctl("status " + b), "running"));
 
-    std::string c = unique_name("copyc");
-    created.push_back(c);
-    out = ctl("copy " + a + "/s1 " + c + " --no-snapshots", &st);
-    ASSERT_EQ(st, 0) << out;
+    std::string c = copy_to(a + "/s1", "copyc", " --no-snapshots");
+    ASSERT_NE(c, "");
     EXPECT_EQ(read_text(rootfs(c) + "/marker"), "from a\n");
     EXPECT_EQ(ctl("snapshot list " + c + " -q"), "");
     out = ctl("copy " + a + " " + b, &st);
@@ -613,13 +667,7 @@ TEST_F(SnapshotTest, RenameTakesEverythingAlong) {
 namespace {
 
 uint64_t local_usec(int year, int mon, int mday, int hour, int min) {
-    struct tm t {};
-    t.tm_year = year - 1900;
-    t.tm_mon = mon - 1;
-    t.tm_mday = mday;
-    t.tm_hour = hour;
-    t.tm_min = min;
-    t.tm_isdst = -1;
+    struct tm t = calendar(year, mon, mday, hour, min);
     return static_cast<uint64_t>(::mktime(&t)) * 1000000;
 }
 

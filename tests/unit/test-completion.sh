@@ -80,7 +80,7 @@ expect "lodgectl restore alpha snap0 --" "--force --help"
 expect "lodgectl copy " "alpha beta"
 expect "lodgectl copy alpha --" "--help --json --no-snapshots"
 expect "lodgectl rename b" "beta"
-expect "lodgectl file " "delete edit pull push"
+expect "lodgectl file " "delete edit mount pull push"
 expect "lodgectl file delete a" "alpha/"
 expect "lodgectl file push --mode 0644 --u" "--uid"
 [[ $failures -eq 0 ]]

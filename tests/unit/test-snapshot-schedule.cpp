@@ -1,4 +1,5 @@
 // snapshots.schedule (cron), snapshots.expiry and snapshots.pattern parsing.
+#include "../calendar.hpp"
 #include "common/snapshot-schedule.hpp"
 #include "common/validate.hpp"
 
@@ -9,13 +10,7 @@ using namespace lodge;
 namespace {
 
 struct tm at(int year, int mon, int mday, int hour, int min) {
-    struct tm t {};
-    t.tm_year = year - 1900;
-    t.tm_mon = mon - 1;
-    t.tm_mday = mday;
-    t.tm_hour = hour;
-    t.tm_min = min;
-    t.tm_isdst = -1;
+    struct tm t = test::calendar(year, mon, mday, hour, min);
     time_t s = ::timegm(&t);
     struct tm out {};
     ::gmtime_r(&s, &out); // fills tm_wday

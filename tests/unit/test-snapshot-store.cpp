@@ -39,11 +39,13 @@ protected:
         write_file_atomic(paths::container_rootfs("c") + "/state", "A\n", 0644);
         ContainerConfig a = config("A");
         ASSERT_EQ(save_container_config(paths::container_config("c"), a), 0);
-        std::string work, error;
-        ASSERT_EQ(snapshots::prepare("c", "s1", work, error), 0) << error;
-        ASSERT_EQ(snapshots::fill(paths::container_dir("c"), a, work, 1, 0, nullptr, error), 0)
+        std::string error;
+        auto work = snapshots::prepare("c", "s1");
+        ASSERT_TRUE(work) << work.error().message;
+        ASSERT_EQ(snapshots::fill(paths::container_dir("c"), a, *work, 1, 0, nullptr, error), 0)
             << error;
-        ASSERT_EQ(snapshots::commit("c", "s1", work, error), 0) << error;
+        auto committed = snapshots::commit("c", "s1", *work);
+        ASSERT_TRUE(committed) << committed.error().message;
         write_file_atomic(paths::container_rootfs("c") + "/state", "B\n", 0644);
         ASSERT_EQ(save_container_config(paths::container_config("c"), config("B")), 0);
     }
@@ -65,11 +67,12 @@ protected:
     }
     // A restore of s1 made up to the swap.
     std::string restore_ready() {
-        std::string work, error;
-        EXPECT_EQ(snapshots::prepare_restore("c", work, error), 0) << error;
-        EXPECT_EQ(snapshots::fill_restore("c", "s1", config("A"), work, nullptr, error), 0)
+        std::string error;
+        auto work = snapshots::prepare_restore("c");
+        EXPECT_TRUE(work) << work.error().message;
+        EXPECT_EQ(snapshots::fill_restore("c", "s1", config("A"), *work, nullptr, error), 0)
             << error;
-        return work;
+        return *work;
     }
     std::string root;
 };
@@ -101,8 +104,9 @@ TEST_F(SnapshotStoreTest, ARestoreCutBeforeTheSwapIsDropped) {
 
 // Cut short while copying (no restore.json yet): dropped too.
 TEST_F(SnapshotStoreTest, ARestoreCutWhileCopyingIsDropped) {
-    std::string work, error;
-    ASSERT_EQ(snapshots::prepare_restore("c", work, error), 0) << error;
+    auto prepared = snapshots::prepare_restore("c");
+    ASSERT_TRUE(prepared) << prepared.error().message;
+    std::string work = *prepared;
     ASSERT_EQ(mkdir_p(work + "/rootfs", 0755), 0);
     auto stale = snapshots::recover({"c"});
     EXPECT_EQ(config_state(), "B");
@@ -112,8 +116,9 @@ TEST_F(SnapshotStoreTest, ARestoreCutWhileCopyingIsDropped) {
 
 // Unfinished and deleted snapshots are leftovers; finished ones are not.
 TEST_F(SnapshotStoreTest, HalfMadeSnapshotsAreLeftovers) {
-    std::string work, error;
-    ASSERT_EQ(snapshots::prepare("c", "s2", work, error), 0) << error;
+    auto prepared = snapshots::prepare("c", "s2");
+    ASSERT_TRUE(prepared) << prepared.error().message;
+    std::string work = *prepared;
     auto stale = snapshots::recover({"c"});
     ASSERT_EQ(stale.size(), 1u);
     EXPECT_EQ(stale[0], work);
