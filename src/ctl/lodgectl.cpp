@@ -50,6 +50,10 @@ const std::vector<Verb>& verbs() {
          "Manage the local image store.", verb_image},
         {"publish", 1, 1, "publish NAME [--alias ALIAS] [--compression gzip|xz|zstd|none]",
          "Make an image of a stopped container in the store.", verb_publish},
+        {"export", 2, 2, "export NAME FILE [--instance-only] [--compression gzip|xz|zstd|none]",
+         "Back up a stopped container (and its snapshots) in LXD's backup format.", verb_export},
+        {"import", 1, 2, "import FILE [NAME]", "Make a container from a backup (lodge's or LXD's).",
+         verb_import},
         {"remote", 1, 3,
          "remote add NAME URL [--protocol simplestreams|lxd] [--public] [--ca FILE] | list | "
          "remove NAME | rename NAME NEW",
@@ -181,7 +185,7 @@ int main(int argc, char** argv) {
             o.force = true;
         else if (a == "--show-log")
             o.show_log = true;
-        else if (a == "--no-snapshots" || a == "--expanded")
+        else if (a == "--no-snapshots" || a == "--expanded" || a == "--instance-only")
             o.values[a.substr(2)] = "1";
         else if (a == "-p" || a == "--create-dirs")
             o.values["parents"] = "1";

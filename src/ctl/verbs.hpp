@@ -44,5 +44,7 @@ VerbFn verb_enable_or_disable;
 VerbFn verb_snapshot, verb_restore, verb_copy, verb_rename, verb_file, verb_config_yaml;
 // image.cpp (lodge-images(7))
 VerbFn verb_image, verb_publish, verb_remote, verb_launch;
+// backup.cpp (container backups in LXD's layout)
+VerbFn verb_export, verb_import;
 
 } // namespace lodge::ctl

@@ -4,6 +4,7 @@
 #include "common/log.hpp"
 #include "common/process.hpp"
 #include "common/validate.hpp"
+#include "daemon/backup-dbus.hpp"
 #include "daemon/bus-util.hpp"
 #include "daemon/dbus-api.hpp"
 #include "daemon/exec.hpp"
@@ -119,6 +120,8 @@ int main() {
         return log_error_errno(r, "Failed to register the bus objects"), 1;
     ImageService images(manager);
     if (images.start(bus.get()) < 0)
+        return 1;
+    if (register_backup_methods(bus.get(), manager) < 0)
         return 1;
     ManagerGuests guests(manager);
     DevlxdServer devlxd(event.get(), guests);
