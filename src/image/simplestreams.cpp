@@ -89,8 +89,8 @@ bool version_image(const nlohmann::json& items, RemoteImage& img) {
         return is_fingerprint(img.fingerprint);
     }
     if (squashfs && read_file_item(*squashfs, img.rootfs)) {
+        // Only when no tarball rootfs is offered: unsquashfs unpacks it (import-squashfs.cpp).
         img.fingerprint = str(*meta, "combined_squashfs_sha256");
-        img.unusable = "its rootfs is only offered as squashfs, which lodge cannot unpack yet";
         return is_fingerprint(img.fingerprint);
     }
     return false;
