@@ -341,6 +341,53 @@ TEST_F(ImageRemote, FailedDownloadsLeaveNothing) {
     EXPECT_EQ(st, 0) << out;
 }
 
+// A download cut short is resumed from where it stopped (a Range request), or fetched whole
+// again from a server that serves no ranges; either way the image is whole and checked.
+TEST_F(ImageRemote, CutDownloadsResumeOrStartOver) {
+    std::string rootxz =
+        sh("ls " + root + "/images/bb-split/*/root.tar.xz | sed 's|" + root + "/||' | tr -d '\\n'");
+    control("{\"truncate_once\": [\"" + rootxz + "\"]}");
+    std::string c1 = make("res");
+    int st = 0;
+    std::string out = ctl("launch " + remote + ":bbs " + c1, &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(requests("root.tar.xz"), "2\n");
+    std::string size = sh("stat -c %s " + root + "/" + rootxz + " | tr -d '\\n'");
+    std::string ranged = sh("grep 'root.tar.xz range=bytes=' " + dir + "/requests.log || true");
+    EXPECT_TRUE(contains(ranged, "range=bytes=" + std::to_string(std::stoull(size) / 2) + "-"))
+        << ranged;
+    auto fps = fingerprints();
+    ASSERT_EQ(fps.size(), 1u);
+    EXPECT_EQ(fps[0] + "\n", sh("cat " + dir + "/img/meta.tar.xz " + dir +
+                                "/img/root.tar.xz | sha256sum | cut -d' ' -f1"));
+    EXPECT_TRUE(contains(ctl("status " + c1), "State: running"));
+
+    // A server without ranges: the half file goes, the whole one comes.
+    ASSERT_EQ(ctl("image delete " + fps[0], &st), "");
+    sh("sed -i '/root.tar.xz/d' " + dir + "/requests.log");
+    ASSERT_EQ(write_file_atomic(root + "/control.json", "{\"truncate_once\": [\"" + rootxz +
+                                                            "\"], \"no_range\": [\"" + rootxz +
+                                                            "\"]}"),
+              0);
+    // The server remembers what it cut once: a fresh one cuts again.
+    kill(server, SIGKILL);
+    waitpid(server, nullptr, 0);
+    server = -1;
+    start_server();
+    ctl("remote remove " + remote);
+    ASSERT_EQ(ctl("remote add " + remote + " " + url + " --ca " + dir + "/ca.crt", &st), "");
+    std::string c2 = make("res2");
+    out = ctl("launch " + remote + ":bbs " + c2, &st);
+    ASSERT_EQ(st, 0) << out;
+    // Cut, refused range (the whole file again, not used), then whole.
+    EXPECT_EQ(requests("root.tar.xz"), "3\n") << sh("cat " + dir + "/requests.log");
+    fps = fingerprints();
+    ASSERT_EQ(fps.size(), 1u);
+    EXPECT_EQ(fps[0] + "\n", sh("cat " + dir + "/img/meta.tar.xz " + dir +
+                                "/img/root.tar.xz | sha256sum | cut -d' ' -f1"));
+    EXPECT_TRUE(wait_until([this] { return hidden().empty(); })) << hidden();
+}
+
 // Cached images (fetched for a launch) go once unused for LODGE_IMAGE_CACHE_EXPIRY; images
 // copied on purpose stay.
 TEST_F(ImageRemote, CachedImagesExpire) {
