@@ -46,8 +46,10 @@ const std::vector<Verb>& verbs() {
          "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE "
          "| "
          "alias delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE "
-         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS]",
-         "Manage the local image store.", verb_image},
+         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS] [--auto-update]",
+         "Manage the local image store.", verb_image_or_auto_update},
+        {"server", 1, any, "server show [--json] | get KEY | set KEY=VALUE... | unset KEY...",
+         "lodged's own keys (images.auto_update_interval).", verb_server},
         {"publish", 1, 1, "publish NAME [--alias ALIAS] [--compression gzip|xz|zstd|none]",
          "Make an image of a stopped container in the store.", verb_publish},
         {"export", 2, 2, "export NAME FILE [--instance-only] [--compression gzip|xz|zstd|none]",
@@ -185,7 +187,8 @@ int main(int argc, char** argv) {
             o.force = true;
         else if (a == "--show-log")
             o.show_log = true;
-        else if (a == "--no-snapshots" || a == "--expanded" || a == "--instance-only")
+        else if (a == "--no-snapshots" || a == "--expanded" || a == "--instance-only" ||
+                 a == "--auto-update")
             o.values[a.substr(2)] = "1";
         else if (a == "-p" || a == "--create-dirs")
             o.values["parents"] = "1";

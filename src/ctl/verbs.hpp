@@ -46,5 +46,7 @@ VerbFn verb_snapshot, verb_restore, verb_copy, verb_rename, verb_file, verb_conf
 VerbFn verb_image, verb_publish, verb_remote, verb_launch;
 // backup.cpp (container backups in LXD's layout)
 VerbFn verb_export, verb_import;
+// server.cpp (lodged's server keys; image copy --auto-update)
+VerbFn verb_server, verb_image_or_auto_update;
 
 } // namespace lodge::ctl

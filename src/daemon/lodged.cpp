@@ -9,6 +9,7 @@
 #include "daemon/dbus-api.hpp"
 #include "daemon/exec.hpp"
 #include "daemon/image-dbus.hpp"
+#include "daemon/image-update.hpp"
 #include "daemon/lxcfs-watch.hpp"
 #include "daemon/manager.hpp"
 #include "daemon/network-dbus.hpp"
@@ -122,6 +123,9 @@ int main() {
     if (images.start(bus.get()) < 0)
         return 1;
     if (register_backup_methods(bus.get(), manager) < 0)
+        return 1;
+    ImageUpdater updater(manager, images);
+    if (updater.start(bus.get()) < 0)
         return 1;
     ManagerGuests guests(manager);
     DevlxdServer devlxd(event.get(), guests);

@@ -151,7 +151,8 @@ nlohmann::json ImageInfo::to_json() const {
                           {"uploaded_usec", uploaded_usec},
                           {"last_used_usec", last_used_usec},
                           {"cached", cached},
-                          {"source", source}};
+                          {"source", source},
+                          {"auto_update", auto_update}};
 }
 
 bool ImageInfo::from_json(const nlohmann::json& j, ImageInfo& out) {
@@ -167,6 +168,7 @@ bool ImageInfo::from_json(const nlohmann::json& j, ImageInfo& out) {
         out.last_used_usec = j.value("last_used_usec", uint64_t{0});
         out.cached = j.value("cached", false);
         out.source = j.value("source", "");
+        out.auto_update = j.value("auto_update", false);
     } catch (const nlohmann::json::exception&) {
         return false;
     }

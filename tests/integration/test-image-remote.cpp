@@ -10,6 +10,7 @@
 
 #include <csignal>
 #include <fcntl.h>
+#include <set>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -386,6 +387,79 @@ TEST_F(ImageRemote, CutDownloadsResumeOrStartOver) {
     EXPECT_EQ(fps[0] + "\n", sh("cat " + dir + "/img/meta.tar.xz " + dir +
                                 "/img/root.tar.xz | sha256sum | cut -d' ' -f1"));
     EXPECT_TRUE(wait_until([this] { return hidden().empty(); })) << hidden();
+}
+
+// image copy --auto-update: the image follows its remote alias. RefreshImages is the refresh
+// timer's work, run when the test says (no waiting on images.auto_update_interval): a newer
+// version on the server replaces the image and takes its aliases; images copied without the
+// flag stay as they are; a second refresh finds nothing to do and downloads nothing.
+TEST_F(ImageRemote, AutoUpdateImagesFollowTheirRemote) {
+    int st = 0;
+    std::string alias = unique_name("follow");
+    std::string out =
+        ctl("image copy " + remote + ":bbs local: --alias " + alias + " --auto-update -q", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string old_fp = out.substr(0, out.find('\n'));
+    std::string info_path = store() + "/" + old_fp + "/info.json";
+    EXPECT_TRUE(contains(read_text(info_path), "\"auto_update\": true")) << read_text(info_path);
+    out = ctl("image copy " + remote + ":bbu local: -q", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string kept = out.substr(0, out.find('\n'));
+    EXPECT_TRUE(contains(read_text(store() + "/" + kept + "/info.json"), "\"auto_update\": false"));
+    out = ctl("image copy " + remote + ":bbu local: --auto-update", &st);
+    EXPECT_EQ(st, 0) << out; // marking one that is there already is fine
+    ctl("image delete " + kept);
+    out = ctl("image copy " + remote + ":bbu local: -q", &st);
+    kept = out.substr(0, out.find('\n'));
+
+    // Nothing new on the server: nothing happens.
+    std::string refresh = "busctl call io.lodge1 /io/lodge1 io.lodge1.Manager RefreshImages";
+    EXPECT_EQ(sh(refresh + " 2>&1"), "a(ss) 0\n");
+
+    // A newer version of bb-split.
+    std::string img = dir + "/img";
+    out = sh("set -e; cd " + img +
+                 " && cp -a rootfs rootfs2 && echo v2 > rootfs2/root/version && "
+                 "tar -C rootfs2 -cJf root2.tar.xz . && python3 " +
+                 env_path("LODGE_FIXTURES") + "/simplestreams.py add " + root + " bb-split bbs " +
+                 arch +
+                 " --meta meta.tar.xz "
+                 "--rootxz root2.tar.xz --version 29990101_0000 2>&1",
+             &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string new_fp = sh("cat " + img + "/meta.tar.xz " + img +
+                            "/root2.tar.xz | sha256sum | cut -d' ' -f1 | "
+                            "tr -d '\\n'");
+    EXPECT_EQ(sh(refresh + " 2>&1"), "a(ss) 1 \"" + old_fp + "\" \"" + new_fp + "\"\n");
+    auto fps = fingerprints();
+    EXPECT_EQ(std::set<std::string>(fps.begin(), fps.end()), (std::set<std::string>{new_fp, kept}));
+    EXPECT_EQ(sh("ls " + store() + " | grep -c " + old_fp + " || true"), "0\n");
+    auto entry = nlohmann::json::parse(ctl("image info " + alias + " --json"), nullptr, false);
+    ASSERT_TRUE(entry.is_object()) << ctl("image info " + alias);
+    EXPECT_EQ(entry["fingerprint"], new_fp);
+    EXPECT_TRUE(
+        contains(read_text(store() + "/" + new_fp + "/info.json"), "\"auto_update\": true"));
+    std::string c = make("upd");
+    ASSERT_EQ(ctl("launch " + alias + " " + c, &st), "Launched container " + c + "\n");
+    EXPECT_EQ(ctl("exec " + c + " -- cat /root/version"), "v2\n");
+
+    // Up to date now: the catalog is read, nothing is downloaded.
+    EXPECT_EQ(sh(refresh + " 2>&1"), "a(ss) 0\n");
+    EXPECT_EQ(requests("29990101_0000/root.tar.xz"), "1\n");
+    EXPECT_TRUE(wait_until([this] { return hidden().empty(); })) << hidden();
+
+    // The timer's interval is LXD's server key.
+    EXPECT_EQ(ctl("server get images.auto_update_interval"), "\n");
+    EXPECT_EQ(ctl("server set images.auto_update_interval=12", &st), "");
+    EXPECT_EQ(ctl("server get images.auto_update_interval"), "12\n");
+    out = ctl("server set images.auto_update_interval=soon", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "hours")) << out;
+    out = ctl("server set core.https_address=:8443", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "Unknown server key")) << out;
+    EXPECT_EQ(ctl("server unset images.auto_update_interval", &st), "");
+    EXPECT_EQ(ctl("server show"), "");
 }
 
 // Cached images (fetched for a launch) go once unused for LODGE_IMAGE_CACHE_EXPIRY; images
