@@ -40,7 +40,8 @@ const std::vector<Verb>& verbs() {
          "Create a container from the built-in image, a directory, a tarball, an LXD image file "
          "or an image of the store.",
          verb_create},
-        {"launch", 2, 2, "launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--privileged]",
+        {"launch", 2, 2,
+         "launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--network NET] [--privileged]",
          "Create a container from an image and start it.", verb_launch},
         {"image", 1, any,
          "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE "

@@ -34,6 +34,9 @@ using VerbHandler = VerbFn*;
 VerbFn verb_list, verb_status_or_show;
 // create.cpp: create, and the lifecycle verbs that call one method per NAME
 VerbFn verb_create, verb_delete, verb_start, verb_stop, verb_restart, verb_reboot, verb_kill;
+// create.cpp: --network NET for a container just made (create, launch); 0 or the exit status
+// after undoing the create.
+int join_network(const Options& o, sd_bus* bus, const std::string& name);
 // config.cpp
 VerbFn verb_config, verb_device;
 // exec.cpp
