@@ -160,8 +160,13 @@ void create_from_backup(Manager& mgr, const std::shared_ptr<sd_bus_message>& cal
                                                     why + "); give a NAME"
                                               : why));
     info.config.name = name;
-    for (auto& s : info.snapshots)
+    for (auto& s : info.snapshots) {
+        if (auto why = snapshots::check_name(s.name); !why.empty())
+            return reply_bus_error(call.get(),
+                                   make_error(errors::import_failed, EINVAL,
+                                              "refusing snapshot '" + s.name + "': " + why));
         s.config.name = name;
+    }
     CreateRequest req;
     req.config = info.config;
     req.trusted = true;

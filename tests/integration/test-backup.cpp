@@ -489,6 +489,8 @@ TEST_F(Backup, HostileBackupsAreRefusedAndLeaveNothing) {
             "         'optimized: false\\ntype: container\\n').encode()\n"
             "if kind == 'badname':\n"
             "    index = b'name: ../escape\\ntype: container\\n'\n"
+            "if kind == 'badsnap':\n"
+            "    index += b'snapshots:\\n- ../../escape\\n'\n"
             "add('backup/index.yaml', index)\n"
             "add('backup/container/backup.yaml', b'container:\\n  config: {}\\n  devices: {}\\n')\n"
             "add('backup/container/rootfs', type=tarfile.DIRTYPE, mode=0o755)\n"
@@ -520,6 +522,7 @@ TEST_F(Backup, HostileBackupsAreRefusedAndLeaveNothing) {
         {"hardlink", "is outside backup/container/rootfs"},
         {"hardlink-dotdot", "refusing entry 'backup/container/rootfs/hl'"},
         {"badname", "give a NAME"},
+        {"badsnap", "refusing snapshot name '../../escape'"},
     };
     for (auto& c : cases) {
         SCOPED_TRACE(c.kind);
