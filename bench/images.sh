@@ -1,24 +1,52 @@
 #!/usr/bin/env bash
-# Image numbers (lodge-images(7)): launch from a warm store and from a local HTTPS simplestreams
-# server (a fresh download each time), and the unpack rate of `lodgectl create` from the store
-# against `tar -xJf` of the same file. Prints numbers; it is not a test.
+# Image numbers (lodge-images(7)), lodge and LXD 5.0.2 side by side in one run, both fetching
+# the same image from the same local HTTPS simplestreams server (tests/fixtures/simplestreams.py
+# with a CA made here):
+#   - launch from the remote: a fresh download each round (the image deleted in between),
+#     unpack, start (`lodgectl launch bench:bench` / `lxc launch bench:bench`);
+#   - launch from a warm store: the image already local;
+#   - unpack rate: `lodgectl create` from the store, in MB/s of the compressed image, against
+#     `tar -xJf` of the same file.
+# LXD is started by hand with its state in a temporary directory (as bench/compare does: dir
+# pool, no network); the LXD daemon, which does the downloads, trusts the test CA through
+# SSL_CERT_FILE (Go's TLS reads it), and lxc's own config lives in the temporary directory too. Rounds interleave lodge and LXD.
+# A markdown table lands in bench/results/images-<UTC time>.md.
 # Usage (as root): bench/images.sh [BUILD] [ROUNDS]. With LODGE_DEBIAN_TARBALL set, the Debian
-# test rootfs is the image, else the busybox one.
+# test rootfs is the image, else the busybox one. LODGE_BENCH_NO_LXD=1 leaves LXD out.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build}
 rounds=${2:-5}
 [ "$(id -u)" -eq 0 ] || { echo "bench/images.sh: run as root" >&2; exit 1; }
+with_lxd=1
+[ -n "${LODGE_BENCH_NO_LXD:-}" ] && with_lxd=0
+if ((with_lxd)) && ! command -v lxd >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends lxd lxc >/dev/null || with_lxd=0
+fi
 T=$(mktemp -d /tmp/lodge-bench-images.XXXXXX)
 chmod 755 "$T"
 pids=()
+LXD_PID=""
+had_lxc_pivot=0; [[ -e /sys/fs/cgroup/unified/lxc.pivot ]] && had_lxc_pivot=1
 cleanup() {
-  for n in $(seq 1 $((rounds * 2 + 1))); do "$build/lodgectl" delete --force "bi$n" >/dev/null 2>&1 || true; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  set +e
+  for n in $(seq 1 $((rounds * 3 + 1))); do "$build/lodgectl" delete --force "bi$n" >/dev/null 2>&1; done
+  if [[ -n $LXD_PID ]] && kill -0 "$LXD_PID" 2>/dev/null; then
+    for n in $(timeout 60 lxc list --format csv -c n 2>/dev/null); do
+      timeout 60 lxc delete --force "$n" >/dev/null 2>&1
+    done
+    timeout 60 lxd shutdown >/dev/null 2>&1
+    kill -0 "$LXD_PID" 2>/dev/null && kill -TERM "$LXD_PID" 2>/dev/null
+    sleep 1; kill -0 "$LXD_PID" 2>/dev/null && kill -KILL "$LXD_PID" 2>/dev/null
+  fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
   for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
-    find "$h/lodge-bench-images-$$" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    find "$h/lodge-bench-images-$$" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
+  ((had_lxc_pivot)) || for d in /sys/fs/cgroup/*/lxc.pivot; do [[ -d $d ]] && rmdir "$d" 2>/dev/null; done
+  findmnt -rn -o TARGET | grep "^$T/" | sort -r | xargs -r -n1 umount -l 2>/dev/null
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -30,11 +58,13 @@ export LODGE_CGROUP_ROOT=lodge-bench-images-$$ LODGE_IDLE_TIMEOUT=0
 mkdir -p "$T/img/rootfs" "$T/www"
 if [ -n "${LODGE_DEBIAN_TARBALL:-}" ] && [ -f "$LODGE_DEBIAN_TARBALL" ]; then
   tar -C "$T/img/rootfs" -xf "$LODGE_DEBIAN_TARBALL"
+  what="Debian test rootfs"
 else
   bash "$top/tests/fixtures/make-busybox-rootfs.sh" "$T/img/rootfs" >/dev/null
+  what="busybox rootfs"
 fi
-printf 'architecture: %s\ncreation_date: 1700000000\nproperties:\n  os: bench\n' "$(uname -m)" \
-  > "$T/img/metadata.yaml"
+printf 'architecture: %s\ncreation_date: 1700000000\nproperties:\n  os: bench\n  description: bench\n' \
+  "$(uname -m)" > "$T/img/metadata.yaml"
 tar -C "$T/img" -cJf "$T/image.tar.xz" metadata.yaml rootfs
 size=$(stat -c %s "$T/image.tar.xz")
 
@@ -49,6 +79,7 @@ python3 "$top/tests/fixtures/simplestreams.py" add "$T/www" bench bench \
 coproc SERVER { exec python3 "$top/tests/fixtures/simplestreams.py" serve "$T/www" "$T/srv.crt" "$T/srv.key" "$T/requests.log"; }
 pids+=("$SERVER_PID")
 read -r port <&"${SERVER[0]}"
+url="https://127.0.0.1:$port"
 
 # A private system bus with lodge's policy, and lodged on it.
 mkdir -p "$T/policy"
@@ -67,32 +98,97 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus
 pids+=("$!")
 until "$build/lodgectl" list >/dev/null 2>&1; do kill -0 "${pids[-1]}"; done
 ctl() { "$build/lodgectl" "$@"; }
-ctl remote add bench "https://127.0.0.1:$port" --ca "$T/ca.crt"
+ctl remote add bench "$url" --ca "$T/ca.crt"
+
+# LXD by hand, its state and lxc's config under $T.
+if ((with_lxd)); then
+  export LXD_DIR=$T/lxd LXD_CONF=$T/lxdconf
+  mkdir -p "$LXD_DIR" "$LXD_CONF"
+  chmod 0711 "$LXD_DIR"
+  # The daemon downloads; Go's TLS takes extra CAs from SSL_CERT_FILE.
+  cat /etc/ssl/certs/ca-certificates.crt "$T/ca.crt" > "$T/lxd-cas.crt" 2>/dev/null ||
+    cp "$T/ca.crt" "$T/lxd-cas.crt"
+  SSL_CERT_FILE=$T/lxd-cas.crt setsid lxd --group lxd --logfile="$T/lxd.log" >>"$T/lxd.out" 2>&1 </dev/null &
+  LXD_PID=$!
+  timeout 60 lxd waitready --timeout=60 || { echo "lxd did not come up" >&2; exit 1; }
+  lxd init --preseed >/dev/null <<'EOF'
+config: {}
+networks: []
+storage_pools:
+- name: default
+  driver: dir
+profiles:
+- name: default
+  devices:
+    root:
+      path: /
+      pool: default
+      type: disk
+EOF
+  lxc remote add bench "$url" --protocol simplestreams --public --accept-certificate >/dev/null 2>&1
+fi
 
 now() { date +%s.%N; }
-stats() { sort -n | awk '{a[NR]=$1} END {printf "min %.3f  median %.3f  max %.3f s\n", a[1], a[int((NR+1)/2)], a[NR]}'; }
+# min/median/max of seconds on stdin, as a table cell
+cell() { sort -n | awk '{a[NR]=$1} END {printf "%.3f / %.3f / %.3f", a[1], a[int((NR+1)/2)], a[NR]}'; }
+rate() { sort -n | awk '{a[NR]=$1} END {printf "%.1f / %.1f / %.1f", a[1], a[int((NR+1)/2)], a[NR]}'; }
+lxd_image_gone() { for f in $(lxc image list -c f --format csv 2>/dev/null); do lxc image delete "$f"; done; }
 
 n=0
-echo "image: $(du -sh "$T/img/rootfs" | cut -f1) rootfs, $((size / 1024)) KiB tar.xz; $rounds rounds"
-printf 'launch from the local remote (download + unpack + start): '
+: > "$T/lodge.remote"; : > "$T/lxd.remote"; : > "$T/lodge.warm"; : > "$T/lxd.warm"
+echo "image: $what, $(du -sh "$T/img/rootfs" | cut -f1) unpacked, $((size / 1024)) KiB tar.xz; $rounds rounds" >&2
 for _ in $(seq 1 "$rounds"); do
   n=$((n + 1)); t0=$(now); ctl launch bench:bench "bi$n" -q; t1=$(now)
-  awk "BEGIN { print $t1 - $t0 }"; ctl delete --force "bi$n"; ctl image delete "$(ctl image list -q)"
-done | stats
+  awk "BEGIN { print $t1 - $t0 }" >> "$T/lodge.remote"
+  ctl delete --force "bi$n"; ctl image delete "$(ctl image list -q)"
+  if ((with_lxd)); then
+    t0=$(now); lxc launch bench:bench "lx$n" -q; t1=$(now)
+    awk "BEGIN { print $t1 - $t0 }" >> "$T/lxd.remote"
+    lxc delete --force "lx$n"; lxd_image_gone
+  fi
+done
 ctl image copy bench:bench local: -q >/dev/null
-printf 'launch from the warm store (unpack + start):             '
+((with_lxd)) && lxc image copy bench:bench local: --quiet
 for _ in $(seq 1 "$rounds"); do
   n=$((n + 1)); t0=$(now); ctl launch bench:bench "bi$n" -q; t1=$(now)
-  awk "BEGIN { print $t1 - $t0 }"; ctl delete --force "bi$n"
-done | stats
+  awk "BEGIN { print $t1 - $t0 }" >> "$T/lodge.warm"; ctl delete --force "bi$n"
+  if ((with_lxd)); then
+    t0=$(now); lxc launch bench:bench "lx$n" -q; t1=$(now)
+    awk "BEGIN { print $t1 - $t0 }" >> "$T/lxd.warm"; lxc delete --force "lx$n"
+  fi
+done
 fp=$(ctl image list -q)
-printf 'unpack, lodgectl create from the store: '
+: > "$T/unpack.lodge"; : > "$T/unpack.tar"
 for _ in $(seq 1 "$rounds"); do
   n=$((n + 1)); t0=$(now); ctl create "bi$n" "$fp" -q; t1=$(now)
-  awk "BEGIN { print $size / ($t1 - $t0) / 1048576 }"; ctl delete --force "bi$n"
-done | sort -n | awk '{a[NR]=$1} END {printf "median %.1f MB/s (compressed)\n", a[int((NR+1)/2)]}'
-printf 'unpack, tar -xJf of the same file:      '
-for _ in $(seq 1 "$rounds"); do
+  awk "BEGIN { print $size / ($t1 - $t0) / 1048576 }" >> "$T/unpack.lodge"; ctl delete --force "bi$n"
   mkdir "$T/x"; t0=$(now); tar -C "$T/x" -xJf "$T/image.tar.xz"; t1=$(now); rm -rf "$T/x"
-  awk "BEGIN { print $size / ($t1 - $t0) / 1048576 }"
-done | sort -n | awk '{a[NR]=$1} END {printf "median %.1f MB/s (compressed)\n", a[int((NR+1)/2)]}'
+  awk "BEGIN { print $size / ($t1 - $t0) / 1048576 }" >> "$T/unpack.tar"
+done
+downloads=$(grep -c 'lxd_combined' "$T/requests.log" || true)
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$top/bench/results"
+out="$top/bench/results/images-$stamp.md"
+{
+  echo "# Images: lodge and LXD $( ((with_lxd)) && lxd --version || echo '(not run)') from one local simplestreams server ($stamp)"
+  echo
+  echo "$what: $(du -sh "$T/img/rootfs" | cut -f1) unpacked, $((size / 1024)) KiB as tar.xz (unified image);"
+  echo "$rounds rounds each, lodge and LXD interleaved; load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "The server (127.0.0.1, HTTPS with a test CA) answered $downloads image downloads."
+  echo
+  echo "| seconds, min / median / max | lodge | LXD |"
+  echo "|---|---|---|"
+  echo "| launch from the remote (download, unpack, start) | $(cell < "$T/lodge.remote") | $( ((with_lxd)) && cell < "$T/lxd.remote" || echo -) |"
+  echo "| launch from a warm store (unpack, start) | $(cell < "$T/lodge.warm") | $( ((with_lxd)) && cell < "$T/lxd.warm" || echo -) |"
+  echo
+  echo "| unpack, MB/s of the compressed image, min / median / max | |"
+  echo "|---|---|"
+  echo "| \`lodgectl create\` from the store (libarchive, in a worker) | $(rate < "$T/unpack.lodge") |"
+  echo "| \`tar -xJf\` of the same file | $(rate < "$T/unpack.tar") |"
+  echo
+  echo "LXD's warm launch still asks the remote which image the alias names; lodge uses the"
+  echo "image it fetched under that name without asking. Both start an unprivileged container"
+  echo "without a network device."
+} | tee "$out"
+echo "written to $out" >&2

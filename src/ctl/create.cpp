@@ -29,6 +29,27 @@ bool looks_like_tarball(const std::string& arg) {
 
 } // namespace
 
+// --network NET: eth0 on a managed network (lodge-network(7)) instead of the default
+// network's; "none": no eth0. A network that cannot be joined undoes the create.
+int join_network(const Options& o, sd_bus* bus, const std::string& name) {
+    auto net = o.values.find("network");
+    if (net == o.values.end())
+        return 0;
+    BusError dev_err;
+    call_manager(bus, dev_err, nullptr, "RemoveContainerDevice", "ss", name.c_str(), "eth0");
+    BusError join_err;
+    int r = 0;
+    if (net->second != "none")
+        r = call_manager(bus, join_err, nullptr, "AddContainerDevice", "ssa{ss}", name.c_str(),
+                         "eth0", 3, "type", "nic", "network", net->second.c_str(), "name", "eth0");
+    if (r < 0) {
+        BusError ignored;
+        call_manager(bus, ignored, nullptr, "DeleteContainer", "sb", name.c_str(), 1);
+        return bus_fail(join_err, r);
+    }
+    return 0;
+}
+
 int verb_create(const Options& o, sd_bus* bus) {
     if (o.args.size() < 2 || o.args.size() > 4)
         return fail("Usage: lodgectl create NAME [DIRECTORY | TARBALL | METADATA ROOTFS | "
@@ -115,22 +136,8 @@ int verb_create(const Options& o, sd_bus* bus) {
     }
     if (r < 0)
         return bus_fail(err, r);
-    // --network NET: eth0 on a managed network (lodge-network(7)) instead of the default
-    // network's; "none": no eth0. A network that cannot be joined undoes the create.
-    if (auto net = o.values.find("network"); net != o.values.end()) {
-        BusError dev_err;
-        call_manager(bus, dev_err, nullptr, "RemoveContainerDevice", "ss", name.c_str(), "eth0");
-        BusError join_err;
-        if (net->second != "none")
-            r = call_manager(bus, join_err, nullptr, "AddContainerDevice", "ssa{ss}", name.c_str(),
-                             "eth0", 3, "type", "nic", "network", net->second.c_str(), "name",
-                             "eth0");
-        if (r < 0) {
-            BusError ignored;
-            call_manager(bus, ignored, nullptr, "DeleteContainer", "sb", name.c_str(), 1);
-            return bus_fail(join_err, r);
-        }
-    }
+    if ((r = join_network(o, bus, name)) != 0)
+        return r;
     if (o.json)
         std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());
     else if (!o.quiet)

@@ -660,7 +660,7 @@ int image_copy(const Options& a, sd_bus* bus) {
 
 int create_from_image(const Options& a, sd_bus* bus, const std::string& name,
                       const std::string& ref) {
-    if (int r = create_quietly(a, bus, name, ref); r != 0)
+    if (int r = create_quietly(a, bus, name, ref); r != 0 || (r = join_network(a, bus, name)) != 0)
         return r;
     if (a.json)
         std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());
@@ -671,9 +671,10 @@ int create_from_image(const Options& a, sd_bus* bus, const std::string& name,
 
 int verb_launch(const Options& a, sd_bus* bus) {
     if (a.args.size() != 3)
-        return fail("Usage: lodgectl launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--privileged]");
+        return fail("Usage: lodgectl launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--network NET] "
+                    "[--privileged]");
     const std::string &ref = a.args[1], &name = a.args[2];
-    if (int r = create_quietly(a, bus, name, ref); r != 0)
+    if (int r = create_quietly(a, bus, name, ref); r != 0 || (r = join_network(a, bus, name)) != 0)
         return r;
     BusError err;
     int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "StartContainer", &err.e,

@@ -40,16 +40,23 @@ const std::vector<Verb>& verbs() {
          "Create a container from the built-in image, a directory, a tarball, an LXD image file "
          "or an image of the store.",
          verb_create},
-        {"launch", 2, 2, "launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--privileged]",
+        {"launch", 2, 2,
+         "launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--network NET] [--privileged]",
          "Create a container from an image and start it.", verb_launch},
         {"image", 1, any,
          "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE "
          "| "
          "alias delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE "
-         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS]",
-         "Manage the local image store.", verb_image},
+         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS] [--auto-update]",
+         "Manage the local image store.", verb_image_or_auto_update},
+        {"server", 1, any, "server show [--json] | get KEY | set KEY=VALUE... | unset KEY...",
+         "lodged's own keys (images.auto_update_interval).", verb_server},
         {"publish", 1, 1, "publish NAME [--alias ALIAS] [--compression gzip|xz|zstd|none]",
          "Make an image of a stopped container in the store.", verb_publish},
+        {"export", 2, 2, "export NAME FILE [--instance-only] [--compression gzip|xz|zstd|none]",
+         "Back up a stopped container (and its snapshots) in LXD's backup format.", verb_export},
+        {"import", 1, 2, "import FILE [NAME]", "Make a container from a backup (lodge's or LXD's).",
+         verb_import},
         {"remote", 1, 3,
          "remote add NAME URL [--protocol simplestreams|lxd] [--public] [--ca FILE] | list | "
          "remove NAME | rename NAME NEW",
@@ -183,7 +190,7 @@ int main(int argc, char** argv) {
         else if (a == "--show-log")
             o.show_log = true;
         else if (a == "--no-snapshots" || a == "--expanded" || a == "--stateless" ||
-                 a == "--stateful")
+                 a == "--stateful" || a == "--instance-only" || a == "--auto-update")
             o.values[a.substr(2)] = "1";
         else if (a == "-p" || a == "--create-dirs")
             o.values["parents"] = "1";

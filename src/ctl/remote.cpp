@@ -13,8 +13,8 @@ bool needs_fds(const std::vector<std::string>& args) {
     if (args.empty())
         return false;
     const std::string& verb = args[0];
-    return verb == "exec" || verb == "shell" || verb == "console" ||
-           (verb == "create" && args.size() > 2);
+    return verb == "exec" || verb == "shell" || verb == "console" || verb == "export" ||
+           verb == "import" || (verb == "create" && args.size() > 2);
 }
 
 // ssh hands the remote shell one command line: every word single-quoted.

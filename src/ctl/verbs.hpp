@@ -34,6 +34,9 @@ using VerbHandler = VerbFn*;
 VerbFn verb_list, verb_status_or_show;
 // create.cpp: create, and the lifecycle verbs that call one method per NAME
 VerbFn verb_create, verb_delete, verb_start, verb_stop, verb_restart, verb_reboot, verb_kill;
+// create.cpp: --network NET for a container just made (create, launch); 0 or the exit status
+// after undoing the create.
+int join_network(const Options& o, sd_bus* bus, const std::string& name);
 // config.cpp
 VerbFn verb_config, verb_device;
 // exec.cpp
@@ -44,5 +47,9 @@ VerbFn verb_enable_or_disable;
 VerbFn verb_snapshot, verb_restore, verb_copy, verb_rename, verb_file, verb_config_yaml;
 // image.cpp (lodge-images(7))
 VerbFn verb_image, verb_publish, verb_remote, verb_launch;
+// backup.cpp (container backups in LXD's layout)
+VerbFn verb_export, verb_import;
+// server.cpp (lodged's server keys; image copy --auto-update)
+VerbFn verb_server, verb_image_or_auto_update;
 
 } // namespace lodge::ctl

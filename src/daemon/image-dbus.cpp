@@ -939,7 +939,7 @@ void ImageService::create_local(const std::string& fp, CreateRequest req, Done d
     }
 }
 
-void ImageService::ensure_local(const std::string& ref, bool cached, Fetched then) {
+void ImageService::ensure_local(const std::string& ref, bool cached, Fetched then, bool refresh) {
     std::string remote_name, name, fp, error;
     split_ref(ref, remote_name, name);
     if (remote_name.empty() || remote_name == "local") {
@@ -957,7 +957,7 @@ void ImageService::ensure_local(const std::string& ref, bool cached, Fetched the
     for (auto& info : store_.list())
         if (info.source == key && info.uploaded_usec >= newest.uploaded_usec)
             newest = info;
-    if (!newest.fingerprint.empty()) {
+    if (!newest.fingerprint.empty() && !refresh) {
         if (!cached && newest.cached) {
             newest.cached = false;
             store_.update(newest);

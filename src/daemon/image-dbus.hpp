@@ -34,7 +34,8 @@ public:
     // fingerprint, or r < 0 and the error.
     using Fetched =
         std::function<void(int r, const std::string& fingerprint, const std::string& error)>;
-    void ensure_local(const std::string& ref, bool cached, Fetched then);
+    // `refresh`: asks the remote again even when the store holds an image of that name.
+    void ensure_local(const std::string& ref, bool cached, Fetched then, bool refresh = false);
 
     // Downloads under way, by "remote:alias".
     struct Download {

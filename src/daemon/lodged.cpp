@@ -4,10 +4,12 @@
 #include "common/log.hpp"
 #include "common/process.hpp"
 #include "common/validate.hpp"
+#include "daemon/backup-dbus.hpp"
 #include "daemon/bus-util.hpp"
 #include "daemon/dbus-api.hpp"
 #include "daemon/exec.hpp"
 #include "daemon/image-dbus.hpp"
+#include "daemon/image-update.hpp"
 #include "daemon/lxcfs-watch.hpp"
 #include "daemon/manager.hpp"
 #include "daemon/network-dbus.hpp"
@@ -120,6 +122,11 @@ int main() {
         return log_error_errno(r, "Failed to register the bus objects"), 1;
     ImageService images(manager);
     if (images.start(bus.get()) < 0)
+        return 1;
+    if (register_backup_methods(bus.get(), manager) < 0)
+        return 1;
+    ImageUpdater updater(manager, images);
+    if (updater.start(bus.get()) < 0)
         return 1;
     ManagerGuests guests(manager);
     DevlxdServer devlxd(event.get(), guests);

@@ -52,7 +52,8 @@ int on_xfer(void* userdata, curl_off_t total, curl_off_t now, curl_off_t, curl_o
     return 0;
 }
 
-int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& error) {
+int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& error,
+        uint64_t offset = 0) {
     static bool initialised = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
     if (!initialised) {
         error = "Cannot initialise libcurl";
@@ -92,11 +93,20 @@ int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& 
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xfer);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    // A resumed download: curl sends Range and fails with CURLE_RANGE_ERROR, before any byte
+    // reaches the sink, when the server answers with the whole file.
+    if (offset > 0)
+        curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(offset));
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK) {
         if (t.progress && *t.progress)
             (*t.progress)(t.done, t.done);
         return 0;
+    }
+    if (rc == CURLE_RANGE_ERROR && t.done == 0) {
+        error = "Cannot resume " + url + ": the server does not serve byte ranges";
+        log_warning("%s", error.c_str());
+        return -ESPIPE;
     }
     if (t.stopped && !error.empty())
         return -EINVAL;
@@ -141,6 +151,16 @@ int http_download(const std::string& url, const HttpOptions& options, const Http
                   const HttpProgress& progress, std::string& error) {
     Transfer t{&sink, &progress};
     return run(url, options, t, error);
+}
+
+int http_download_from(const std::string& url, const HttpOptions& options, uint64_t offset,
+                       const HttpSink& sink, const HttpProgress& progress, std::string& error) {
+    HttpProgress shifted = [&](uint64_t done, uint64_t total) {
+        if (progress)
+            progress(offset + done, total ? offset + total : 0);
+    };
+    Transfer t{&sink, &shifted};
+    return run(url, options, t, error, offset);
 }
 
 std::string url_join(const std::string& base, const std::string& path) {

@@ -24,6 +24,11 @@ using HttpSink = std::function<bool(const char* data, size_t size)>;
 using HttpProgress = std::function<void(uint64_t done, uint64_t total)>;
 int http_download(const std::string& url, const HttpOptions& options, const HttpSink& sink,
                   const HttpProgress& progress, std::string& error);
+// The same from byte `offset` on (an HTTP Range request when offset > 0): -ESPIPE when the
+// server does not serve ranges (nothing reached `sink` then; start over from 0), -EIO for a
+// transfer cut short, -ETIMEDOUT for a stalled one. `progress` counts from `offset`.
+int http_download_from(const std::string& url, const HttpOptions& options, uint64_t offset,
+                       const HttpSink& sink, const HttpProgress& progress, std::string& error);
 
 // base + "/" + path without doubled slashes.
 std::string url_join(const std::string& base, const std::string& path);

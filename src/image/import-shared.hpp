@@ -71,6 +71,12 @@ private:
     uint64_t last_ = 0;
 };
 
+// import-squashfs.cpp: whether `fd` holds a squashfs image (at its offset), and its unpacking
+// into `rootfs_dir` by unsquashfs (the fd must be a whole regular file).
+bool is_squashfs(int fd);
+int import_squashfs(int fd, const std::string& rootfs_dir, const ProgressFn& progress,
+                    std::string& error);
+
 // Reads `architecture` and the flat `properties:` map (scalar values only) of a metadata.yaml
 // into image.* keys (metadata.cpp).
 int parse_metadata(const std::string& text, KeyMap& keys, std::string& error);

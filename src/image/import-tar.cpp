@@ -526,6 +526,16 @@ int import_split_image(int metadata_fd, int rootfs_fd, const std::string& rootfs
                        ImportResult& result, ProgressFn progress_fn, std::string& error) {
     TarSource meta{metadata_fd, "metadata tarball"};
     TarSource rootfs{rootfs_fd, "rootfs tarball"};
+    if (is_squashfs(rootfs_fd)) {
+        // LXD's split images with a squashfs rootfs (simplestreams ftype "squashfs").
+        int r = probe_source(meta, error);
+        if (r < 0)
+            return r;
+        Progress meta_progress(progress_fn, 0);
+        if ((r = read_metadata_tarball(meta, result.image_keys, meta_progress, error)) < 0)
+            return r;
+        return import_squashfs(rootfs_fd, rootfs_dir, progress_fn, error);
+    }
     int r = probe_source(meta, error);
     if (r < 0 || (r = probe_source(rootfs, error)) < 0)
         return r;

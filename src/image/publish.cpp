@@ -23,6 +23,11 @@ struct ReadFree {
 struct WriteFree {
     void operator()(struct archive* a) const { archive_write_free(a); }
 };
+struct LinkResolverFree {
+    void operator()(struct archive_entry_linkresolver* l) const {
+        archive_entry_linkresolver_free(l);
+    }
+};
 struct EntryFree {
     void operator()(struct archive_entry* e) const { archive_entry_free(e); }
 };
@@ -145,6 +150,11 @@ int publish_rootfs(const PublishRequest& req, const std::string& work_dir, Image
                                                    ARCHIVE_READDISK_NO_FFLAGS);
     if (archive_read_disk_open(disk.get(), req.rootfs.c_str()) != ARCHIVE_OK)
         return fail_archive(error, disk.get(), "Cannot read " + req.rootfs);
+    // archive_read_disk reports every name of a file; the resolver makes the later ones hard
+    // links to the first.
+    std::unique_ptr<struct archive_entry_linkresolver, LinkResolverFree> links(
+        archive_entry_linkresolver_new());
+    archive_entry_linkresolver_set_strategy(links.get(), archive_format(w.get()));
     std::unique_ptr<struct archive_entry, EntryFree> e(archive_entry_new());
     std::vector<char> buf(1 << 20);
     uint64_t done = 0, last = 0;
@@ -176,12 +186,9 @@ int publish_rootfs(const PublishRequest& req, const std::string& work_dir, Image
             archive_entry_set_uid(e.get(), unshift(archive_entry_uid(e.get())));
             archive_entry_set_gid(e.get(), unshift(archive_entry_gid(e.get())));
         }
-        if (const char* hl = archive_entry_hardlink(e.get())) {
-            std::string target = hl;
-            std::string trel =
-                target.size() > req.rootfs.size() ? target.substr(req.rootfs.size() + 1) : "";
-            archive_entry_set_hardlink(e.get(), ("rootfs/" + trel).c_str());
-        }
+        struct archive_entry* entry = e.get();
+        struct archive_entry* spare = nullptr;
+        archive_entry_linkify(links.get(), &entry, &spare); // tar: in place, never deferred
         r = archive_write_header(w.get(), e.get());
         if (r < ARCHIVE_WARN)
             return fail_archive(error, w.get(), "Cannot write " + rel);

@@ -89,8 +89,8 @@ bool version_image(const nlohmann::json& items, RemoteImage& img) {
         return is_fingerprint(img.fingerprint);
     }
     if (squashfs && read_file_item(*squashfs, img.rootfs)) {
+        // Only when no tarball rootfs is offered: unsquashfs unpacks it (import-squashfs.cpp).
         img.fingerprint = str(*meta, "combined_squashfs_sha256");
-        img.unusable = "its rootfs is only offered as squashfs, which lodge cannot unpack yet";
         return is_fingerprint(img.fingerprint);
     }
     return false;
@@ -223,6 +223,10 @@ int list_remote(const std::string& base_url, const HttpOptions& options,
 
 namespace {
 
+// How often a download cut short is taken up again (by a Range request from where it
+// stopped, or from the start when the server serves no ranges) before it fails.
+constexpr int max_download_attempts = 4;
+
 // One item into `path`, checked against its size and sha256; `combined` hashes on.
 int fetch_item(const std::string& base_url, const HttpOptions& options, const StreamFile& f,
                const std::string& path, const std::string& stage, Sha256& combined,
@@ -234,6 +238,7 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
         error = "Cannot create " + path + ": " + std::strerror(errno);
         return log_error_errno(errno, "Cannot create %s", path.c_str());
     }
+    const Sha256 combined_before = combined; // to start over from
     Sha256 own;
     uint64_t got = 0;
     HttpSink sink = [&](const char* data, size_t n) {
@@ -261,7 +266,28 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
         if (progress)
             progress(stage, done, total ? total : f.size);
     };
-    int r = http_download(url_join(base_url, f.path), options, sink, report, error);
+    std::string url = url_join(base_url, f.path);
+    int r = 0;
+    for (int attempt = 1; attempt <= max_download_attempts; attempt++) {
+        r = http_download_from(url, options, got, sink, report, error);
+        if (r == -ESPIPE) {
+            // No ranges: the bytes so far go, and the file is fetched whole again.
+            if (::ftruncate(out.get(), 0) < 0 || ::lseek(out.get(), 0, SEEK_SET) < 0) {
+                error = "Cannot empty " + path + ": " + std::strerror(errno);
+                return -errno;
+            }
+            own = Sha256();
+            combined = combined_before;
+            got = 0;
+            continue;
+        }
+        bool cut_short = r == -EIO || r == -ETIMEDOUT;
+        if (!cut_short || attempt == max_download_attempts)
+            break;
+        log_warning("Download of %s stopped at %llu of %llu bytes (attempt %d of %d): resuming",
+                    f.path.c_str(), static_cast<unsigned long long>(got),
+                    static_cast<unsigned long long>(f.size), attempt, max_download_attempts);
+    }
     if (r < 0)
         return r;
     if (f.size && got != f.size)

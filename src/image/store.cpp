@@ -22,6 +22,14 @@
 namespace lodge::image {
 namespace {
 
+// A split image's rootfs may be a squashfs (LXD's images), unpacked by unsquashfs on create.
+bool is_squashfs_file(const std::string& path) {
+    char magic[4];
+    Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    return f && ::pread(f.get(), magic, sizeof magic, 0) == sizeof magic &&
+           std::memcmp(magic, "hsqs", 4) == 0;
+}
+
 struct DirClose {
     void operator()(DIR* d) const { ::closedir(d); }
 };
@@ -143,7 +151,8 @@ nlohmann::json ImageInfo::to_json() const {
                           {"uploaded_usec", uploaded_usec},
                           {"last_used_usec", last_used_usec},
                           {"cached", cached},
-                          {"source", source}};
+                          {"source", source},
+                          {"auto_update", auto_update}};
 }
 
 bool ImageInfo::from_json(const nlohmann::json& j, ImageInfo& out) {
@@ -159,6 +168,7 @@ bool ImageInfo::from_json(const nlohmann::json& j, ImageInfo& out) {
         out.last_used_usec = j.value("last_used_usec", uint64_t{0});
         out.cached = j.value("cached", false);
         out.source = j.value("source", "");
+        out.auto_update = j.value("auto_update", false);
     } catch (const nlohmann::json::exception&) {
         return false;
     }
@@ -390,7 +400,8 @@ int ingest(int image_fd, int rootfs_fd, const std::string& work_dir, ImageInfo& 
     info.size = copied;
     // Read to the end once, so that no damaged image is stored.
     if ((r = verify_tarball(image, rootfs_fd >= 0 ? "metadata tarball" : "image", error)) < 0 ||
-        (rootfs_fd >= 0 && (r = verify_tarball(rootfs, "rootfs tarball", error)) < 0))
+        (rootfs_fd >= 0 && !is_squashfs_file(rootfs) &&
+         (r = verify_tarball(rootfs, "rootfs tarball", error)) < 0))
         return r;
     if ((r = read_metadata_into(image, info, error)) < 0) {
         if (rootfs_fd < 0 && error.find("no metadata.yaml") != std::string::npos)

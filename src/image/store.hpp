@@ -31,8 +31,9 @@ struct ImageInfo {
     std::string architecture;
     KeyMap properties;                              // metadata.yaml properties
     uint64_t uploaded_usec = 0, last_used_usec = 0; // CLOCK_REALTIME
-    bool cached = false; // fetched for a launch, not imported or copied on purpose: may expire
-    std::string source;  // "remote:alias" for downloads, empty for imports
+    bool cached = false;      // fetched for a launch, not imported or copied on purpose: may expire
+    std::string source;       // "remote:alias" for downloads, empty for imports
+    bool auto_update = false; // refreshed from `source` on images.auto_update_interval
 
     nlohmann::json to_json() const;
     static bool from_json(const nlohmann::json& j, ImageInfo& out);

@@ -225,7 +225,7 @@ TEST_F(ImageStore, PublishAndLaunchThePublishedImage) {
     ASSERT_EQ(st, 0);
     std::string out = ctl("exec " + c1 +
                               " -- sh -c 'echo published > /root/marker && chown "
-                              "1000:1000 /root/marker'",
+                              "1000:1000 /root/marker && ln /root/marker /root/marker-link'",
                           &st);
     ASSERT_EQ(st, 0) << out;
     out = ctl("publish " + c1, &st);
@@ -254,6 +254,8 @@ TEST_F(ImageStore, PublishAndLaunchThePublishedImage) {
     ASSERT_EQ(ctl("launch " + alias + " " + c2, &st), "Launched container " + c2 + "\n");
     EXPECT_EQ(ctl("exec " + c2 + " -- cat /root/marker"), "published\n");
     EXPECT_EQ(ctl("exec " + c2 + " -- stat -c %u /root/marker"), "1000\n");
+    // Hard links stay links (archive_read_disk alone would store two copies).
+    EXPECT_EQ(ctl("exec " + c2 + " -- stat -c %h /root/marker-link"), "2\n");
     out = ctl("publish " + c1 + " --compression lz4", &st);
     EXPECT_NE(st, 0);
     EXPECT_TRUE(contains(out, "compression")) << out;

@@ -573,3 +573,53 @@ TEST_F(ManagedNetwork, ChangesNeedManageAuthorization) {
 }
 
 } // namespace
+
+namespace {
+
+// launch IMAGE NAME --network NET (and create NAME IMAGE --network NET): eth0 on the network
+// before the first start, as `create --network` gives it; a network that does not exist undoes
+// the launch.
+TEST_F(ManagedNetwork, LaunchFromAnImageJoinsTheNetwork) {
+    std::string net = network("l");
+    int st = 0;
+    std::string out = ctl("network create " + net + " ipv6.address=none", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string src = TestRoot::get().dir + "/" + unique_name("limg");
+    out = sh("set -e; mkdir -p " + src + " && bash " + env_path("LODGE_FIXTURES") +
+                 "/make-busybox-rootfs.sh " + src + "/rootfs >/dev/null && printf "
+                 "'architecture: x86_64\\ncreation_date: 1700000000\\n' > " + src +
+                 "/metadata.yaml && tar -C " + src + " -czf " + src +
+                 "/image.tar.gz metadata.yaml rootfs 2>&1",
+             &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string alias = unique_name("netimg");
+    out = ctl("image import " + src + "/image.tar.gz --alias " + alias + " -q", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string fp = out.substr(0, out.find('\n'));
+
+    std::string c = container("nlaunch");
+    out = ctl("launch " + alias + " " + c + " --network " + net, &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(out, "Launched container " + c + "\n");
+    std::string devices = ctl("device list " + c + " --json");
+    EXPECT_TRUE(contains(devices, "\"network\":\"" + net + "\"")) << devices;
+    EXPECT_FALSE(dhcp(c).empty());
+
+    std::string made = container("ncreate");
+    out = ctl("create " + made + " " + alias + " --network " + net, &st);
+    ASSERT_EQ(st, 0) << out;
+    devices = ctl("device list " + made + " --json");
+    EXPECT_TRUE(contains(devices, "\"network\":\"" + net + "\"")) << devices;
+
+    std::string lost = container("nlostl");
+    out = ctl("launch " + alias + " " + lost + " --network nosuchnet0", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "nosuchnet0")) << out;
+    EXPECT_FALSE(contains(ctl("list -q"), lost));
+    for (auto& n : {c, made})
+        ctl("delete --force " + n);
+    ctl("image delete " + fp);
+    sh("rm -rf " + src);
+}
+
+} // namespace

@@ -148,6 +148,15 @@ const char* catalog = R"({
        "combined_squashfs_sha256": "6666666666666666666666666666666666666666666666666666666666666666"},
      "s": {"ftype": "squashfs", "path": "s", "size": 2,
        "sha256": "7777777777777777777777777777777777777777777777777777777777777777"}}}}},
+  "sqx:amd64": {"aliases": "sqx", "arch": "amd64", "versions": {
+    "1": {"items": {"m": {"ftype": "lxd.tar.xz", "path": "m", "size": 1,
+       "sha256": "3333333333333333333333333333333333333333333333333333333333333333",
+       "combined_squashfs_sha256": "6666666666666666666666666666666666666666666666666666666666666666",
+       "combined_rootxz_sha256": "9999999999999999999999999999999999999999999999999999999999999999"},
+     "s": {"ftype": "squashfs", "path": "s", "size": 2,
+       "sha256": "7777777777777777777777777777777777777777777777777777777777777777"},
+     "r": {"ftype": "root.tar.xz", "path": "r", "size": 2,
+       "sha256": "5555555555555555555555555555555555555555555555555555555555555555"}}}}},
   "vm:amd64": {"aliases": "vm", "arch": "amd64", "versions": {
     "1": {"items": {"d": {"ftype": "disk-kvm.img", "path": "d", "size": 1,
        "sha256": "8888888888888888888888888888888888888888888888888888888888888888"}}}}}
@@ -157,7 +166,7 @@ TEST(Simplestreams, CatalogNewestVersionAliasesAndArchitectures) {
     std::vector<RemoteImage> images;
     std::string e;
     ASSERT_EQ(parse_stream_products(catalog, images, e), 0) << e;
-    EXPECT_EQ(images.size(), 3u); // the VM-only product is no container image
+    EXPECT_EQ(images.size(), 4u); // the VM-only product is no container image
     const RemoteImage* bb = find_remote_image(images, "busybox", "amd64", e);
     ASSERT_NE(bb, nullptr) << e;
     EXPECT_EQ(bb->metadata.path, "new.tar.gz");
@@ -168,7 +177,15 @@ TEST(Simplestreams, CatalogNewestVersionAliasesAndArchitectures) {
     EXPECT_EQ(arm->rootfs.ftype, "root.tar.xz");
     const RemoteImage* sq = find_remote_image(images, "sq", "amd64", e);
     ASSERT_NE(sq, nullptr);
-    EXPECT_NE(sq->unusable, "");
+    // A squashfs rootfs is used when it is the only one (unsquashfs unpacks it)...
+    EXPECT_EQ(sq->unusable, "");
+    EXPECT_EQ(sq->rootfs.ftype, "squashfs");
+    EXPECT_EQ(sq->fingerprint, std::string(64, '6'));
+    // ...and the tarball when both are offered.
+    const RemoteImage* sqx = find_remote_image(images, "sqx", "amd64", e);
+    ASSERT_NE(sqx, nullptr) << e;
+    EXPECT_EQ(sqx->rootfs.ftype, "root.tar.xz");
+    EXPECT_EQ(sqx->fingerprint, std::string(64, '9'));
     EXPECT_EQ(find_remote_image(images, "bb", "riscv64", e), nullptr);
     EXPECT_EQ(find_remote_image(images, "444444", "amd64", e), arm);
     EXPECT_EQ(stream_arch("x86_64"), "amd64");
