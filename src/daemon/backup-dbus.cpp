@@ -75,10 +75,8 @@ int method_export(sd_bus_message* m, void* ud, sd_bus_error* e) {
             for (auto& info : snapshots::list(name)) {
                 image::BackupSnapshot s;
                 snapshots::Info loaded;
-                std::string why;
-                if (snapshots::load(name, info.name, s.config, loaded, why) < 0)
-                    return sd_bus_error_setf(e, errors::failed, "Cannot read snapshot %s: %s",
-                                             info.name.c_str(), why.c_str());
+                if (auto loaded_ok = snapshots::load(name, info.name, s.config, loaded); !loaded_ok)
+                    return set_bus_error(e, loaded_ok.error());
                 s.name = info.name;
                 s.dir = snapshots::path(name, info.name);
                 s.created_usec = info.created_usec;
