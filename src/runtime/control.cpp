@@ -74,7 +74,8 @@ int control_request(const std::string& name, const std::string& request, std::st
 namespace {
 
 // The notify pipe carries lines: "PID N" (the intermediate process, with a LaunchHold), "BUS
-// NAME" (the supervisor's bus name, with --bus-controller), then "READY N" or "ERROR TEXT".
+// NAME" (the supervisor's bus name, with --bus-controller), then "STATUS JSON" and "READY N",
+// or "ERROR TEXT".
 std::string notify_line(const std::string& text, const std::string& prefix) {
     size_t pos = 0;
     while (pos < text.size()) {
@@ -274,6 +275,7 @@ int SupervisorLaunch::result(LaunchResult& out) const {
     out.supervisor_pid = hold_ ? supervisor_pid() : 0;
     if (std::string ready = notify_line(text_, "READY "); !ready.empty()) {
         out.init_pid = static_cast<pid_t>(std::atoi(ready.c_str()));
+        out.status = notify_line(text_, "STATUS ");
         return 0;
     }
     std::string e = notify_line(text_, "ERROR ");

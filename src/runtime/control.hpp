@@ -23,6 +23,7 @@ int control_request(const std::string& name, const std::string& request, std::st
 struct LaunchResult {
     pid_t init_pid = 0;
     pid_t supervisor_pid = 0; // known only with a LaunchHold
+    std::string status;       // the supervisor's status at READY (JSON), if it said it
     std::string error;
 };
 

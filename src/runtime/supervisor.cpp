@@ -393,7 +393,8 @@ int Supervisor::run(int notify_fd) {
         ::unlink(paths::control_socket(name_).c_str());
         return fail(error);
     }
-    report("READY " + std::to_string(spawned_.init.pid()));
+    // The status along with READY: lodged answers the start without asking for it.
+    report("STATUS " + proto::encode(status()) + "\nREADY " + std::to_string(spawned_.init.pid()));
 
     int r = sd_event_loop(event_.get());
     release_and_reply();
