@@ -205,7 +205,8 @@ Result<> ControlSocketLink::launch(LaunchSpec spec, std::function<void(Result<La
         r < 0)
         return make_error(errors::start_failed, r,
                           "Cannot start lodge-supervisor for " + name + ": " + std::strerror(-r));
-    // Its intermediate process exits at once; sd-event reaps it, lodged does not wait for it.
+    // Its first process exits once it has forked the supervisor; sd-event reaps it, lodged does
+    // not wait for it.
     sd_event_source* s = nullptr;
     if (sd_event_add_child(event_, &s, launch->supervisor.intermediate(), WEXITED, on_reaped,
                            nullptr) < 0)

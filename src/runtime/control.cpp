@@ -73,7 +73,7 @@ int control_request(const std::string& name, const std::string& request, std::st
 
 namespace {
 
-// The notify pipe carries lines: "PID N" (the intermediate process, with a LaunchHold), "BUS
+// The notify pipe carries lines: "PID N" (the supervisor proper, with a LaunchHold), "BUS
 // NAME" (the supervisor's bus name, with --bus-controller), then "STATUS JSON" and "READY N",
 // or "ERROR TEXT".
 std::string notify_line(const std::string& text, const std::string& prefix) {
