@@ -10,7 +10,7 @@ packages=(
   libdbus-1-dev nettle-dev dbus systemd-container util-linux libyaml-dev
   busybox-static debootstrap zstd lxcfs fuse3 uidmap scdoc perl python3 file polkitd
   bash-completion resource-agents libxml2-dev btrfs-progs libcurl4-openssl-dev openssl
-  dnsmasq-base nftables iproute2 sshfs openssh-sftp-server squashfs-tools
+  dnsmasq-base nftables iproute2 sshfs openssh-sftp-server squashfs-tools strace
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -71,22 +73,65 @@ int run_on(const std::string& host, std::vector<std::string> args, std::string& 
     return run_capture(args, out, spawn_error);
 }
 
-using Doc = std::unique_ptr<xmlDoc, decltype(&xmlFreeDoc)>;
+// libxml2 is loaded here, when `cluster status` needs it, not linked: with ICU behind it, it
+// would cost every lodgectl run (start, exec, ...) about a millisecond of loading.
+struct LibXml {
+    decltype(&::xmlReadMemory) read_memory = nullptr;
+    decltype(&::xmlFreeDoc) free_doc = nullptr;
+    decltype(&::xmlGetProp) get_prop = nullptr;
+    decltype(&::xmlNodeGetContent) node_get_content = nullptr;
+    decltype(&::xmlDocGetRootElement) root_element = nullptr;
+    std::string error; // why it could not be loaded
+};
+
+const LibXml& libxml() {
+    static const LibXml lib = [] {
+        LibXml x;
+        void* h = ::dlopen("libxml2.so.2", RTLD_NOW | RTLD_LOCAL);
+        auto sym = [&](auto& fn, const char* name) {
+            if (h &&
+                !(fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(h, name))) &&
+                x.error.empty())
+                x.error = std::string("libxml2 has no ") + name;
+        };
+        if (!h)
+            x.error = std::string("Cannot load libxml2 (Debian's libxml2): ") + ::dlerror();
+        sym(x.read_memory, "xmlReadMemory");
+        sym(x.free_doc, "xmlFreeDoc");
+        sym(x.get_prop, "xmlGetProp");
+        sym(x.node_get_content, "xmlNodeGetContent");
+        sym(x.root_element, "xmlDocGetRootElement");
+        return x;
+    }();
+    return lib;
+}
+
+// What libxml2 allocates for us is released with xmlFree, which is free() unless someone
+// called xmlMemSetup (nobody here does).
+void xml_free(xmlChar* p) {
+    std::free(p);
+}
+
+struct DocFree {
+    void operator()(xmlDoc* d) const { libxml().free_doc(d); }
+};
+using Doc = std::unique_ptr<xmlDoc, DocFree>;
 
 Doc parse(const std::string& text) {
-    return Doc(xmlReadMemory(text.data(), static_cast<int>(text.size()), "crm_mon.xml", nullptr,
-                             XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
-               xmlFreeDoc);
+    return Doc(libxml().read_memory(text.data(), static_cast<int>(text.size()), "crm_mon.xml",
+                                    nullptr,
+                                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
 }
 
 bool is(const xmlNode* n, const char* name) {
-    return n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST name) == 0;
+    return n->type == XML_ELEMENT_NODE &&
+           std::strcmp(reinterpret_cast<const char*>(n->name), name) == 0;
 }
 
 std::string attr(const xmlNode* n, const char* name) {
-    xmlChar* v = xmlGetProp(n, BAD_CAST name);
+    xmlChar* v = libxml().get_prop(n, BAD_CAST name);
     std::string s = v ? reinterpret_cast<const char*>(v) : "";
-    xmlFree(v);
+    xml_free(v);
     return s;
 }
 
@@ -167,8 +212,10 @@ int cluster_status(const std::string& host, bool json, bool legend) {
                     " (Pacemaker: Debian's pacemaker-cli-utils; see lodge-cluster(7))");
     if (rc == 255 && !host.empty() && text.empty())
         return fail("Cannot reach " + host + " over ssh (its error is above)");
+    if (!libxml().error.empty())
+        return fail(libxml().error);
     Doc doc = parse(text);
-    const xmlNode* root = doc ? xmlDocGetRootElement(doc.get()) : nullptr;
+    const xmlNode* root = doc ? libxml().root_element(doc.get()) : nullptr;
     if (!root)
         return fail("crm_mon on " + where + " failed (exit status " + std::to_string(rc) +
                     ") and gave no cluster state: is Pacemaker running there?");
@@ -177,9 +224,9 @@ int cluster_status(const std::string& host, bool json, bool legend) {
         if (const xmlNode* errors = child(status, "errors"))
             for (const xmlNode* e = errors->children; e; e = e->next)
                 if (is(e, "error")) {
-                    xmlChar* t = xmlNodeGetContent(e);
+                    xmlChar* t = libxml().node_get_content(e);
                     msg += std::string(msg.empty() ? "" : ": ") + reinterpret_cast<char*>(t);
-                    xmlFree(t);
+                    xml_free(t);
                 }
         return fail("Pacemaker on " + where + " gives no cluster state: " + msg);
     }
@@ -197,8 +244,8 @@ int cluster_status(const std::string& host, bool json, bool legend) {
     std::map<std::string, std::string> names;
     std::string cib;
     if (run_on(host, {"cibadmin", "--query", "--scope", "resources"}, cib, &spawn_error) == 0)
-        if (Doc d = parse(cib); d && xmlDocGetRootElement(d.get()))
-            container_names(xmlDocGetRootElement(d.get()), names);
+        if (Doc d = parse(cib); d && libxml().root_element(d.get()))
+            container_names(libxml().root_element(d.get()), names);
     std::vector<Resource> ours;
     for (auto& r : all)
         if (r.agent == "ocf:lodge:container" || r.agent == "ocf::lodge:container") {

@@ -242,7 +242,7 @@ Result<> Manager::start(Container& c, Done done) {
             return {};
         };
     std::string name = c.name();
-    auto launched_fn = [this, name, done](Result<pid_t> init) {
+    auto launched_fn = [this, name, done](Result<SupervisorLink::Launched> init) {
         launched(name, std::move(init), done);
     };
     if (auto r = link_->launch(std::move(spec), launched_fn); !r) {
@@ -258,7 +258,7 @@ Result<> Manager::start(Container& c, Done done) {
     return {};
 }
 
-void Manager::launched(const std::string& name, Result<pid_t> init, Done done) {
+void Manager::launched(const std::string& name, Result<SupervisorLink::Launched> init, Done done) {
     launching_.erase(name);
     Container* c = find(name);
     if (!c)
@@ -273,15 +273,18 @@ void Manager::launched(const std::string& name, Result<pid_t> init, Done done) {
     std::string e;
     registry_.load(name, c->config, e);
     c->started_usec = static_cast<uint64_t>(std::time(nullptr)) * 1000000ULL;
-    set_leader(*c, *init);
+    set_leader(*c, init->init);
     // The reply waits for the supervisor's first status: what exec needs (the cgroup) is known.
+    // The supervisor says it along with READY; else it comes first on the watch stream.
     if (!use_scopes_) {
         c->start_done = std::move(done);
         attach_watch(*c);
+        if (Container* found = find(name); found && found->watch && !init->status.empty())
+            on_status(*found, init->status);
         return;
     }
     // The host ends of the veths go to machined with the machine.
-    pid_t init_pid = *init;
+    pid_t init_pid = init->init;
     auto registered = [this, name, init_pid, done](const runtime::proto::Reply& reply) {
         Container* found = find(name);
         if (!found)

@@ -173,7 +173,7 @@ public:
 
 private:
     // manager-start.cpp
-    void launched(const std::string& name, Result<pid_t> init, Done done);
+    void launched(const std::string& name, Result<SupervisorLink::Launched> init, Done done);
     void finish_remove(Container& c, Done done);
     // Removes `path` (a failed create's work dir, a deleted container's trash) in a worker;
     // `then` runs once it is gone (or could not be removed: the next start retries).

@@ -144,7 +144,7 @@ class ControlSocketLink : public SupervisorLink {
 public:
     explicit ControlSocketLink(sd_event* event) : event_(event) {}
 
-    Result<> launch(LaunchSpec spec, std::function<void(Result<pid_t>)> done) override;
+    Result<> launch(LaunchSpec spec, std::function<void(Result<Launched>)> done) override;
     Result<> request(const std::string& name, const std::string& request, Reply done,
                      RequestOptions options) override;
     std::unique_ptr<Watch> watch(const std::string& name, WatchEvents events) override {
@@ -167,7 +167,7 @@ private:
         runtime::SupervisorLaunch supervisor;
         SourcePtr notify, deadline;
         std::string error; // set when lodged called the start off
-        std::function<void(Result<pid_t>)> done;
+        std::function<void(Result<Launched>)> done;
     };
     struct Pending {
         ControlSocketLink* link = nullptr;
@@ -193,7 +193,7 @@ private:
     std::map<Pending*, std::unique_ptr<Pending>> pending_;
 };
 
-Result<> ControlSocketLink::launch(LaunchSpec spec, std::function<void(Result<pid_t>)> done) {
+Result<> ControlSocketLink::launch(LaunchSpec spec, std::function<void(Result<Launched>)> done) {
     auto launch = std::make_unique<Launch>();
     launch->link = this;
     launch->done = std::move(done);
@@ -205,7 +205,8 @@ Result<> ControlSocketLink::launch(LaunchSpec spec, std::function<void(Result<pi
         r < 0)
         return make_error(errors::start_failed, r,
                           "Cannot start lodge-supervisor for " + name + ": " + std::strerror(-r));
-    // Its intermediate process exits at once; sd-event reaps it, lodged does not wait for it.
+    // Its first process exits once it has forked the supervisor; sd-event reaps it, lodged does
+    // not wait for it.
     sd_event_source* s = nullptr;
     if (sd_event_add_child(event_, &s, launch->supervisor.intermediate(), WEXITED, on_reaped,
                            nullptr) < 0)
@@ -275,7 +276,7 @@ void ControlSocketLink::finish_launch(Launch* l) {
     if (r < 0 || !launch->error.empty())
         return launch->done(make_error(errors::start_failed, r < 0 ? r : -EIO,
                                        !launch->error.empty() ? launch->error : res.error));
-    launch->done(res.init_pid);
+    launch->done(Launched{res.init_pid, res.status});
 }
 
 Result<> ControlSocketLink::request(const std::string& name, const std::string& request, Reply done,

@@ -30,9 +30,13 @@ public:
         // and bus name (lodged puts it into its systemd scope); a failure calls the start off.
         std::function<Result<>(pid_t supervisor, const std::string& bus_name)> place;
     };
-    // Starts the supervisor of `spec.name`; `done` gets PID 1's host pid once it has been
-    // exec'd, or why the start failed (StartFailed).
-    virtual Result<> launch(LaunchSpec spec, std::function<void(Result<pid_t>)> done) = 0;
+    struct Launched {
+        pid_t init = 0;     // PID 1's host pid
+        std::string status; // the supervisor's status then (JSON), "" when it did not say
+    };
+    // Starts the supervisor of `spec.name`; `done` gets PID 1 once it has been exec'd, or why
+    // the start failed (StartFailed).
+    virtual Result<> launch(LaunchSpec spec, std::function<void(Result<Launched>)> done) = 0;
 
     struct RequestOptions {
         uint64_t timeout_usec = 0;    // 0: as long as the supervisor lives

@@ -7,13 +7,16 @@
 #include "runtime/device-bpf.hpp"
 
 #include <cerrno>
+#include <csignal>
 #include <dirent.h>
 #include <fcntl.h>
 #include <libmount/libmount.h>
 #include <linux/magic.h>
+#include <linux/sched.h>
 #include <set>
 #include <sstream>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -80,13 +83,43 @@ static int make_cgroup(const Hierarchy& h, const std::string& rel) {
     return 0;
 }
 
-int CgroupFs::create_base() {
+int CgroupFs::prepare_supervisor() {
+    if (prepared_)
+        return 0;
     origin_.clear();
     for (auto& h : hierarchies_) {
         origin_.push_back(own_cgroup(h));
         if (int r = make_cgroup(h, base_ + "/supervisor"); r < 0)
             return r;
     }
+    prepared_ = true;
+    return 0;
+}
+
+pid_t CgroupFs::fork_into_supervisor() {
+    Fd dir;
+    for (auto& h : hierarchies_)
+        if (h.unified)
+            dir.reset(::open((h.mountpoint + "/" + base_ + "/supervisor").c_str(),
+                             O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir) {
+        struct clone_args args {};
+        args.flags = CLONE_INTO_CGROUP;
+        args.cgroup = static_cast<uint64_t>(dir.get());
+        args.exit_signal = SIGCHLD;
+        long pid = ::syscall(SYS_clone3, &args, sizeof args);
+        if (pid == 0)
+            entered_ = true; // in cgroup2's; destroy_base() moves it back
+        if (pid >= 0)
+            return static_cast<pid_t>(pid);
+        log_warning_errno(errno, "Cannot start the supervisor in its cgroup; it moves there");
+    }
+    return ::fork();
+}
+
+int CgroupFs::create_base() {
+    if (int r = prepare_supervisor(); r < 0)
+        return r;
     return enter_supervisor();
 }
 
@@ -97,20 +130,22 @@ static bool single_threaded() {
 }
 
 int CgroupFs::enter_supervisor() {
-    if (entered_)
+    if (joined_)
         return 0;
     // v1: "0" into `tasks` moves only this thread, without the global lock (see PayloadJoin).
     bool alone = single_threaded();
     for (auto& h : hierarchies_) {
         std::string dir = h.mountpoint + "/" + base_ + "/supervisor";
-        if (own_cgroup(h) == "/" + base_ + "/supervisor")
-            continue;
         bool by_thread = alone && !h.unified;
+        // Where this process was born (or already moved) there is nothing to write.
+        if (!by_thread && own_cgroup(h) == "/" + base_ + "/supervisor")
+            continue;
         std::string file = dir + (by_thread ? "/tasks" : "/cgroup.procs");
         if (int r = write_file(file, by_thread ? "0" : std::to_string(::getpid())); r < 0)
             return log_error_errno(r, "Failed to move the supervisor into %s", dir.c_str());
+        entered_ = true;
     }
-    entered_ = true;
+    joined_ = entered_ = true;
     return 0;
 }
 

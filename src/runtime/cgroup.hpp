@@ -7,8 +7,8 @@
 #pragma once
 
 #include "common/config.hpp"
-#include "common/limits.hpp"
 #include "common/fd.hpp"
+#include "common/limits.hpp"
 
 #include <string>
 #include <sys/types.h>
@@ -50,10 +50,17 @@ public:
     // controllers are passed down through them (never through the hierarchy's root).
     void set_own_path(bool own) { own_path_ = own; }
 
-    int create_base(); // mkdir B and B/supervisor, move self there (enter_supervisor)
+    // mkdir B/supervisor in every hierarchy, noting where this process came from (once).
+    int prepare_supervisor();
+    // fork() whose child is born in the cgroup2 B/supervisor (clone3 CLONE_INTO_CGROUP), so
+    // that it never writes cgroup.procs for itself (a grace period, see PayloadJoin); a plain
+    // fork where that cannot be. After prepare_supervisor().
+    pid_t fork_into_supervisor();
+    int create_base(); // prepare_supervisor(), then move self there (enter_supervisor)
     // This process into B/supervisor (once): v1 by `tasks` while single-threaded (no grace
-    // period), cgroup2 by cgroup.procs unless it is there already.
+    // period), cgroup2 by cgroup.procs unless it is there already (born there).
     int enter_supervisor();
+    bool prepared() const { return prepared_; }
     int create_payload();                       // fresh B/payload
     int open_payload(PayloadJoin& out) const;   // for join_payload()
     int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
@@ -75,7 +82,9 @@ private:
     std::vector<Hierarchy> hierarchies_;
     std::vector<std::string> origin_; // own cgroup per hierarchy before create_base()
     bool own_path_ = false;
-    bool entered_ = false;            // this process sits in B/supervisor
+    bool prepared_ = false; // B/supervisor made, origin_ known
+    bool entered_ = false;  // this process sits in B/supervisor (in some hierarchy)
+    bool joined_ = false;   // ... in every hierarchy
 };
 
 } // namespace lodge::runtime

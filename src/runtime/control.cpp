@@ -5,12 +5,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -69,8 +73,9 @@ int control_request(const std::string& name, const std::string& request, std::st
 
 namespace {
 
-// The notify pipe carries lines: "PID N" (the intermediate process, with a LaunchHold), "BUS
-// NAME" (the supervisor's bus name, with --bus-controller), then "READY N" or "ERROR TEXT".
+// The notify pipe carries lines: "PID N" (the supervisor proper, with a LaunchHold), "BUS
+// NAME" (the supervisor's bus name, with --bus-controller), then "STATUS JSON" and "READY N",
+// or "ERROR TEXT".
 std::string notify_line(const std::string& text, const std::string& prefix) {
     size_t pos = 0;
     while (pos < text.size()) {
@@ -107,10 +112,41 @@ int64_t now_ms() {
     return static_cast<int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
 }
 
+// What the vfork child of spawn() needs, all prepared before: it runs in our memory.
+struct SpawnChild {
+    const char* path = nullptr;
+    char** argv = nullptr;
+    int notify = -1, go = -1; // become 3 and 4
+    int null = -1;            // becomes 0 and 1
+    sigset_t mask;            // the caller's, for the new program
+    int err = 0;              // set when exec failed (the memory is shared)
+};
+
 // Moves `fd` to `target` in a child about to exec, without the close-on-exec flag.
-void place_fd(int fd, int target) {
-    int high = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
-    ::dup2(high, target);
+int place_fd(int fd, int target) {
+    if (fd == target)
+        return ::fcntl(fd, F_SETFD, 0);
+    return ::dup2(fd, target) < 0 ? -1 : 0;
+}
+
+// Runs on its own stack in the caller's memory until execv: system calls only. A new session,
+// so that the supervisor outlives the caller's; it detaches itself (--detach).
+[[gnu::no_sanitize("address", "undefined")]] int spawn_child(void* data) {
+    auto* c = static_cast<SpawnChild*>(data);
+    ::setsid();
+    // The descriptors go above 4 first, so that placing one never closes another.
+    int notify = ::fcntl(c->notify, F_DUPFD_CLOEXEC, 10);
+    int go = c->go >= 0 ? ::fcntl(c->go, F_DUPFD_CLOEXEC, 10) : -1;
+    if (notify < 0 || (c->go >= 0 && go < 0) || place_fd(notify, 3) < 0 ||
+        (go >= 0 && place_fd(go, 4) < 0) || ::dup2(c->null, 0) < 0 || ::dup2(c->null, 1) < 0) {
+        c->err = errno;
+        _exit(127);
+    }
+    restore_fd_limit(); // lodged's raised limit is not the supervisor's, nor its guest's
+    ::sigprocmask(SIG_SETMASK, &c->mask, nullptr);
+    ::execv(c->path, c->argv);
+    c->err = errno;
+    _exit(127);
 }
 
 } // namespace
@@ -132,44 +168,54 @@ int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& na
         go_rd.reset(p[0]);
         go_wr.reset(p[1]);
     }
-    std::vector<std::string> args{supervisor, "--notify-fd=3"};
+    Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!null)
+        return -errno;
+    // --detach: the supervisor forks itself away from us (into its cgroup when it places itself).
+    std::vector<std::string> args{supervisor, "--notify-fd=3", "--detach"};
     if (hold)
         args.push_back("--wait-go-fd=4");
     if (bus_controller_)
         args.push_back("--bus-controller");
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     args.push_back(name);
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
 
-    pid_t pid = ::fork();
-    if (pid < 0)
+    constexpr size_t stack_size = 64 * 1024;
+    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
         return -errno;
-    if (pid == 0) {
-        // Intermediate: a new session, then the supervisor as its orphan, so it outlives us.
-        ::setsid();
-        pid_t sup = ::fork();
-        if (sup != 0) {
-            if (sup > 0 && hold)
-                dprintf(wr.get(), "PID %d\n", static_cast<int>(sup));
-            _exit(sup < 0 ? 1 : 0);
-        }
-        place_fd(wr.get(), 3);
-        if (hold)
-            place_fd(go_rd.get(), 4);
-        restore_fd_limit(); // lodged's raised limit is not the supervisor's, nor its guest's
-        int null = ::open("/dev/null", O_RDWR);
-        ::dup2(null, 0);
-        ::dup2(null, 1);
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        ::execv(supervisor.c_str(), argv.data());
-        dprintf(3, "ERROR cannot execute %s: %s\n", supervisor.c_str(), std::strerror(errno));
-        _exit(127);
+    SpawnChild child;
+    child.path = supervisor.c_str();
+    child.argv = argv.data();
+    child.notify = wr.get();
+    child.go = go_rd.get();
+    child.null = null.get();
+    // Not a copy of our page tables (a fork of lodged's whole image): the child shares our
+    // memory until it has exec'd (CLONE_VM | CLONE_VFORK, as posix_spawn does). No signal
+    // handler of ours may run in it meanwhile.
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &child.mask);
+    pid_t pid = ::clone(spawn_child, static_cast<char*>(stack) + stack_size,
+                        CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+    int clone_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &child.mask, nullptr);
+    ::munmap(stack, stack_size);
+    if (pid < 0)
+        return -clone_errno;
+    if (child.err != 0) {
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
+            ;
+        return -child.err;
     }
     wr.reset();
     go_rd.reset();
-    // The intermediate only forks and exits: this wait is short.
+    // The supervisor's first process only sets itself up and forks: this wait is short.
     intermediate_ = pid;
     while (reap && ::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
         ;
@@ -229,6 +275,7 @@ int SupervisorLaunch::result(LaunchResult& out) const {
     out.supervisor_pid = hold_ ? supervisor_pid() : 0;
     if (std::string ready = notify_line(text_, "READY "); !ready.empty()) {
         out.init_pid = static_cast<pid_t>(std::atoi(ready.c_str()));
+        out.status = notify_line(text_, "STATUS ");
         return 0;
     }
     std::string e = notify_line(text_, "ERROR ");

@@ -23,6 +23,7 @@ int control_request(const std::string& name, const std::string& request, std::st
 struct LaunchResult {
     pid_t init_pid = 0;
     pid_t supervisor_pid = 0; // known only with a LaunchHold
+    std::string status;       // the supervisor's status at READY (JSON), if it said it
     std::string error;
 };
 
@@ -39,7 +40,8 @@ struct LaunchHold {
 };
 
 // Starts `supervisor` (the lodge-supervisor binary) for `name`, detached from the caller
-// (double fork, own session), and waits until PID 1 has been exec'd or the start failed.
+// (own session; it forks itself away, --detach), and waits until PID 1 has been exec'd or the
+// start failed.
 int launch_supervisor(const std::string& supervisor, const std::string& name,
                       const std::vector<std::string>& extra_args, LaunchResult& out,
                       const LaunchHold* hold = nullptr);
@@ -51,7 +53,8 @@ int launch_supervisor(const std::string& supervisor, const std::string& name,
 class SupervisorLaunch {
 public:
     enum class Step { more, held, finished };
-    // With `reap` false the caller reaps the short-lived intermediate process (intermediate()).
+    // With `reap` false the caller reaps the supervisor's short-lived first process, which only
+    // forks the supervisor proper (intermediate()).
     int spawn(const std::string& supervisor, const std::string& name,
               const std::vector<std::string>& extra_args, bool hold, bool bus_controller,
               bool reap = true);

@@ -64,11 +64,25 @@ int open_controller_bus(BusPtr& out, std::string& pid1) {
     return 0;
 }
 
+// --detach with a hold: away from the caller (who reaps this first process at once) before
+// anything else, so that the pid it places into the scope is the supervisor's for good.
+void detach_before_hold(int notify_fd) {
+    pid_t child = ::fork();
+    if (child < 0) {
+        dprintf(notify_fd, "ERROR Cannot fork the supervisor: %s\n", std::strerror(errno));
+        _exit(1);
+    }
+    if (child > 0) {
+        dprintf(notify_fd, "PID %d\n", static_cast<int>(child));
+        _exit(0);
+    }
+}
+
 int usage() {
-    std::fprintf(stderr,
-                 "Usage: lodge-supervisor [--notify-fd=N] [--wait-go-fd=N [--bus-controller]]\n"
-                 "                        [--cgroup=PATH] [--log-stderr] NAME\n"
-                 "       lodge-supervisor ctl NAME REQUEST...\n");
+    std::fprintf(stderr, "Usage: lodge-supervisor [--notify-fd=N] [--detach]\n"
+                         "                        [--wait-go-fd=N [--bus-controller]]\n"
+                         "                        [--cgroup=PATH] [--log-stderr] NAME\n"
+                         "       lodge-supervisor ctl NAME REQUEST...\n");
     return 2;
 }
 
@@ -97,7 +111,7 @@ int main(int argc, char** argv) {
         return runtime::ctl_main(argc, argv);
     int notify_fd = -1, go_fd = -1;
     std::string cgroup, name;
-    bool log_stderr = false, bus_controller = false;
+    bool log_stderr = false, bus_controller = false, detach = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (a.rfind("--notify-fd=", 0) == 0)
@@ -106,6 +120,8 @@ int main(int argc, char** argv) {
             go_fd = std::atoi(a.c_str() + 13);
         else if (a == "--bus-controller")
             bus_controller = true;
+        else if (a == "--detach")
+            detach = true;
         else if (a.rfind("--cgroup=", 0) == 0)
             cgroup = a.substr(9);
         else if (a == "--log-stderr")
@@ -115,8 +131,13 @@ int main(int argc, char** argv) {
         else
             name = a;
     }
-    if (name.empty() || (bus_controller && go_fd < 0))
+    if (name.empty() || (bus_controller && go_fd < 0) || (detach && notify_fd < 0))
         return runtime::usage();
+    // --detach: the caller starts this process and reaps it at once; its child is the
+    // supervisor (in a new session already, made by the caller). Held, it forks now; else
+    // once the container is known not to run, into its cgroup (Supervisor::run).
+    if (detach && go_fd >= 0)
+        runtime::detach_before_hold(notify_fd);
     // --bus-controller: the bus name goes to the caller first; it becomes the scope's Controller.
     runtime::BusPtr bus;
     std::string pid1_bus_name;
@@ -174,5 +195,6 @@ int main(int argc, char** argv) {
     }
     runtime::Supervisor sup(name, cgroup, own_base);
     sup.set_bus(bus.get());
+    sup.set_detach(detach && go_fd < 0);
     return sup.run(notify_fd);
 }

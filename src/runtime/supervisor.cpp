@@ -24,7 +24,8 @@
 
 namespace lodge::runtime {
 
-int Supervisor::setup_runtime_dir() {
+// The lock (flock, kept by a forked child) says no other supervisor runs this container here.
+int Supervisor::lock_runtime_dir() {
     std::string dir = paths::container_runtime(name_);
     if (int r = mkdir_p(dir, 0755); r < 0)
         return log_error_errno(r, "Cannot create %s", dir.c_str());
@@ -35,6 +36,11 @@ int Supervisor::setup_runtime_dir() {
         log_error("Container \"%s\" is already running", name_.c_str());
         return -EBUSY;
     }
+    return 0;
+}
+
+int Supervisor::setup_runtime_dir() {
+    std::string dir = paths::container_runtime(name_);
     // Another node (or lodged with another runtime dir) may run it from shared storage.
     std::string held_by;
     if (int r = ownership::acquire(name_, owner_lock_, held_by); r < 0)
@@ -324,6 +330,9 @@ int Supervisor::run(int notify_fd) {
         }
     };
     auto fail = [&](const std::string& why) {
+        // Ours once the lock was taken (lodged's scope removes a base it made).
+        if (own_base_ && cgroup_.prepared())
+            cgroup_.destroy_base();
         lock_fd_.reset(); // a retry the caller makes at once must not find it taken
         owner_lock_.reset();
         report("ERROR " + why);
@@ -333,6 +342,19 @@ int Supervisor::run(int notify_fd) {
     if (auto e = check_container_name(name_); !e.empty()) {
         log_error("%s", e.c_str());
         return fail(e);
+    }
+    if (lock_runtime_dir() < 0)
+        return fail(log_last_error());
+    if (detach_) {
+        // Before anything records this process's pid (the ownership record) or ties an object
+        // to it (sd-event): the child goes on, the caller reaps this one at once.
+        if (cgroup_.prepare_supervisor() < 0)
+            return fail(log_last_error());
+        pid_t child = cgroup_.fork_into_supervisor();
+        if (child < 0)
+            return fail(std::string("Cannot fork the supervisor: ") + std::strerror(errno));
+        if (child > 0)
+            _exit(0);
     }
     if (setup_runtime_dir() < 0 || load_config() < 0)
         return fail(log_last_error());
@@ -359,26 +381,20 @@ int Supervisor::run(int notify_fd) {
     if (cgroup_.create_base() < 0)
         return fail(log_last_error());
     // In a systemd scope, DevicePolicy=closed on the scope (lodged) does this.
-    if (own_base_ && cgroup_.attach_device_program() < 0) {
-        cgroup_.destroy_base();
+    if (own_base_ && cgroup_.attach_device_program() < 0)
         return fail(log_last_error());
-    }
-    if (listen_control() < 0) {
-        if (own_base_)
-            cgroup_.destroy_base();
+    if (listen_control() < 0)
         return fail(log_last_error());
-    }
     std::string error;
     if (start_container(error) < 0) {
         state_ = State::error;
         reason_ = error;
         write_state();
         ::unlink(paths::control_socket(name_).c_str());
-        if (own_base_)
-            cgroup_.destroy_base();
         return fail(error);
     }
-    report("READY " + std::to_string(spawned_.init.pid()));
+    // The status along with READY: lodged answers the start without asking for it.
+    report("STATUS " + proto::encode(status()) + "\nREADY " + std::to_string(spawned_.init.pid()));
 
     int r = sd_event_loop(event_.get());
     release_and_reply();

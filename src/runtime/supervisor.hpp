@@ -48,9 +48,13 @@ public:
     int run(int notify_fd);
     // With --bus-controller: the connection systemd sends the scope's RequestStop to.
     void set_bus(sd_bus* bus) { bus_ = bus; }
+    // --detach without a hold: run() forks the supervisor away from its caller, born in its
+    // cgroup (CgroupFs::fork_into_supervisor), once it knows the container is not running.
+    void set_detach(bool detach) { detach_ = detach; }
 
 private:
     // supervisor.cpp: the lifecycle.
+    int lock_runtime_dir();
     int setup_runtime_dir();
     int load_config();
     int start_container(std::string& error);
@@ -95,6 +99,7 @@ private:
     sd_bus* bus_ = nullptr;
     CgroupFs cgroup_;
     bool own_base_;
+    bool detach_ = false;
     ContainerConfig config_;
     EventPtr event_;
     Spawned spawned_;

@@ -28,7 +28,7 @@ class FakeLink : public SupervisorLink {
 public:
     struct Launch {
         LaunchSpec spec;
-        std::function<void(Result<pid_t>)> done;
+        std::function<void(Result<Launched>)> done;
     };
     struct Request {
         std::string name, text;
@@ -52,7 +52,7 @@ public:
         WatchEvents events_;
     };
 
-    Result<> launch(LaunchSpec spec, std::function<void(Result<pid_t>)> done) override {
+    Result<> launch(LaunchSpec spec, std::function<void(Result<Launched>)> done) override {
         if (!launch_error.empty())
             return make_error(errors::start_failed, EIO, launch_error);
         launches.push_back({std::move(spec), std::move(done)});
@@ -78,7 +78,8 @@ public:
     bool idle() const override { return requests.empty() && launches.empty(); }
 
     // The test's side.
-    void launched(Result<pid_t> init) {
+    // `status`: what the supervisor says along with READY ("" for nothing).
+    void launched(Result<pid_t> init, const std::string& status = "") {
         ASSERT_FALSE(launches.empty());
         Launch l = std::move(launches.front());
         launches.pop_front();
@@ -87,7 +88,9 @@ public:
             // A real supervisor makes its runtime directory before it says READY.
             ASSERT_EQ(mkdir_p(paths::container_runtime(l.spec.name), 0700), 0);
         }
-        l.done(std::move(init));
+        if (!init)
+            return l.done(init.error());
+        l.done(Launched{*init, status});
     }
     void status(const std::string& name, const nlohmann::json& j) {
         ASSERT_TRUE(watches.count(name)) << name << " is not watched";
@@ -322,6 +325,25 @@ TEST_F(ManagerTest, CreateStartStopWalksTheStatesAndAnnouncesEach) {
     settle();
     EXPECT_TRUE(saw("State=stopping"));
     EXPECT_TRUE(saw("State=stopped"));
+}
+
+// The supervisor says its status along with READY: the start replies at once with it (no
+// round trip on the watch stream first), and the stream's own first status changes nothing.
+TEST_F(ManagerTest, AStartRepliesWithTheStatusGivenAlongWithReady) {
+    Container& c = create("c1");
+    std::optional<Result<>> started;
+    ASSERT_TRUE(manager->start(c, capture(started)));
+    nlohmann::json status = {
+        {"state", "running"}, {"pid", ::getpid()}, {"boot_id", "b1"}, {"cgroup", "/x"}};
+    link->launched(::getpid(), status.dump());
+    ASSERT_TRUE(started.has_value());
+    EXPECT_TRUE(*started);
+    EXPECT_EQ(c.state, ContainerState::running);
+    EXPECT_EQ(c.cgroup, "/x");
+    EXPECT_TRUE(link->watches.count("c1")) << "the stream is followed all the same";
+    link->status("c1", status);
+    EXPECT_EQ(c.state, ContainerState::running);
+    EXPECT_EQ(c.leader, ::getpid());
 }
 
 TEST_F(ManagerTest, AFailedLaunchLeavesTheContainerInErrorAndStartableAgain) {
