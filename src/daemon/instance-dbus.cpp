@@ -2,6 +2,7 @@
 // vtable of the same interface on /io/lodge1 (sd-bus merges them), so they live apart from
 // manager-dbus.cpp. Each needs io.lodge1.manage for the container named first.
 #include "daemon/instance-dbus.hpp"
+#include "daemon/bus-method.hpp"
 #include "daemon/container-dbus.hpp"
 #include "daemon/snapshot-store.hpp"
 
@@ -41,146 +42,127 @@ int container_error(sd_bus_error* error, int r, const std::string& msg) {
     return set_bus_error(error, instance_error(r, msg));
 }
 
+// Runs `body(container)` once the caller may manage container `name` and it exists.
+template <typename Body>
+int on_container(sd_bus_message* m, void* ud, const char* name, sd_bus_error* e, Body&& body) {
+    return if_allowed(authorize(m, manager(ud), actions::manage, name, e), [&] {
+        Container* c = find_or_fail(manager(ud), name, e);
+        return c ? body(*c) : -ENOENT;
+    });
+}
+
+// The empty reply of a change the manager made at once, or its failure as a snapshot error.
+int reply_done(sd_bus_message* m, sd_bus_error* e, int r, const std::string& msg) {
+    return r < 0 ? snapshot_error(e, r, msg) : sd_bus_reply_method_return(m, nullptr);
+}
+
 int method_create_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        const char *name = nullptr, *snap = nullptr;
-        if (int r = sd_bus_message_read(m, "ss", &name, &snap); r < 0)
-            return r;
-        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
-            return r == 0 ? 1 : r;
-        Container* c = find_or_fail(manager(ud), name, e);
-        if (!c)
-            return -ENOENT;
-        std::string chosen = snap, msg;
-        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
-        // `chosen` is final once create_snapshot() returns; the reply is sent later.
-        auto result = std::make_shared<std::string>();
-        Done done = [call, result](const Result<>& outcome) {
-            if (outcome) {
-                sd_bus_reply_method_return(call.get(), "s", result->c_str());
-                return;
-            }
-            reply_bus_error(call.get(), outcome.error());
-        };
-        if (int r = manager(ud).create_snapshot(*c, chosen, done, msg); r < 0)
-            return snapshot_error(e, r, msg);
-        *result = chosen;
-        return 1;
+        return with_args<const char*, const char*>(
+            m, "ss", [&](const char* name, const char* snap) {
+                return on_container(m, ud, name, e, [&](Container& c) {
+                    std::string chosen = snap, msg;
+                    HeldCall call = hold_call(m);
+                    // `chosen` is final once create_snapshot() returns; the reply is sent later.
+                    auto result = std::make_shared<std::string>();
+                    Done done = [call, result](const Result<>& outcome) {
+                        if (!outcome)
+                            return reply_bus_error(call.get(), outcome.error());
+                        sd_bus_reply_method_return(call.get(), "s", result->c_str());
+                    };
+                    if (int r = manager(ud).create_snapshot(c, chosen, done, msg); r < 0)
+                        return snapshot_error(e, r, msg);
+                    *result = chosen;
+                    return 1;
+                });
+            });
     });
 }
 
 int method_list_snapshots(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        const char* name = nullptr;
-        if (int r = sd_bus_message_read(m, "s", &name); r < 0)
-            return r;
-        if (!find_or_fail(manager(ud), name, e))
-            return -ENOENT;
-        sd_bus_message* raw = nullptr;
-        int r = sd_bus_message_new_method_return(m, &raw);
-        if (r < 0)
-            return r;
-        MessagePtr reply(raw);
-        r = sd_bus_message_open_container(raw, 'a', "(stt)");
-        for (auto& s : snapshots::list(name))
-            if (r >= 0)
-                r = sd_bus_message_append(raw, "(stt)", s.name.c_str(), s.created_usec,
-                                          s.expires_usec);
+        return with_args<const char*>(m, "s", [&](const char* name) {
+            if (!find_or_fail(manager(ud), name, e))
+                return -ENOENT;
+            return reply_with(m, [&](sd_bus_message* reply) {
+                return append_array(reply, "(stt)", snapshots::list(name), [&](auto& s) {
+                    return sd_bus_message_append(reply, "(stt)", s.name.c_str(), s.created_usec,
+                                                 s.expires_usec);
+                });
+            });
+        });
+    });
+}
+
+int append_snapshot(sd_bus_message* reply, const snapshots::Info& info,
+                    const ContainerConfig& config) {
+    int r = sd_bus_message_append(reply, "tt", info.created_usec, info.expires_usec);
+    if (r >= 0)
+        r = append_string_map(reply, config.config);
+    if (r < 0)
+        return r;
+    return append_array(reply, "{sa{ss}}", config.devices, [reply](auto& device) {
+        int r = sd_bus_message_open_container(reply, 'e', "sa{ss}");
         if (r >= 0)
-            r = sd_bus_message_close_container(raw);
-        return r < 0 ? r : sd_bus_send(nullptr, raw, nullptr);
+            r = sd_bus_message_append(reply, "s", device.first.c_str());
+        if (r >= 0)
+            r = append_string_map(reply, device.second);
+        return r < 0 ? r : sd_bus_message_close_container(reply);
     });
 }
 
 int method_get_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        const char *name = nullptr, *snap = nullptr;
-        if (int r = sd_bus_message_read(m, "ss", &name, &snap); r < 0)
-            return r;
-        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
-            return r == 0 ? 1 : r;
-        if (!find_or_fail(manager(ud), name, e))
-            return -ENOENT;
-        ContainerConfig config;
-        snapshots::Info info;
-        std::string msg;
-        if (int r = snapshots::load(name, snap, config, info, msg); r < 0)
-            return snapshot_error(e, r, msg);
-        sd_bus_message* raw = nullptr;
-        int r = sd_bus_message_new_method_return(m, &raw);
-        if (r < 0)
-            return r;
-        MessagePtr reply(raw);
-        r = sd_bus_message_append(raw, "tt", info.created_usec, info.expires_usec);
-        if (r >= 0)
-            r = append_string_map(raw, config.config);
-        if (r >= 0)
-            r = sd_bus_message_open_container(raw, 'a', "{sa{ss}}");
-        for (auto& [dev, keys] : config.devices) {
-            if (r >= 0)
-                r = sd_bus_message_open_container(raw, 'e', "sa{ss}");
-            if (r >= 0)
-                r = sd_bus_message_append(raw, "s", dev.c_str());
-            if (r >= 0)
-                r = append_string_map(raw, keys);
-            if (r >= 0)
-                r = sd_bus_message_close_container(raw);
-        }
-        if (r >= 0)
-            r = sd_bus_message_close_container(raw);
-        return r < 0 ? r : sd_bus_send(nullptr, raw, nullptr);
+        return with_args<const char*, const char*>(
+            m, "ss", [&](const char* name, const char* snap) {
+                return on_container(m, ud, name, e, [&](Container&) {
+                    ContainerConfig config;
+                    snapshots::Info info;
+                    std::string msg;
+                    if (int r = snapshots::load(name, snap, config, info, msg); r < 0)
+                        return snapshot_error(e, r, msg);
+                    return reply_with(m, [&](sd_bus_message* reply) {
+                        return append_snapshot(reply, info, config);
+                    });
+                });
+            });
     });
 }
 
 int method_delete_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        const char *name = nullptr, *snap = nullptr;
-        if (int r = sd_bus_message_read(m, "ss", &name, &snap); r < 0)
-            return r;
-        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
-            return r == 0 ? 1 : r;
-        Container* c = find_or_fail(manager(ud), name, e);
-        if (!c)
-            return -ENOENT;
-        std::string msg;
-        if (int r = manager(ud).delete_snapshot(*c, snap, msg); r < 0)
-            return snapshot_error(e, r, msg);
-        return sd_bus_reply_method_return(m, nullptr);
+        return with_args<const char*, const char*>(
+            m, "ss", [&](const char* name, const char* snap) {
+                return on_container(m, ud, name, e, [&](Container& c) {
+                    std::string msg;
+                    return reply_done(m, e, manager(ud).delete_snapshot(c, snap, msg), msg);
+                });
+            });
     });
 }
 
 int method_rename_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        const char *name = nullptr, *snap = nullptr, *to = nullptr;
-        if (int r = sd_bus_message_read(m, "sss", &name, &snap, &to); r < 0)
-            return r;
-        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
-            return r == 0 ? 1 : r;
-        Container* c = find_or_fail(manager(ud), name, e);
-        if (!c)
-            return -ENOENT;
-        std::string msg;
-        if (int r = manager(ud).rename_snapshot(*c, snap, to, msg); r < 0)
-            return snapshot_error(e, r, msg);
-        return sd_bus_reply_method_return(m, nullptr);
+        return with_args<const char*, const char*, const char*>(
+            m, "sss", [&](const char* name, const char* snap, const char* to) {
+                return on_container(m, ud, name, e, [&](Container& c) {
+                    std::string msg;
+                    return reply_done(m, e, manager(ud).rename_snapshot(c, snap, to, msg), msg);
+                });
+            });
     });
 }
 
 int method_restore_snapshot(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        const char *name = nullptr, *snap = nullptr;
-        int force = 0;
-        if (int r = sd_bus_message_read(m, "ssb", &name, &snap, &force); r < 0)
-            return r;
-        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
-            return r == 0 ? 1 : r;
-        Container* c = find_or_fail(manager(ud), name, e);
-        if (!c)
-            return -ENOENT;
-        std::string msg;
-        if (int r = manager(ud).restore_snapshot(*c, snap, force, reply_when_done(m), msg); r < 0)
-            return snapshot_error(e, r, msg);
-        return 1;
+        return with_args<const char*, const char*, int>(
+            m, "ssb", [&](const char* name, const char* snap, int force) {
+                return on_container(m, ud, name, e, [&](Container& c) {
+                    std::string msg;
+                    int r = manager(ud).restore_snapshot(c, snap, force, reply_when_done(m), msg);
+                    return r < 0 ? snapshot_error(e, r, msg) : 1;
+                });
+            });
     });
 }
 
@@ -195,105 +177,88 @@ int method_copy_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
         int with_snapshots = 0;
         if (int r = sd_bus_message_read(m, "b", &with_snapshots); r < 0)
             return r;
-        if (int r = authorize(m, manager(ud), actions::manage, source, e); r <= 0)
-            return r == 0 ? 1 : r;
-        if (!find_or_fail(manager(ud), source, e))
-            return -ENOENT;
-        Manager* mgr = &manager(ud);
-        std::string created = name, msg;
-        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
-        Done done = [call, mgr, created](const Result<>& outcome) {
-            if (!outcome) {
+        return on_container(m, ud, source, e, [&](Container&) {
+            Done reply = reply_path_when_done(m, manager(ud), name);
+            Done done = [reply](const Result<>& outcome) {
                 // The source went away meanwhile: no snapshot was missing.
-                Error e = outcome.error();
-                if (e.code == ENOENT)
-                    e = make_error(errors::failed, EIO, e.message);
-                reply_bus_error(call.get(), e);
-                return;
-            }
-            Container* c = mgr->find(created);
-            sd_bus_reply_method_return(call.get(), "o", c ? c->object_path().c_str() : "/");
-        };
-        if (int r = mgr->copy_container(source, snap, name, overrides, with_snapshots, done, msg);
-            r < 0) {
+                if (!outcome && outcome.error().code == ENOENT)
+                    return reply(make_error(errors::failed, EIO, outcome.error().message));
+                reply(outcome);
+            };
+            std::string msg;
+            int r = manager(ud).copy_container(source, snap, name, overrides, with_snapshots, done,
+                                               msg);
             if (r == -EINVAL && msg.find("name") != std::string::npos &&
                 msg.find("snapshot") == std::string::npos)
                 return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
-            return snapshot_error(e, r, msg);
-        }
-        return 1;
+            return r < 0 ? snapshot_error(e, r, msg) : 1;
+        });
     });
 }
 
 int method_rename_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        const char *name = nullptr, *to = nullptr;
-        if (int r = sd_bus_message_read(m, "ss", &name, &to); r < 0)
-            return r;
-        if (int r = authorize(m, manager(ud), actions::manage, name, e); r <= 0)
-            return r == 0 ? 1 : r;
-        Container* c = find_or_fail(manager(ud), name, e);
-        if (!c)
-            return -ENOENT;
-        std::string msg;
-        if (int r = manager(ud).rename_container(*c, to, msg); r < 0) {
-            if (r == -EINVAL)
-                return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
-            return container_error(e, r, msg);
-        }
-        Container* renamed = manager(ud).find(to);
-        return sd_bus_reply_method_return(m, "o", renamed ? renamed->object_path().c_str() : "/");
+        return with_args<const char*, const char*>(m, "ss", [&](const char* name, const char* to) {
+            return on_container(m, ud, name, e, [&](Container& c) {
+                std::string msg;
+                int r = manager(ud).rename_container(c, to, msg);
+                if (r == -EINVAL)
+                    return sd_bus_error_set(e, errors::invalid_name, msg.c_str());
+                if (r < 0)
+                    return container_error(e, r, msg);
+                Container* renamed = manager(ud).find(to);
+                return sd_bus_reply_method_return(m, "o",
+                                                  renamed ? renamed->object_path().c_str() : "/");
+            });
+        });
     });
+}
+
+// Reads a{sa{ss}} into `devices`.
+int read_devices(sd_bus_message* m, std::map<std::string, KeyMap>& devices) {
+    int r = sd_bus_message_enter_container(m, 'a', "{sa{ss}}");
+    if (r < 0)
+        return r;
+    while ((r = sd_bus_message_enter_container(m, 'e', "sa{ss}")) > 0) {
+        const char* dev = nullptr;
+        if ((r = sd_bus_message_read(m, "s", &dev)) < 0 ||
+            (r = read_string_map(m, devices[dev])) < 0 ||
+            (r = sd_bus_message_exit_container(m)) < 0)
+            return r;
+    }
+    return r < 0 ? r : sd_bus_message_exit_container(m);
 }
 
 int method_update_container(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
         const char* name = nullptr;
-        if (int r = sd_bus_message_read(m, "s", &name); r < 0)
-            return r;
         KeyMap config;
         std::map<std::string, KeyMap> devices;
-        if (int r = read_string_map(m, config); r < 0)
+        int r = sd_bus_message_read(m, "s", &name);
+        if (r < 0 || (r = read_string_map(m, config)) < 0 || (r = read_devices(m, devices)) < 0)
             return r;
-        if (int r = sd_bus_message_enter_container(m, 'a', "{sa{ss}}"); r < 0)
-            return r;
-        int r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sa{ss}")) > 0) {
-            const char* dev = nullptr;
-            if ((r = sd_bus_message_read(m, "s", &dev)) < 0 ||
-                (r = read_string_map(m, devices[dev])) < 0 ||
-                (r = sd_bus_message_exit_container(m)) < 0)
-                return r;
-        }
-        if (r < 0 || (r = sd_bus_message_exit_container(m)) < 0)
-            return r;
-        if ((r = authorize(m, manager(ud), actions::manage, name, e)) <= 0)
-            return r == 0 ? 1 : r;
-        Container* c = find_or_fail(manager(ud), name, e);
-        if (!c)
-            return -ENOENT;
-        std::string msg;
-        if ((r = manager(ud).update_container(*c, config, devices, reply_when_done(m), msg)) < 0)
-            return container_error(e, r, msg);
-        return 1;
+        return on_container(m, ud, name, e, [&](Container& c) {
+            std::string msg;
+            int r = manager(ud).update_container(c, config, devices, reply_when_done(m), msg);
+            return r < 0 ? container_error(e, r, msg) : 1;
+        });
     });
 }
 
 // The scheduler's tick at a time the caller chooses (tests, and admins catching up).
 int method_run_snapshot_schedule(sd_bus_message* m, void* ud, sd_bus_error* e) {
     return guarded([&] {
-        uint64_t now = 0;
-        if (int r = sd_bus_message_read(m, "t", &now); r < 0)
-            return r;
-        if (int r = authorize(m, manager(ud), actions::manage, "", e); r <= 0)
-            return r == 0 ? 1 : r;
-        if (now == 0) {
-            struct timespec ts {};
-            ::clock_gettime(CLOCK_REALTIME, &ts);
-            now = static_cast<uint64_t>(ts.tv_sec) * 1000000 +
-                  static_cast<uint64_t>(ts.tv_nsec) / 1000;
-        }
-        return sd_bus_reply_method_return(m, "u", manager(ud).snapshot_tick(now));
+        return with_args<uint64_t>(m, "t", [&](uint64_t now) {
+            return if_allowed(authorize(m, manager(ud), actions::manage, "", e), [&] {
+                if (now == 0) {
+                    struct timespec ts {};
+                    ::clock_gettime(CLOCK_REALTIME, &ts);
+                    now = static_cast<uint64_t>(ts.tv_sec) * 1000000 +
+                          static_cast<uint64_t>(ts.tv_nsec) / 1000;
+                }
+                return sd_bus_reply_method_return(m, "u", manager(ud).snapshot_tick(now));
+            });
+        });
     });
 }
 
