@@ -5,7 +5,8 @@
 # Usage (as root): bench/images.sh [BUILD] [ROUNDS]. With LODGE_DEBIAN_TARBALL set, the Debian
 # test rootfs is the image, else the busybox one.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-$top/build}
 rounds=${2:-5}
 [ "$(id -u)" -eq 0 ] || { echo "bench/images.sh: run as root" >&2; exit 1; }
@@ -16,15 +17,12 @@ cleanup() {
   for n in $(seq 1 $((rounds * 2 + 1))); do "$build/lodgectl" delete --force "bi$n" >/dev/null 2>&1 || true; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
-    find "$h/lodge-bench-images-$$" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  done
+  remove_cgroups "lodge-bench-images-$$"
   rm -rf "$T"
 }
 trap cleanup EXIT
-export LODGE_STATE_DIR=$T/state LODGE_RUNTIME_DIR=$T/run LODGE_LOG_DIR=$T/log LODGE_LXCFS_DIR=$T/nolxcfs
-export LODGE_SUPERVISOR=$build/lodge-supervisor LODGE_EXEC_HELPER=$build/lodge-exec
-export LODGE_CGROUP_ROOT=lodge-bench-images-$$ LODGE_IDLE_TIMEOUT=0
+bench_env "$T" images
+export LODGE_IDLE_TIMEOUT=0
 
 # The image: a unified tar.xz (metadata.yaml + rootfs/).
 mkdir -p "$T/img/rootfs" "$T/www"
@@ -51,26 +49,15 @@ pids+=("$SERVER_PID")
 read -r port <&"${SERVER[0]}"
 
 # A private system bus with lodge's policy, and lodged on it.
-mkdir -p "$T/policy"
-cp "$top/dbus/io.lodge1.conf" "$T/policy/"
-sed -e "s#<listen>.*</listen>#<listen>unix:path=$T/bus</listen>#" \
-    -e "s#<includedir>system.d</includedir>#<includedir>$T/policy</includedir>#" \
-    -e "s#<includedir>/etc/dbus-1/system.d</includedir>##" \
-    -e "s#<standard_system_servicedirs/>##" \
-    -e 's#<pidfile>.*</pidfile>##' -e 's#<user>.*</user>##' -e 's#<servicehelper>.*</servicehelper>##' \
-    /usr/share/dbus-1/system.conf > "$T/bus.conf"
-dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile >/dev/null 2>&1 &
-pids+=("$!")
-while [ ! -S "$T/bus" ]; do kill -0 "${pids[-1]}"; done # dbus-daemon gives no readiness event
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus
-"$build/lodged" 2>>"$T/lodged.log" &
-pids+=("$!")
-until "$build/lodgectl" list >/dev/null 2>&1; do kill -0 "${pids[-1]}"; done
+private_bus "$T"
+pids+=("$DBUS_PID")
+start_lodged "$T"
+pids+=("$LODGED_PID")
 ctl() { "$build/lodgectl" "$@"; }
 ctl remote add bench "https://127.0.0.1:$port" --ca "$T/ca.crt"
 
 now() { date +%s.%N; }
-stats() { sort -n | awk '{a[NR]=$1} END {printf "min %.3f  median %.3f  max %.3f s\n", a[1], a[int((NR+1)/2)], a[NR]}'; }
+summary() { sort -n | awk '{a[NR]=$1} END {printf "min %.3f  median %.3f  max %.3f s\n", a[1], a[int((NR+1)/2)], a[NR]}'; }
 
 n=0
 echo "image: $(du -sh "$T/img/rootfs" | cut -f1) rootfs, $((size / 1024)) KiB tar.xz; $rounds rounds"
@@ -78,13 +65,13 @@ printf 'launch from the local remote (download + unpack + start): '
 for _ in $(seq 1 "$rounds"); do
   n=$((n + 1)); t0=$(now); ctl launch bench:bench "bi$n" -q; t1=$(now)
   awk "BEGIN { print $t1 - $t0 }"; ctl delete --force "bi$n"; ctl image delete "$(ctl image list -q)"
-done | stats
+done | summary
 ctl image copy bench:bench local: -q >/dev/null
 printf 'launch from the warm store (unpack + start):             '
 for _ in $(seq 1 "$rounds"); do
   n=$((n + 1)); t0=$(now); ctl launch bench:bench "bi$n" -q; t1=$(now)
   awk "BEGIN { print $t1 - $t0 }"; ctl delete --force "bi$n"
-done | stats
+done | summary
 fp=$(ctl image list -q)
 printf 'unpack, lodgectl create from the store: '
 for _ in $(seq 1 "$rounds"); do
