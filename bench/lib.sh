@@ -31,9 +31,12 @@ bench_options() {
 }
 bench_usage() { echo "usage: $0 [-n RUNS] [-o RESULTS_DIR]" >&2; exit 2; }
 
-# For the benches that call lodge-supervisor directly.
-require_supervisor() {
+# For the benches that call lodge-supervisor directly: -n/-o (10 runs by default), root and
+# the built supervisor and test init.
+supervisor_bench() {
     local f
+    bench_options 10 "$@"
+    require_root
     for f in "$SUP" "$TEST_INIT"; do [[ -x $f ]] || die "$f missing (build first)"; done
 }
 

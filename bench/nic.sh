@@ -26,9 +26,7 @@ export LC_ALL=C
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-bench_options 10 "$@"
-require_root
-require_supervisor
+supervisor_bench "$@"
 if ! command -v lxc-start >/dev/null; then
     apt-get install -y --no-install-recommends lxc >&2 || die "cannot install lxc"
 fi

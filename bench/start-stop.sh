@@ -47,9 +47,7 @@ export LC_ALL=C
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-bench_options 10 "$@"
-require_root
-require_supervisor
+supervisor_bench "$@"
 for c in lxc-start lxc-stop lxc-wait lxc-info systemd-nspawn perl; do
     command -v "$c" >/dev/null || die "$c not found"
 done

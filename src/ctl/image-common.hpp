@@ -29,6 +29,10 @@ std::string size_of(uint64_t bytes);
 
 // Appends the --alias value as an `as` (empty without one).
 int append_aliases(sd_bus_message* m, const Options& a);
+// A new Manager call with `first` and the --alias value as an `as` (empty without one);
+// nullptr after printing why not.
+MessagePtr new_call_with_aliases(sd_bus* bus, const char* method, const std::string& first,
+                                 const Options& a);
 // Prints the fingerprint `reply` carries: JSON, bare (-q), or "<done> with fingerprint: FP".
 int print_fingerprint(const Options& a, sd_bus_message* reply, const char* done);
 

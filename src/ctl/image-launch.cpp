@@ -73,16 +73,12 @@ int verb_publish(const Options& a, sd_bus* bus) {
     if (a.args.size() != 2)
         return fail("Usage: lodgectl publish NAME [--alias ALIAS] [--compression "
                     "gzip|xz|zstd|none]");
-    MessagePtr call = new_manager_call(bus, "PublishContainer");
+    MessagePtr call = new_call_with_aliases(bus, "PublishContainer", a.args[1], a);
     if (!call)
         return 1;
-    int r = sd_bus_message_append(call.get(), "s", a.args[1].c_str());
-    if (r >= 0)
-        r = append_aliases(call.get(), a);
     auto comp = a.values.find("compression");
-    if (r >= 0)
-        r = sd_bus_message_append(call.get(), "s",
-                                  comp == a.values.end() ? "" : comp->second.c_str());
+    int r =
+        sd_bus_message_append(call.get(), "s", comp == a.values.end() ? "" : comp->second.c_str());
     BusError err;
     sd_bus_message* answer = nullptr;
     if (r >= 0)

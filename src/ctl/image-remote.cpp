@@ -132,16 +132,12 @@ int list_remote_images(const Options& a, sd_bus* bus, const std::string& remote,
 int image_copy(const Options& a, sd_bus* bus) {
     if (a.args.size() != 4 || a.args[3] != "local:")
         return fail("Usage: lodgectl image copy REMOTE:IMAGE local: [--alias ALIAS]");
-    MessagePtr call = new_manager_call(bus, "CopyImage");
+    MessagePtr call = new_call_with_aliases(bus, "CopyImage", a.args[2], a);
     if (!call)
         return 1;
-    int r = sd_bus_message_append(call.get(), "s", a.args[2].c_str());
-    if (r >= 0)
-        r = append_aliases(call.get(), a);
     BusError err;
     MessagePtr reply;
-    if (r >= 0)
-        r = call_showing_downloads(a, bus, call.get(), err, reply);
+    int r = call_showing_downloads(a, bus, call.get(), err, reply);
     if (r < 0)
         return bus_fail(err, r);
     return print_fingerprint(a, reply.get(), "Image copied");

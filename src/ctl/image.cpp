@@ -55,6 +55,21 @@ int append_aliases(sd_bus_message* m, const Options& a) {
     return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
+MessagePtr new_call_with_aliases(sd_bus* bus, const char* method, const std::string& first,
+                                 const Options& a) {
+    MessagePtr call = new_manager_call(bus, method);
+    if (!call)
+        return nullptr;
+    int r = sd_bus_message_append(call.get(), "s", first.c_str());
+    if (r >= 0)
+        r = append_aliases(call.get(), a);
+    if (r < 0) {
+        fail("Cannot build the request");
+        return nullptr;
+    }
+    return call;
+}
+
 int print_fingerprint(const Options& a, sd_bus_message* reply, const char* done) {
     const char* fp = nullptr;
     if (sd_bus_message_read(reply, "s", &fp) < 0)

@@ -27,6 +27,21 @@ void print_warnings(sd_bus_message* reply) {
     sd_bus_message_exit_container(reply);
 }
 
+// Sends `call`, built so far with `r` (-EINVAL: `bad` is a setting without '='), and shows the
+// warnings lodged answers with. Returns the exit status.
+int send_showing_warnings(sd_bus* bus, sd_bus_message* call, int r, const std::string& bad) {
+    if (r == -EINVAL && !bad.empty())
+        return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
+    BusError err;
+    MessagePtr reply;
+    if (r >= 0)
+        r = call_message(bus, call, err, &reply);
+    if (r < 0)
+        return bus_fail(err, r);
+    print_warnings(reply.get());
+    return 0;
+}
+
 int get_map(sd_bus* bus, const char* method, const std::string& name, KeyMap& out) {
     BusError err;
     MessagePtr reply;
@@ -56,15 +71,10 @@ int create(const NetworkArgs& a, sd_bus* bus) {
         return 1;
     std::string bad;
     int r = sd_bus_message_append(call.get(), "s", a.args[2].c_str());
-    if (r >= 0 && (r = append_map(call.get(), {a.args.begin() + 3, a.args.end()}, bad)) == -EINVAL)
-        return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
-    BusError err;
-    MessagePtr reply;
     if (r >= 0)
-        r = call_message(bus, call.get(), err, &reply);
-    if (r < 0)
-        return bus_fail(err, r);
-    print_warnings(reply.get());
+        r = append_map(call.get(), {a.args.begin() + 3, a.args.end()}, bad);
+    if (int ret = send_showing_warnings(bus, call.get(), r, bad); ret != 0)
+        return ret;
     if (a.json)
         std::printf("%s\n", nlohmann::json{{"name", a.args[2]}, {"created", true}}.dump().c_str());
     else if (!a.quiet)
@@ -128,17 +138,9 @@ int set_or_unset(const NetworkArgs& a, sd_bus* bus, bool set) {
         return 1;
     std::string bad;
     int r = sd_bus_message_append(call.get(), "s", a.args[2].c_str());
-    if (r >= 0 && (r = append_set_or_unset(call.get(), set, {a.args.begin() + 3, a.args.end()},
-                                           bad)) == -EINVAL)
-        return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
-    BusError err;
-    MessagePtr reply;
     if (r >= 0)
-        r = call_message(bus, call.get(), err, &reply);
-    if (r < 0)
-        return bus_fail(err, r);
-    print_warnings(reply.get());
-    return 0;
+        r = append_set_or_unset(call.get(), set, {a.args.begin() + 3, a.args.end()}, bad);
+    return send_showing_warnings(bus, call.get(), r, bad);
 }
 
 int list_leases(const NetworkArgs& a, sd_bus* bus) {

@@ -96,6 +96,23 @@ install_lodge() {
     esac
 }
 
+# in_guest SECONDS INIT-PID COMMAND...: COMMAND in all the namespaces of the guest whose init is
+# INIT-PID, with a clean environment, killed after SECONDS.
+in_guest() {
+    local limit=$1 init=$2
+    shift 2
+    timeout --kill-after=5 "$limit" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root nsenter -t "$init" -a -- "$@"
+}
+
+# on_exit CLEANUP: runs CLEANUP when the script ends, on an interrupt or a TERM too.
+on_exit() {
+    # shellcheck disable=SC2064 # the name, now
+    trap "$1" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
 # --- booting and powering off ----------------------------------------------------------------
 # boot_guest ROOT MACHINE CONSOLE NSPAWN-OPTION...: boots ROOT in the background, its output to
 # CONSOLE; sets guest_pid to nspawn's pid. nspawn without machined (--register=no --keep-unit)

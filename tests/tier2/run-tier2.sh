@@ -52,16 +52,11 @@ cleanup() {
     rm -rf --one-file-system "$work"
     echo "# cleanup took $((SECONDS - t0)) s"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # --- checks (pass, fail, expect, expect_match, check, poll: nspawn-guest.sh) ---------
 # A command inside the guest, in all its namespaces, with a clean environment; bounded.
-g() {
-    timeout --kill-after=5 60 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        nsenter -t "$cp_pid" -a -- "$@"
-}
+g() { in_guest 60 "$cp_pid" "$@"; }
 json_field() { # json_field FIELD < JSON
     python3 -c 'import json,sys
 try: print(json.load(sys.stdin).get(sys.argv[1], ""))

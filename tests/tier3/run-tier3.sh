@@ -61,18 +61,11 @@ cleanup() {
     rm -rf --one-file-system "$work"
     echo "# cleanup took $((SECONDS - t0)) s"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # --- checks (pass, fail, expect, expect_match, poll: nspawn-guest.sh) ----------------------------
 # A command on node N, in all its namespaces, with a clean environment; bounded.
-g() {
-    local n=$1
-    shift
-    timeout --kill-after=5 120 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root nsenter -t "${cp_pid[$n]}" -a -- "$@"
-}
+g() { in_guest 120 "${cp_pid[$1]}" "${@:2}"; } # NODE COMMAND...
 now() { date +%s.%N; }
 elapsed() { python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$1" "$2"; }
 # c1's state as lodged on node N reports it.
