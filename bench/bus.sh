@@ -3,41 +3,33 @@
 # defined, and `lodgectl start` until running. A private dbus-daemon activates lodged from a
 # service file, as the system bus does on a host without systemd. Usage: bench/bus.sh [BUILD]
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-$top/build}
 T=$(mktemp -d /tmp/lodge-bench-bus.XXXXXX)
 chmod 755 "$T"
 cleanup() {
   [ -n "${DBUS_PID:-}" ] && kill "$DBUS_PID" 2>/dev/null || true
   pkill -f "$T/" 2>/dev/null || true
-  for h in /sys/fs/cgroup/*/; do find "$h/lodge-bench-bus-$$" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
+  remove_cgroups "lodge-bench-bus-$$"
   rm -rf "$T"
 }
 trap cleanup EXIT
-mkdir -p "$T/policy" "$T/services"
-cp "$top/dbus/io.lodge1.conf" "$T/policy/"
-export LODGE_STATE_DIR=$T/state LODGE_RUNTIME_DIR=$T/run LODGE_LOG_DIR=$T/log LODGE_LXCFS_DIR=$T/nolxcfs
-export LODGE_SUPERVISOR=$build/lodge-supervisor LODGE_CGROUP_ROOT=lodge-bench-bus-$$ LODGE_IDLE_TIMEOUT=1
+mkdir -p "$T/services"
+bench_env "$T" bus
+export LODGE_IDLE_TIMEOUT=1
 # The activated lodged gets its environment from this wrapper.
 cat > "$T/lodged-wrapper" <<WRAP
 #!/bin/sh
 export LODGE_STATE_DIR=$LODGE_STATE_DIR LODGE_RUNTIME_DIR=$LODGE_RUNTIME_DIR LODGE_LOG_DIR=$LODGE_LOG_DIR
 export LODGE_LXCFS_DIR=$LODGE_LXCFS_DIR LODGE_SUPERVISOR=$LODGE_SUPERVISOR LODGE_CGROUP_ROOT=$LODGE_CGROUP_ROOT
+export LODGE_EXEC_HELPER=$LODGE_EXEC_HELPER
 export LODGE_IDLE_TIMEOUT=\${LODGE_IDLE_TIMEOUT:-1}
 exec $build/lodged 2>>$T/lodged.log
 WRAP
 chmod +x "$T/lodged-wrapper"
 printf '[D-BUS Service]\nName=io.lodge1\nExec=%s\nUser=root\n' "$T/lodged-wrapper" > "$T/services/io.lodge1.service"
-sed -e "s#<listen>.*</listen>#<listen>unix:path=$T/bus</listen>#" \
-    -e "s#<includedir>system.d</includedir>#<includedir>$T/policy</includedir>#" \
-    -e "s#<includedir>/etc/dbus-1/system.d</includedir>##" \
-    -e "s#<standard_system_servicedirs/>#<servicedir>$T/services</servicedir>#" \
-    -e 's#<pidfile>.*</pidfile>##' -e 's#<user>.*</user>##' -e 's#<servicehelper>.*</servicehelper>##' \
-    /usr/share/dbus-1/system.conf > "$T/bus.conf"
-dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile --print-address=1 > "$T/address" 2>/dev/null &
-DBUS_PID=$!
-while [ ! -S "$T/bus" ]; do kill -0 $DBUS_PID; done  # dbus-daemon gives no other readiness event
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus
+private_bus "$T"
 bench=$build/bench/bench-bus
 ctl=$build/lodgectl
 

@@ -16,20 +16,11 @@
 # ($LODGE_TIER3_TARBALL, scripts/test.sh makes it).
 set -uo pipefail
 export LC_ALL=C
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-runs=3
-resdir=$here/results
-while getopts "n:o:h" opt; do
-    case $opt in
-    n) runs=$OPTARG ;;
-    o) resdir=$OPTARG ;;
-    *) echo "usage: $0 [-n RUNS] [-o RESULTS_DIR]" >&2; exit 2 ;;
-    esac
-done
-[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [-n RUNS] [-o RESULTS_DIR]" >&2; exit 2; }
-[[ $EUID -eq 0 ]] || { echo "$0: must run as root" >&2; exit 1; }
-export LODGE_BUILD_DIR=${LODGE_BUILD_DIR:-$top/build}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_options 3 "$@"
+require_root
+export LODGE_BUILD_DIR=$build
 T=$(mktemp -d /tmp/lodge-clusterbench.XXXXXX) || exit 1
 trap 'rm -rf "$T"' EXIT
 export LODGE_TIER3_TIMINGS=$T/timings

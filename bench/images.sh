@@ -14,7 +14,8 @@
 # Usage (as root): bench/images.sh [BUILD] [ROUNDS]. With LODGE_DEBIAN_TARBALL set, the Debian
 # test rootfs is the image, else the busybox one. LODGE_BENCH_NO_LXD=1 leaves LXD out.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-$top/build}
 rounds=${2:-5}
 [ "$(id -u)" -eq 0 ] || { echo "bench/images.sh: run as root" >&2; exit 1; }
@@ -42,17 +43,14 @@ cleanup() {
   fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
-  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
-    find "$h/lodge-bench-images-$$" -depth -type d -exec rmdir {} \; 2>/dev/null
-  done
+  remove_cgroups "lodge-bench-images-$$"
   ((had_lxc_pivot)) || for d in /sys/fs/cgroup/*/lxc.pivot; do [[ -d $d ]] && rmdir "$d" 2>/dev/null; done
   findmnt -rn -o TARGET | grep "^$T/" | sort -r | xargs -r -n1 umount -l 2>/dev/null
   rm -rf "$T"
 }
 trap cleanup EXIT
-export LODGE_STATE_DIR=$T/state LODGE_RUNTIME_DIR=$T/run LODGE_LOG_DIR=$T/log LODGE_LXCFS_DIR=$T/nolxcfs
-export LODGE_SUPERVISOR=$build/lodge-supervisor LODGE_EXEC_HELPER=$build/lodge-exec
-export LODGE_CGROUP_ROOT=lodge-bench-images-$$ LODGE_IDLE_TIMEOUT=0
+bench_env "$T" images
+export LODGE_IDLE_TIMEOUT=0
 
 # The image: a unified tar.xz (metadata.yaml + rootfs/).
 mkdir -p "$T/img/rootfs" "$T/www"
@@ -82,21 +80,10 @@ read -r port <&"${SERVER[0]}"
 url="https://127.0.0.1:$port"
 
 # A private system bus with lodge's policy, and lodged on it.
-mkdir -p "$T/policy"
-cp "$top/dbus/io.lodge1.conf" "$T/policy/"
-sed -e "s#<listen>.*</listen>#<listen>unix:path=$T/bus</listen>#" \
-    -e "s#<includedir>system.d</includedir>#<includedir>$T/policy</includedir>#" \
-    -e "s#<includedir>/etc/dbus-1/system.d</includedir>##" \
-    -e "s#<standard_system_servicedirs/>##" \
-    -e 's#<pidfile>.*</pidfile>##' -e 's#<user>.*</user>##' -e 's#<servicehelper>.*</servicehelper>##' \
-    /usr/share/dbus-1/system.conf > "$T/bus.conf"
-dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile >/dev/null 2>&1 &
-pids+=("$!")
-while [ ! -S "$T/bus" ]; do kill -0 "${pids[-1]}"; done # dbus-daemon gives no readiness event
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus
-"$build/lodged" 2>>"$T/lodged.log" &
-pids+=("$!")
-until "$build/lodgectl" list >/dev/null 2>&1; do kill -0 "${pids[-1]}"; done
+private_bus "$T"
+pids+=("$DBUS_PID")
+start_lodged "$T"
+pids+=("$LODGED_PID")
 ctl() { "$build/lodgectl" "$@"; }
 ctl remote add bench "$url" --ca "$T/ca.crt"
 

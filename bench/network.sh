@@ -9,7 +9,8 @@
 # directory; everything either made is removed.
 # A benchmark, not a test: it prints numbers. Usage: bench/network.sh [BUILD] (as root)
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-$top/build}
 count=${LODGE_BENCH_N:-100}
 rounds=${LODGE_BENCH_ROUNDS:-10}
@@ -48,7 +49,7 @@ cleanup() {
   [ -n "${DBUS_PID:-}" ] && kill "$DBUS_PID" 2>/dev/null
   [ -f "$T/run/networks/$net/dnsmasq.pid" ] && kill "$(cat "$T/run/networks/$net/dnsmasq.pid")" 2>/dev/null
   ip link del "$net" 2>/dev/null
-  for h in /sys/fs/cgroup/*/; do find "$h/lodge-bench-net-$$" -depth -type d -exec rmdir {} \; 2>/dev/null; done
+  remove_cgroups "lodge-bench-net-$$"
   [ -n "${FORWARD4:-}" ] && echo "$FORWARD4" > /proc/sys/net/ipv4/ip_forward
   [ -n "${FORWARD6:-}" ] && echo "$FORWARD6" > /proc/sys/net/ipv6/conf/all/forwarding
   rm -rf "$T"
@@ -56,27 +57,13 @@ cleanup() {
 trap cleanup EXIT
 FORWARD4=$(cat /proc/sys/net/ipv4/ip_forward)
 FORWARD6=$(cat /proc/sys/net/ipv6/conf/all/forwarding)
-mkdir -p "$T/policy"
-cp "$top/dbus/io.lodge1.conf" "$T/policy/"
-sed -e "s#<listen>.*</listen>#<listen>unix:path=$T/bus</listen>#" \
-    -e "s#<includedir>system.d</includedir>#<includedir>$T/policy</includedir>#" \
-    -e "s#<includedir>/etc/dbus-1/system.d</includedir>##" \
-    -e "s#<standard_system_servicedirs/>##" \
-    -e 's#<pidfile>.*</pidfile>##' -e 's#<user>.*</user>##' -e 's#<servicehelper>.*</servicehelper>##' \
-    /usr/share/dbus-1/system.conf > "$T/bus.conf"
-dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile > /dev/null 2>&1 &
-DBUS_PID=$!
-while [ ! -S "$T/bus" ]; do kill -0 $DBUS_PID; done # dbus-daemon gives no other readiness event
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus
-export LODGE_STATE_DIR=$T/state LODGE_RUNTIME_DIR=$T/run LODGE_LOG_DIR=$T/log LODGE_LXCFS_DIR=$T/nolxcfs
-export LODGE_SUPERVISOR=$build/lodge-supervisor LODGE_EXEC_HELPER=$build/lodge-exec
-export LODGE_CGROUP_ROOT=lodge-bench-net-$$ LODGE_IDLE_TIMEOUT=0
-"$build/lodged" 2>> "$T/lodged.log" &
-LODGED_PID=$!
-until "$ctl" list -q >/dev/null 2>&1; do kill -0 $LODGED_PID; done
+private_bus "$T"
+bench_env "$T" net
+export LODGE_IDLE_TIMEOUT=0
+start_lodged "$T"
 
 now_ms() { date +%s%3N; }
-stats() { sort -n | awk -v what="$1" '{a[NR]=$1} END {printf "%s: min %d median %d max %d ms (%d runs)\n", what, a[1], a[int((NR+1)/2)], a[NR], NR}'; }
+summary() { sort -n | awk -v what="$1" '{a[NR]=$1} END {printf "%s: min %d median %d max %d ms (%d runs)\n", what, a[1], a[int((NR+1)/2)], a[NR], NR}'; }
 
 cat > "$T/udhcpc.sh" <<'EOF'
 #!/bin/sh
@@ -106,7 +93,7 @@ for i in $(seq "$rounds"); do
   times+=($(($(now_ms) - t0)))
   "$ctl" stop --force bb
 done
-printf '%s\n' "${times[@]}" | stats "busybox: lodgectl start to DHCP lease (udhcpc)"
+printf '%s\n' "${times[@]}" | summary "busybox: lodgectl start to DHCP lease (udhcpc)"
 "$ctl" delete --force bb
 
 # No udev in a minbase rootfs: networkd must see /sys read-only to skip waiting for it. Both
@@ -188,9 +175,9 @@ if [ -n "${LODGE_DEBIAN_TARBALL:-}" ] && [ -f "$LODGE_DEBIAN_TARBALL" ]; then
       lxc stop deb --timeout 30 >/dev/null
     fi
   done
-  printf '%s\n' "${times[@]}" | stats "Debian (systemd-networkd), lodge: lodgectl start to DHCP lease"
+  printf '%s\n' "${times[@]}" | summary "Debian (systemd-networkd), lodge: lodgectl start to DHCP lease"
   if [ "$lxd_ok" = 1 ]; then
-    printf '%s\n' "${lxtimes[@]}" | stats "Debian (systemd-networkd), LXD $lxnet: lxc start to DHCP lease"
+    printf '%s\n' "${lxtimes[@]}" | summary "Debian (systemd-networkd), LXD $lxnet: lxc start to DHCP lease"
   fi
   "$ctl" delete --force deb
   if [ "$lxd_ok" = 1 ]; then lxc delete --force deb >/dev/null; fi

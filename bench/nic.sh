@@ -26,6 +26,7 @@ export LC_ALL=C
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+supervisor_bench "$@"
 if ! command -v lxc-start >/dev/null; then
     apt-get install -y --no-install-recommends lxc >&2 || die "cannot install lxc"
 fi
@@ -142,23 +143,13 @@ for k in "${COUNTS[@]}"; do
 done
 
 lxc_cycle() { # NICS
-    local k=$1 n=nbx-$1 t0 t1 p1 mon i
+    local k=$1 n=nbx-$1 t0 t1 mon
     t0=${EPOCHREALTIME/[.,]/}
     lxc-start -P "$T/lxc" -n "$n" -d || die "lxc $n: lxc-start failed (see $T/lxc/$n/lxc.log)"
     t1=${EPOCHREALTIME/[.,]/}
     rec "lxc-$k" start $((t1 - t0))
-    p1=$(lxc-info -P "$T/lxc" -n "$n" -p -H) || die "lxc $n: no pid"
-    mon=$(awk '/^PPid:/ {print $2}' "/proc/$p1/status")
-    t0=${EPOCHREALTIME/[.,]/}
-    lxc-stop -P "$T/lxc" -n "$n" || die "lxc $n: lxc-stop failed"
-    t1=${EPOCHREALTIME/[.,]/}
-    rec "lxc-$k" stop $((t1 - t0))
-    # The monitor is not our child and LXC gives no event for its exit: bounded poll (not
-    # timed) so that it does not overlap the next case.
-    for ((i = 0; i < 2000; i++)); do
-        kill -0 "$mon" 2>/dev/null || break
-        sleep 0.005
-    done
+    mon=$(lxc_monitor "$T/lxc" "$n") || die "lxc $n: no pid"
+    lxc_stop_timed "$T/lxc" "$n" "lxc-$k" "$mon"
 }
 
 # ---- runs --------------------------------------------------------------------

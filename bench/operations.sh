@@ -5,39 +5,30 @@
 # Usage: bench/operations.sh [BUILD] [TARBALL_MB]; LODGE_BENCH_BUS=path/to/bench-bus to measure
 # another build's lodged with this tree's client.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-$top/build}
 mb=${2:-250}
 T=$(mktemp -d /tmp/lodge-bench-ops.XXXXXX)
 chmod 755 "$T"
 cleanup() {
+  # The containers first, while lodged still answers.
+  for i in $(seq 20); do "$build/lodgectl" stop --force "s$i" >/dev/null 2>&1 || true; done
   [ -n "${LODGED_PID:-}" ] && kill "$LODGED_PID" 2>/dev/null || true
   [ -n "${DBUS_PID:-}" ] && kill "$DBUS_PID" 2>/dev/null || true
-  for i in $(seq 20); do "$build/lodgectl" stop --force "s$i" >/dev/null 2>&1 || true; done
   pkill -f "$T/" 2>/dev/null || true
-  for h in /sys/fs/cgroup/*/; do find "$h/lodge-bench-ops-$$" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
+  remove_cgroups "lodge-bench-ops-$$"
   rm -rf "$T"
 }
 trap cleanup EXIT
-mkdir -p "$T/policy" "$T/src"
-cp "$top/dbus/io.lodge1.conf" "$T/policy/"
-export LODGE_STATE_DIR=$T/state LODGE_RUNTIME_DIR=$T/run LODGE_LOG_DIR=$T/log LODGE_LXCFS_DIR=$T/nolxcfs
-export LODGE_SUPERVISOR=$build/lodge-supervisor LODGE_CGROUP_ROOT=lodge-bench-ops-$$ LODGE_IDLE_TIMEOUT=0
-sed -e "s#<listen>.*</listen>#<listen>unix:path=$T/bus</listen>#" \
-    -e "s#<includedir>system.d</includedir>#<includedir>$T/policy</includedir>#" \
-    -e "s#<includedir>/etc/dbus-1/system.d</includedir>##" \
-    -e 's#<pidfile>.*</pidfile>##' -e 's#<user>.*</user>##' -e 's#<servicehelper>.*</servicehelper>##' \
-    /usr/share/dbus-1/system.conf > "$T/bus.conf"
-dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile --print-address=1 > "$T/address" 2>/dev/null &
-DBUS_PID=$!
-while [ ! -S "$T/bus" ]; do kill -0 $DBUS_PID; done  # dbus-daemon gives no other readiness event
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus
-"$build/lodged" 2>>"$T/lodged.log" &
-LODGED_PID=$!
+mkdir -p "$T/src"
+bench_env "$T" ops
+export LODGE_IDLE_TIMEOUT=0
+private_bus "$T"
+start_lodged "$T"
 ctl=$build/lodgectl
 # bench-bus of this tree ("busy" times every call, the first too) against either lodged.
 bench=${LODGE_BENCH_BUS:-$build/bench/bench-bus}
-until "$ctl" list >/dev/null 2>&1; do kill -0 $LODGED_PID; done
 
 # A busybox rootfs plus $mb MB of incompressible data, gzip'd: extraction is mostly gunzip
 # and writes, as with a real image.

@@ -47,6 +47,7 @@ export LC_ALL=C
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+supervisor_bench "$@"
 for c in lxc-start lxc-stop lxc-wait lxc-info systemd-nspawn perl; do
     command -v "$c" >/dev/null || die "$c not found"
 done
@@ -195,7 +196,7 @@ EOF
 done
 
 lxc_cycle() { # CASE NAME
-    local c=$1 n=$2 t0 t1 t2 p1 mon i
+    local c=$1 n=$2 t0 t1 t2 mon
     t0=${EPOCHREALTIME/[.,]/}
     lxc-start -P "$T/lxc" -n "$n" -d || die "lxc $n: lxc-start failed (see $T/lxc/$n/lxc.log)"
     t1=${EPOCHREALTIME/[.,]/}
@@ -203,22 +204,12 @@ lxc_cycle() { # CASE NAME
     t2=${EPOCHREALTIME/[.,]/}
     rec "$c" start $((t1 - t0))
     rec "$c" start_wait $((t2 - t0))
-    p1=$(lxc-info -P "$T/lxc" -n "$n" -p -H) || die "lxc $n: no pid"
-    mon=$(awk '/^PPid:/ {print $2}' "/proc/$p1/status")
+    mon=$(lxc_monitor "$T/lxc" "$n") || die "lxc $n: no pid"
     [[ $(tr -d '\0' <"/proc/$mon/cmdline") == "[lxc monitor]"* ]] ||
         die "lxc $n: parent $mon of PID 1 is not the lxc monitor"
     rec "$c" rss "$(rss_of "$mon")"
     rec "$c" priv "$(priv_of "$mon")"
-    t0=${EPOCHREALTIME/[.,]/}
-    lxc-stop -P "$T/lxc" -n "$n" || die "lxc $n: lxc-stop failed"
-    t1=${EPOCHREALTIME/[.,]/}
-    rec "$c" stop $((t1 - t0))
-    # The monitor is not our child and LXC gives no event for its exit:
-    # bounded poll (not timed) so that it does not overlap the next case.
-    for ((i = 0; i < 2000; i++)); do
-        kill -0 "$mon" 2>/dev/null || break
-        sleep 0.005
-    done
+    lxc_stop_timed "$T/lxc" "$n" "$c" "$mon"
 }
 
 # ---- systemd-nspawn ----------------------------------------------------------

@@ -47,6 +47,13 @@ inline Error make_error(const char* bus_name, int code, std::string message) {
     return Error{code < 0 ? -code : code, std::move(message), bus_name};
 }
 
+// For a caller that still takes a failure as -errno plus a message: `e`'s message into
+// `message`, and its -errno returned.
+inline int pass_up(const Error& e, std::string& message) {
+    message = e.message;
+    return -e.code;
+}
+
 // A value, or the Error that kept it from being made.
 template <typename T = void> class [[nodiscard]] Result {
 public:

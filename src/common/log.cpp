@@ -57,17 +57,36 @@ void log_msg(LogLevel level, const char* fmt, ...) {
     errno = saved;
 }
 
-int log_errno(LogLevel level, int err, const char* fmt, ...) {
-    err = err < 0 ? -err : err;
+namespace {
+
+// Logs "<fmt...>: <strerror(err)>" at `level` and returns that text.
+std::string emit_errno(LogLevel level, int err, const char* fmt, va_list ap) {
     char buf[3072];
-    va_list ap;
-    va_start(ap, fmt);
     int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
     if (n >= 0 && static_cast<size_t>(n) < sizeof buf)
         std::snprintf(buf + n, sizeof buf - n, ": %s", std::strerror(err));
     emit(level, buf);
+    return buf;
+}
+
+} // namespace
+
+int log_errno(LogLevel level, int err, const char* fmt, ...) {
+    err = err < 0 ? -err : err;
+    va_list ap;
+    va_start(ap, fmt);
+    emit_errno(level, err, fmt, ap);
+    va_end(ap);
     return -err;
+}
+
+Error log_error_value(int err, const char* fmt, ...) {
+    err = err < 0 ? -err : err;
+    va_list ap;
+    va_start(ap, fmt);
+    std::string text = emit_errno(LogLevel::error, err, fmt, ap);
+    va_end(ap);
+    return make_error(errors::failed, err, std::move(text));
 }
 
 } // namespace lodge

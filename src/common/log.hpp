@@ -2,6 +2,8 @@
 // Under systemd the "<N>" prefixes become journal priorities.
 #pragma once
 
+#include "common/error.hpp"
+
 #include <string>
 
 namespace lodge {
@@ -16,6 +18,10 @@ void log_set_prefix(std::string prefix);
 // Logs "<message>: <strerror(err)>" and returns -|err|, so a failure is logged once where it
 // happens and passed up as a plain -errno.
 [[gnu::format(printf, 3, 4)]] int log_errno(LogLevel level, int err, const char* fmt, ...);
+
+// Logs "<message>: <strerror(err)>" at error level, once, and returns that failure as an Error
+// (code |err|, the generic bus name unless the caller picks another): the value callers pass up.
+[[gnu::format(printf, 2, 3)]] Error log_error_value(int err, const char* fmt, ...);
 
 // The last message logged at error level in this process, for handing a failure reason to a
 // parent process (the container child reports it over its sync socket).

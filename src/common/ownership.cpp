@@ -81,19 +81,13 @@ int acquire(const std::string& name, Fd& lock, std::string& error) {
     Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd && errno == ENOENT)
         return 0; // no container directory: loading its config says so
-    if (!fd) {
-        int r = log_error_errno(errno, "Cannot open %s", path.c_str());
-        error = log_last_error();
-        return r;
-    }
+    if (!fd)
+        return pass_up(log_error_value(errno, "Cannot open %s", path.c_str()), error);
     struct flock fl = whole_file(F_WRLCK);
     if (::fcntl(fd.get(), F_OFD_SETLK, &fl) < 0) {
         int err = errno;
-        if (err != EAGAIN && err != EACCES) {
-            int r = log_error_errno(err, "Cannot lock %s", path.c_str());
-            error = log_last_error();
-            return r;
-        }
+        if (err != EAGAIN && err != EACCES)
+            return pass_up(log_error_value(err, "Cannot lock %s", path.c_str()), error);
         Owner owner;
         read_record(name, owner);
         error = held_message(name, owner);
@@ -108,11 +102,8 @@ int acquire(const std::string& name, Fd& lock, std::string& error) {
     // Atomic but not synced: the record is believed only while the lock is held, and the lock
     // does not outlive a crash, so durability buys nothing; the two fsyncs cost a start 2-10 ms
     // (more on a busy disk).
-    if (int r = write_file_atomic(record_path(name), j.dump() + "\n", 0600, false); r < 0) {
-        log_error_errno(r, "Cannot write %s", record_path(name).c_str());
-        error = log_last_error();
-        return r;
-    }
+    if (int r = write_file_atomic(record_path(name), j.dump() + "\n", 0600, false); r < 0)
+        return pass_up(log_error_value(r, "Cannot write %s", record_path(name).c_str()), error);
     lock = std::move(fd);
     return 0;
 }

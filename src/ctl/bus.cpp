@@ -75,6 +75,31 @@ int append_map(sd_bus_message* m, const std::vector<std::string>& kvs, std::stri
     return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
+int append_set_or_unset(sd_bus_message* m, bool set, std::vector<std::string> words,
+                        std::string& bad) {
+    if (set) {
+        // LXD also takes "set NAME KEY VALUE".
+        if (words.size() == 2 && words[0].find('=') == std::string::npos)
+            words = {words[0] + "=" + words[1]};
+        int r = append_map(m, words, bad);
+        return r < 0 ? r : sd_bus_message_append_strv(m, nullptr);
+    }
+    int r = append_map(m, {}, bad);
+    std::vector<const char*> keys;
+    for (auto& k : words)
+        keys.push_back(k.c_str());
+    keys.push_back(nullptr);
+    return r < 0 ? r : sd_bus_message_append_strv(m, const_cast<char**>(keys.data()));
+}
+
+int call_message(sd_bus* bus, sd_bus_message* m, BusError& err, MessagePtr* reply) {
+    sd_bus_message* answer = nullptr;
+    int r = sd_bus_call(bus, m, 0, &err.e, reply ? &answer : nullptr);
+    if (reply)
+        reply->reset(answer);
+    return r;
+}
+
 int for_each_name(const Options& o, const std::function<int(const std::string&, BusError&)>& call) {
     int ret = 0;
     for (size_t i = 1; i < o.args.size(); i++) {

@@ -40,6 +40,14 @@ MessagePtr new_manager_call(sd_bus* bus, const char* method);
 // Appends KEY=VALUE words as an a{ss}; -EINVAL with the bad word in `bad`.
 int append_map(sd_bus_message* m, const std::vector<std::string>& kvs, std::string& bad);
 
+// Appends the `a{ss} set, as unset` of a Set*Config call: `words` are set's KEY=VALUE... (or
+// LXD's KEY VALUE), or unset's KEY...; -EINVAL with the bad word in `bad`.
+int append_set_or_unset(sd_bus_message* m, bool set, std::vector<std::string> words,
+                        std::string& bad);
+
+// Sends the call `m`; its reply is kept in `reply` when it is not null. As call_manager.
+int call_message(sd_bus* bus, sd_bus_message* m, BusError& err, MessagePtr* reply);
+
 // Calls `call` for each NAME argument; one failure does not stop the others.
 int for_each_name(const Options& o, const std::function<int(const std::string&, BusError&)>& call);
 

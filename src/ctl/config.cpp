@@ -58,30 +58,14 @@ int verb_config(const Options& o, sd_bus* bus) {
     if (!call)
         return 1;
     sd_bus_message* m = call.get();
-    std::vector<std::string> rest(o.args.begin() + 3, o.args.end());
     std::string bad;
     int r = sd_bus_message_append(m, "s", name.c_str());
-    if (sub == "set") {
-        // LXD also takes "set NAME KEY VALUE".
-        if (rest.size() == 2 && rest[0].find('=') == std::string::npos)
-            rest = {rest[0] + "=" + rest[1]};
-        if (r >= 0 && (r = append_map(m, rest, bad)) == -EINVAL)
-            return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
-        if (r >= 0)
-            r = sd_bus_message_append_strv(m, nullptr);
-    } else {
-        if (r >= 0)
-            r = append_map(m, {}, bad);
-        std::vector<const char*> keys;
-        for (auto& k : rest)
-            keys.push_back(k.c_str());
-        keys.push_back(nullptr);
-        if (r >= 0)
-            r = sd_bus_message_append_strv(m, const_cast<char**>(keys.data()));
-    }
+    if (r >= 0 && (r = append_set_or_unset(m, sub == "set", {o.args.begin() + 3, o.args.end()},
+                                           bad)) == -EINVAL)
+        return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
     BusError err;
     if (r >= 0)
-        r = sd_bus_call(bus, m, 0, &err.e, nullptr);
+        r = call_message(bus, m, err, nullptr);
     return r < 0 ? bus_fail(err, r) : 0;
 }
 

@@ -1,6 +1,8 @@
+// lodgectl's image store verbs (lodge-images(7)): `image list|info|delete|alias|import|export`
+// (`image copy` and `image list REMOTE:` are image-remote.cpp's), and what the image verb files
+// share (image-common.hpp).
 #include "ctl/image.hpp"
-
-#include "common/validate.hpp"
+#include "ctl/image-common.hpp"
 
 #include <cerrno>
 #include <cstdio>
@@ -12,40 +14,80 @@
 #include <unistd.h>
 
 namespace lodge::ctl {
+namespace images {
+
+bool matches(const Entry& e, const std::string& filter) {
+    if (filter.empty())
+        return true;
+    if (auto eq = filter.find('='); eq != std::string::npos) {
+        auto it = e.properties.find(filter.substr(0, eq));
+        return it != e.properties.end() && it->second == filter.substr(eq + 1);
+    }
+    if (e.fingerprint.rfind(filter, 0) == 0)
+        return true;
+    for (auto& a : e.aliases)
+        if (a.find(filter) != std::string::npos)
+            return true;
+    return false;
+}
+
+std::string local_ref(const std::string& ref) {
+    return ref.rfind("local:", 0) == 0 ? ref.substr(6) : ref;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+    std::string out;
+    for (auto& s : v)
+        out += (out.empty() ? "" : ",") + s;
+    return out;
+}
+
+std::string size_of(uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f MiB", static_cast<double>(bytes) / (1 << 20));
+    return buf;
+}
+
+int append_aliases(sd_bus_message* m, const Options& a) {
+    int r = sd_bus_message_open_container(m, 'a', "s");
+    if (auto it = a.values.find("alias"); it != a.values.end() && r >= 0)
+        r = sd_bus_message_append(m, "s", it->second.c_str());
+    return r < 0 ? r : sd_bus_message_close_container(m);
+}
+
+MessagePtr new_call_with_aliases(sd_bus* bus, const char* method, const std::string& first,
+                                 const Options& a) {
+    MessagePtr call = new_manager_call(bus, method);
+    if (!call)
+        return nullptr;
+    int r = sd_bus_message_append(call.get(), "s", first.c_str());
+    if (r >= 0)
+        r = append_aliases(call.get(), a);
+    if (r < 0) {
+        fail("Cannot build the request");
+        return nullptr;
+    }
+    return call;
+}
+
+int print_fingerprint(const Options& a, sd_bus_message* reply, const char* done) {
+    const char* fp = nullptr;
+    if (sd_bus_message_read(reply, "s", &fp) < 0)
+        return fail("Unexpected answer from lodged");
+    if (a.json)
+        std::printf("%s\n", nlohmann::json{{"fingerprint", fp}}.dump().c_str());
+    else if (!a.quiet)
+        std::printf("%s with fingerprint: %s\n", done, fp);
+    else
+        std::printf("%s\n", fp);
+    return 0;
+}
+
+} // namespace images
+
 namespace {
 
-constexpr const char* service = "io.lodge1";
-constexpr const char* manager_path = "/io/lodge1";
-constexpr const char* manager_iface = "io.lodge1.Manager";
-
-struct BusError {
-    sd_bus_error e = SD_BUS_ERROR_NULL;
-    ~BusError() { sd_bus_error_free(&e); }
-};
-
-struct Message {
-    sd_bus_message* m = nullptr;
-    ~Message() { sd_bus_message_unref(m); }
-};
-
-int fail(const std::string& msg) {
-    std::fprintf(stderr, "%s\n", msg.c_str());
-    return 1;
-}
-
-int bus_fail(const BusError& err, int r) {
-    if (sd_bus_error_is_set(&err.e))
-        return fail(err.e.message ? err.e.message : err.e.name);
-    return fail(std::string("Failed to talk to lodged: ") + std::strerror(-r));
-}
-
-struct Entry {
-    std::string fingerprint, type, architecture, source;
-    uint64_t size = 0, uploaded = 0, last_used = 0;
-    std::map<std::string, std::string> properties;
-    std::vector<std::string> aliases;
-    bool cached = false;
-};
+using namespace images;
 
 int read_entry(sd_bus_message* m, Entry& out) {
     int r = sd_bus_message_enter_container(m, 'r', "sssttta{ss}asbs");
@@ -105,60 +147,22 @@ std::string date_of(uint64_t usec) {
     return buf;
 }
 
-std::string size_of(uint64_t bytes) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2f MiB", static_cast<double>(bytes) / (1 << 20));
-    return buf;
-}
-
-std::string joined(const std::vector<std::string>& v) {
-    std::string out;
-    for (auto& s : v)
-        out += (out.empty() ? "" : ",") + s;
-    return out;
-}
-
-// "local:x" is "x"; other remotes are lodged's to resolve.
-std::string local_ref(const std::string& ref) {
-    return ref.rfind("local:", 0) == 0 ? ref.substr(6) : ref;
-}
-
 int list_entries(sd_bus* bus, std::vector<Entry>& out, BusError& err) {
-    Message reply;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "ListImages", &err.e,
-                               &reply.m, "");
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, "ListImages", "");
     if (r < 0)
         return r;
-    if ((r = sd_bus_message_enter_container(reply.m, 'a', "(sssttta{ss}asbs)")) < 0)
+    if ((r = sd_bus_message_enter_container(reply.get(), 'a', "(sssttta{ss}asbs)")) < 0)
         return r;
     for (;;) {
         Entry e;
-        r = read_entry(reply.m, e);
+        r = read_entry(reply.get(), e);
         if (r <= 0)
             break;
         out.push_back(std::move(e));
     }
     return r;
 }
-
-// FILTER: a fingerprint prefix, a part of an alias, or KEY=VALUE on the properties.
-bool matches(const Entry& e, const std::string& filter) {
-    if (filter.empty())
-        return true;
-    if (auto eq = filter.find('='); eq != std::string::npos) {
-        auto it = e.properties.find(filter.substr(0, eq));
-        return it != e.properties.end() && it->second == filter.substr(eq + 1);
-    }
-    if (e.fingerprint.rfind(filter, 0) == 0)
-        return true;
-    for (auto& a : e.aliases)
-        if (a.find(filter) != std::string::npos)
-            return true;
-    return false;
-}
-
-int list_remote_images(const Options& a, sd_bus* bus, const std::string& remote,
-                       const std::string& filter);
 
 int image_list(const Options& a, sd_bus* bus) {
     std::string filter = a.args.size() > 2 ? local_ref(a.args[2]) : "";
@@ -208,13 +212,12 @@ int image_info(const Options& a, sd_bus* bus) {
     if (a.args.size() != 3)
         return fail("Usage: lodgectl image info IMAGE [--json]");
     BusError err;
-    Message reply;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "GetImage", &err.e,
-                               &reply.m, "s", local_ref(a.args[2]).c_str());
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, "GetImage", "s", local_ref(a.args[2]).c_str());
     if (r < 0)
         return bus_fail(err, r);
     Entry e;
-    if ((r = read_entry(reply.m, e)) <= 0)
+    if ((r = read_entry(reply.get(), e)) <= 0)
         return fail("Unexpected answer from lodged");
     if (a.json) {
         std::printf("%s\n", entry_json(e).dump().c_str());
@@ -242,8 +245,8 @@ int image_delete(const Options& a, sd_bus* bus) {
     int ret = 0;
     for (size_t i = 2; i < a.args.size(); i++) {
         BusError err;
-        if (int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "DeleteImage",
-                                       &err.e, nullptr, "s", local_ref(a.args[i]).c_str());
+        if (int r =
+                call_manager(bus, err, nullptr, "DeleteImage", "s", local_ref(a.args[i]).c_str());
             r < 0)
             ret = bus_fail(err, r);
     }
@@ -255,30 +258,26 @@ int image_alias(const Options& a, sd_bus* bus) {
                         "[--json]";
     std::string sub = a.args.size() > 2 ? a.args[2] : "";
     BusError err;
+    MessagePtr reply;
     int r;
-    if (sub == "create" && a.args.size() == 5) {
-        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "CreateImageAlias",
-                               &err.e, nullptr, "ss", a.args[3].c_str(),
-                               local_ref(a.args[4]).c_str());
-        return r < 0 ? bus_fail(err, r) : 0;
-    }
-    if (sub == "delete" && a.args.size() == 4) {
-        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "DeleteImageAlias",
-                               &err.e, nullptr, "s", a.args[3].c_str());
-        return r < 0 ? bus_fail(err, r) : 0;
-    }
-    if (sub != "list" || a.args.size() != 3)
+    if (sub == "create" && a.args.size() == 5)
+        r = call_manager(bus, err, nullptr, "CreateImageAlias", "ss", a.args[3].c_str(),
+                         local_ref(a.args[4]).c_str());
+    else if (sub == "delete" && a.args.size() == 4)
+        r = call_manager(bus, err, nullptr, "DeleteImageAlias", "s", a.args[3].c_str());
+    else if (sub == "list" && a.args.size() == 3)
+        r = call_manager(bus, err, &reply, "ListImageAliases", "");
+    else
         return fail(usage);
-    Message reply;
-    r = sd_bus_call_method(bus, service, manager_path, manager_iface, "ListImageAliases", &err.e,
-                           &reply.m, "");
     if (r < 0)
         return bus_fail(err, r);
+    if (!reply)
+        return 0;
     std::vector<std::pair<std::string, std::string>> rows;
-    if ((r = sd_bus_message_enter_container(reply.m, 'a', "(ss)")) < 0)
+    if ((r = sd_bus_message_enter_container(reply.get(), 'a', "(ss)")) < 0)
         return fail("Unexpected answer from lodged");
     const char *alias, *fp;
-    while ((r = sd_bus_message_read(reply.m, "(ss)", &alias, &fp)) > 0)
+    while ((r = sd_bus_message_read(reply.get(), "(ss)", &alias, &fp)) > 0)
         rows.emplace_back(alias, fp);
     if (a.json) {
         nlohmann::json j = nlohmann::json::array();
@@ -308,48 +307,32 @@ int image_import(const Options& a, sd_bus* bus) {
             close_all();
             return fail("Cannot open " + a.args[i] + ": " + std::strerror(errno));
         }
+        fds.push_back(fd);
         struct stat st {};
         if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-            fds.push_back(fd);
             close_all();
             return fail(a.args[i] + " is a directory; an image is a tarball (or two)");
         }
-        fds.push_back(fd);
     }
-    sd_bus_message* m = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
-                                           fds.size() == 2 ? "ImportImageSplit" : "ImportImage");
-    if (r < 0) {
-        close_all();
-        return fail("Cannot build the request");
-    }
-    Message call{m};
+    MessagePtr call = new_manager_call(bus, fds.size() == 2 ? "ImportImageSplit" : "ImportImage");
+    int r = call ? 0 : -ENOMEM;
     for (int fd : fds)
         if (r >= 0)
-            r = sd_bus_message_append(m, "h", fd);
+            r = sd_bus_message_append(call.get(), "h", fd);
     if (r >= 0)
-        r = sd_bus_message_open_container(m, 'a', "s");
-    if (auto it = a.values.find("alias"); it != a.values.end() && r >= 0)
-        r = sd_bus_message_append(m, "s", it->second.c_str());
-    if (r >= 0)
-        r = sd_bus_message_close_container(m);
+        r = append_aliases(call.get(), a);
     BusError err;
-    Message reply;
+    MessagePtr reply;
+    sd_bus_message* answer = nullptr;
     if (r >= 0)
-        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
+        r = sd_bus_call(bus, call.get(), 0, &err.e, &answer);
+    reply.reset(answer);
     close_all();
+    if (!call)
+        return 1;
     if (r < 0)
         return bus_fail(err, r);
-    const char* fp = nullptr;
-    if (sd_bus_message_read(reply.m, "s", &fp) < 0)
-        return fail("Unexpected answer from lodged");
-    if (a.json)
-        std::printf("%s\n", nlohmann::json{{"fingerprint", fp}}.dump().c_str());
-    else if (!a.quiet)
-        std::printf("Image imported with fingerprint: %s\n", fp);
-    else
-        std::printf("%s\n", fp);
-    return 0;
+    return print_fingerprint(a, reply.get(), "Image imported");
 }
 
 // The usual file name ending for an image file, from its first bytes.
@@ -417,19 +400,18 @@ int image_export(const Options& a, sd_bus* bus) {
     if (dir < 0)
         return fail("Cannot open " + a.args[3] + ": " + std::strerror(errno));
     BusError err;
-    Message reply;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "OpenImage", &err.e,
-                               &reply.m, "s", local_ref(a.args[2]).c_str());
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, "OpenImage", "s", local_ref(a.args[2]).c_str());
     if (r < 0) {
         ::close(dir);
         return bus_fail(err, r);
     }
     const char *fp = nullptr, *type = nullptr;
     std::vector<int> files;
-    if ((r = sd_bus_message_read(reply.m, "ss", &fp, &type)) >= 0 &&
-        (r = sd_bus_message_enter_container(reply.m, 'a', "h")) >= 0) {
+    if ((r = sd_bus_message_read(reply.get(), "ss", &fp, &type)) >= 0 &&
+        (r = sd_bus_message_enter_container(reply.get(), 'a', "h")) >= 0) {
         int fd;
-        while ((r = sd_bus_message_read(reply.m, "h", &fd)) > 0)
+        while ((r = sd_bus_message_read(reply.get(), "h", &fd)) > 0)
             files.push_back(fd);
     }
     if (r < 0 || files.empty()) {
@@ -465,334 +447,7 @@ int image_export(const Options& a, sd_bus* bus) {
     return 0;
 }
 
-int append_config(sd_bus_message* m, const Options& a, std::string& bad) {
-    int r = sd_bus_message_open_container(m, 'a', "{ss}");
-    for (auto& kv : a.config) {
-        auto eq = kv.find('=');
-        if (eq == std::string::npos || eq == 0) {
-            bad = kv;
-            return -EINVAL;
-        }
-        if (r >= 0)
-            r = sd_bus_message_append(m, "{ss}", kv.substr(0, eq).c_str(),
-                                      kv.substr(eq + 1).c_str());
-    }
-    if (a.values.count("privileged") && r >= 0)
-        r = sd_bus_message_append(m, "{ss}", "security.privileged", "true");
-    return r < 0 ? r : sd_bus_message_close_container(m);
-}
-
-// Calls `m`, showing lodged's download progress on a terminal meanwhile (the
-// ImageDownloadProgress signal: bytes, rate, stage).
-int call_showing_downloads(const Options& a, sd_bus* bus, sd_bus_message* m, BusError& err,
-                           Message& reply) {
-    if (a.quiet || a.json || !::isatty(STDERR_FILENO))
-        return sd_bus_call(bus, m, 0, &err.e, &reply.m);
-    struct State {
-        bool done = false, shown = false;
-        sd_bus_message* reply = nullptr;
-    } st;
-    sd_bus_slot* signal_slot = nullptr;
-    sd_bus_match_signal(
-        bus, &signal_slot, service, manager_path, manager_iface, "ImageDownloadProgress",
-        [](sd_bus_message* sig, void* ud, sd_bus_error*) {
-            auto* s = static_cast<State*>(ud);
-            const char *key, *stage;
-            uint64_t done, total, rate;
-            if (sd_bus_message_read(sig, "ssttt", &key, &stage, &done, &total, &rate) < 0)
-                return 0;
-            std::fprintf(stderr, "\r\033[KDownloading %s: %s %.1f", key, stage,
-                         static_cast<double>(done) / (1 << 20));
-            if (total)
-                std::fprintf(stderr, " of %.1f", static_cast<double>(total) / (1 << 20));
-            std::fprintf(stderr, " MiB (%.1f MiB/s)", static_cast<double>(rate) / (1 << 20));
-            s->shown = true;
-            return 0;
-        },
-        &st);
-    sd_bus_slot* call_slot = nullptr;
-    int r = sd_bus_call_async(
-        bus, &call_slot, m,
-        [](sd_bus_message* rep, void* ud, sd_bus_error*) {
-            auto* s = static_cast<State*>(ud);
-            s->done = true;
-            s->reply = sd_bus_message_ref(rep);
-            return 0;
-        },
-        &st, UINT64_MAX);
-    while (r >= 0 && !st.done) {
-        while ((r = sd_bus_process(bus, nullptr)) > 0) {
-        }
-        if (r >= 0 && !st.done)
-            r = sd_bus_wait(bus, UINT64_MAX);
-    }
-    if (st.shown)
-        std::fprintf(stderr, "\r\033[K");
-    sd_bus_slot_unref(call_slot);
-    sd_bus_slot_unref(signal_slot);
-    if (r < 0)
-        return r;
-    reply.m = st.reply;
-    if (const sd_bus_error* e = sd_bus_message_get_error(st.reply)) {
-        sd_bus_error_copy(&err.e, e);
-        return -EIO;
-    }
-    return 0;
-}
-
-int create_quietly(const Options& a, sd_bus* bus, const std::string& name, const std::string& ref) {
-    if (auto e = check_container_name(name); !e.empty())
-        return fail(e);
-    sd_bus_message* m = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
-                                           "CreateContainerFromImage");
-    if (r < 0)
-        return fail("Cannot build the request");
-    Message call{m};
-    std::string bad;
-    r = sd_bus_message_append(m, "s", name.c_str());
-    if (r >= 0 && (r = append_config(m, a, bad)) == -EINVAL)
-        return fail("Invalid config \"" + bad + "\": expected KEY=VALUE");
-    if (r >= 0)
-        r = sd_bus_message_append(m, "s", local_ref(ref).c_str());
-    BusError err;
-    Message reply;
-    if (r >= 0)
-        r = call_showing_downloads(a, bus, m, err, reply);
-    return r < 0 ? bus_fail(err, r) : 0;
-}
-
-int list_remote_images(const Options& a, sd_bus* bus, const std::string& remote,
-                       const std::string& filter) {
-    sd_bus_message* m = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
-                                           "ListRemoteImages");
-    if (r < 0)
-        return fail("Cannot build the request");
-    Message call{m};
-    BusError err;
-    Message reply;
-    if ((r = sd_bus_message_append(m, "s", remote.c_str())) >= 0)
-        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
-    if (r < 0)
-        return bus_fail(err, r);
-    nlohmann::json list = nlohmann::json::array();
-    if ((r = sd_bus_message_enter_container(reply.m, 'a', "(ssssbtas)")) < 0)
-        return fail("Unexpected answer from lodged");
-    while ((r = sd_bus_message_enter_container(reply.m, 'r', "ssssbtas")) > 0) {
-        const char *fp, *arch, *desc, *type;
-        int unused;
-        uint64_t size;
-        if (sd_bus_message_read(reply.m, "ssssbt", &fp, &arch, &desc, &type, &unused, &size) < 0)
-            return fail("Unexpected answer from lodged");
-        std::vector<std::string> aliases;
-        const char* al;
-        sd_bus_message_enter_container(reply.m, 'a', "s");
-        while (sd_bus_message_read(reply.m, "s", &al) > 0)
-            aliases.push_back(al);
-        sd_bus_message_exit_container(reply.m);
-        sd_bus_message_exit_container(reply.m);
-        Entry e;
-        e.fingerprint = fp;
-        e.aliases = aliases;
-        if (!filter.empty() && !matches(e, filter))
-            continue;
-        list.push_back({{"fingerprint", fp},
-                        {"architecture", arch},
-                        {"description", desc},
-                        {"type", type},
-                        {"size", size},
-                        {"aliases", aliases}});
-    }
-    if (a.json) {
-        std::printf("%s\n", list.dump().c_str());
-        return 0;
-    }
-    if (a.legend)
-        std::printf("%-12s  %-24s  %-8s  %-7s  %12s  %s\n", "FINGERPRINT", "ALIASES", "ARCH",
-                    "TYPE", "SIZE", "DESCRIPTION");
-    for (auto& i : list)
-        std::printf("%-12s  %-24s  %-8s  %-7s  %12s  %s\n",
-                    i["fingerprint"].get<std::string>().substr(0, 12).c_str(),
-                    joined(i["aliases"].get<std::vector<std::string>>()).c_str(),
-                    i["architecture"].get<std::string>().c_str(),
-                    i["type"].get<std::string>().c_str(),
-                    size_of(i["size"].get<uint64_t>()).c_str(),
-                    i["description"].get<std::string>().c_str());
-    return 0;
-}
-
-int image_copy(const Options& a, sd_bus* bus) {
-    if (a.args.size() != 4 || a.args[3] != "local:")
-        return fail("Usage: lodgectl image copy REMOTE:IMAGE local: [--alias ALIAS]");
-    sd_bus_message* m = nullptr;
-    int r =
-        sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface, "CopyImage");
-    if (r < 0)
-        return fail("Cannot build the request");
-    Message call{m};
-    r = sd_bus_message_append(m, "s", a.args[2].c_str());
-    if (r >= 0)
-        r = sd_bus_message_open_container(m, 'a', "s");
-    if (auto it = a.values.find("alias"); it != a.values.end() && r >= 0)
-        r = sd_bus_message_append(m, "s", it->second.c_str());
-    if (r >= 0)
-        r = sd_bus_message_close_container(m);
-    BusError err;
-    Message reply;
-    if (r >= 0)
-        r = call_showing_downloads(a, bus, m, err, reply);
-    if (r < 0)
-        return bus_fail(err, r);
-    const char* fp = nullptr;
-    if (sd_bus_message_read(reply.m, "s", &fp) < 0)
-        return fail("Unexpected answer from lodged");
-    if (a.json)
-        std::printf("%s\n", nlohmann::json{{"fingerprint", fp}}.dump().c_str());
-    else if (!a.quiet)
-        std::printf("Image copied with fingerprint: %s\n", fp);
-    else
-        std::printf("%s\n", fp);
-    return 0;
-}
-
 } // namespace
-
-int create_from_image(const Options& a, sd_bus* bus, const std::string& name,
-                      const std::string& ref) {
-    if (int r = create_quietly(a, bus, name, ref); r != 0 || (r = join_network(a, bus, name)) != 0)
-        return r;
-    if (a.json)
-        std::printf("%s\n", nlohmann::json{{"name", name}, {"created", true}}.dump().c_str());
-    else if (!a.quiet)
-        std::printf("Created container %s\n", name.c_str());
-    return 0;
-}
-
-int verb_launch(const Options& a, sd_bus* bus) {
-    if (a.args.size() != 3)
-        return fail("Usage: lodgectl launch [REMOTE:]IMAGE NAME [-c KEY=VALUE]... [--network NET] "
-                    "[--privileged]");
-    const std::string &ref = a.args[1], &name = a.args[2];
-    if (int r = create_quietly(a, bus, name, ref); r != 0 || (r = join_network(a, bus, name)) != 0)
-        return r;
-    BusError err;
-    int r = sd_bus_call_method(bus, service, manager_path, manager_iface, "StartContainer", &err.e,
-                               nullptr, "s", name.c_str());
-    if (r < 0)
-        return bus_fail(err, r);
-    if (a.json)
-        std::printf(
-            "%s\n",
-            nlohmann::json{{"name", name}, {"created", true}, {"started", true}}.dump().c_str());
-    else if (!a.quiet)
-        std::printf("Launched container %s\n", name.c_str());
-    return 0;
-}
-
-int verb_publish(const Options& a, sd_bus* bus) {
-    if (a.args.size() != 2)
-        return fail("Usage: lodgectl publish NAME [--alias ALIAS] [--compression "
-                    "gzip|xz|zstd|none]");
-    sd_bus_message* m = nullptr;
-    int r = sd_bus_message_new_method_call(bus, &m, service, manager_path, manager_iface,
-                                           "PublishContainer");
-    if (r < 0)
-        return fail("Cannot build the request");
-    Message call{m};
-    r = sd_bus_message_append(m, "s", a.args[1].c_str());
-    if (r >= 0)
-        r = sd_bus_message_open_container(m, 'a', "s");
-    if (auto it = a.values.find("alias"); it != a.values.end() && r >= 0)
-        r = sd_bus_message_append(m, "s", it->second.c_str());
-    if (r >= 0)
-        r = sd_bus_message_close_container(m);
-    auto comp = a.values.find("compression");
-    if (r >= 0)
-        r = sd_bus_message_append(m, "s", comp == a.values.end() ? "" : comp->second.c_str());
-    BusError err;
-    Message reply;
-    if (r >= 0)
-        r = sd_bus_call(bus, m, 0, &err.e, &reply.m);
-    if (r < 0)
-        return bus_fail(err, r);
-    const char* fp = nullptr;
-    if (sd_bus_message_read(reply.m, "s", &fp) < 0)
-        return fail("Unexpected answer from lodged");
-    if (a.json)
-        std::printf("%s\n", nlohmann::json{{"fingerprint", fp}}.dump().c_str());
-    else if (!a.quiet)
-        std::printf("Container published with fingerprint: %s\n", fp);
-    else
-        std::printf("%s\n", fp);
-    return 0;
-}
-
-int verb_remote(const Options& a, sd_bus* bus) {
-    std::string sub = a.args.size() > 1 ? a.args[1] : "";
-    BusError err;
-    int r;
-    if (sub == "add" && a.args.size() == 4) {
-        std::string protocol = "simplestreams", ca;
-        if (auto it = a.values.find("protocol"); it != a.values.end())
-            protocol = it->second;
-        if (auto it = a.values.find("ca"); it != a.values.end()) {
-            FILE* f = std::fopen(it->second.c_str(), "re");
-            if (!f)
-                return fail("Cannot open " + it->second + ": " + std::strerror(errno));
-            char buf[4096];
-            size_t n;
-            while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && ca.size() < (1 << 20))
-                ca.append(buf, n);
-            std::fclose(f);
-        }
-        int is_public = a.values.count("public") || protocol == "simplestreams";
-        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "AddRemote", &err.e,
-                               nullptr, "sssbs", a.args[2].c_str(), a.args[3].c_str(),
-                               protocol.c_str(), is_public, ca.c_str());
-        return r < 0 ? bus_fail(err, r) : 0;
-    }
-    if (sub == "remove" && a.args.size() == 3) {
-        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "RemoveRemote", &err.e,
-                               nullptr, "s", a.args[2].c_str());
-        return r < 0 ? bus_fail(err, r) : 0;
-    }
-    if (sub == "rename" && a.args.size() == 4) {
-        r = sd_bus_call_method(bus, service, manager_path, manager_iface, "RenameRemote", &err.e,
-                               nullptr, "ss", a.args[2].c_str(), a.args[3].c_str());
-        return r < 0 ? bus_fail(err, r) : 0;
-    }
-    if (sub != "list" || a.args.size() != 2)
-        return fail("Usage: lodgectl remote add NAME URL [--protocol simplestreams|lxd] "
-                    "[--public] [--ca FILE] | list | remove NAME | rename NAME NEW");
-    Message reply;
-    r = sd_bus_call_method(bus, service, manager_path, manager_iface, "ListRemotes", &err.e,
-                           &reply.m, "");
-    if (r < 0)
-        return bus_fail(err, r);
-    nlohmann::json list = nlohmann::json::array();
-    if (sd_bus_message_enter_container(reply.m, 'a', "(sssbb)") < 0)
-        return fail("Unexpected answer from lodged");
-    const char *name, *url, *protocol;
-    int is_public, has_ca;
-    while (sd_bus_message_read(reply.m, "(sssbb)", &name, &url, &protocol, &is_public, &has_ca) > 0)
-        list.push_back({{"name", name},
-                        {"url", url},
-                        {"protocol", protocol},
-                        {"public", is_public != 0},
-                        {"ca", has_ca != 0}});
-    if (a.json) {
-        std::printf("%s\n", list.dump().c_str());
-        return 0;
-    }
-    if (a.legend)
-        std::printf("%-16s  %-48s  %-13s  %-6s  %s\n", "NAME", "URL", "PROTOCOL", "PUBLIC", "CA");
-    for (auto& rm : list)
-        std::printf("%-16s  %-48s  %-13s  %-6s  %s\n", rm["name"].get<std::string>().c_str(),
-                    rm["url"].get<std::string>().c_str(), rm["protocol"].get<std::string>().c_str(),
-                    rm["public"] ? "yes" : "no", rm["ca"] ? "own" : "system");
-    return 0;
-}
 
 int verb_image(const Options& a, sd_bus* bus) {
     std::string sub = a.args.size() > 1 ? a.args[1] : "";

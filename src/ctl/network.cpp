@@ -2,6 +2,7 @@
 
 #include "common/config.hpp"
 #include "common/sd-util.hpp"
+#include "ctl/bus.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -13,48 +14,8 @@
 namespace lodge::ctl {
 namespace {
 
-constexpr const char* service = "io.lodge1";
-constexpr const char* path = "/io/lodge1";
-constexpr const char* iface = "io.lodge1.Manager";
-
-struct Call {
-    sd_bus_error error = SD_BUS_ERROR_NULL;
-    sd_bus_message* reply = nullptr;
-    ~Call() {
-        sd_bus_error_free(&error);
-        sd_bus_message_unref(reply);
-    }
-};
-
-int fail(const std::string& msg) {
-    std::fprintf(stderr, "%s\n", msg.c_str());
-    return 1;
-}
-
-int bus_fail(const Call& c, int r) {
-    if (sd_bus_error_is_set(&c.error))
-        return fail(c.error.message ? c.error.message : c.error.name);
-    return fail(std::string("Failed to talk to lodged: ") + std::strerror(-r));
-}
-
 int usage() {
     return fail(std::string("Usage: lodgectl ") + network_usage);
-}
-
-// Appends a{ss} from KEY=VALUE words; `bad` gets the first word without '='.
-int append_map(sd_bus_message* m, const std::vector<std::string>& kvs, std::string& bad) {
-    int r = sd_bus_message_open_container(m, 'a', "{ss}");
-    for (auto& kv : kvs) {
-        auto eq = kv.find('=');
-        if (eq == std::string::npos || eq == 0) {
-            bad = kv;
-            return -EINVAL;
-        }
-        if (r >= 0)
-            r = sd_bus_message_append(m, "{ss}", kv.substr(0, eq).c_str(),
-                                      kv.substr(eq + 1).c_str());
-    }
-    return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
 void print_warnings(sd_bus_message* reply) {
@@ -66,13 +27,28 @@ void print_warnings(sd_bus_message* reply) {
     sd_bus_message_exit_container(reply);
 }
 
-int get_map(sd_bus* bus, const char* method, const std::string& name, KeyMap& out) {
-    Call c;
-    int r = sd_bus_call_method(bus, service, path, iface, method, &c.error, &c.reply, "s",
-                               name.c_str());
+// Sends `call`, built so far with `r` (-EINVAL: `bad` is a setting without '='), and shows the
+// warnings lodged answers with. Returns the exit status.
+int send_showing_warnings(sd_bus* bus, sd_bus_message* call, int r, const std::string& bad) {
+    if (r == -EINVAL && !bad.empty())
+        return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
+    BusError err;
+    MessagePtr reply;
+    if (r >= 0)
+        r = call_message(bus, call, err, &reply);
     if (r < 0)
-        return bus_fail(c, r);
-    if ((r = read_string_map(c.reply, out)) < 0)
+        return bus_fail(err, r);
+    print_warnings(reply.get());
+    return 0;
+}
+
+int get_map(sd_bus* bus, const char* method, const std::string& name, KeyMap& out) {
+    BusError err;
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, method, "s", name.c_str());
+    if (r < 0)
+        return bus_fail(err, r);
+    if ((r = read_string_map(reply.get(), out)) < 0)
         return fail(std::string("Bad reply from lodged: ") + std::strerror(-r));
     return 0;
 }
@@ -90,20 +66,15 @@ int print_map(const NetworkArgs& a, const KeyMap& map) {
 int create(const NetworkArgs& a, sd_bus* bus) {
     if (a.args.size() < 3)
         return usage();
-    sd_bus_message* m = nullptr;
-    if (sd_bus_message_new_method_call(bus, &m, service, path, iface, "CreateNetwork") < 0)
-        return fail("Cannot build the request");
-    MessagePtr call(m);
+    MessagePtr call = new_manager_call(bus, "CreateNetwork");
+    if (!call)
+        return 1;
     std::string bad;
-    int r = sd_bus_message_append(m, "s", a.args[2].c_str());
-    if (r >= 0 && (r = append_map(m, {a.args.begin() + 3, a.args.end()}, bad)) == -EINVAL)
-        return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
-    Call c;
+    int r = sd_bus_message_append(call.get(), "s", a.args[2].c_str());
     if (r >= 0)
-        r = sd_bus_call(bus, m, 0, &c.error, &c.reply);
-    if (r < 0)
-        return bus_fail(c, r);
-    print_warnings(c.reply);
+        r = append_map(call.get(), {a.args.begin() + 3, a.args.end()}, bad);
+    if (int ret = send_showing_warnings(bus, call.get(), r, bad); ret != 0)
+        return ret;
     if (a.json)
         std::printf("%s\n", nlohmann::json{{"name", a.args[2]}, {"created", true}}.dump().c_str());
     else if (!a.quiet)
@@ -112,19 +83,20 @@ int create(const NetworkArgs& a, sd_bus* bus) {
 }
 
 int list(const NetworkArgs& a, sd_bus* bus) {
-    Call c;
-    int r = sd_bus_call_method(bus, service, path, iface, "ListNetworks", &c.error, &c.reply, "");
+    BusError err;
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, "ListNetworks", "");
     if (r < 0)
-        return bus_fail(c, r);
+        return bus_fail(err, r);
     struct Row {
         std::string name, v4, v6;
         uint32_t used;
     };
     std::vector<Row> rows;
-    sd_bus_message_enter_container(c.reply, 'a', "(sssu)");
+    sd_bus_message_enter_container(reply.get(), 'a', "(sssu)");
     const char *n, *v4, *v6;
     uint32_t used;
-    while (sd_bus_message_read(c.reply, "(sssu)", &n, &v4, &v6, &used) > 0)
+    while (sd_bus_message_read(reply.get(), "(sssu)", &n, &v4, &v6, &used) > 0)
         rows.push_back({n, v4, v6, used});
     if (a.json) {
         nlohmann::json j = nlohmann::json::array();
@@ -161,57 +133,33 @@ int list(const NetworkArgs& a, sd_bus* bus) {
 int set_or_unset(const NetworkArgs& a, sd_bus* bus, bool set) {
     if (a.args.size() < 4)
         return usage();
-    std::vector<std::string> rest(a.args.begin() + 3, a.args.end());
-    sd_bus_message* m = nullptr;
-    if (sd_bus_message_new_method_call(bus, &m, service, path, iface, "SetNetworkConfig") < 0)
-        return fail("Cannot build the request");
-    MessagePtr call(m);
+    MessagePtr call = new_manager_call(bus, "SetNetworkConfig");
+    if (!call)
+        return 1;
     std::string bad;
-    int r = sd_bus_message_append(m, "s", a.args[2].c_str());
-    if (set) {
-        // LXD also takes "set NAME KEY VALUE".
-        if (rest.size() == 2 && rest[0].find('=') == std::string::npos)
-            rest = {rest[0] + "=" + rest[1]};
-        if (r >= 0 && (r = append_map(m, rest, bad)) == -EINVAL)
-            return fail("Invalid setting \"" + bad + "\": expected KEY=VALUE");
-        if (r >= 0)
-            r = sd_bus_message_append_strv(m, nullptr);
-    } else {
-        if (r >= 0)
-            r = append_map(m, {}, bad);
-        std::vector<const char*> keys;
-        for (auto& k : rest)
-            keys.push_back(k.c_str());
-        keys.push_back(nullptr);
-        if (r >= 0)
-            r = sd_bus_message_append_strv(m, const_cast<char**>(keys.data()));
-    }
-    Call c;
+    int r = sd_bus_message_append(call.get(), "s", a.args[2].c_str());
     if (r >= 0)
-        r = sd_bus_call(bus, m, 0, &c.error, &c.reply);
-    if (r < 0)
-        return bus_fail(c, r);
-    print_warnings(c.reply);
-    return 0;
+        r = append_set_or_unset(call.get(), set, {a.args.begin() + 3, a.args.end()}, bad);
+    return send_showing_warnings(bus, call.get(), r, bad);
 }
 
 int list_leases(const NetworkArgs& a, sd_bus* bus) {
     if (a.args.size() != 3)
         return usage();
-    Call c;
-    int r = sd_bus_call_method(bus, service, path, iface, "GetNetworkLeases", &c.error, &c.reply,
-                               "s", a.args[2].c_str());
+    BusError err;
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply, "GetNetworkLeases", "s", a.args[2].c_str());
     if (r < 0)
-        return bus_fail(c, r);
+        return bus_fail(err, r);
     struct Row {
         std::string host, mac, addr, type;
         uint64_t expiry;
     };
     std::vector<Row> rows;
-    sd_bus_message_enter_container(c.reply, 'a', "(sssst)");
+    sd_bus_message_enter_container(reply.get(), 'a', "(sssst)");
     const char *h, *mac, *addr, *type;
     uint64_t expiry;
-    while (sd_bus_message_read(c.reply, "(sssst)", &h, &mac, &addr, &type, &expiry) > 0)
+    while (sd_bus_message_read(reply.get(), "(sssst)", &h, &mac, &addr, &type, &expiry) > 0)
         rows.push_back({h, mac, addr, type, expiry});
     if (a.json) {
         nlohmann::json j = nlohmann::json::array();
@@ -259,11 +207,10 @@ int verb_network(const NetworkArgs& a, sd_bus* bus) {
             return usage();
         int ret = 0;
         for (size_t i = 2; i < a.args.size(); i++) {
-            Call c;
-            int r = sd_bus_call_method(bus, service, path, iface, "DeleteNetwork", &c.error,
-                                       nullptr, "s", a.args[i].c_str());
-            if (r < 0)
-                ret = bus_fail(c, r);
+            BusError err;
+            if (int r = call_manager(bus, err, nullptr, "DeleteNetwork", "s", a.args[i].c_str());
+                r < 0)
+                ret = bus_fail(err, r);
         }
         return ret;
     }

@@ -36,6 +36,16 @@ Done reply_when_done(sd_bus_message* m, bool with_reason) {
     };
 }
 
+Done reply_path_when_done(sd_bus_message* m, Manager& manager, const std::string& name) {
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+    return [call, mgr = &manager, name](const Result<>& result) {
+        if (!result)
+            return reply_bus_error(call.get(), result.error());
+        Container* c = mgr->find(name);
+        sd_bus_reply_method_return(call.get(), "o", c ? c->object_path().c_str() : "/");
+    };
+}
+
 // Replies once PID 1 has been exec'd, so starts of different containers overlap.
 static int start_now(sd_bus_message* m, Container& c, bool reply_reason, sd_bus_error* error) {
     if (auto r = c.manager->start(c, reply_when_done(m, reply_reason)); !r)

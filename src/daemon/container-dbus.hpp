@@ -14,6 +14,9 @@ int authorize(sd_bus_message* m, Manager& manager, const char* action, const std
 // The reply of a call that `Done` answers later: empty (Restart: an empty reason), or the
 // operation's Error.
 Done reply_when_done(sd_bus_message* m, bool with_reason = false);
+// The reply of a create, copy or rename that `Done` answers later: container `name`'s object
+// path, or the operation's Error.
+Done reply_path_when_done(sd_bus_message* m, Manager& manager, const std::string& name);
 int append_string_map(sd_bus_message* reply, const KeyMap& map);
 // a{sa{ss}}: devices and their keys.
 int append_devices(sd_bus_message* reply, const std::map<std::string, KeyMap>& devices);

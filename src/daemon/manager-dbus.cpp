@@ -1,14 +1,16 @@
 // io.lodge1.Manager on /io/lodge1: listing, lookup, create/import, and the by-name twins of
 // every io.lodge1.Container method.
+#include "daemon/bus-method.hpp"
 #include "daemon/container-dbus.hpp"
 #include "daemon/dbus-api.hpp"
 #include "daemon/exec.hpp"
-#include "daemon/remote.hpp"
 #include "daemon/instance-dbus.hpp"
+#include "daemon/remote.hpp"
 #include "image/import.hpp"
 
 #include "common/validate.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -42,20 +44,14 @@ Container* lookup(sd_bus_message* m, void* ud, sd_bus_error* error) {
 
 int method_list_containers(sd_bus_message* m, void* ud, sd_bus_error*) {
     return guarded([&] {
-        sd_bus_message* reply = nullptr;
-        int r = sd_bus_message_new_method_return(m, &reply);
-        if (r < 0)
-            return r;
-        MessagePtr owned(reply);
-        r = sd_bus_message_open_container(reply, 'a', "(ssuo)");
-        for (auto& [name, c] : manager(ud).containers())
-            if (r >= 0)
-                r = sd_bus_message_append(reply, "(ssuo)", name.c_str(), shown_state(*c).c_str(),
-                                          static_cast<uint32_t>(c->leader),
-                                          c->object_path().c_str());
-        if (r >= 0)
-            r = sd_bus_message_close_container(reply);
-        return r < 0 ? r : sd_bus_send(nullptr, reply, nullptr);
+        return reply_with(m, [&](sd_bus_message* reply) {
+            return append_array(reply, "(ssuo)", manager(ud).containers(), [&](auto& entry) {
+                auto& [name, c] = entry;
+                return sd_bus_message_append(reply, "(ssuo)", name.c_str(), shown_state(*c).c_str(),
+                                             static_cast<uint32_t>(c->leader),
+                                             c->object_path().c_str());
+            });
+        });
     });
 }
 
@@ -90,21 +86,6 @@ int method_get_container_by_pid(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
-int read_fd(sd_bus_message* m, Fd& out) {
-    int fd = -1;
-    if (int r = sd_bus_message_read(m, "h", &fd); r < 0)
-        return r;
-    out.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
-    return out ? 0 : -errno;
-}
-
-// How long an import from a pipe or socket may wait for data before it fails.
-uint64_t import_idle_timeout_usec() {
-    const char* v = std::getenv("LODGE_IMPORT_IDLE_TIMEOUT");
-    auto secs = v ? parse_uint(v, 86400) : std::nullopt;
-    return (secs && *secs > 0 ? *secs : 600) * 1000000ULL;
-}
-
 // Every create shares this: name + config + `fds` descriptors from the message, then `fill`
 // makes the rootfs in a worker, and the reply (the new object's path) waits for it.
 int create_with(sd_bus_message* m, void* ud, sd_bus_error* e, size_t fds, const char* fd_error,
@@ -126,24 +107,13 @@ int create_with(sd_bus_message* m, void* ud, sd_bus_error* e, size_t fds, const 
         Fd fd;
         if (read_fd(m, fd) < 0)
             return sd_bus_error_set(e, SD_BUS_ERROR_INVALID_ARGS, fd_error);
-        // A pipe or socket may be fed slowly, or never: such an import is bounded by the
-        // time it may go without data (regular files and directories always make progress).
-        struct stat st {};
-        if (::fstat(fd.get(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
-            req.idle_timeout_usec = import_idle_timeout_usec();
+        // A pipe or socket may be fed slowly, or never: bounded by the time it may go without data.
+        req.idle_timeout_usec = std::max(req.idle_timeout_usec, import_idle_timeout_usec(fd));
         req.sources.push_back(std::move(fd));
     }
     req.fill = std::move(fill);
-    Manager* mgr = &manager(ud);
-    std::string created = name;
-    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
-    Done done = [call, mgr, created](const Result<>& result) {
-        if (!result)
-            return reply_bus_error(call.get(), result.error());
-        Container* c = mgr->find(created);
-        sd_bus_reply_method_return(call.get(), "o", c ? c->object_path().c_str() : "/");
-    };
-    if (auto r = mgr->create(std::move(req), std::move(done)); !r)
+    Done done = reply_path_when_done(m, manager(ud), name);
+    if (auto r = manager(ud).create(std::move(req), std::move(done)); !r)
         return set_bus_error(e, r.error());
     return 1;
 }

@@ -1,9 +1,9 @@
 #include "runtime/attach.hpp"
-#include "runtime/cgroup.hpp"
 #include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
+#include "runtime/cgroup.hpp"
 #include "runtime/exec-protocol.hpp"
 
 #include <algorithm>
@@ -118,12 +118,12 @@ struct SpawnArgs {
 
 // Starts the helper as our child with `sock` as its socket, without copying our page tables
 // (CLONE_VM | CLONE_VFORK, as posix_spawn does): we resume once it has exec'd.
-int spawn_helper(int exe, int sock, PidFd& out) {
+Result<PidFd> spawn_helper(int exe, int sock) {
     constexpr size_t stack_size = 64 * 1024;
     void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED)
-        return log_error_errno(errno, "Failed to allocate a stack for the exec helper");
+        return log_error_value(errno, "Failed to allocate a stack for the exec helper");
     SpawnArgs args;
     args.sock = sock;
     args.exe = exe;
@@ -138,15 +138,14 @@ int spawn_helper(int exe, int sock, PidFd& out) {
     ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     ::munmap(stack, stack_size);
     if (pid < 0)
-        return log_error_errno(clone_errno, "Failed to start the exec helper");
+        return log_error_value(clone_errno, "Failed to start the exec helper");
     PidFd helper(pidfd, pid);
     if (args.err) {
         siginfo_t si{};
         ::waitid(P_PIDFD, static_cast<id_t>(pidfd), &si, WEXITED);
-        return log_error_errno(args.err, "Failed to execute the exec helper");
+        return log_error_value(args.err, "Failed to execute the exec helper");
     }
-    out = std::move(helper);
-    return 0;
+    return helper;
 }
 
 // The request datagram with PID 1's pidfd and the stdio descriptors.
@@ -182,9 +181,8 @@ int copy_exec_helper(const std::string& path, Fd& out, std::string& error) {
     Fd src(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st {};
     if (!src || ::fstat(src.get(), &st) < 0) {
-        int r = log_error_errno(errno, "Cannot open the exec helper %s", path.c_str());
-        error = log_last_error();
-        return r;
+        return pass_up(log_error_value(errno, "Cannot open the exec helper %s", path.c_str()),
+                       error);
     }
     int fd =
         static_cast<int>(::memfd_create("lodge-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC));
@@ -192,33 +190,27 @@ int copy_exec_helper(const std::string& path, Fd& out, std::string& error) {
         fd = static_cast<int>(::memfd_create("lodge-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     Fd mem(fd);
     if (!mem) {
-        int r = log_error_errno(errno, "Failed to create a memfd for the exec helper");
-        error = log_last_error();
-        return r;
+        return pass_up(log_error_value(errno, "Failed to create a memfd for the exec helper"),
+                       error);
     }
     for (off_t done = 0; done < st.st_size;) {
         ssize_t n =
             ::sendfile(mem.get(), src.get(), nullptr, static_cast<size_t>(st.st_size - done));
         if (n <= 0) {
-            int r = log_error_errno(n < 0 ? errno : EIO, "Failed to copy the exec helper %s",
-                                    path.c_str());
-            error = log_last_error();
-            return r;
+            return pass_up(log_error_value(n < 0 ? errno : EIO, "Failed to copy the exec helper %s",
+                                           path.c_str()),
+                           error);
         }
         done += n;
     }
     if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) <
         0) {
-        int r = log_error_errno(errno, "Failed to seal the exec helper's copy");
-        error = log_last_error();
-        return r;
+        return pass_up(log_error_value(errno, "Failed to seal the exec helper's copy"), error);
     }
     // Never at exec_helper_socket_fd, where the helper's socket goes before execveat.
     Fd high(::fcntl(mem.get(), F_DUPFD_CLOEXEC, 10));
     if (!high) {
-        int r = log_error_errno(errno, "Failed to duplicate the exec helper's copy");
-        error = log_last_error();
-        return r;
+        return pass_up(log_error_value(errno, "Failed to duplicate the exec helper's copy"), error);
     }
     out = std::move(high);
     return 0;
@@ -268,9 +260,8 @@ int exec_spawn(const ExecRequest& req, int helper_exe, ExecHandle& out, std::str
     // alive afterwards. A recycled pid must never lead into the host's namespaces.
     PidFd init = PidFd::open(req.init_pid);
     if (!init.valid()) {
-        int r = log_error_errno(errno, "The container's PID 1 (pid %d) is gone", req.init_pid);
-        error = log_last_error();
-        return r;
+        return pass_up(
+            log_error_value(errno, "The container's PID 1 (pid %d) is gone", req.init_pid), error);
     }
     // Privileged containers share our user namespace, and setns() refuses to re-enter it.
     bool own_userns = other_namespace(req.init_pid, "user");
@@ -322,32 +313,26 @@ int exec_spawn(const ExecRequest& req, int helper_exe, ExecHandle& out, std::str
 
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
-        int r = log_error_errno(errno, "Failed to create a socket pair");
-        error = log_last_error();
-        return r;
+        return pass_up(log_error_value(errno, "Failed to create a socket pair"), error);
     }
     Fd ours(pair[0]), theirs(pair[1]);
-    PidFd helper;
-    if (int r = spawn_helper(helper_exe, theirs.get(), helper); r < 0) {
-        error = log_last_error();
-        return r;
-    }
+    auto spawned = spawn_helper(helper_exe, theirs.get());
+    if (!spawned)
+        return pass_up(spawned.error(), error);
+    PidFd helper = std::move(*spawned);
     theirs.reset();
     if (int r = send_request(ours.get(), text, fds); r < 0) {
         helper.send_signal(SIGKILL);
         siginfo_t si{};
         ::waitid(P_PIDFD, static_cast<id_t>(helper.get()), &si, WEXITED);
-        r = log_error_errno(r, "Failed to hand the request to the exec helper");
-        error = log_last_error();
-        return r;
+        return pass_up(log_error_value(r, "Failed to hand the request to the exec helper"), error);
     }
     if (::fcntl(ours.get(), F_SETFL, O_NONBLOCK) < 0) {
         helper.send_signal(SIGKILL);
         siginfo_t si{};
         ::waitid(P_PIDFD, static_cast<id_t>(helper.get()), &si, WEXITED);
-        int r = log_error_errno(errno, "Failed to make the exec handshake non-blocking");
-        error = log_last_error();
-        return r;
+        return pass_up(log_error_value(errno, "Failed to make the exec handshake non-blocking"),
+                       error);
     }
     out = ExecHandle{};
     out.helper = std::move(helper);
@@ -364,8 +349,8 @@ int exec_setup_read(ExecHandle& h, std::string& error) {
         if (n == -EAGAIN)
             return 0;
         if (n < 0) {
-            h.setup_error = log_error_errno(static_cast<int>(n), "Lost the exec helper");
-            h.setup_message = log_last_error();
+            h.setup_error = pass_up(log_error_value(static_cast<int>(n), "Lost the exec helper"),
+                                    h.setup_message);
             break;
         }
         if (n == 0)

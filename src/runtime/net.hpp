@@ -9,6 +9,7 @@
 // so that "stopped" means the host ends are gone already.
 #pragma once
 
+#include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/nic.hpp"
 
@@ -49,7 +50,7 @@ std::string check_host_side(const NicSpec& spec);
 int plug(int netns_fd, const NicSpec& spec, PluggedNic& out, std::string& error);
 // Deletes what plug() made: the host end of a veth (its peer goes with it) or the macvlan inside
 // the namespace. A device already gone is no error. Returns 0 or -errno.
-int unplug(int netns_fd, const PluggedNic& nic);
+Result<> unplug(int netns_fd, const PluggedNic& nic);
 
 struct Address {
     int family = 0; // AF_INET or AF_INET6

@@ -30,9 +30,10 @@ Fd open_netns(pid_t pid) {
 }
 
 std::string check_host_side(const NicSpec& s) {
-    SockPtr host = host_socket();
-    if (!host)
-        return dev_error(s, "cannot talk to the kernel: " + log_last_error());
+    auto opened = host_socket();
+    if (!opened)
+        return dev_error(s, "cannot talk to the kernel: " + opened.error().message);
+    SockPtr host = std::move(*opened);
     std::string error;
     Parent parent;
     if (s.nictype != "p2p" && look_up_parent(host.get(), s, parent, error) < 0)

@@ -156,11 +156,12 @@ int bring_up_loopback(pid_t pid) {
 }
 
 int plug(int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
-    SockPtr host = host_socket();
-    if (!host) {
-        error = dev_error(s, log_last_error());
+    auto opened = host_socket();
+    if (!opened) {
+        error = dev_error(s, opened.error().message);
         return -EIO;
     }
+    SockPtr host = std::move(*opened);
     PluggedNic nic;
     nic.device = s.device;
     nic.nictype = s.nictype;
@@ -189,40 +190,42 @@ int plug(int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
         error = dev_error(s, "cannot bring up \"" + s.name +
                                  "\" in the container: " + std::strerror(-err));
         log_error_errno(err, "%s", error.c_str());
-        unplug(netns_fd, nic);
+        (void)unplug(netns_fd, nic); // best effort: a failure is logged, this one is reported
         return err;
     }
     out = std::move(nic);
     return 0;
 }
 
-int unplug(int netns_fd, const PluggedNic& nic) {
+Result<> unplug(int netns_fd, const PluggedNic& nic) {
     if (nic.host_ifindex) {
-        SockPtr host = host_socket();
-        if (!host)
-            return -EIO;
+        auto opened = host_socket();
+        if (!opened)
+            return opened.error();
+        SockPtr host = std::move(*opened);
         // Only the veth we made: an index can be reused once our pair died on its own.
         int err = 0;
         LinkPtr link = get_link(host.get(), nic.host_ifindex, "", err);
         if (!link)
-            return 0;
+            return {};
         const char* name = rtnl_link_get_name(link.get());
         if (link_type(link.get()) != "veth" || !name || nic.host_name != name)
-            return 0;
+            return {};
         if (int r = delete_link(host.get(), nic.host_ifindex); r < 0)
-            return log_error_errno(r, "Failed to delete host interface %s of device \"%s\"",
+            return log_error_value(r, "Failed to delete host interface %s of device \"%s\"",
                                    nic.host_name.c_str(), nic.device.c_str());
-        return 0;
+        return {};
     }
     if (netns_fd < 0 || !nic.ifindex)
-        return 0;
+        return {};
     SockPtr inner = netns_socket(netns_fd);
-    if (!inner)
-        return -EIO;
+    if (!inner) // netns_socket() logged why
+        return make_error(errors::failed, EIO,
+                          "Cannot open a netlink socket in the container's network namespace");
     if (int r = delete_link(inner.get(), nic.ifindex); r < 0)
-        return log_error_errno(r, "Failed to delete interface %s of device \"%s\"",
+        return log_error_value(r, "Failed to delete interface %s of device \"%s\"",
                                nic.name.c_str(), nic.device.c_str());
-    return 0;
+    return {};
 }
 
 } // namespace lodge::runtime::net

@@ -34,7 +34,7 @@ int NicSet::plug_all(const ContainerConfig& config, pid_t child, std::string& er
 
 void NicSet::unplug_all() {
     for (auto& nic : nics_)
-        net::unplug(netns_.get(), nic);
+        (void)net::unplug(netns_.get(), nic); // best effort at a stop: failures are logged
     nics_.clear();
     netns_.reset();
 }
@@ -77,9 +77,9 @@ int NicSet::remove(const std::string& device, std::string& error) {
     for (auto it = nics_.begin(); it != nics_.end(); ++it) {
         if (it->device != device)
             continue;
-        if (int r = net::unplug(netns_.get(), *it); r < 0) {
-            error = "Device \"" + device + "\": " + log_last_error();
-            return r;
+        if (auto r = net::unplug(netns_.get(), *it); !r) {
+            error = "Device \"" + device + "\": " + r.error().message;
+            return -r.error().code;
         }
         nics_.erase(it);
         return 1;

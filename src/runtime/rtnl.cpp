@@ -68,16 +68,12 @@ SockPtr sock_from_fd(int fd) {
 }
 
 // A route socket in the caller's own namespace.
-SockPtr host_socket() {
+Result<SockPtr> host_socket() {
     SockPtr sock(nl_socket_alloc());
-    if (!sock) {
-        log_error_errno(ENOMEM, "Failed to allocate a netlink socket");
-        return nullptr;
-    }
-    if (int r = nl_connect(sock.get(), NETLINK_ROUTE); r < 0) {
-        log_error_errno(nl_to_errno(r), "Failed to open a netlink socket");
-        return nullptr;
-    }
+    if (!sock)
+        return log_error_value(ENOMEM, "Failed to allocate a netlink socket");
+    if (int r = nl_connect(sock.get(), NETLINK_ROUTE); r < 0)
+        return log_error_value(nl_to_errno(r), "Failed to open a netlink socket");
     return sock;
 }
 

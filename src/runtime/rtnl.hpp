@@ -2,6 +2,7 @@
 // libnl owners, error mapping and route sockets in a given network namespace.
 #pragma once
 
+#include "common/error.hpp"
 #include "common/nic.hpp"
 
 #include <memory>
@@ -37,8 +38,8 @@ using CachePtr = std::unique_ptr<nl_cache, CacheDeleter>;
 // libnl reports its own error codes; callers here speak errno.
 int nl_to_errno(int nlerr);
 SockPtr sock_from_fd(int fd);
-// A route socket in the caller's own namespace.
-SockPtr host_socket();
+// A route socket in the caller's own namespace, or why there is none (logged).
+lodge::Result<SockPtr> host_socket();
 // A route socket that lives in the namespace `netns_fd`, made by a short-lived thread that joins
 // it.
 SockPtr netns_socket(int netns_fd);

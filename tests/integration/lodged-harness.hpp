@@ -136,6 +136,43 @@ inline std::string ctl(const std::string& args, int* status = nullptr) {
     return sh(env_path("LODGE_LODGECTL") + " " + args + " 2>&1", status);
 }
 
+// A lodgectl run in the background (so the test can act meanwhile: feed its source, catch it
+// mid-copy), bounded by timeout(1) against a hang; wait() returns its exit status (124: it
+// hung) and its output.
+class Background {
+public:
+    explicit Background(const std::string& args, unsigned limit_s = 600) {
+        out_ = TestRoot::get().dir + "/" + unique_name("bg") + "-" + std::to_string(++count_);
+        std::string cmd = "exec timeout " + std::to_string(limit_s) + " " +
+                          env_path("LODGE_LODGECTL") + " " + args + " >" + out_ + " 2>&1";
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+            _exit(127);
+        }
+    }
+    ~Background() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        ::unlink(out_.c_str());
+    }
+    int wait(std::string* output = nullptr) {
+        int st = 0;
+        ::waitpid(pid_, &st, 0);
+        pid_ = -1;
+        if (output)
+            *output = read_text(out_);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+
+private:
+    static inline int count_ = 0;
+    pid_t pid_ = -1;
+    std::string out_;
+};
+
 // The base of every suite that talks to lodged: root, a private bus, lodged on it, and every
 // container the test named through `created` (name_container, create_container) deleted at
 // the end. A suite with its own setup overrides start_lodged or extends SetUp/TearDown.
@@ -147,16 +184,23 @@ protected:
         start_lodged();
     }
     void TearDown() override {
-        // Leave no container behind, whatever the test did.
-        for (auto& n : created)
-            ctl("delete --force " + n);
+        delete_created();
         daemon.reset();
         bus.reset();
     }
+    // Whether SetUp got through (not skipped for want of root, no fatal failure): a suite's
+    // own SetUp goes on after LodgedFixture::SetUp() only then.
+    static bool set_up() { return !IsSkipped() && !HasFatalFailure(); }
     // A new lodged (the old one, if any, is stopped first), up when this returns.
     virtual void start_lodged() {
         daemon = std::make_unique<Lodged>();
         ASSERT_TRUE(daemon->wait_ready());
+    }
+    // Leaves no container behind, whatever the test did.
+    void delete_created() {
+        for (auto& n : created)
+            ctl("delete --force " + n);
+        created.clear();
     }
     // A unique container name, deleted at the end.
     std::string name_container(const std::string& base) {

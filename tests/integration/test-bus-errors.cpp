@@ -17,28 +17,21 @@ using namespace lodge::test;
 
 namespace {
 
-class BusErrors : public ::testing::Test {
+class BusErrors : public LodgedFixture {
 protected:
     void SetUp() override {
-        LODGE_REQUIRE_ROOT();
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
+        LodgedFixture::SetUp();
+        if (!set_up())
+            return;
         ASSERT_GE(sd_bus_open_system(&conn), 0);
     }
     void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
+        delete_created();
         if (conn)
             sd_bus_flush_close_unref(conn);
-        daemon.reset();
-        bus.reset();
+        LodgedFixture::TearDown();
     }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        return n;
-    }
+    std::string make(const std::string& base) { return name_container(base); }
     // Calls io.lodge1.Manager `member`; "" when it succeeded, else the error's name.
     std::string error_of(const char* member, const char* types, ...) {
         sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -65,10 +58,7 @@ protected:
             ::rename((hidden + ".aside").c_str(), hidden.c_str());
         hidden.clear();
     }
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
     sd_bus* conn = nullptr;
-    std::vector<std::string> created;
     std::string last_message, hidden;
 };
 

@@ -241,24 +241,17 @@ TEST_F(SharedStorageTest, TheOwnersDeathReleasesIt) {
     EXPECT_EQ(a.state_of(name), "running");
 }
 
-class OneNodeTest : public ::testing::Test {
+class OneNodeTest : public LodgedFixture {
 protected:
     void SetUp() override {
-        LODGE_REQUIRE_ROOT();
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
-        name = unique_name("ocf");
+        LodgedFixture::SetUp();
+        if (!set_up())
+            return;
+        name = name_container("ocf");
         int st = 0;
         std::string out = ctl("create " + name, &st);
         ASSERT_EQ(st, 0) << out;
         res = "OCF_RESKEY_name=" + name;
-    }
-    void TearDown() override {
-        if (!name.empty())
-            ctl("delete --force " + name);
-        daemon.reset();
-        bus.reset();
     }
     int run(const std::string& action, const std::string& env = "") {
         last.clear();
@@ -269,8 +262,6 @@ protected:
         return j.is_object() ? j.value("state", "") : "";
     }
     Agent agent;
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
     std::string name, res, last;
 };
 

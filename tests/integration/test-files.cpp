@@ -17,27 +17,22 @@ using namespace lodge::test;
 
 namespace {
 
-class FilesTest : public ::testing::Test {
+class FilesTest : public LodgedFixture {
 protected:
     void SetUp() override {
-        LODGE_REQUIRE_ROOT();
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
+        LodgedFixture::SetUp();
+        if (!set_up())
+            return;
         work = TestRoot::get().dir + "/" + unique_name("files");
         ASSERT_EQ(mkdir_p(work, 0755), 0);
     }
     void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
+        LodgedFixture::TearDown();
         if (!work.empty())
             remove_tree(work);
     }
     std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
+        std::string n = name_container(base);
         int st = -1;
         EXPECT_EQ(ctl("create " + n, &st), "Created container " + n + "\n");
         return n;
@@ -45,9 +40,6 @@ protected:
     std::string rootfs(const std::string& n) {
         return TestRoot::get().dir + "/state/containers/" + n + "/rootfs";
     }
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
     std::string work;
 };
 

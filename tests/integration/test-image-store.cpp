@@ -17,13 +17,12 @@ using namespace lodge::test;
 
 namespace {
 
-class ImageStore : public ::testing::Test {
+class ImageStore : public LodgedFixture {
 protected:
     void SetUp() override {
-        LODGE_REQUIRE_ROOT();
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
+        LodgedFixture::SetUp();
+        if (!set_up())
+            return;
         src = TestRoot::get().dir + "/" + unique_name("imgsrc");
         int st = 0;
         sh("mkdir -p " + src + " && bash " + env_path("LODGE_FIXTURES") +
@@ -41,20 +40,14 @@ protected:
         ASSERT_EQ(st, 0);
     }
     void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
+        delete_created();
         for (auto& fp : images)
             ctl("image delete " + fp);
-        daemon.reset();
-        bus.reset();
+        LodgedFixture::TearDown();
         if (!src.empty())
             sh("rm -rf " + src);
     }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        return n;
-    }
+    std::string make(const std::string& base) { return name_container(base); }
     std::string import(const std::string& args) {
         int st = 0;
         std::string out = ctl("image import " + args + " -q", &st);
@@ -67,9 +60,7 @@ protected:
     static std::string store() { return TestRoot::get().dir + "/state/images"; }
     // The hidden work and trash directories of the store: none once nothing runs.
     static std::string hidden() { return sh("ls -A " + store() + " | grep '^\\.' || true"); }
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created, images;
+    std::vector<std::string> images;
     std::string src;
 };
 

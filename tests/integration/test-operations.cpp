@@ -23,42 +23,6 @@ using namespace lodge::test;
 
 namespace {
 
-// A lodgectl run in the background (so the test can feed its source meanwhile), bounded by
-// timeout(1); wait() returns its exit status (124: it hung) and its output.
-class Background {
-public:
-    explicit Background(const std::string& args, unsigned limit_s = 300) {
-        out_ = TestRoot::get().dir + "/" + unique_name("bg") + "-" + std::to_string(++count_);
-        std::string cmd = "exec timeout " + std::to_string(limit_s) + " " +
-                          env_path("LODGE_LODGECTL") + " " + args + " >" + out_ + " 2>&1";
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-            _exit(127);
-        }
-    }
-    ~Background() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-        ::unlink(out_.c_str());
-    }
-    int wait(std::string* output = nullptr) {
-        int st = 0;
-        ::waitpid(pid_, &st, 0);
-        pid_ = -1;
-        if (output)
-            *output = read_text(out_);
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-
-private:
-    static inline int count_ = 0;
-    pid_t pid_ = -1;
-    std::string out_;
-};
-
 bool write_all(int fd, const char* data, size_t size) {
     while (size > 0) {
         ssize_t n = ::write(fd, data, size);

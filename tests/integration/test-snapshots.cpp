@@ -180,7 +180,7 @@ void mess_up(const std::string& rootfs) {
     write_file_atomic(rootfs + "/state", "B\n", 0644);
 }
 
-class SnapshotTest : public ::testing::Test {
+class SnapshotTest : public LodgedFixture {
 protected:
     void SetUp() override {
         LODGE_REQUIRE_ROOT();
@@ -188,24 +188,16 @@ protected:
         unit_dir = TestRoot::get().dir + "/" + unique_name("units");
         ASSERT_EQ(mkdir_p(unit_dir + "/machines.target.wants", 0755), 0);
         setenv("LODGE_SYSTEMD_UNIT_DIR", unit_dir.c_str(), 1);
-        bus = std::make_unique<PrivateBus>();
-        start_lodged();
+        LodgedFixture::SetUp();
     }
     void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
+        LodgedFixture::TearDown();
         if (!btrfs_mount.empty()) {
             setenv("LODGE_STATE_DIR", (TestRoot::get().dir + "/state").c_str(), 1);
             sh("umount " + btrfs_mount + " 2>/dev/null; rm -rf " + btrfs_mount + " " + btrfs_mount +
                ".img");
         }
         sh("rm -rf " + unit_dir);
-    }
-    void start_lodged() {
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
     }
     // Moves the state dir onto a btrfs filesystem in a loop file; false when that cannot be made.
     bool use_btrfs(std::string& why) {
@@ -271,9 +263,6 @@ protected:
     void snapshot_restore_round_trip();
 
     std::string state_dir, unit_dir, btrfs_mount;
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
 };
 
 void SnapshotTest::snapshot_restore_round_trip() {
@@ -425,41 +414,6 @@ TEST_F(SnapshotTest, RunningContainerSnapshotAndForcedRestore) {
 } // namespace
 
 namespace {
-
-// lodgectl in the background, bounded by timeout(1); wait() gives its status and output.
-class Background {
-public:
-    explicit Background(const std::string& args, unsigned limit_s = 600) {
-        out_ = TestRoot::get().dir + "/" + unique_name("bg") + "-" + std::to_string(++count_);
-        std::string cmd = "exec timeout " + std::to_string(limit_s) + " " +
-                          env_path("LODGE_LODGECTL") + " " + args + " >" + out_ + " 2>&1";
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-            _exit(127);
-        }
-    }
-    ~Background() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-        ::unlink(out_.c_str());
-    }
-    int wait(std::string* output = nullptr) {
-        int st = 0;
-        ::waitpid(pid_, &st, 0);
-        pid_ = -1;
-        if (output)
-            *output = read_text(out_);
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-
-private:
-    static inline int count_ = 0;
-    pid_t pid_ = -1;
-    std::string out_;
-};
 
 // 256 MiB in 64 files below `rootfs`/bulk: a copy of it takes long enough to be caught.
 void add_bulk(const std::string& rootfs) {

@@ -26,28 +26,12 @@ mode=${1:-hybrid}
 tarball=${LODGE_TIER2_TARBALL:-/var/cache/lodge-tests/debian-bookworm-tier2.tar.zst}
 build=${LODGE_BUILD_DIR:-}
 
-skip() {
-    echo "SKIP: $*"
-    exit 77
-}
+# shellcheck source=tests/lib/nspawn-guest.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../lib/nspawn-guest.sh"
 [[ $mode == hybrid || $mode == unified ]] || { echo "usage: $0 hybrid|unified" >&2; exit 2; }
-[[ $EUID -eq 0 ]] || skip "needs root"
-[[ -f $tarball ]] || skip "no tier-2 rootfs at $tarball (scripts/test.sh builds it)"
-[[ -n $build && -f $build/lodged ]] || skip "LODGE_BUILD_DIR does not hold a built lodge"
-for tool in systemd-nspawn nsenter zstd meson python3 timeout setsid; do
-    command -v "$tool" >/dev/null || skip "$tool is not installed"
-done
-# The recipe is for hosts where PID 1 is not systemd (nspawn without machined, in a
-# cgroup of its own); on a systemd host nspawn would be started through systemd-run.
-[[ -d /run/systemd/system ]] && skip "the host runs systemd; this recipe is for hosts without it"
-if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
-    [[ $mode == unified ]] || skip "a pure cgroup2 host has no hybrid layout to give the guest"
-    cgroup_roots=(/sys/fs/cgroup)
-else
-    [[ -d /sys/fs/cgroup/unified && -d /sys/fs/cgroup/systemd ]] ||
-        skip "cgroup v1 host without the unified and name=systemd hierarchies"
-    cgroup_roots=(/sys/fs/cgroup/unified /sys/fs/cgroup/systemd)
-fi
+check_host "$tarball"
+[[ ${cgroup_roots[*]} == /sys/fs/cgroup && $mode != unified ]] &&
+    skip "a pure cgroup2 host has no hybrid layout to give the guest"
 
 machine=lodge-t2-$mode-$$
 work=$(mktemp -d /var/tmp/lodge-tier2.XXXXXX) || exit 1
@@ -57,12 +41,7 @@ cp_pid=
 
 # --- cleanup: power the guest off, then remove everything made here ----------
 guest_alive() { [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; }
-wait_nspawn() { # $1: seconds; waits for nspawn (our child) to exit
-    local t=$1
-    # `wait` cannot time out; timeout(1) around `tail --pid` is a bounded wait on its exit.
-    timeout "$t" tail --pid="$nspawn_pid" -f /dev/null 2>/dev/null
-    ! guest_alive
-}
+wait_nspawn() { wait_exit "$nspawn_pid" "$1"; } # SECONDS
 cleanup() {
     local t0=$SECONDS
     if guest_alive; then
@@ -70,103 +49,35 @@ cleanup() {
         wait_nspawn 60 || { kill -KILL "$nspawn_pid" 2>/dev/null; wait_nspawn 10; }
     fi
     [[ -n $nspawn_pid ]] && wait "$nspawn_pid" 2>/dev/null
-    for r in "${cgroup_roots[@]}"; do
-        [[ -d $r/$machine ]] && find "$r/$machine" -depth -type d -exec rmdir {} + 2>/dev/null
-        [[ -d $r/$machine ]] && echo "WARNING: cgroup $r/$machine could not be removed"
-    done
-    rm -rf "/run/systemd/nspawn/propagate/$machine"
+    remove_guest "$machine"
     rm -rf --one-file-system "$work"
     echo "# cleanup took $((SECONDS - t0)) s"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
-# --- checks --------------------------------------------------------------------
-failures=0
-pass() { echo "ok - $*"; }
-fail() {
-    echo "not ok - $*"
-    failures=$((failures + 1))
-}
-expect() { # expect DESCRIPTION GOT WANT
-    if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
-}
-expect_match() { # expect_match DESCRIPTION TEXT REGEX
-    if [[ $2 =~ $3 ]]; then pass "$1"; else fail "$1: '$2' does not match /$3/"; fi
-}
-check() { # check DESCRIPTION FAILURE-TEXT COMMAND...: passes when COMMAND succeeds
-    local what=$1 why=$2
-    shift 2
-    if "$@"; then pass "$what"; else fail "$what: $why"; fi
-}
+# --- checks (pass, fail, expect, expect_match, check, poll: nspawn-guest.sh) ---------
 # A command inside the guest, in all its namespaces, with a clean environment; bounded.
-g() {
-    timeout --kill-after=5 60 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        nsenter -t "$cp_pid" -a -- "$@"
-}
+g() { in_guest 60 "$cp_pid" "$@"; }
 json_field() { # json_field FIELD < JSON
     python3 -c 'import json,sys
 try: print(json.load(sys.stdin).get(sys.argv[1], ""))
 except Exception: print("")' "$1"
 }
-# The guest's systemd offers no event a test outside can wait on for these; poll, bounded.
-poll() { # poll SECONDS COMMAND...: true once COMMAND succeeds
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
 t_start=$SECONDS
 
 # --- the guest's root filesystem -------------------------------------------------
-mkdir -p "$root"
-zstd -dc "$tarball" | tar -x --numeric-owner --xattrs --xattrs-include='*' --acls -C "$root" ||
-    { echo "cannot unpack $tarball"; exit 1; }
-meson install -C "$build" --no-rebuild --quiet --destdir "$root" >"$work/install.log" 2>&1 ||
-    { cat "$work/install.log"; echo "meson install failed"; exit 1; }
-# Both are Debian 12: any library lodge links that the tarball lacks (an ASan runtime, say)
-# comes from the host as it is.
-for bin in lodged lodgectl lodge-supervisor; do
-    ldd "$build/$bin" | awk '/=> \// { print $3 }'
-done | sort -u | while read -r lib; do
-    [[ -e $root$lib ]] || { mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib" &&
-        echo "note: copied $lib from the host"; }
-done
-# dbus-daemon reads policies from /usr/share/dbus-1/system.d and /etc/dbus-1/system.d only.
-policy=$(cd "$root" && find usr etc -name io.lodge1.conf -path '*dbus-1/system.d*' | head -1)
-case $policy in
-usr/share/dbus-1/system.d/* | etc/dbus-1/system.d/*) ;;
-*)
-    echo "note: the bus policy was installed as '/$policy', where dbus-daemon does not look;" \
-        "copied to /etc/dbus-1/system.d"
-    mkdir -p "$root/etc/dbus-1/system.d"
-    cp "$root/$policy" "$root/etc/dbus-1/system.d/" || { echo "no io.lodge1.conf installed"; exit 1; }
-    ;;
-esac
+unpack_guest "$tarball" "$root"
+install_lodge "$root"
 systemctl --root="$root" enable lodged.socket lodged.service >"$work/enable.log" 2>&1 ||
     { cat "$work/enable.log"; echo "cannot enable lodged.socket"; exit 1; }
 echo "# rootfs ready in $((SECONDS - t_start)) s"
 
 # --- boot --------------------------------------------------------------------------
-for r in "${cgroup_roots[@]}"; do mkdir -p "$r/$machine" || exit 1; done
-unified=0
-[[ $mode == unified ]] && unified=1
-# nspawn without machined (--register=no --keep-unit) makes payload/ below its caller's
-# cgroup: so it starts from a cgroup of its own, in every hierarchy systemd uses.
-# shellcheck disable=SC2016
-setsid bash -c 'for r in "${@:3}"; do echo $$ >"$r/$1/cgroup.procs" || exit 1; done
-    [[ $2 == 1 ]] && export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
-    exec systemd-nspawn -q -b -D "$0" --machine="$1" --register=no --keep-unit \
-        --private-network --console=read-only' \
-    "$root" "$machine" "$unified" "${cgroup_roots[@]}" >"$work/console" 2>&1 </dev/null &
-nspawn_pid=$!
-# The container's init is nspawn's child once it runs systemd.
+[[ $mode == unified ]] && export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+boot_guest "$root" "$machine" "$work/console" --private-network
+nspawn_pid=$guest_pid
 find_init() {
-    cp_pid=$(ps -o pid=,comm= --ppid "$nspawn_pid" | awk '$2 == "systemd" { print $1 }')
+    cp_pid=$(guest_init "$nspawn_pid")
     [[ -n $cp_pid ]]
 }
 if ! poll 120 find_init; then

@@ -27,24 +27,9 @@ failover_bound=90 # node powered off -> container running on another node
 move_bound=90     # standby -> container running on another node
 restart_bound=60  # PID 1 killed -> container running again
 
-skip() {
-    echo "SKIP: $*"
-    exit 77
-}
-[[ $EUID -eq 0 ]] || skip "needs root"
-[[ -f $tarball ]] || skip "no tier-3 rootfs at $tarball (scripts/test.sh builds it)"
-[[ -n $build && -f $build/lodged ]] || skip "LODGE_BUILD_DIR does not hold a built lodge"
-for tool in systemd-nspawn nsenter zstd meson python3 timeout setsid ip; do
-    command -v "$tool" >/dev/null || skip "$tool is not installed"
-done
-[[ -d /run/systemd/system ]] && skip "the host runs systemd; this recipe is for hosts without it"
-if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
-    cgroup_roots=(/sys/fs/cgroup)
-else
-    [[ -d /sys/fs/cgroup/unified && -d /sys/fs/cgroup/systemd ]] ||
-        skip "cgroup v1 host without the unified and name=systemd hierarchies"
-    cgroup_roots=(/sys/fs/cgroup/unified /sys/fs/cgroup/systemd)
-fi
+# shellcheck source=tests/lib/nspawn-guest.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../lib/nspawn-guest.sh"
+check_host "$tarball" ip
 
 id=$$
 bridge=lt3br$id
@@ -59,10 +44,7 @@ for n in "${nodes[@]}"; do machine[$n]=t3n$n-$id; done
 
 # --- cleanup: a power cut for every node (they are throwaway), then remove everything -----------
 node_alive() { [[ -n ${nspawn_pid[$1]:-} ]] && kill -0 "${nspawn_pid[$1]}" 2>/dev/null; }
-wait_nspawn() { # NODE SECONDS
-    timeout "$2" tail --pid="${nspawn_pid[$1]}" -f /dev/null 2>/dev/null
-    ! node_alive "$1"
-}
+wait_nspawn() { wait_exit "${nspawn_pid[$1]}" "$2"; } # NODE SECONDS
 power_cut() { # NODE: SIGKILL to its PID 1 ends its pid namespace, and every process in it, at once
     [[ -n ${cp_pid[$1]:-} ]] && kill -KILL "${cp_pid[$1]}" 2>/dev/null
     wait_nspawn "$1" 30 || { kill -KILL "${nspawn_pid[$1]}" 2>/dev/null; wait_nspawn "$1" 10; }
@@ -72,51 +54,18 @@ cleanup() {
     for n in "${nodes[@]}"; do
         node_alive "$n" && power_cut "$n"
         [[ -n ${nspawn_pid[$n]:-} ]] && wait "${nspawn_pid[$n]}" 2>/dev/null
-        for r in "${cgroup_roots[@]}"; do
-            [[ -d $r/${machine[$n]} ]] &&
-                find "$r/${machine[$n]}" -depth -type d -exec rmdir {} + 2>/dev/null
-            [[ -d $r/${machine[$n]} ]] && echo "WARNING: cgroup $r/${machine[$n]} could not be removed"
-        done
-        rm -rf "/run/systemd/nspawn/propagate/${machine[$n]}"
+        remove_guest "${machine[$n]}"
         mountpoint -q "$work/n$n/root" && umount "$work/n$n/root"
     done
     ip link del "$bridge" 2>/dev/null
     rm -rf --one-file-system "$work"
     echo "# cleanup took $((SECONDS - t0)) s"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
-# --- checks --------------------------------------------------------------------------------------
-failures=0
-pass() { echo "ok - $*"; }
-fail() {
-    echo "not ok - $*"
-    failures=$((failures + 1))
-}
-expect() { # expect DESCRIPTION GOT WANT
-    if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
-}
-expect_match() { # expect_match DESCRIPTION TEXT REGEX
-    if [[ $2 =~ $3 ]]; then pass "$1"; else fail "$1: '$2' does not match /$3/"; fi
-}
+# --- checks (pass, fail, expect, expect_match, poll: nspawn-guest.sh) ----------------------------
 # A command on node N, in all its namespaces, with a clean environment; bounded.
-g() {
-    local n=$1
-    shift
-    timeout --kill-after=5 120 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root nsenter -t "${cp_pid[$n]}" -a -- "$@"
-}
-# Nothing in the nodes offers an event a test outside can wait on: poll, bounded.
-poll() { # poll SECONDS COMMAND...: true once COMMAND succeeds
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.2
-    done
-}
+g() { in_guest 120 "${cp_pid[$1]}" "${@:2}"; } # NODE COMMAND...
 now() { date +%s.%N; }
 elapsed() { python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$1" "$2"; }
 # c1's state as lodged on node N reports it.
@@ -147,26 +96,12 @@ ip link add "$bridge" type bridge 2>/dev/null || skip "cannot create a bridge he
 ip link set "$bridge" up || exit 1
 mkdir -p "$base" "$shared"
 chmod 0700 "$shared"
-zstd -dc "$tarball" | tar -x --numeric-owner --xattrs --xattrs-include='*' --acls -C "$base" ||
-    { echo "cannot unpack $tarball"; exit 1; }
+unpack_guest "$tarball" "$base"
 for tool in corosync pacemakerd pcs crm_mon; do
     [[ -n $(find "$base/usr/sbin" "$base/usr/bin" -maxdepth 1 -name "$tool" 2>/dev/null) ]] ||
         skip "the tier-3 rootfs has no $tool (rebuild it with scripts/test.sh)"
 done
-meson install -C "$build" --no-rebuild --quiet --destdir "$base" >"$work/install.log" 2>&1 ||
-    { cat "$work/install.log"; echo "meson install failed"; exit 1; }
-# An ASan build links runtimes the tarball lacks: they come from the host (both are Debian 12).
-for bin in lodged lodgectl lodge-supervisor; do
-    ldd "$build/$bin" | awk '/=> \// { print $3 }'
-done | sort -u | while read -r lib; do
-    [[ -e $base$lib ]] || { mkdir -p "$base$(dirname "$lib")" && cp -L "$lib" "$base$lib" &&
-        echo "note: copied $lib from the host"; }
-done
-policy=$(cd "$base" && find usr etc -name io.lodge1.conf -path '*dbus-1/system.d*' | head -1)
-case $policy in
-usr/share/dbus-1/system.d/* | etc/dbus-1/system.d/*) ;;
-*) mkdir -p "$base/etc/dbus-1/system.d" && cp "$base/$policy" "$base/etc/dbus-1/system.d/" ;;
-esac
+install_lodge "$base"
 [[ -x $base/usr/lib/ocf/resource.d/lodge/container ]] ||
     { echo "meson install did not install ocf:lodge:container"; exit 1; }
 mkdir -p "$base/var/lib/lodge/containers"
@@ -233,17 +168,12 @@ for n in "${nodes[@]}"; do
         "$work/n$n/root" || skip "cannot mount an overlay of the node tree here"
     echo "n$n" >"$work/n$n/root/etc/hostname"
     echo "ADDRESS=$subnet.$n/24" >"$work/n$n/root/etc/t3-net.env"
-    for r in "${cgroup_roots[@]}"; do mkdir -p "$r/${machine[$n]}" || exit 1; done
-    # shellcheck disable=SC2016
-    setsid bash -c 'for r in "${@:4}"; do echo $$ >"$r/$1/cgroup.procs" || exit 1; done
-        exec systemd-nspawn -q -b -D "$0" --machine="$1" --register=no --keep-unit \
-            --network-bridge="$2" --bind="$3:/var/lib/lodge/containers" --console=read-only' \
-        "$work/n$n/root" "${machine[$n]}" "$bridge" "$shared" "${cgroup_roots[@]}" \
-        >"$work/n$n/console" 2>&1 </dev/null &
-    nspawn_pid[$n]=$!
+    boot_guest "$work/n$n/root" "${machine[$n]}" "$work/n$n/console" \
+        --network-bridge="$bridge" --bind="$shared:/var/lib/lodge/containers"
+    nspawn_pid[$n]=$guest_pid
 done
 find_init() {
-    cp_pid[$1]=$(ps -o pid=,comm= --ppid "${nspawn_pid[$1]}" | awk '$2 == "systemd" { print $1 }')
+    cp_pid[$1]=$(guest_init "${nspawn_pid[$1]}")
     [[ -n ${cp_pid[$1]} ]]
 }
 for n in "${nodes[@]}"; do

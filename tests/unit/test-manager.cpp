@@ -8,6 +8,7 @@
 #include "daemon/dbus-api.hpp"
 #include "daemon/manager.hpp"
 #include "devlxd/devlxd-api.hpp"
+#include "event-loop.hpp"
 
 #include <csignal>
 #include <cstdlib>
@@ -130,10 +131,8 @@ public:
 class ManagerTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        sigset_t mask;
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+        event = test::new_lodged_loop();
+        ASSERT_TRUE(event);
         char tmpl[] = "/tmp/lodge-test-manager-XXXXXX";
         ASSERT_NE(::mkdtemp(tmpl), nullptr);
         root = tmpl;
@@ -143,9 +142,6 @@ protected:
         // No systemd scopes, machined or cgroups: a cgroupfs root that is never touched.
         ::setenv("LODGE_CGROUP_ROOT", (root + "/cgroup").c_str(), 1);
         ASSERT_EQ(mkdir_p(root + "/state/containers", 0700), 0);
-        sd_event* e = nullptr;
-        ASSERT_GE(sd_event_new(&e), 0);
-        event.reset(e);
         connect_buses();
         auto fake = std::make_unique<FakeLink>();
         link = fake.get();

@@ -3,6 +3,7 @@
 // its idle limit is killed, a worker killed from outside is reported, and a worker holds no
 // descriptor of its parent it was not given.
 #include "daemon/operation.hpp"
+#include "event-loop.hpp"
 
 #include <csignal>
 #include <fcntl.h>
@@ -17,14 +18,8 @@ namespace {
 class OperationTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        // sd-event's child sources need SIGCHLD blocked, as lodged has it.
-        sigset_t mask;
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-        sd_event* e = nullptr;
-        ASSERT_GE(sd_event_new(&e), 0);
-        event.reset(e);
+        event = test::new_lodged_loop();
+        ASSERT_TRUE(event);
         ops = std::make_unique<Operations>(event.get());
     }
     // Runs the loop until `done` holds (each iteration bounded, 60 iterations at most of 1 s).
