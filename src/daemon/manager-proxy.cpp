@@ -30,7 +30,10 @@ std::vector<ProxyDevice> proxies_of(const ContainerConfig& c) {
     std::vector<ProxyDevice> out;
     for (auto& [dev, keys] : c.devices) {
         ProxyDevice p;
-        if (is_proxy(keys) && parse_proxy_device(dev, keys, p).empty())
+        // The name becomes a record file's name and an nft comment: a config that escaped
+        // validation (an old one on disk) must not name a path or script text.
+        if (is_proxy(keys) && check_device_name(dev).empty() &&
+            parse_proxy_device(dev, keys, p).empty())
             out.push_back(p);
     }
     return out;

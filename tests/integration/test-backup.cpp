@@ -492,7 +492,12 @@ TEST_F(Backup, HostileBackupsAreRefusedAndLeaveNothing) {
             "if kind == 'badsnap':\n"
             "    index += b'snapshots:\\n- ../../escape\\n'\n"
             "add('backup/index.yaml', index)\n"
-            "add('backup/container/backup.yaml', b'container:\\n  config: {}\\n  devices: {}\\n')\n"
+            "devices = b'{}'\n"
+            "if kind == 'baddevice':\n"
+            "    devices = (b'\\n    ../../x:\\n      type: proxy\\n      nat: \"false\"\\n'\n"
+            "               b'      listen: tcp:127.0.0.1:1\\n      connect: tcp:127.0.0.1:2\\n')\n"
+            "add('backup/container/backup.yaml',\n"
+            "    b'container:\\n  config: {}\\n  devices: ' + devices + b'\\n')\n"
             "add('backup/container/rootfs', type=tarfile.DIRTYPE, mode=0o755)\n"
             "add('backup/container/rootfs/ok', b'fine\\n')\n"
             "if kind == 'absolute':\n"
@@ -523,6 +528,8 @@ TEST_F(Backup, HostileBackupsAreRefusedAndLeaveNothing) {
         {"hardlink-dotdot", "refusing entry 'backup/container/rootfs/hl'"},
         {"badname", "give a NAME"},
         {"badsnap", "refusing snapshot name '../../escape'"},
+        // A device name is a file name for the proxy forwarder's record, written as root.
+        {"baddevice", "Device name \"../../x\""},
     };
     for (auto& c : cases) {
         SCOPED_TRACE(c.kind);

@@ -195,6 +195,35 @@ TEST_F(ProxyDevice, KeysAreCheckedWithClearErrors) {
     EXPECT_FALSE(contains(ctl("device list " + c), "px"));
 }
 
+// A device name is a file name (the forwarder's record, written as root) and an nft comment:
+// names that climb out of a directory or end a quoted string are refused, by device add and
+// by config edit (UpdateContainer) alike, and nothing changes.
+TEST_F(ProxyDevice, DeviceNamesThatNamePathsOrScriptTextAreRefused) {
+    std::string c = container("pxn");
+    int st = 0;
+    ASSERT_EQ(ctl("create " + c, &st), "Created container " + c + "\n");
+    const std::string keys = " proxy listen=tcp:127.0.0.1:1 connect=tcp:127.0.0.1:2";
+    for (std::string name : {"'../../x'", "'a/b'", "'a\"b'", "'a\nb'", "'.hidden'"}) {
+        std::string out = ctl("device add " + c + " " + name + keys, &st);
+        EXPECT_NE(st, 0) << name << ": " << out;
+        EXPECT_TRUE(contains(out, "evice name")) << name << ": " << out;
+    }
+    std::string yaml = TestRoot::get().dir + "/" + unique_name("edit") + ".yaml";
+    ASSERT_EQ(write_file_atomic(yaml,
+                                "devices:\n  \"../../../../etc/x\":\n    type: proxy\n"
+                                "    listen: tcp:127.0.0.1:1\n    connect: tcp:127.0.0.1:2\n",
+                                0644),
+              0);
+    std::string out =
+        sh(env_path("LODGE_LODGECTL") + " config edit " + c + " <" + yaml + " 2>&1", &st);
+    ::unlink(yaml.c_str());
+    EXPECT_NE(st, 0) << out;
+    EXPECT_TRUE(contains(out, "Device name")) << out;
+    std::string list = ctl("device list " + c, &st);
+    EXPECT_EQ(st, 0) << list;
+    EXPECT_FALSE(contains(list, "proxy")) << list;
+}
+
 TEST_F(ProxyDevice, ForwarderReachesTheContainerFromHostLoopbackAndGoesWithTheDevice) {
     std::string c = container("pxf");
     int st = 0;
