@@ -317,6 +317,44 @@ TEST_F(ProxyDevice, ForwarderSurvivesLodgedKilled) {
         << page;
 }
 
+// A stopped container's record names a pid that is now another container's forwarder (its own
+// died with it, the pid was reused): the record goes, the other forwarder lives on.
+TEST_F(ProxyDevice, AStaleRecordNeverStopsAnotherContainersForwarder) {
+    std::string a = container("pxa");
+    std::string b = container("pxb");
+    int st = 0;
+    ASSERT_EQ(ctl("create " + a, &st), "Created container " + a + "\n");
+    ASSERT_EQ(ctl("create " + b, &st), "Created container " + b + "\n");
+    std::string out = ctl("start " + a, &st);
+    ASSERT_EQ(st, 0) << out;
+    int port = base_port() + 5;
+    out = ctl("device add " + a + " web proxy listen=tcp:127.0.0.1:" + std::to_string(port) +
+                  " connect=tcp:127.0.0.1:8000",
+              &st);
+    ASSERT_EQ(st, 0) << out;
+    pid_t fwd = forwarder(a, "web");
+    ASSERT_GT(fwd, 0);
+    std::string spec =
+        " proxy listen=tcp:127.0.0.1:" + std::to_string(port + 1) + " connect=tcp:127.0.0.1:8000";
+    // Records as an older lodged wrote them (no start time) and with another start time.
+    for (std::string tail : {std::string(), std::string("1\n")}) {
+        SCOPED_TRACE(tail);
+        out = ctl("device add " + b + " old" + spec, &st);
+        ASSERT_EQ(st, 0) << out;
+        ASSERT_EQ(mkdir_p(TestRoot::get().dir + "/run/proxies/" + b, 0700), 0);
+        ASSERT_EQ(write_file_atomic(pid_file(b, "old"),
+                                    std::to_string(fwd) + "\ntcp:127.0.0.1:" +
+                                        std::to_string(port + 1) + " tcp:127.0.0.1:8000\n" + tail,
+                                    0600),
+                  0);
+        out = ctl("device remove " + b + " old", &st); // lodged syncs b's forwarders
+        ASSERT_EQ(st, 0) << out;
+        EXPECT_FALSE(exists(pid_file(b, "old")));
+        EXPECT_TRUE(alive(fwd));
+        EXPECT_EQ(forwarder(a, "web"), fwd);
+    }
+}
+
 TEST_F(ProxyDevice, UdpEchoThroughTheForwarder) {
     std::string c = container("pxu");
     int st = 0;
