@@ -2,8 +2,8 @@
 // downloads every launch from a remote shares (ImageService::ensure_local).
 #include "daemon/image-methods.hpp"
 
+#include "image/remote-protocol.hpp"
 #include "image/remotes.hpp"
-#include "image/simplestreams.hpp"
 
 #include "common/fileio.hpp"
 #include "common/validate.hpp"
@@ -89,7 +89,9 @@ nlohmann::json catalog_json(const std::vector<image::RemoteImage>& images) {
         list.push_back({{"fingerprint", img.fingerprint},
                         {"architecture", img.architecture},
                         {"description", img.description},
-                        {"type", img.rootfs.ftype.empty() ? "unified" : "split"},
+                        {"type", !img.kind.empty()          ? img.kind
+                                 : img.rootfs.ftype.empty() ? "unified"
+                                                            : "split"},
                         {"size", img.metadata.size + img.rootfs.size},
                         {"aliases", img.aliases}});
     return {{"images", list}};
@@ -187,17 +189,13 @@ int method_list_remote_images(sd_bus_message* m, void* ud, sd_bus_error* e) {
             if (catalog_reads >= max_catalog_reads)
                 return sd_bus_error_set(e, errors::busy,
                                         "Too many remote catalogs are being read; try again later");
-            if (remote.protocol != "simplestreams")
-                return sd_bus_error_setf(e, SD_BUS_ERROR_NOT_SUPPORTED,
-                                         "Remote \"%s\" speaks %s; lodge reads simplestreams only",
-                                         name, remote.protocol.c_str());
             OperationSpec op;
             op.what = std::string("catalog of ") + name;
             op.kind = OperationKind::cleanup;
             op.idle_timeout_usec = (stall_seconds() + 60) * 1000000ULL;
             op.work = [remote](Worker& w, std::string& why) {
                 std::vector<image::RemoteImage> images;
-                int r = image::list_remote(remote.url, http_options(remote), images, why);
+                int r = image::list_remote_images(remote, http_options(remote), images, why);
                 if (r >= 0)
                     w.data = catalog_json(images);
                 return r < 0 ? r : 0;
@@ -284,10 +282,6 @@ void ImageService::ensure_local(const std::string& ref, bool cached, Fetched the
         }
         return then(0, newest.fingerprint, "");
     }
-    if (remote.protocol != "simplestreams")
-        return then(-EOPNOTSUPP, "",
-                    "Remote \"" + remote_name + "\" speaks the " + remote.protocol +
-                        " protocol, which lodge cannot download from yet (simplestreams only)");
     if (auto d = downloads_.find(key); d != downloads_.end()) {
         d->second.waiters.push_back(std::move(then));
         return;
@@ -304,11 +298,11 @@ void ImageService::ensure_local(const std::string& ref, bool cached, Fetched the
         auto options = http_options(remote);
         w.progress(0, 0, "index");
         image::RemoteImage img;
-        if (int r = image::lookup_remote(remote.url, options, name, img, why); r < 0)
+        if (int r = image::lookup_remote_image(remote, options, name, img, why); r < 0)
             return r;
         image::ImageInfo info;
-        int r = image::download_remote(
-            remote.url, options, img, work_dir, info,
+        int r = image::download_remote_image(
+            remote, options, img, work_dir, info,
             [&w](const std::string& stage, uint64_t done, uint64_t total) {
                 w.progress(done, total, stage);
             },

@@ -3,8 +3,8 @@
 
 #include "daemon/container-dbus.hpp"
 #include "daemon/image-methods.hpp"
+#include "image/remote-protocol.hpp"
 #include "image/remotes.hpp"
-#include "image/simplestreams.hpp"
 
 #include "common/fileio.hpp"
 #include "common/log.hpp"
@@ -258,9 +258,9 @@ void ImageUpdater::check_one(const image::ImageInfo& info,
     split_ref(info.source, remote_name, name);
     auto remotes = image::load_remotes();
     auto it = remotes.find(remote_name);
-    if (it == remotes.end() || it->second.protocol != "simplestreams") {
-        log_warning("Image %s follows %s, whose remote is gone or not simplestreams",
-                    info.fingerprint.c_str(), info.source.c_str());
+    if (it == remotes.end()) {
+        log_warning("Image %s follows %s, whose remote is gone", info.fingerprint.c_str(),
+                    info.source.c_str());
         return done("");
     }
     image::Remote remote = it->second;
@@ -271,7 +271,7 @@ void ImageUpdater::check_one(const image::ImageInfo& info,
     op.work = [remote, name](Worker& w, std::string& why) {
         image::RemoteImage img;
         if (int r =
-                image::lookup_remote(remote.url, image_bus::http_options(remote), name, img, why);
+                image::lookup_remote_image(remote, image_bus::http_options(remote), name, img, why);
             r < 0)
             return r;
         w.data["fingerprint"] = img.fingerprint;

@@ -14,10 +14,14 @@ struct CurlFree {
 };
 
 struct Transfer {
+    Transfer(const HttpSink* s, const HttpProgress* p) : sink(s), progress(p) {}
     const HttpSink* sink = nullptr;
     const HttpProgress* progress = nullptr;
     uint64_t done = 0, last_report = 0;
     bool stopped = false;
+    bool fail_on_error = true; // an HTTP error status fails the transfer (its body unread)
+    long status = 0;           // after the transfer: the HTTP status
+    std::string content_type;  // after the transfer: the Content-Type header, if any
 };
 
 size_t on_data(char* ptr, size_t size, size_t nmemb, void* userdata) {
@@ -72,7 +76,7 @@ int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& 
     curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(c, CURLOPT_FAILONERROR, t.fail_on_error ? 1L : 0L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -98,6 +102,10 @@ int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& 
     if (offset > 0)
         curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(offset));
     CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &t.status);
+    if (const char* type = nullptr;
+        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &type) == CURLE_OK && type)
+        t.content_type = type;
     if (rc == CURLE_OK) {
         if (t.progress && *t.progress)
             (*t.progress)(t.done, t.done);
@@ -115,11 +123,8 @@ int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& 
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
         return -ETIMEDOUT;
-    case CURLE_HTTP_RETURNED_ERROR: {
-        long code = 0;
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-        return code == 404 ? -ENOENT : -EIO;
-    }
+    case CURLE_HTTP_RETURNED_ERROR:
+        return t.status == 404 ? -ENOENT : -EIO;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CONNECT_ERROR:
@@ -131,10 +136,12 @@ int run(const std::string& url, const HttpOptions& o, Transfer& t, std::string& 
 
 } // namespace
 
-int http_get(const std::string& url, const HttpOptions& options, size_t max_bytes,
-             std::string& body, std::string& error) {
+namespace {
+
+Transfer body_transfer(const std::string& url, size_t max_bytes, std::string& body,
+                       std::string& error, HttpSink& sink, HttpProgress& none) {
     body.clear();
-    HttpSink sink = [&](const char* data, size_t n) {
+    sink = [&url, max_bytes, &body, &error](const char* data, size_t n) {
         if (body.size() + n > max_bytes) {
             error = url + " is larger than " + std::to_string(max_bytes) + " bytes";
             return false;
@@ -142,8 +149,27 @@ int http_get(const std::string& url, const HttpOptions& options, size_t max_byte
         body.append(data, n);
         return true;
     };
+    return Transfer{&sink, &none};
+}
+
+} // namespace
+
+int http_get_any_status(const std::string& url, const HttpOptions& options, size_t max_bytes,
+                        std::string& body, long& status, std::string& error) {
+    HttpSink sink;
     HttpProgress none;
-    Transfer t{&sink, &none};
+    Transfer t = body_transfer(url, max_bytes, body, error, sink, none);
+    t.fail_on_error = false;
+    int r = run(url, options, t, error);
+    status = t.status;
+    return r;
+}
+
+int http_get(const std::string& url, const HttpOptions& options, size_t max_bytes,
+             std::string& body, std::string& error) {
+    HttpSink sink;
+    HttpProgress none;
+    Transfer t = body_transfer(url, max_bytes, body, error, sink, none);
     return run(url, options, t, error);
 }
 
@@ -154,13 +180,17 @@ int http_download(const std::string& url, const HttpOptions& options, const Http
 }
 
 int http_download_from(const std::string& url, const HttpOptions& options, uint64_t offset,
-                       const HttpSink& sink, const HttpProgress& progress, std::string& error) {
+                       const HttpSink& sink, const HttpProgress& progress, std::string& error,
+                       std::string* content_type) {
     HttpProgress shifted = [&](uint64_t done, uint64_t total) {
         if (progress)
             progress(offset + done, total ? offset + total : 0);
     };
     Transfer t{&sink, &shifted};
-    return run(url, options, t, error, offset);
+    int r = run(url, options, t, error, offset);
+    if (content_type)
+        *content_type = t.content_type;
+    return r;
 }
 
 std::string url_join(const std::string& base, const std::string& path) {

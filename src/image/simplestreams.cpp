@@ -227,28 +227,31 @@ namespace {
 // stopped, or from the start when the server serves no ranges) before it fails.
 constexpr int max_download_attempts = 4;
 
-// One item into `path`, checked against its size and sha256; `combined` hashes on.
-int fetch_item(const std::string& base_url, const HttpOptions& options, const StreamFile& f,
-               const std::string& path, const std::string& stage, Sha256& combined,
-               const StageProgress& progress, std::string& error) {
+} // namespace
+
+int fetch_file(const FetchFile& f, const HttpOptions& options, const std::vector<Sha256*>& hashes,
+               const StageProgress& progress, uint64_t& got, std::string* content_type,
+               std::string& error) {
+    const std::string& path = f.path;
     if (progress)
-        progress(stage, 0, f.size);
+        progress(f.stage, 0, f.expected_size);
     Fd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!out) {
         error = "Cannot create " + path + ": " + std::strerror(errno);
         return log_error_errno(errno, "Cannot create %s", path.c_str());
     }
-    const Sha256 combined_before = combined; // to start over from
-    Sha256 own;
-    uint64_t got = 0;
+    std::vector<Sha256> hashes_before; // to start over from
+    for (auto* h : hashes)
+        hashes_before.push_back(*h);
+    got = 0;
     HttpSink sink = [&](const char* data, size_t n) {
-        if (f.size && got + n > f.size) {
-            error =
-                "The remote sent more than the " + std::to_string(f.size) + " bytes of " + f.path;
+        if (got + n > f.max_size) {
+            error = "The remote sent more than the " + std::to_string(f.max_size) + " bytes of " +
+                    f.name;
             return false;
         }
-        own.update(data, n);
-        combined.update(data, n);
+        for (auto* h : hashes)
+            h->update(data, n);
         for (size_t done = 0; done < n;) {
             ssize_t w = ::write(out.get(), data + done, n - done);
             if (w < 0 && errno == EINTR)
@@ -264,20 +267,19 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
     };
     HttpProgress report = [&](uint64_t done, uint64_t total) {
         if (progress)
-            progress(stage, done, total ? total : f.size);
+            progress(f.stage, done, total ? total : f.expected_size);
     };
-    std::string url = url_join(base_url, f.path);
     int r = 0;
     for (int attempt = 1; attempt <= max_download_attempts; attempt++) {
-        r = http_download_from(url, options, got, sink, report, error);
+        r = http_download_from(f.url, options, got, sink, report, error, content_type);
         if (r == -ESPIPE) {
             // No ranges: the bytes so far go, and the file is fetched whole again.
             if (::ftruncate(out.get(), 0) < 0 || ::lseek(out.get(), 0, SEEK_SET) < 0) {
                 error = "Cannot empty " + path + ": " + std::strerror(errno);
                 return -errno;
             }
-            own = Sha256();
-            combined = combined_before;
+            for (size_t i = 0; i < hashes.size(); i++)
+                *hashes[i] = hashes_before[i];
             got = 0;
             continue;
         }
@@ -285,10 +287,30 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
         if (!cut_short || attempt == max_download_attempts)
             break;
         log_warning("Download of %s stopped at %llu of %llu bytes (attempt %d of %d): resuming",
-                    f.path.c_str(), static_cast<unsigned long long>(got),
-                    static_cast<unsigned long long>(f.size), attempt, max_download_attempts);
+                    f.name.c_str(), static_cast<unsigned long long>(got),
+                    static_cast<unsigned long long>(f.expected_size), attempt,
+                    max_download_attempts);
     }
     if (r < 0)
+        return r;
+    if (::fsync(out.get()) < 0) {
+        error = "Cannot sync " + path + ": " + std::strerror(errno);
+        return -errno;
+    }
+    return 0;
+}
+
+namespace {
+
+// One item into `path`, checked against its size and sha256; `combined` hashes on.
+int fetch_item(const std::string& base_url, const HttpOptions& options, const StreamFile& f,
+               const std::string& path, const std::string& stage, Sha256& combined,
+               const StageProgress& progress, std::string& error) {
+    Sha256 own;
+    uint64_t got = 0;
+    FetchFile file{url_join(base_url, f.path),   f.path, path, stage,
+                   f.size ? f.size : UINT64_MAX, f.size};
+    if (int r = fetch_file(file, options, {&own, &combined}, progress, got, nullptr, error); r < 0)
         return r;
     if (f.size && got != f.size)
         return invalid(error, "Download of " + f.path + " is truncated: " + std::to_string(got) +
@@ -297,10 +319,6 @@ int fetch_item(const std::string& base_url, const HttpOptions& options, const St
     if (sum != f.sha256)
         return invalid(error,
                        "sha256 mismatch for " + f.path + ": expected " + f.sha256 + ", got " + sum);
-    if (::fsync(out.get()) < 0) {
-        error = "Cannot sync " + path + ": " + std::strerror(errno);
-        return -errno;
-    }
     return 0;
 }
 

@@ -28,6 +28,7 @@ struct RemoteImage {
     StreamFile metadata;  // lxd_combined.tar.gz for a unified image
     StreamFile rootfs;    // empty ftype for a unified image
     std::string unusable; // why lodge cannot use it ("" if it can)
+    std::string kind;     // "lxd": an LXD server's image (split or not shows at download)
 };
 
 // Parsing, for tests too. 0 or -EINVAL with `error` set.
@@ -52,9 +53,24 @@ int list_remote(const std::string& base_url, const HttpOptions& options,
 int lookup_remote(const std::string& base_url, const HttpOptions& options, const std::string& ref,
                   RemoteImage& out, std::string& error);
 
+using StageProgress = std::function<void(const std::string& stage, uint64_t done, uint64_t total)>;
+
+// One file of an image server into the new file `path` (never there before): a transfer cut
+// short is taken up again by a Range request from where it stopped, or from the start when the
+// server serves no ranges. More than `max_size` bytes are refused. Each of `hashes` is fed the
+// bytes in order (and set back when the file starts over); `got` = the bytes written;
+// `content_type` (when given) = the server's Content-Type. Shared by both protocols.
+struct FetchFile {
+    std::string url, name, path, stage; // name: what errors call it
+    uint64_t max_size = 0;
+    uint64_t expected_size = 0; // for progress; 0 if unknown
+};
+int fetch_file(const FetchFile& f, const HttpOptions& options, const std::vector<Sha256*>& hashes,
+               const StageProgress& progress, uint64_t& got, std::string* content_type,
+               std::string& error);
+
 // Downloads `img` into `work_dir` (image, rootfs), checking every file's size and sha256 and
 // the fingerprint, then reads metadata.yaml into `info`. `progress(stage, done, total)`.
-using StageProgress = std::function<void(const std::string& stage, uint64_t done, uint64_t total)>;
 int download_remote(const std::string& base_url, const HttpOptions& options, const RemoteImage& img,
                     const std::string& work_dir, ImageInfo& info, const StageProgress& progress,
                     std::string& error);

@@ -603,4 +603,119 @@ TEST_F(ImageRemote, CloudInitRunsUserDataOfADebianImageFromARemote) {
     EXPECT_EQ(ctl("exec " + c + " -- cloud-init query userdata"), user_data + "\n");
 }
 
+// The same server answering as an LXD server's REST API (remote add --protocol lxd): public
+// images are listed (a private one is not), a unified image launches and runs, a split one
+// (a multipart export) is copied with the fingerprint sha256(metadata || rootfs).
+class LxdRemote : public ImageRemote {
+protected:
+    void SetUp() override {
+        ImageRemote::SetUp();
+        if (IsSkipped() || HasFatalFailure())
+            return;
+        std::string img = dir + "/img", add = "python3 " + env_path("LODGE_FIXTURES") +
+                                              "/simplestreams.py add-lxd " + root + " ";
+        std::string machine = sh("uname -m | tr -d '\\n'");
+        int st = 0;
+        unified_fp =
+            sh(add + "busybox,bbu " + machine + " --unified " + img + "/unified.tar.gz", &st);
+        ASSERT_EQ(st, 0) << unified_fp;
+        split_fp = sh(add + "bbsplit " + machine + " --meta " + img + "/meta.tar.xz --rootfs " +
+                          img + "/root.tar.xz",
+                      &st);
+        ASSERT_EQ(st, 0) << split_fp;
+        // Another image, private: made from the split files in the other order.
+        private_fp = sh(add + "secret " + machine + " --meta " + img + "/root.tar.xz --rootfs " +
+                            img + "/meta.tar.xz --private yes",
+                        &st);
+        ASSERT_EQ(st, 0) << private_fp;
+        for (auto* fp : {&unified_fp, &split_fp, &private_fp})
+            fp->pop_back();
+        lxd = unique_name("t2");
+        std::string out =
+            ctl("remote add " + lxd + " " + url + " --protocol lxd --ca " + dir + "/ca.crt", &st);
+        ASSERT_EQ(st, 0) << out;
+    }
+    std::string lxd, unified_fp, split_fp, private_fp;
+};
+
+TEST_F(LxdRemote, ListLaunchAndCopyFromAnLxdServer) {
+    std::string out = ctl("image list " + lxd + ": --json");
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    ASSERT_TRUE(j.is_array()) << out;
+    EXPECT_EQ(j.size(), 2u) << out;
+    EXPECT_TRUE(contains(out, unified_fp)) << out;
+    EXPECT_TRUE(contains(out, "\"bbsplit\"")) << out;
+    EXPECT_FALSE(contains(out, private_fp)) << out;
+    EXPECT_FALSE(contains(out, "secret")) << out;
+
+    int st = 0;
+    std::string c1 = make("l1");
+    out = ctl("launch " + lxd + ":busybox " + c1, &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("exec " + c1 + " -- echo answered"), "answered\n");
+    EXPECT_EQ(ctl("config get " + c1 + " volatile.base_image"), unified_fp + "\n");
+    EXPECT_EQ(ctl("config get " + c1 + " image.os"), "BusyBox\n");
+    EXPECT_EQ(requests("1.0/images/" + unified_fp + "/export"), "1\n");
+
+    std::string alias = unique_name("fromlxd");
+    out = ctl("image copy " + lxd + ":bbsplit local: --alias " + alias + " -q", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(out, split_fp + "\n");
+    EXPECT_EQ(split_fp + "\n", sh("cat " + dir + "/img/meta.tar.xz " + dir +
+                                  "/img/root.tar.xz | sha256sum | cut -d' ' -f1"));
+    auto info = nlohmann::json::parse(ctl("image info " + alias + " --json"), nullptr, false);
+    ASSERT_TRUE(info.is_object()) << ctl("image info " + alias);
+    EXPECT_EQ(info["type"], "split") << info.dump();
+    EXPECT_EQ(info["source"], lxd + ":bbsplit") << info.dump();
+    // By fingerprint prefix too (already here: nothing is downloaded again).
+    std::string c2 = make("l2");
+    out = ctl("launch " + lxd + ":" + split_fp.substr(0, 12) + " " + c2, &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("exec " + c2 + " -- echo split"), "split\n");
+    EXPECT_TRUE(wait_until([this] { return hidden().empty(); })) << hidden();
+}
+
+// A tampered export, an unknown alias, a private image and a malformed multipart export each
+// fail with a clear error and leave no image, container or work directory behind.
+TEST_F(LxdRemote, FailedLxdDownloadsLeaveNothing) {
+    int st = 0;
+    std::string c = make("lbad");
+    // One byte of the served unified export changed: its sha256 is no longer the fingerprint.
+    sh("printf 'X' | dd of=" + root + "/lxd/" + unified_fp +
+       "/unified bs=1 seek=200 conv=notrunc 2>/dev/null");
+    std::string out = ctl("launch " + lxd + ":busybox " + c, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "Fingerprint mismatch")) << out;
+    expect_nothing_left(c);
+
+    out = ctl("launch " + lxd + ":nosuch " + c, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "no image \"nosuch\"")) << out;
+    EXPECT_TRUE(contains(out, "Image alias not found")) << out; // the server's own words
+    EXPECT_TRUE(contains(out, lxd)) << out;
+    expect_nothing_left(c);
+
+    out = ctl("launch " + lxd + ":secret " + c, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "not public")) << out;
+    EXPECT_EQ(requests(private_fp + "/export"), "0\n");
+    expect_nothing_left(c);
+    out = ctl("image copy " + lxd + ":" + private_fp + " local:", &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "not public")) << out;
+    expect_nothing_left(c);
+
+    control("{\"malformed_multipart\": [\"" + split_fp + "\"]}");
+    out = ctl("launch " + lxd + ":bbsplit " + c, &st);
+    EXPECT_NE(st, 0);
+    EXPECT_TRUE(contains(out, "Malformed multipart")) << out;
+    expect_nothing_left(c);
+
+    // The same split image, well formed, launches.
+    control("{}");
+    out = ctl("launch " + lxd + ":bbsplit " + c, &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("exec " + c + " -- echo ok"), "ok\n");
+}
+
 } // namespace
