@@ -315,19 +315,25 @@ int split_lxd_multipart(const std::string& export_path, const std::string& bound
             break;
         }
         case State::body: {
+            // A delimiter counts when "--" (the end) or CRLF (a next part) follows it, as in
+            // RFC 2046; the same bytes followed by anything else are data.
             size_t at = buf.find(delimiter);
-            // Without a delimiter, all but its possible start goes out.
-            size_t flush = at != std::string::npos ? at
-                           : buf.size() >= delimiter.size() - 1
-                               ? buf.size() - (delimiter.size() - 1)
-                               : 0;
+            while (at != std::string::npos && buf.size() >= at + delimiter.size() + 2 &&
+                   buf.compare(at + delimiter.size(), 2, "--") != 0 &&
+                   buf.compare(at + delimiter.size(), 2, "\r\n") != 0)
+                at = buf.find(delimiter, at + 1);
+            bool found = at != std::string::npos && buf.size() >= at + delimiter.size() + 2;
+            // Until a whole delimiter shows, what comes before where one may start goes out.
+            size_t flush = at != std::string::npos          ? at
+                           : buf.size() >= delimiter.size() ? buf.size() - (delimiter.size() - 1)
+                                                            : 0;
             combined.update(buf.data(), flush);
             if (int r = write_all(out.get(), buf.data(), flush); r < 0) {
                 error = "Cannot write " + *paths[part] + ": " + std::strerror(-r);
                 return log_error_errno(r, "Cannot write %s", paths[part]->c_str());
             }
             buf.erase(0, flush);
-            if (at == std::string::npos) {
+            if (!found) {
                 need_more = true;
                 break;
             }

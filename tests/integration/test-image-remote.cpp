@@ -718,4 +718,43 @@ TEST_F(LxdRemote, FailedLxdDownloadsLeaveNothing) {
     EXPECT_EQ(ctl("exec " + c + " -- echo ok"), "ok\n");
 }
 
+// A cut export is resumed by a Range request; an image copied with --auto-update from an LXD
+// server follows its alias there (RefreshImages, the refresh timer's work).
+TEST_F(LxdRemote, ResumedExportAndAutoUpdate) {
+    std::string export_path = "1.0/images/" + unified_fp + "/export";
+    control("{\"truncate_once\": [\"" + export_path + "\"]}");
+    int st = 0;
+    std::string alias = unique_name("follow");
+    std::string out =
+        ctl("image copy " + lxd + ":busybox local: --alias " + alias + " --auto-update -q", &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(out, unified_fp + "\n");
+    EXPECT_EQ(requests(export_path), "2\n") << sh("cat " + dir + "/requests.log");
+    EXPECT_EQ(requests(export_path + " range=bytes="), "1\n");
+    control("{}");
+
+    std::string refresh = "busctl call io.lodge1 /io/lodge1 io.lodge1.Manager RefreshImages";
+    EXPECT_EQ(sh(refresh + " 2>&1"), "a(ss) 0\n");
+    // A newer image takes the alias on the server.
+    std::string img = dir + "/img";
+    out = sh("set -e; cd " + img +
+                 " && cp -a rootfs rootfs2 && echo v2 > rootfs2/root/version && mkdir u2 && "
+                 "mv rootfs2 u2/rootfs && cp metadata.yaml u2/ && tar -C u2 -czf unified2.tar.gz "
+                 "metadata.yaml rootfs && python3 " +
+                 env_path("LODGE_FIXTURES") + "/simplestreams.py add-lxd " + root +
+                 " busybox $(uname -m) --unified unified2.tar.gz",
+             &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string new_fp = out.substr(0, out.find('\n'));
+    EXPECT_EQ(sh(refresh + " 2>&1"), "a(ss) 1 \"" + unified_fp + "\" \"" + new_fp + "\"\n");
+    auto entry = nlohmann::json::parse(ctl("image info " + alias + " --json"), nullptr, false);
+    ASSERT_TRUE(entry.is_object()) << ctl("image info " + alias);
+    EXPECT_EQ(entry["fingerprint"], new_fp);
+    EXPECT_EQ(fingerprints(), std::vector<std::string>{new_fp});
+    std::string c = make("upd");
+    ASSERT_EQ(ctl("launch " + alias + " " + c, &st), "Launched container " + c + "\n");
+    EXPECT_EQ(ctl("exec " + c + " -- cat /root/version"), "v2\n");
+    EXPECT_TRUE(wait_until([this] { return hidden().empty(); })) << hidden();
+}
+
 } // namespace

@@ -2,6 +2,7 @@
 // ingest's hashing and metadata checks, and the simplestreams catalog parser.
 #include "common/fd.hpp"
 #include "common/fileio.hpp"
+#include "image/lxd-remote.hpp"
 #include "image/simplestreams.hpp"
 #include "image/store.hpp"
 
@@ -200,6 +201,121 @@ TEST(Simplestreams, CatalogNewestVersionAliasesAndArchitectures) {
     EXPECT_EQ(parse_stream_index("[]", paths, e), -EINVAL);
     EXPECT_EQ(parse_stream_products("{\"products\": 1}", images, e), -EINVAL);
     EXPECT_EQ(url_join("https://h/a/", "/streams/v1/x"), "https://h/a/streams/v1/x");
+}
+
+// LXD's /1.0/images entries: public container images only; LXD's architecture names compared
+// as simplestreams' ones.
+TEST(LxdRemote, ImageEntries) {
+    auto entry = nlohmann::json::parse(R"({"fingerprint": ")" + std::string(64, 'a') +
+                                       R"(", "public": true, "type": "container", "size": 42,
+        "architecture": "x86_64", "aliases": [{"name": "busybox", "description": ""}],
+        "properties": {"os": "BusyBox", "description": "bb"}})");
+    RemoteImage img;
+    std::string why;
+    ASSERT_TRUE(parse_lxd_image(entry, img, why)) << why;
+    EXPECT_EQ(img.architecture, "amd64");
+    EXPECT_EQ(img.aliases, std::vector<std::string>{"busybox"});
+    EXPECT_EQ(img.metadata.path, "1.0/images/" + std::string(64, 'a') + "/export");
+    EXPECT_EQ(img.metadata.size, 42u);
+    EXPECT_EQ(img.description, "bb");
+    auto priv = entry;
+    priv["public"] = false;
+    EXPECT_FALSE(parse_lxd_image(priv, img, why));
+    EXPECT_NE(why.find("not public"), std::string::npos) << why;
+    priv.erase("public");
+    EXPECT_FALSE(parse_lxd_image(priv, img, why));
+    auto vm = entry;
+    vm["type"] = "virtual-machine";
+    EXPECT_FALSE(parse_lxd_image(vm, img, why));
+    auto bad = entry;
+    bad["fingerprint"] = "../../etc";
+    EXPECT_FALSE(parse_lxd_image(bad, img, why));
+    auto nosize = entry;
+    nosize.erase("size");
+    EXPECT_FALSE(parse_lxd_image(nosize, img, why));
+}
+
+TEST(LxdRemote, MultipartBoundary) {
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc123"), "abc123");
+    EXPECT_EQ(multipart_boundary("Multipart/Form-Data; boundary=\"a b\"; x=y"), "a b");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc; charset=x"), "abc");
+    EXPECT_EQ(multipart_boundary("application/octet-stream"), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-data"), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=" + std::string(71, 'x')), "");
+}
+
+class Multipart : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/lodge-multipart-unit-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir = tmpl;
+    }
+    void TearDown() override { sh("rm -rf " + dir); }
+    static std::string part(const std::string& name, const std::string& data) {
+        return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name +
+               "\"; filename=\"x.tar.xz\"\r\nContent-Type: application/octet-stream\r\n\r\n" +
+               data + "\r\n";
+    }
+    // Splits `body`; 0 or the error (with `error` set).
+    int split(const std::string& body, std::string& combined) {
+        sh("rm -f " + dir + "/meta " + dir + "/rootfs");
+        EXPECT_EQ(write_file_atomic(dir + "/export", body), 0);
+        return split_lxd_multipart(dir + "/export", boundary, dir + "/meta", dir + "/rootfs",
+                                   combined, error);
+    }
+    std::string dir, error;
+    static inline const std::string boundary = "0123456789abcdef";
+};
+
+TEST_F(Multipart, TwoPartsAcrossReadsWithBoundaryLookalikes) {
+    // Parts over the reader's 1 MiB chunks, holding what looks like a delimiter but is not
+    // one (not followed by CRLF or "--"), one of them across a chunk's end.
+    std::string meta = "metadata.yaml bytes\r\n--" + boundary + "X\r\n";
+    std::string rootfs(3u << 20, 'r');
+    for (size_t at : {size_t{100}, (size_t{1} << 20) - 10, (size_t{2} << 20) - 3})
+        rootfs.replace(at, boundary.size() + 5, "\r\n--" + boundary + "Y");
+    std::string body = part("metadata", meta) + part("rootfs", rootfs);
+    body.erase(body.size() - 2); // the last CRLF belongs to the closing delimiter
+    body += "\r\n--" + boundary + "--\r\n";
+    std::string combined;
+    ASSERT_EQ(split(body, combined), 0) << error;
+    std::string got_meta, got_rootfs;
+    ASSERT_EQ(read_file(dir + "/meta", got_meta), 0);
+    ASSERT_EQ(read_file(dir + "/rootfs", got_rootfs), 0);
+    EXPECT_EQ(got_meta, meta);
+    EXPECT_TRUE(got_rootfs == rootfs) << got_rootfs.size() << " bytes, not " << rootfs.size();
+    Sha256 both;
+    both.update(meta.data(), meta.size());
+    both.update(rootfs.data(), rootfs.size());
+    EXPECT_EQ(combined, both.hex());
+}
+
+TEST_F(Multipart, MalformedBodiesAreRefused) {
+    std::string end = "--" + boundary + "--\r\n";
+    std::string good = part("metadata", "m") + part("rootfs", "r");
+    std::string combined;
+    // (part() ends every part with the CRLF that starts the next delimiter.)
+    ASSERT_EQ(split(good + end, combined), 0) << error;
+    std::vector<std::pair<std::string, std::string>> cases = {
+        {"preamble\r\n" + good + end, "does not start"},
+        {part("rootfs", "r") + part("metadata", "m") + end, "not \"metadata\""},
+        {good + part("rootfs", "again") + end, "more than two parts"},
+        {part("metadata", "m") + end, "no rootfs part"},
+        {good, "ends inside"},
+        {part("metadata", std::string(1000, 'm')), "ends inside"},
+        {"--" + boundary + "\r\n" + std::string(20000, 'h'), "part headers"},
+        {"--" + boundary + "\r\nContent-Type: x\r\n\r\nm\r\n" + end, "is \"\""},
+        // A delimiter followed by neither CRLF nor "--" is data: this one never ends.
+        {part("metadata", "m") + "--" + boundary + "??", "ends inside metadata"},
+        {"", "ends inside"},
+    };
+    for (auto& [body, why] : cases) {
+        error.clear();
+        EXPECT_EQ(split(body, combined), -EPROTO) << why;
+        EXPECT_NE(error.find("Malformed multipart"), std::string::npos) << error;
+        EXPECT_NE(error.find(why), std::string::npos) << error;
+    }
 }
 
 } // namespace
