@@ -4,6 +4,8 @@
 # with a CA made here):
 #   - launch from the remote: a fresh download each round (the image deleted in between),
 #     unpack, start (`lodgectl launch bench:bench` / `lxc launch bench:bench`);
+#   - the same from the same server speaking LXD's REST API (a `--protocol lxd` remote; lodge
+#     only: LXD would want a trusted client certificate for its own protocol's setup);
 #   - launch from a warm store: the image already local;
 #   - unpack rate: `lodgectl create` from the store, in MB/s of the compressed image, against
 #     `tar -xJf` of the same file.
@@ -32,7 +34,7 @@ LXD_PID=""
 had_lxc_pivot=0; [[ -e /sys/fs/cgroup/unified/lxc.pivot ]] && had_lxc_pivot=1
 cleanup() {
   set +e
-  for n in $(seq 1 $((rounds * 3 + 1))); do "$build/lodgectl" delete --force "bi$n" >/dev/null 2>&1; done
+  for n in $(seq 1 $((rounds * 4 + 1))); do "$build/lodgectl" delete --force "bi$n" >/dev/null 2>&1; done
   if [[ -n $LXD_PID ]] && kill -0 "$LXD_PID" 2>/dev/null; then
     for n in $(timeout 60 lxc list --format csv -c n 2>/dev/null); do
       timeout 60 lxc delete --force "$n" >/dev/null 2>&1
@@ -74,6 +76,8 @@ size=$(stat -c %s "$T/image.tar.xz")
    -extfile san.ext) >/dev/null 2>&1
 python3 "$top/tests/fixtures/simplestreams.py" add "$T/www" bench bench \
   "$(dpkg --print-architecture)" --unified "$T/image.tar.xz"
+python3 "$top/tests/fixtures/simplestreams.py" add-lxd "$T/www" bench "$(uname -m)" \
+  --unified "$T/image.tar.xz" >/dev/null
 coproc SERVER { exec python3 "$top/tests/fixtures/simplestreams.py" serve "$T/www" "$T/srv.crt" "$T/srv.key" "$T/requests.log"; }
 pids+=("$SERVER_PID")
 read -r port <&"${SERVER[0]}"
@@ -86,6 +90,7 @@ start_lodged "$T"
 pids+=("$LODGED_PID")
 ctl() { "$build/lodgectl" "$@"; }
 ctl remote add bench "$url" --ca "$T/ca.crt"
+ctl remote add benchlxd "$url" --protocol lxd --ca "$T/ca.crt"
 
 # LXD by hand, its state and lxc's config under $T.
 if ((with_lxd)); then
@@ -123,6 +128,7 @@ lxd_image_gone() { for f in $(lxc image list -c f --format csv 2>/dev/null); do 
 
 n=0
 : > "$T/lodge.remote"; : > "$T/lxd.remote"; : > "$T/lodge.warm"; : > "$T/lxd.warm"
+: > "$T/lodge.lxdremote"
 echo "image: $what, $(du -sh "$T/img/rootfs" | cut -f1) unpacked, $((size / 1024)) KiB tar.xz; $rounds rounds" >&2
 for _ in $(seq 1 "$rounds"); do
   n=$((n + 1)); t0=$(now); ctl launch bench:bench "bi$n" -q; t1=$(now)
@@ -133,6 +139,11 @@ for _ in $(seq 1 "$rounds"); do
     awk "BEGIN { print $t1 - $t0 }" >> "$T/lxd.remote"
     lxc delete --force "lx$n"; lxd_image_gone
   fi
+done
+for _ in $(seq 1 "$rounds"); do
+  n=$((n + 1)); t0=$(now); ctl launch benchlxd:bench "bi$n" -q; t1=$(now)
+  awk "BEGIN { print $t1 - $t0 }" >> "$T/lodge.lxdremote"
+  ctl delete --force "bi$n"; ctl image delete "$(ctl image list -q)"
 done
 ctl image copy bench:bench local: -q >/dev/null
 ((with_lxd)) && lxc image copy bench:bench local: --quiet
@@ -152,7 +163,7 @@ for _ in $(seq 1 "$rounds"); do
   mkdir "$T/x"; t0=$(now); tar -C "$T/x" -xJf "$T/image.tar.xz"; t1=$(now); rm -rf "$T/x"
   awk "BEGIN { print $size / ($t1 - $t0) / 1048576 }" >> "$T/unpack.tar"
 done
-downloads=$(grep -c 'lxd_combined' "$T/requests.log" || true)
+downloads=$(grep -c -e 'lxd_combined' -e '/export' "$T/requests.log" || true)
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$top/bench/results"
@@ -167,6 +178,7 @@ out="$top/bench/results/images-$stamp.md"
   echo "| seconds, min / median / max | lodge | LXD |"
   echo "|---|---|---|"
   echo "| launch from the remote (download, unpack, start) | $(cell < "$T/lodge.remote") | $( ((with_lxd)) && cell < "$T/lxd.remote" || echo -) |"
+  echo "| launch from a local lxd-protocol remote (download, unpack, start) | $(cell < "$T/lodge.lxdremote") | - |"
   echo "| launch from a warm store (unpack, start) | $(cell < "$T/lodge.warm") | $( ((with_lxd)) && cell < "$T/lxd.warm" || echo -) |"
   echo
   echo "| unpack, MB/s of the compressed image, min / median / max | |"
