@@ -447,6 +447,26 @@ int image_export(const Options& a, sd_bus* bus) {
     return 0;
 }
 
+// The auto-update images' check, now (RefreshImages) or only when an
+// images.auto_update_interval has passed since the last (RefreshDueImages, the timer's).
+int image_refresh(const Options& a, sd_bus* bus) {
+    if (a.args.size() != 2)
+        return fail("Usage: lodgectl image refresh [--due]");
+    BusError err;
+    MessagePtr reply;
+    int r = call_manager(bus, err, &reply,
+                         a.values.count("due") ? "RefreshDueImages" : "RefreshImages", "");
+    if (r < 0)
+        return bus_fail(err, r);
+    if ((r = sd_bus_message_enter_container(reply.get(), 'a', "(ss)")) < 0)
+        return fail("Unexpected answer from lodged");
+    const char *from, *to;
+    while ((r = sd_bus_message_read(reply.get(), "(ss)", &from, &to)) > 0)
+        if (!a.quiet)
+            std::printf("Image %s replaced by %s\n", from, to);
+    return r < 0 ? fail("Unexpected answer from lodged") : 0;
+}
+
 } // namespace
 
 int verb_image(const Options& a, sd_bus* bus) {
@@ -465,9 +485,11 @@ int verb_image(const Options& a, sd_bus* bus) {
         return image_export(a, bus);
     if (sub == "copy")
         return image_copy(a, bus);
+    if (sub == "refresh")
+        return image_refresh(a, bus);
     return fail("Usage: lodgectl image list [FILTER] | info IMAGE | delete IMAGE... | alias "
                 "create|delete|list | import FILE [ROOTFS] [--alias A] | export IMAGE DIR | copy "
-                "REMOTE:IMAGE local: [--alias A]");
+                "REMOTE:IMAGE local: [--alias A] | refresh [--due]");
 }
 
 } // namespace lodge::ctl

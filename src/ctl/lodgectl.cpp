@@ -47,7 +47,7 @@ const std::vector<Verb>& verbs() {
          "image list [REMOTE:] [FILTER] | info IMAGE | delete IMAGE... | alias create ALIAS IMAGE "
          "| "
          "alias delete ALIAS | alias list | import FILE [ROOTFS] [--alias ALIAS] | export IMAGE "
-         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS] [--auto-update]",
+         "DIR | copy REMOTE:IMAGE local: [--alias ALIAS] [--auto-update] | refresh [--due]",
          "Manage the local image store.", verb_image_or_auto_update},
         {"server", 1, any, "server show [--json] | get KEY | set KEY=VALUE... | unset KEY...",
          "lodged's own keys (images.auto_update_interval).", verb_server},
@@ -190,7 +190,8 @@ int main(int argc, char** argv) {
         else if (a == "--show-log")
             o.show_log = true;
         else if (a == "--no-snapshots" || a == "--expanded" || a == "--stateless" ||
-                 a == "--stateful" || a == "--instance-only" || a == "--auto-update")
+                 a == "--stateful" || a == "--instance-only" || a == "--auto-update" ||
+                 a == "--due")
             o.values[a.substr(2)] = "1";
         else if (a == "-p" || a == "--create-dirs")
             o.values["parents"] = "1";

@@ -13,6 +13,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -36,6 +38,35 @@ uint64_t interval_usec() {
     auto hours = it == keys.end() ? std::optional<uint64_t>(default_interval_hours)
                                   : parse_uint(it->second, 8760);
     return hours ? *hours * 3600ULL * 1000000ULL : default_interval_hours * 3600ULL * 1000000ULL;
+}
+
+// When the last refresh began (CLOCK_REALTIME), kept on disk: lodged exits when idle, and
+// lodge-image-refresh.timer asks it for the due checks across its restarts.
+std::string refresh_stamp_path() {
+    return paths::state_dir() + "/image-refresh.json";
+}
+
+uint64_t realtime_usec() {
+    struct timespec ts {};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+// Due: auto-update on (interval > 0) and no refresh began for an interval (or ever).
+bool refresh_due() {
+    uint64_t every = interval_usec();
+    if (every == 0)
+        return false;
+    std::string text;
+    if (read_file(refresh_stamp_path(), text) < 0)
+        return true;
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object() || !j.contains("last_refresh_usec") ||
+        !j["last_refresh_usec"].is_number_unsigned())
+        return true;
+    uint64_t last = j["last_refresh_usec"].get<uint64_t>(), now = realtime_usec();
+    // A clock set back makes `last` lie in the future: due then, rather than never.
+    return last > now || now - last >= every;
 }
 
 void split_ref(const std::string& ref, std::string& remote, std::string& name) {
@@ -83,12 +114,15 @@ int method_set_auto_update(sd_bus_message* m, void* ud, sd_bus_error* e) {
     });
 }
 
-// RefreshImages(): the timer's work, now (for tests and impatient admins).
-int method_refresh(sd_bus_message* m, void* ud, sd_bus_error* e) {
+// RefreshImages(): the timer's work, now (for tests and impatient admins). RefreshDueImages():
+// the same when due (lodge-image-refresh.timer's call), else nothing.
+int refresh_and_reply(sd_bus_message* m, void* ud, sd_bus_error* e, bool only_due) {
     return guarded([&] {
         ImageUpdater& u = updater(ud);
         if (int r = authorize(m, u.manager(), actions::manage, "", e); r <= 0)
             return r == 0 ? 1 : r;
+        if (only_due && !refresh_due())
+            return sd_bus_reply_method_return(m, "a(ss)", 0);
         std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
         u.refresh([call](const ImageUpdater::Refreshed& done) {
             sd_bus_message* reply = nullptr;
@@ -106,6 +140,14 @@ int method_refresh(sd_bus_message* m, void* ud, sd_bus_error* e) {
         });
         return 1;
     });
+}
+
+int method_refresh(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return refresh_and_reply(m, ud, e, false);
+}
+
+int method_refresh_due(sd_bus_message* m, void* ud, sd_bus_error* e) {
+    return refresh_and_reply(m, ud, e, true);
 }
 
 int method_get_server_config(sd_bus_message* m, void*, sd_bus_error*) {
@@ -160,6 +202,8 @@ const sd_bus_vtable update_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("RefreshImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ss)", replaced),
                             method_refresh, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("RefreshDueImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ss)", replaced),
+                            method_refresh_due, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetServerConfig", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{ss}", config),
                             method_get_server_config, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("SetServerConfig", SD_BUS_ARGS("a{ss}", set, "as", unset),
@@ -229,6 +273,12 @@ int ImageUpdater::on_timer(sd_event_source*, uint64_t, void* userdata) {
 }
 
 void ImageUpdater::refresh(std::function<void(const Refreshed&)> done) {
+    if (int r = write_file_atomic(
+            refresh_stamp_path(),
+            nlohmann::json{{"last_refresh_usec", realtime_usec()}}.dump() + "\n", 0600);
+        r < 0)
+        log_warning("Cannot record the image refresh in %s: %s", refresh_stamp_path().c_str(),
+                    std::strerror(-r));
     std::vector<image::ImageInfo> due;
     for (auto& info : images_.store().list())
         if (info.auto_update && !info.source.empty())

@@ -84,7 +84,8 @@ protected:
             waitpid(server, nullptr, 0);
         }
         if (!dir.empty())
-            sh("rm -rf " + dir + " " + TestRoot::get().dir + "/state/remotes.json");
+            sh("rm -rf " + dir + " " + TestRoot::get().dir + "/state/remotes.json " +
+               TestRoot::get().dir + "/state/image-refresh.json");
     }
     void start_server() {
         int p[2];
@@ -460,6 +461,57 @@ TEST_F(ImageRemote, AutoUpdateImagesFollowTheirRemote) {
     EXPECT_TRUE(contains(out, "Unknown server key")) << out;
     EXPECT_EQ(ctl("server unset images.auto_update_interval", &st), "");
     EXPECT_EQ(ctl("server show"), "");
+}
+
+// `lodgectl image refresh --due` (lodge-image-refresh.timer's call, RefreshDueImages) checks
+// the auto-update images only when images.auto_update_interval has passed since the last
+// refresh, which lodged records on disk (it exits when idle, so a timer in it alone would
+// rarely fire); plain `image refresh` checks at once; an interval of 0 never refreshes.
+TEST_F(ImageRemote, RefreshDueChecksOncePerInterval) {
+    int st = 0;
+    std::string out = ctl("image copy " + remote + ":bbs local: --auto-update -q", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string old_fp = out.substr(0, out.find('\n'));
+    std::string stamp = TestRoot::get().dir + "/state/image-refresh.json";
+    ::unlink(stamp.c_str());
+    std::string before = requests("index.json");
+    // Never refreshed: due. The remote is asked, nothing is new.
+    EXPECT_EQ(ctl("image refresh --due", &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_EQ(std::stoi(requests("index.json")), std::stoi(before) + 1);
+    EXPECT_TRUE(exists(stamp));
+    // Just refreshed: not due, the remote is not asked, even with a newer image there.
+    std::string img = dir + "/img";
+    out = sh("set -e; cd " + img +
+                 " && cp -a rootfs rootfs3 && echo v3 > rootfs3/root/version && "
+                 "tar -C rootfs3 -cJf root3.tar.xz . && python3 " +
+                 env_path("LODGE_FIXTURES") + "/simplestreams.py add " + root + " bb-split bbs " +
+                 arch + " --meta meta.tar.xz --rootxz root3.tar.xz --version 29990202_0000 2>&1",
+             &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("image refresh --due", &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_EQ(std::stoi(requests("index.json")), std::stoi(before) + 1);
+    EXPECT_EQ(fingerprints(), std::vector<std::string>{old_fp});
+    // The last refresh long ago: due again, and the newer image replaces the old one.
+    ASSERT_EQ(write_file_atomic(stamp, "{\"last_refresh_usec\": 1}\n"), 0);
+    std::string new_fp = sh("cat " + img + "/meta.tar.xz " + img +
+                            "/root3.tar.xz | sha256sum | cut -d' ' -f1 | tr -d '\\n'");
+    EXPECT_EQ(ctl("image refresh --due", &st), "Image " + old_fp + " replaced by " + new_fp + "\n");
+    EXPECT_EQ(st, 0);
+    EXPECT_EQ(fingerprints(), std::vector<std::string>{new_fp});
+    // Interval 0: never due, however old the last refresh.
+    ASSERT_EQ(ctl("server set images.auto_update_interval=0", &st), "");
+    ASSERT_EQ(write_file_atomic(stamp, "{\"last_refresh_usec\": 1}\n"), 0);
+    std::string now = requests("index.json");
+    EXPECT_EQ(ctl("image refresh --due", &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_EQ(requests("index.json"), now);
+    // A forced refresh asks at once.
+    EXPECT_EQ(ctl("image refresh", &st), "");
+    EXPECT_EQ(st, 0);
+    EXPECT_EQ(std::stoi(requests("index.json")), std::stoi(now) + 1);
+    ctl("server unset images.auto_update_interval");
 }
 
 // Cached images (fetched for a launch) go once unused for LODGE_IMAGE_CACHE_EXPIRY; images

@@ -46,7 +46,7 @@ expect() {
 
 expect "lodgectl st" "start status stop"
 expect "lodgectl launch " "0123456789abcdef bb images:"
-expect "lodgectl image " "alias copy delete export import info list"
+expect "lodgectl image " "alias copy delete export import info list refresh"
 expect "lodgectl image alias " "create delete list"
 expect "lodgectl image copy images:x " "local:"
 expect "lodgectl remote remove " "images"
