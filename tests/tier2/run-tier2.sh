@@ -96,7 +96,8 @@ expect "the guest boots ($mode cgroups)" "$state" running
 echo "# booted after $((SECONDS - t_start)) s"
 
 # --- the installed units lint clean ---------------------------------------------------
-verify=$(g systemd-analyze verify --man=no lodged.socket lodged.service lodge@lint.service 2>&1)
+verify=$(g systemd-analyze verify --man=no lodged.socket lodged.service lodge@lint.service \
+    lodge-image-refresh.timer lodge-image-refresh.service 2>&1)
 expect "systemd-analyze verify of the installed units is clean" "$verify" ""
 
 # --- socket activation ------------------------------------------------------------
@@ -124,6 +125,25 @@ expect "lodged.service stopped" "$(g systemctl is-active lodged.service)" inacti
 out=$(g busctl call io.lodge1 /io/lodge1 io.lodge1.Manager ListContainers 2>&1)
 expect_match "ListContainers by bus activation answers" "$out" '^a\(ssuo\) 0'
 expect "bus activation started lodged.service" "$(g systemctl is-active lodged.service)" active
+
+# --- lodge-image-refresh.timer: the due auto-update checks wake a stopped lodged -----------
+g systemctl enable --now lodge-image-refresh.timer >/dev/null 2>&1 ||
+    fail "systemctl enable --now lodge-image-refresh.timer"
+expect "lodge-image-refresh.timer is active" \
+    "$(g systemctl is-active lodge-image-refresh.timer)" active
+expect_match "lodge-image-refresh.timer has its next run set" \
+    "$(g systemctl show -P NextElapseUSecRealtime lodge-image-refresh.timer)" '[0-9]'
+g systemctl stop lodged.service
+g rm -f /var/lib/lodge/image-refresh.json
+expect "lodged.service stopped before the refresh" "$(g systemctl is-active lodged.service)" inactive
+out=$(g systemctl start lodge-image-refresh.service 2>&1) ||
+    fail "systemctl start lodge-image-refresh.service: $out"
+expect "lodge-image-refresh.service ran and succeeded" \
+    "$(g systemctl show -P Result lodge-image-refresh.service)" success
+expect "lodge-image-refresh.service woke lodged through the bus" \
+    "$(g systemctl is-active lodged.service)" active
+expect "lodged recorded the due refresh" \
+    "$(g test -s /var/lib/lodge/image-refresh.json && echo recorded)" recorded
 
 # --- a container in its scope --------------------------------------------------------
 g lodgectl create c1 >/dev/null || fail "lodgectl create c1"
