@@ -41,30 +41,20 @@ void populate(const std::string& rootfs, const std::string& state) {
     write_file_atomic(rootfs + "/state", state + "\n", 0644);
 }
 
-class Backup : public ::testing::Test {
+class Backup : public LodgedFixture {
 protected:
     void SetUp() override {
-        LODGE_REQUIRE_ROOT();
+        LodgedFixture::SetUp();
+        if (!set_up())
+            return;
         state_dir = TestRoot::get().dir + "/state";
         work = TestRoot::get().dir + "/" + unique_name("backup");
         ASSERT_EQ(mkdir_p(work, 0700), 0);
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
     }
     void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
-        sh("rm -rf " + work);
-    }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        int st = -1;
-        EXPECT_EQ(ctl("create " + n, &st), "Created container " + n + "\n");
-        return n;
+        LodgedFixture::TearDown();
+        if (!work.empty())
+            sh("rm -rf " + work);
     }
     std::string cdir(const std::string& n) { return state_dir + "/containers/" + n; }
     std::string rootfs(const std::string& n) { return cdir(n) + "/rootfs"; }
@@ -75,17 +65,7 @@ protected:
         return v;
     }
     // What is left of failed imports: hidden work dirs next to the containers.
-    std::vector<std::string> hidden() {
-        std::vector<std::string> out;
-        if (DIR* d = ::opendir((state_dir + "/containers").c_str())) {
-            while (dirent* e = ::readdir(d))
-                if (e->d_name[0] == '.' && std::strcmp(e->d_name, ".") != 0 &&
-                    std::strcmp(e->d_name, "..") != 0)
-                    out.push_back(e->d_name);
-            ::closedir(d);
-        }
-        return out;
-    }
+    std::vector<std::string> hidden() { return hidden_entries(state_dir + "/containers"); }
     // The config as `config show --json` gives it, without the keys a new instance gets anew.
     nlohmann::json config_of(const std::string& n) {
         auto j = nlohmann::json::parse(ctl("config show " + n + " --json"), nullptr, false);
@@ -94,13 +74,10 @@ protected:
         return j;
     }
     std::string state_dir, work;
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
 };
 
 TEST_F(Backup, ExportDeleteImportGivesBackTheSameContainer) {
-    std::string n = make("bk");
+    std::string n = create_container("bk");
     populate(rootfs(n), "snap");
     int st = -1;
     ASSERT_EQ(ctl("config set " + n + " user.state=A limits.memory=256MB", &st), "") << st;
@@ -190,7 +167,7 @@ TEST_F(Backup, ExportDeleteImportGivesBackTheSameContainer) {
 // under the worker and the caller would get a mixed backup. The export writes into a pipe the
 // test does not read yet, so the worker is provably mid-export.
 TEST_F(Backup, RestoreAndSnapshotDeleteWaitForAnExport) {
-    std::string n = make("bkbusy");
+    std::string n = create_container("bkbusy");
     int st = -1;
     std::string out = ctl("snapshot create " + n + " s1", &st);
     ASSERT_EQ(st, 0) << out;

@@ -109,13 +109,6 @@ protected:
         start_lodged();
         return true;
     }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        int st = -1;
-        EXPECT_EQ(ctl("create " + n, &st), "Created container " + n + "\n");
-        return n;
-    }
     std::string cdir(const std::string& n) { return state_dir + "/containers/" + n; }
     std::string rootfs(const std::string& n) { return cdir(n) + "/rootfs"; }
     // `lodgectl copy FROM NEW FLAGS` to a new name made from `base`; "" when it failed.
@@ -134,25 +127,14 @@ protected:
             v.pop_back();
         return v;
     }
-    // Hidden entries (".new-", ".trash-", ".restore-") in `dir`.
-    static std::vector<std::string> hidden(const std::string& dir) {
-        std::vector<std::string> out;
-        if (DIR* d = ::opendir(dir.c_str())) {
-            while (dirent* e = ::readdir(d))
-                if (e->d_name[0] == '.' && std::strcmp(e->d_name, ".") != 0 &&
-                    std::strcmp(e->d_name, "..") != 0)
-                    out.push_back(e->d_name);
-            ::closedir(d);
-        }
-        return out;
-    }
+    static std::vector<std::string> hidden(const std::string& dir) { return hidden_entries(dir); }
     void snapshot_restore_round_trip();
 
     std::string state_dir, unit_dir, btrfs_mount;
 };
 
 void SnapshotTest::snapshot_restore_round_trip() {
-    std::string n = make("snap");
+    std::string n = create_container("snap");
     populate(rootfs(n));
     int st = -1;
     ASSERT_EQ(ctl("config set " + n + " user.state=A", &st), "") << st;
@@ -202,7 +184,7 @@ TEST_F(SnapshotTest, RestoreGivesBackTheSnapshotOnBtrfs) {
 }
 
 TEST_F(SnapshotTest, SnapshotNamesListDeleteAndRename) {
-    std::string n = make("snapn");
+    std::string n = create_container("snapn");
     int st = -1;
     EXPECT_EQ(ctl("snapshot create " + n, &st), "Created snapshot snap0 of " + n + "\n");
     EXPECT_EQ(ctl("snapshot create " + n, &st), "Created snapshot snap1 of " + n + "\n");
@@ -225,7 +207,7 @@ TEST_F(SnapshotTest, SnapshotNamesListDeleteAndRename) {
 // Snapshots are stateless (rootfs and config), which --stateless asks for; --stateful would need
 // CRIU and is refused, saying so.
 TEST_F(SnapshotTest, StatelessIsTheDefaultAndStatefulIsRefused) {
-    std::string n = make("snapsl");
+    std::string n = create_container("snapsl");
     int st = -1;
     EXPECT_EQ(ctl("snapshot create " + n + " s1 --stateless", &st),
               "Created snapshot s1 of " + n + "\n");
@@ -239,7 +221,7 @@ TEST_F(SnapshotTest, StatelessIsTheDefaultAndStatefulIsRefused) {
 // The container object has the Manager's methods without the name (as machined's Machine):
 // snapshots, restore, copy, rename and files, with the same typed errors.
 TEST_F(SnapshotTest, TheContainerObjectHasTheSameMethods) {
-    std::string n = make("snapobj");
+    std::string n = create_container("snapobj");
     std::string path = sh("busctl call io.lodge1 /io/lodge1 io.lodge1.Manager GetContainer s " + n +
                           " | cut -d'\"' -f2");
     ASSERT_TRUE(contains(path, "/io/lodge1/container/")) << path;
@@ -272,7 +254,7 @@ TEST_F(SnapshotTest, TheContainerObjectHasTheSameMethods) {
 // A running container: its snapshot is taken while it runs; a restore is refused until
 // --force, which stops it first.
 TEST_F(SnapshotTest, RunningContainerSnapshotAndForcedRestore) {
-    std::string n = make("snaprun");
+    std::string n = create_container("snaprun");
     int st = -1;
     std::string out = ctl("start " + n, &st);
     if (st != 0 && contains(out, "idmapped"))
@@ -344,7 +326,7 @@ std::vector<std::string> copy_jails() {
 // kill -9 of lodged while a snapshot is being copied: after the restart the snapshot is
 // either whole or absent, and no work directory or copy jail is left.
 TEST_F(SnapshotTest, KillNineMidSnapshotLeavesOldOrNew) {
-    std::string n = make("snapk9");
+    std::string n = create_container("snapk9");
     add_bulk(rootfs(n));
     auto source = copy_manifest(rootfs(n));
     Background snap("snapshot create " + n + " k9");
@@ -373,7 +355,7 @@ TEST_F(SnapshotTest, KillNineMidSnapshotLeavesOldOrNew) {
 // kill -9 of lodged during a restore: afterwards the rootfs and the config are both the old
 // ones or both the snapshot's, and the restore's work directory is gone.
 TEST_F(SnapshotTest, KillNineMidRestoreLeavesOldOrNew) {
-    std::string n = make("restk9");
+    std::string n = create_container("restk9");
     add_bulk(rootfs(n));
     write_file_atomic(rootfs(n) + "/state", "A\n", 0644);
     int st = -1;
@@ -405,7 +387,7 @@ TEST_F(SnapshotTest, KillNineMidRestoreLeavesOldOrNew) {
 // directory of it left, or whole (every rootfs entry, a valid config, it starts); the source
 // is untouched either way.
 TEST_F(SnapshotTest, KillNineMidCopyLeavesOldOrNew) {
-    std::string src = make("copyk9");
+    std::string src = create_container("copyk9");
     add_bulk(rootfs(src));
     auto source = copy_manifest(rootfs(src));
     std::string source_config = ctl("config show " + src + " --json");
@@ -455,7 +437,7 @@ TEST_F(SnapshotTest, KillNineMidCopyLeavesOldOrNew) {
 // A copy runs next to its source: new MACs, a new instance-id, new host ends of the veths;
 // the source's snapshots come along unless --no-snapshots; a snapshot can be the source.
 TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
-    std::string a = make("copya");
+    std::string a = create_container("copya");
     int st = -1;
     std::string out = ctl("device add " + a + " eth0 nic nictype=p2p", &st);
     ASSERT_EQ(st, 0) << out;
@@ -503,7 +485,7 @@ TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
 // A rename takes the snapshots, the console log and the autostart link along, and gives a
 // new instance-id; a running container is not renamed.
 TEST_F(SnapshotTest, RenameTakesEverythingAlong) {
-    std::string n = make("renold");
+    std::string n = create_container("renold");
     int st = -1;
     ASSERT_EQ(ctl("snapshot create " + n + " s1", &st), "Created snapshot s1 of " + n + "\n");
     std::string out = ctl("start " + n, &st);
@@ -568,7 +550,7 @@ uint64_t local_usec(int year, int mon, int mday, int hour, int min) {
 // the schedule names, one only, named by snapshots.pattern, deleted once snapshots.expiry has
 // passed; stopped containers get none (LXD's default).
 TEST_F(SnapshotTest, ScheduledSnapshotsFireAndExpire) {
-    std::string n = make("sched");
+    std::string n = create_container("sched");
     int st = -1;
     for (const char* kv : {"snapshots.schedule='*/15 * * * *'", "snapshots.expiry=1H",
                            "snapshots.pattern=auto-%d"}) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <ftw.h>
 #include <gtest/gtest.h>
 #include <map>
@@ -20,6 +21,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <vector>
 
 namespace lodge::test {
 
@@ -166,6 +168,19 @@ inline void populate_fixture(const std::string& rootfs) {
     ASSERT_EQ(::symlink("../plain", (f + "/dir/symlink").c_str()), 0);
     ASSERT_EQ(::lchown((f + "/dir/symlink").c_str(), 1003, 1003), 0);
     ASSERT_EQ(::mkfifo((f + "/fifo").c_str(), 0640), 0);
+}
+
+// The hidden entries (".new-", ".trash-", ".restore-" work directories) in `dir`.
+inline std::vector<std::string> hidden_entries(const std::string& dir) {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(dir.c_str())) {
+        while (dirent* e = ::readdir(d))
+            if (e->d_name[0] == '.' && std::strcmp(e->d_name, ".") != 0 &&
+                std::strcmp(e->d_name, "..") != 0)
+                out.push_back(e->d_name);
+        ::closedir(d);
+    }
+    return out;
 }
 
 } // namespace lodge::test
