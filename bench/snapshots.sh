@@ -9,7 +9,8 @@
 # Usage (as root): bench/snapshots.sh [BUILD] [ROUNDS]; a markdown table lands in
 # bench/results/snapshots-<time>.md. Everything it made is removed at the end.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-$top/build}
 rounds=${2:-3}
 tarball=${LODGE_DEBIAN_TARBALL:-/var/cache/lodge-tests/debian-bookworm.tar.zst}
