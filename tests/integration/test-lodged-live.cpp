@@ -21,16 +21,13 @@ using namespace lodge::test;
 
 namespace {
 
-class LodgedTest : public LodgedFixture {
-protected:
-    std::string make(const std::string& base) { return name_container(base); }
-};
+using LodgedTest = LodgedFixture; // test-lodged.cpp's suite
 
 // Issue 7: lxcfs appearing, crashing and coming back while containers run.
 TEST_F(LodgedTest, LxcfsIsFollowedLive) {
     if (!exists("/usr/bin/lxcfs") || !exists("/dev/fuse"))
         GTEST_SKIP() << "needs lxcfs and /dev/fuse";
-    std::string n = make("lxlive"), p = make("lxlivep");
+    std::string n = name_container("lxlive"), p = name_container("lxlivep");
     ctl("create " + n + " -c limits.memory=256MiB");
     ctl("create " + p + " -c limits.memory=256MiB -c security.privileged=true");
     ctl("start " + n);
@@ -39,7 +36,7 @@ TEST_F(LodgedTest, LxcfsIsFollowedLive) {
     std::string d;
     const char* tarball = std::getenv("LODGE_DEBIAN_TARBALL");
     if (tarball && exists(tarball)) {
-        d = make("lxlived");
+        d = name_container("lxlived");
         ctl("create " + d + " " + tarball + " -c limits.memory=256MiB");
         ctl("start " + d);
     }
@@ -131,7 +128,7 @@ TEST_F(LodgedTest, NicsHotPlugAddressesAndRefusals) {
     } br;
     if (!br.ok)
         GTEST_SKIP() << "cannot create a bridge";
-    std::string n = make("nic");
+    std::string n = name_container("nic");
     ctl("create " + n);
     int st = 0;
     EXPECT_EQ(ctl("device add " + n + " net0 type=nic nictype=bridged parent=" + br.name, &st), "");

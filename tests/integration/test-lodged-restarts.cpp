@@ -22,13 +22,10 @@ using namespace lodge::test;
 
 namespace {
 
-class LodgedTest : public LodgedFixture {
-protected:
-    std::string make(const std::string& base) { return name_container(base); }
-};
+using LodgedTest = LodgedFixture; // test-lodged.cpp's suite
 
 TEST_F(LodgedTest, KillingLodgedNeverTouchesARunningContainer) {
-    std::string n = make("crash");
+    std::string n = name_container("crash");
     ctl("create " + n);
     ctl("start " + n);
     auto before = nlohmann::json::parse(ctl("show " + n + " --json"), nullptr, false);
@@ -53,7 +50,7 @@ TEST_F(LodgedTest, KillingLodgedNeverTouchesARunningContainer) {
 // after: the state file was read in two places that disagreed). Two ways to fail: PID 1
 // cannot be started at all, and a restart finds it cannot start PID 1 again.
 TEST_F(LodgedTest, FailedContainerShowsTheSameAfterLodgedRestart) {
-    std::string never = make("nostart"), again = make("norestart");
+    std::string never = name_container("nostart"), again = name_container("norestart");
     int st = 0;
     ASSERT_EQ(ctl("create " + never, &st), "Created container " + never + "\n");
     ASSERT_EQ(ctl("create " + again, &st), "Created container " + again + "\n");
@@ -91,7 +88,7 @@ TEST_F(LodgedTest, FailedContainerShowsTheSameAfterLodgedRestart) {
 // kill -9 of lodged while it creates, starts or stops: whatever moment the kill lands on, the
 // restarted lodged shows each container whole or not at all, and its real state.
 TEST_F(LodgedTest, KillNineDuringOperationsLosesNothing) {
-    std::string base = make("k9");
+    std::string base = name_container("k9");
     const std::string lodgectl = env_path("LODGE_LODGECTL");
     const std::string containers = TestRoot::get().dir + "/state/containers/";
     for (int round = 0; round < 8; round++) {
