@@ -35,14 +35,7 @@ had_lxc_pivot=0; [[ -e /sys/fs/cgroup/unified/lxc.pivot ]] && had_lxc_pivot=1
 cleanup() {
   set +e
   for n in $(seq 1 $((rounds * 4 + 1))); do "$build/lodgectl" delete --force "bi$n" >/dev/null 2>&1; done
-  if [[ -n $LXD_PID ]] && kill -0 "$LXD_PID" 2>/dev/null; then
-    for n in $(timeout 60 lxc list --format csv -c n 2>/dev/null); do
-      timeout 60 lxc delete --force "$n" >/dev/null 2>&1
-    done
-    timeout 60 lxd shutdown >/dev/null 2>&1
-    kill -0 "$LXD_PID" 2>/dev/null && kill -TERM "$LXD_PID" 2>/dev/null
-    sleep 1; kill -0 "$LXD_PID" 2>/dev/null && kill -KILL "$LXD_PID" 2>/dev/null
-  fi
+  lxd_stop
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
   remove_cgroups "lodge-bench-images-$$"
@@ -94,29 +87,13 @@ ctl remote add benchlxd "$url" --protocol lxd --ca "$T/ca.crt"
 
 # LXD by hand, its state and lxc's config under $T.
 if ((with_lxd)); then
-  export LXD_DIR=$T/lxd LXD_CONF=$T/lxdconf
-  mkdir -p "$LXD_DIR" "$LXD_CONF"
-  chmod 0711 "$LXD_DIR"
+  export LXD_CONF=$T/lxdconf
+  mkdir -p "$LXD_CONF"
   # The daemon downloads; Go's TLS takes extra CAs from SSL_CERT_FILE.
   cat /etc/ssl/certs/ca-certificates.crt "$T/ca.crt" > "$T/lxd-cas.crt" 2>/dev/null ||
     cp "$T/ca.crt" "$T/lxd-cas.crt"
-  SSL_CERT_FILE=$T/lxd-cas.crt setsid lxd --group lxd --logfile="$T/lxd.log" >>"$T/lxd.out" 2>&1 </dev/null &
-  LXD_PID=$!
-  timeout 60 lxd waitready --timeout=60 || { echo "lxd did not come up" >&2; exit 1; }
-  lxd init --preseed >/dev/null <<'EOF'
-config: {}
-networks: []
-storage_pools:
-- name: default
-  driver: dir
-profiles:
-- name: default
-  devices:
-    root:
-      path: /
-      pool: default
-      type: disk
-EOF
+  SSL_CERT_FILE=$T/lxd-cas.crt lxd_start || exit 1
+  lxd_preseed >/dev/null
   lxc remote add bench "$url" --protocol simplestreams --public --accept-certificate >/dev/null 2>&1
 fi
 

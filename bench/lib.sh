@@ -113,3 +113,67 @@ stats() {
             printf f " " f " " f "\n", v[1] / d, m / d, v[NR] / d
         }'
 }
+
+# ---- LXD 5.0.2 started by hand, for the side-by-side benches (images, snapshots, network)
+
+# lxd_start: lxd with its state in $T/lxd (LXD_DIR, exported), its log in $T/lxd.log and its
+# output in $T/lxd.out; LXD_PID is its pid. Returns 1 when it does not come up. Environment
+# for the daemon (SSL_CERT_FILE=...) goes before the call.
+lxd_start() {
+    export LXD_DIR=$T/lxd
+    mkdir -p "$LXD_DIR"
+    chmod 0711 "$LXD_DIR"
+    setsid lxd --group lxd --logfile="$T/lxd.log" >>"$T/lxd.out" 2>&1 </dev/null &
+    LXD_PID=$!
+    timeout 60 lxd waitready --timeout=60 || { echo "lxd did not come up (see $T/lxd.log)" >&2; return 1; }
+}
+
+# lxd_preseed [POOL_DIR [BRIDGE SUBNET]]: `lxd init --preseed` with a dir pool "default" (in
+# POOL_DIR, else LXD's own place) and the root disk in the default profile; with BRIDGE, a
+# bridge as `lxd init` makes lxdbr0 (NAT, dnsmasq, an auto ULA) on the IPv4 SUBNET and eth0 on
+# it in the default profile.
+lxd_preseed() {
+    local source=${1:-} bridge=${2:-} subnet=${3:-}
+    {
+        echo "config: {}"
+        if [[ -n $bridge ]]; then
+            printf 'networks:\n- name: %s\n  type: bridge\n  config:\n' "$bridge"
+            printf '    ipv4.address: %s\n    ipv4.nat: "true"\n    ipv6.address: auto\n' "$subnet"
+        else
+            echo "networks: []"
+        fi
+        printf 'storage_pools:\n- name: default\n  driver: dir\n'
+        if [[ -n $source ]]; then printf '  config:\n    source: %s\n' "$source"; fi
+        printf 'profiles:\n- name: default\n  devices:\n'
+        printf '    root: {path: /, pool: default, type: disk}\n'
+        if [[ -n $bridge ]]; then printf '    eth0: {name: eth0, network: %s, type: nic}\n' "$bridge"; fi
+    } | lxd init --preseed
+}
+
+# lxd_import_rootfs TARBALL ALIAS: a zstd rootfs tarball (the Debian test rootfs) imported as a
+# split LXD image. Its output goes where the caller sends it.
+lxd_import_rootfs() {
+    mkdir -p "$T/lxdimg"
+    printf 'architecture: x86_64\ncreation_date: %s\nproperties:\n  os: debian\n  release: bookworm\n' \
+        "$(date +%s)" >"$T/lxdimg/metadata.yaml"
+    tar -C "$T/lxdimg" -cf "$T/lxdimg/meta.tar" metadata.yaml
+    zstd -q -d -c "$1" >"$T/lxdimg/rootfs.tar"
+    local rc=0
+    lxc image import "$T/lxdimg/meta.tar" "$T/lxdimg/rootfs.tar" --alias "$2" || rc=$?
+    rm -f "$T/lxdimg/rootfs.tar"
+    return "$rc"
+}
+
+# lxd_stop [CMD...]: every instance deleted, CMD run (what else the bench made in LXD), then the
+# daemon shut down (killed if it will not go).
+lxd_stop() {
+    [[ -n ${LXD_PID:-} ]] && kill -0 "$LXD_PID" 2>/dev/null || return 0
+    local n
+    for n in $(timeout 60 lxc list --format csv -c n 2>/dev/null); do
+        timeout 120 lxc delete --force "$n" >/dev/null 2>&1
+    done
+    if (($#)); then "$@"; fi
+    timeout 60 lxd shutdown >/dev/null 2>&1
+    kill -0 "$LXD_PID" 2>/dev/null && kill -KILL "$LXD_PID" 2>/dev/null
+    return 0
+}

@@ -26,16 +26,15 @@ LXD_PID=
 # there before.
 had_lxd_table=0; nft list table inet lxd >/dev/null 2>&1 && had_lxd_table=1
 had_lxc_pivot=0; [ -e /sys/fs/cgroup/unified/lxc.pivot ] && had_lxc_pivot=1
+# What the bench made in LXD besides its instances.
+lxd_forget_network() {
+  timeout 60 lxc image delete deb >/dev/null 2>&1
+  timeout 60 lxc profile device remove default eth0 >/dev/null 2>&1
+  timeout 60 lxc network delete "$lxnet" >/dev/null 2>&1
+}
 cleanup() {
   set +e
-  if [ -n "$LXD_PID" ] && kill -0 "$LXD_PID" 2>/dev/null; then
-    for n in $(timeout 60 lxc list --format csv -c n 2>/dev/null); do timeout 60 lxc delete --force "$n" >/dev/null 2>&1; done
-    timeout 60 lxc image delete deb >/dev/null 2>&1
-    timeout 60 lxc profile device remove default eth0 >/dev/null 2>&1
-    timeout 60 lxc network delete "$lxnet" >/dev/null 2>&1
-    timeout 60 lxd shutdown >/dev/null 2>&1
-    kill -0 "$LXD_PID" 2>/dev/null && kill -KILL "$LXD_PID" 2>/dev/null
-  fi
+  lxd_stop lxd_forget_network
   ip link del "$lxnet" 2>/dev/null
   if [ -n "$LXD_PID" ]; then
     [ "$had_lxd_table" = 1 ] || nft delete table inet lxd 2>/dev/null
@@ -105,11 +104,7 @@ networkd_dhcp() { # ROOTFS
   systemctl --root="$1" enable systemd-networkd.service >/dev/null 2>&1
 }
 start_lxd() {
-  export LXD_DIR=$T/lxd
-  mkdir -p "$LXD_DIR"; chmod 0711 "$LXD_DIR"
-  setsid lxd --group lxd --logfile="$T/lxd.log" >>"$T/lxd.out" 2>&1 </dev/null &
-  LXD_PID=$!
-  timeout 60 lxd waitready --timeout=60 || { echo "lxd did not come up (see $T/lxd.log)"; return 1; }
+  lxd_start >>"$T/lxd.out" 2>&1 || return 1
   # lxdbr0 as `lxd init` makes it (NAT, dnsmasq, an auto ULA), under a name of its own. LXD's
   # own IPv4 `auto` fails on some hosts ("Failed to automatically find an unused IPv4
   # subnet": it pings candidates); the /24 comes from lodge's `auto` (a network made and
@@ -118,36 +113,14 @@ start_lxd() {
   local subnet
   subnet=$("$ctl" network get "${net}x" ipv4.address)
   "$ctl" network delete "${net}x" >/dev/null
-  lxd init --preseed >>"$T/lxd.out" 2>&1 <<EOF
-config: {}
-networks:
-- name: $lxnet
-  type: bridge
-  config:
-    ipv4.address: $subnet
-    ipv4.nat: "true"
-    ipv6.address: auto
-storage_pools:
-- name: default
-  driver: dir
-profiles:
-- name: default
-  devices:
-    root: {path: /, pool: default, type: disk}
-    eth0: {name: eth0, network: $lxnet, type: nic}
-EOF
+  lxd_preseed "" "$lxnet" "$subnet" >>"$T/lxd.out" 2>&1
 }
 if [ -n "${LODGE_DEBIAN_TARBALL:-}" ] && [ -f "$LODGE_DEBIAN_TARBALL" ]; then
   "$ctl" create deb "$LODGE_DEBIAN_TARBALL" --network "$net" >/dev/null
   networkd_dhcp "$T/state/containers/deb/rootfs"
   lxd_ok=0
   if command -v lxd >/dev/null && getent group lxd >/dev/null && start_lxd; then
-    mkdir -p "$T/lxdimg"
-    printf 'architecture: x86_64\ncreation_date: %s\nproperties:\n  os: debian\n  release: bookworm\n' \
-      "$(date +%s)" > "$T/lxdimg/metadata.yaml"
-    tar -C "$T/lxdimg" -cf "$T/lxdimg/meta.tar" metadata.yaml
-    zstd -q -d -c "$LODGE_DEBIAN_TARBALL" > "$T/lxdimg/rootfs.tar"
-    if lxc image import "$T/lxdimg/meta.tar" "$T/lxdimg/rootfs.tar" --alias deb >>"$T/lxd.out" 2>&1 &&
+    if lxd_import_rootfs "$LODGE_DEBIAN_TARBALL" deb >>"$T/lxd.out" 2>&1 &&
        lxc init deb deb >>"$T/lxd.out" 2>&1; then
       networkd_dhcp "$LXD_DIR/storage-pools/default/containers/deb/rootfs"
       lxd_ok=1
@@ -156,7 +129,6 @@ if [ -n "${LODGE_DEBIAN_TARBALL:-}" ] && [ -f "$LODGE_DEBIAN_TARBALL" ]; then
     else
       echo "note: LXD could not import or create the Debian guest (see $T/lxd.out); lodge alone"
     fi
-    rm -f "$T/lxdimg/rootfs.tar"
   else
     echo "note: LXD is not installed or did not start; lodge alone ($(tail -n 1 "$T/lxd.out" 2>/dev/null))"
   fi

@@ -9,7 +9,8 @@
 # Usage (as root): bench/snapshots.sh [BUILD] [ROUNDS]; a markdown table lands in
 # bench/results/snapshots-<time>.md. Everything it made is removed at the end.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-$top/build}
 rounds=${2:-3}
 tarball=${LODGE_DEBIAN_TARBALL:-/var/cache/lodge-tests/debian-bookworm.tar.zst}
@@ -36,11 +37,7 @@ LODGED_PID="" BUS_PID="" LXD_PID=""
 cleanup() {
   set +e
   if [ -n "$LODGED_PID" ]; then kill "$LODGED_PID" 2>/dev/null; wait "$LODGED_PID" 2>/dev/null; fi
-  if [ -n "$LXD_PID" ] && kill -0 "$LXD_PID" 2>/dev/null; then
-    for n in $(timeout 60 lxc list --format csv -c n 2>/dev/null); do timeout 120 lxc delete --force "$n" >/dev/null 2>&1; done
-    timeout 60 lxd shutdown >/dev/null 2>&1
-    kill -0 "$LXD_PID" 2>/dev/null && kill -KILL "$LXD_PID" 2>/dev/null
-  fi
+  lxd_stop
   [ -n "$BUS_PID" ] && kill "$BUS_PID" 2>/dev/null
   for d in /sys/fs/cgroup/*/lodge-bench-snap-$$ /sys/fs/cgroup/unified/lodge-bench-snap-$$; do
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
@@ -145,36 +142,10 @@ done
 
 # ---- LXD 5.0.2: dir pool on the ext4 filesystem ------------------------------------------
 say "LXD: dir pool on ext4, the Debian rootfs as an image"
-export LXD_DIR=$T/lxd
-mkdir -p "$LXD_DIR" "$T/ext4/lxdpool"
-chmod 0711 "$LXD_DIR"
-setsid lxd --group lxd --logfile="$T/lxd.log" >>"$T/lxd.out" 2>&1 </dev/null &
-LXD_PID=$!
-timeout 60 lxd waitready --timeout=60 || die "lxd did not come up (see $T/lxd.log)"
-lxd init --preseed >>"$T/cmd.log" 2>&1 <<EOF || die "lxd init --preseed failed"
-config: {}
-networks: []
-storage_pools:
-- name: default
-  driver: dir
-  config:
-    source: $T/ext4/lxdpool
-profiles:
-- name: default
-  devices:
-    root:
-      path: /
-      pool: default
-      type: disk
-EOF
-mkdir -p "$T/lxdimg"
-printf 'architecture: x86_64\ncreation_date: %s\nproperties:\n  os: debian\n  release: bookworm\n' \
-  "$(date +%s)" >"$T/lxdimg/metadata.yaml"
-tar -C "$T/lxdimg" -cf "$T/lxdimg/meta.tar" metadata.yaml
-zstd -q -d -c "$tarball" >"$T/lxdimg/rootfs.tar"
-lxc image import "$T/lxdimg/meta.tar" "$T/lxdimg/rootfs.tar" --alias deb >>"$T/cmd.log" 2>&1 ||
-  die "lxc image import failed"
-rm -f "$T/lxdimg/rootfs.tar"
+mkdir -p "$T/ext4/lxdpool"
+lxd_start || die "lxd did not come up"
+lxd_preseed "$T/ext4/lxdpool" >>"$T/cmd.log" 2>&1 || die "lxd init --preseed failed"
+lxd_import_rootfs "$tarball" deb >>"$T/cmd.log" 2>&1 || die "lxc image import failed"
 lxc init deb deb >>"$T/cmd.log" 2>&1 || die "lxc init failed"
 sync -f "$T/ext4"
 for i in $(seq 1 "$rounds"); do

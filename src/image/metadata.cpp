@@ -2,27 +2,10 @@
 // `architecture` and the flat `properties:` map are used.
 #include "image/import-error.hpp"
 #include "image/import-shared.hpp"
-
-#include <yaml.h>
+#include "image/yaml.hpp"
 
 namespace lodge::daemon::import_detail {
 namespace {
-
-struct YamlDoc {
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    bool parser_ok = false, doc_ok = false;
-    ~YamlDoc() {
-        if (doc_ok)
-            yaml_document_delete(&doc);
-        if (parser_ok)
-            yaml_parser_delete(&parser);
-    }
-};
-
-std::string scalar(yaml_node_t* n) {
-    return std::string(reinterpret_cast<const char*>(n->data.scalar.value), n->data.scalar.length);
-}
 
 bool valid_key_part(const std::string& k) {
     if (k.empty())
@@ -36,41 +19,31 @@ bool valid_key_part(const std::string& k) {
 } // namespace
 
 int parse_metadata(const std::string& text, KeyMap& keys, std::string& error) {
-    YamlDoc y;
-    if (!yaml_parser_initialize(&y.parser))
-        return fail_errno(error, ENOMEM, "Cannot parse metadata.yaml");
-    y.parser_ok = true;
-    yaml_parser_set_input_string(&y.parser, reinterpret_cast<const unsigned char*>(text.data()),
-                                 text.size());
-    if (!yaml_parser_load(&y.parser, &y.doc))
-        return fail_invalid(error, "Invalid metadata.yaml: line " +
-                                       std::to_string(y.parser.problem_mark.line + 1) + ": " +
-                                       (y.parser.problem ? y.parser.problem : "syntax error"));
-    y.doc_ok = true;
-    yaml_node_t* root = yaml_document_get_root_node(&y.doc);
-    if (!root || root->type != YAML_MAPPING_NODE)
-        return fail_invalid(error, "Invalid metadata.yaml: not a mapping");
+    image::YamlDoc y;
+    if (int r = y.load(text, "metadata.yaml", error); r < 0)
+        return r;
+    yaml_node_t* root = y.root();
     for (auto* pair = root->data.mapping.pairs.start; pair < root->data.mapping.pairs.top; pair++) {
-        yaml_node_t* k = yaml_document_get_node(&y.doc, pair->key);
-        yaml_node_t* v = yaml_document_get_node(&y.doc, pair->value);
+        yaml_node_t* k = yaml_document_get_node(y.doc(), pair->key);
+        yaml_node_t* v = yaml_document_get_node(y.doc(), pair->value);
         if (!k || !v || k->type != YAML_SCALAR_NODE)
             continue;
-        std::string key = scalar(k);
+        std::string key = image::yaml_scalar_text(k);
         if (key == "architecture" && v->type == YAML_SCALAR_NODE) {
-            keys["image.architecture"] = scalar(v);
+            keys["image.architecture"] = image::yaml_scalar_text(v);
         } else if (key == "properties" && v->type == YAML_MAPPING_NODE) {
             for (auto* p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-                yaml_node_t* pk = yaml_document_get_node(&y.doc, p->key);
-                yaml_node_t* pv = yaml_document_get_node(&y.doc, p->value);
+                yaml_node_t* pk = yaml_document_get_node(y.doc(), p->key);
+                yaml_node_t* pv = yaml_document_get_node(y.doc(), p->value);
                 if (!pk || !pv || pk->type != YAML_SCALAR_NODE || pv->type != YAML_SCALAR_NODE)
                     continue;
-                std::string name = scalar(pk);
+                std::string name = image::yaml_scalar_text(pk);
                 if (!valid_key_part(name)) {
                     log_warning("Ignoring metadata.yaml property \"%s\": not a valid key name",
                                 name.c_str());
                     continue;
                 }
-                keys["image." + name] = scalar(pv);
+                keys["image." + name] = image::yaml_scalar_text(pv);
             }
         }
     }

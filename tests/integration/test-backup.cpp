@@ -8,6 +8,7 @@
 #include "common/fileio.hpp"
 #include "harness.hpp"
 #include "lodged-harness.hpp"
+#include "tree-fixture.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -27,160 +28,33 @@ using namespace lodge::test;
 
 namespace {
 
-// One line per entry with everything a faithful restore keeps (as test-snapshots.cpp).
-std::map<std::string, std::string>* manifest_out;
-std::string manifest_root;
-std::map<ino_t, std::set<std::string>>* manifest_inodes;
-
-std::string xattrs_of(const char* path) {
-    char names[8192];
-    ssize_t n = ::llistxattr(path, names, sizeof names);
-    std::set<std::string> out;
-    for (ssize_t i = 0; i > -1 && i < n; i += static_cast<ssize_t>(std::strlen(names + i)) + 1) {
-        char value[4096];
-        ssize_t v = ::lgetxattr(path, names + i, value, sizeof value);
-        std::string hex;
-        for (ssize_t k = 0; k < v; k++) {
-            char b[3];
-            std::snprintf(b, sizeof b, "%02x", static_cast<unsigned char>(value[k]));
-            hex += b;
-        }
-        out.insert(std::string(names + i) + "=" + hex);
-    }
-    std::string joined;
-    for (auto& x : out)
-        joined += x + ";";
-    return joined;
-}
-
-int manifest_entry(const char* path, const struct stat* st, int, struct FTW*) {
-    std::string rel = std::string(path).substr(manifest_root.size());
-    std::ostringstream line;
-    line << std::oct << st->st_mode << std::dec << " " << st->st_uid << ":" << st->st_gid;
-    if (S_ISREG(st->st_mode)) {
-        line << " size=" << st->st_size << " data=" << std::hash<std::string>{}(read_text(path));
-        (*manifest_inodes)[st->st_ino].insert(rel);
-    } else if (S_ISLNK(st->st_mode)) {
-        char target[4096];
-        ssize_t n = ::readlink(path, target, sizeof target);
-        line << " -> " << std::string(target, n > 0 ? static_cast<size_t>(n) : 0);
-    } else if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
-        line << " dev=" << major(st->st_rdev) << "," << minor(st->st_rdev);
-    }
-    if (S_ISREG(st->st_mode))
-        line << " mtime=" << st->st_mtim.tv_sec;
-    line << " xattrs=" << xattrs_of(path);
-    (*manifest_out)[rel] = line.str();
-    return 0;
-}
-
-std::map<std::string, std::string> manifest(const std::string& root) {
-    std::map<std::string, std::string> out;
-    std::map<ino_t, std::set<std::string>> inodes;
-    manifest_out = &out;
-    manifest_inodes = &inodes;
-    manifest_root = root;
-    ::nftw(root.c_str(), manifest_entry, 64, FTW_PHYS | FTW_MOUNT);
-    for (auto& [ino, names] : inodes)
-        for (auto& n : names)
-            out[n] += " links=" + *names.begin();
-    return out;
-}
-
-std::string diff(const std::map<std::string, std::string>& a,
-                 const std::map<std::string, std::string>& b) {
-    std::string out;
-    int shown = 0;
-    for (auto& [k, v] : a) {
-        auto it = b.find(k);
-        if (it == b.end() || it->second != v) {
-            out += "\n  " + k + ": " + v + "\n   vs " + (it == b.end() ? "(missing)" : it->second);
-            if (++shown > 8)
-                return out;
-        }
-    }
-    for (auto& [k, v] : b)
-        if (!a.count(k)) {
-            out += "\n  " + k + ": (missing) vs " + v;
-            if (++shown > 8)
-                return out;
-        }
-    return out;
-}
-
-// An ACL in the kernel's xattr format: user::rwx user:1234:r-x group::r-x mask::r-x other::---.
-std::string acl_value() {
-    struct Entry {
-        uint16_t tag, perm;
-        uint32_t id;
-    };
-    const Entry entries[] = {{0x01, 7, UINT32_MAX},
-                             {0x02, 5, 1234},
-                             {0x04, 5, UINT32_MAX},
-                             {0x10, 5, UINT32_MAX},
-                             {0x20, 0, UINT32_MAX}};
-    uint32_t version = 2;
-    std::string v(reinterpret_cast<const char*>(&version), sizeof version);
-    v.append(reinterpret_cast<const char*>(entries), sizeof entries);
-    return v;
-}
-
 // Every kind of entry a backup can get wrong, below `rootfs`/fixture and `rootfs`/dev.
 void populate(const std::string& rootfs, const std::string& state) {
-    std::string f = rootfs + "/fixture";
-    ASSERT_EQ(mkdir_p(f + "/dir/sub", 0755), 0);
-    write_file_atomic(f + "/plain", "plain file\n", 0644);
-    ASSERT_EQ(::chown((f + "/plain").c_str(), 1000, 1000), 0);
-    write_file_atomic(f + "/setuid", "#!/bin/sh\n", 0755);
-    ASSERT_EQ(::chmod((f + "/setuid").c_str(), 04755), 0);
-    write_file_atomic(f + "/dir/sub/deep", "deep\n", 0600);
-    ASSERT_EQ(::chown((f + "/dir").c_str(), 1001, 1002), 0);
-    ASSERT_EQ(::setxattr((f + "/plain").c_str(), "user.lodge-test", "value", 5, 0), 0);
-    std::string acl = acl_value();
-    ASSERT_EQ(
-        ::setxattr((f + "/dir").c_str(), "system.posix_acl_access", acl.data(), acl.size(), 0), 0)
-        << std::strerror(errno);
-    const unsigned char cap[20] = {0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00,
-                                   0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
-    write_file_atomic(f + "/capable", "cap\n", 0755);
-    ASSERT_EQ(::setxattr((f + "/capable").c_str(), "security.capability", cap, sizeof cap, 0), 0)
-        << std::strerror(errno);
-    ASSERT_EQ(::link((f + "/plain").c_str(), (f + "/dir/hardlink").c_str()), 0);
-    ASSERT_EQ(::symlink("../plain", (f + "/dir/symlink").c_str()), 0);
-    ASSERT_EQ(::lchown((f + "/dir/symlink").c_str(), 1003, 1003), 0);
+    populate_fixture(rootfs);
+    if (::testing::Test::HasFatalFailure())
+        return;
     ASSERT_EQ(mkdir_p(rootfs + "/dev", 0755), 0);
     ::unlink((rootfs + "/dev/lodge-null").c_str());
     ASSERT_EQ(::mknod((rootfs + "/dev/lodge-null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);
     ::unlink((rootfs + "/dev/lodge-loop").c_str());
     ASSERT_EQ(::mknod((rootfs + "/dev/lodge-loop").c_str(), S_IFBLK | 0660, makedev(7, 200)), 0);
-    ASSERT_EQ(::mkfifo((f + "/fifo").c_str(), 0640), 0);
     write_file_atomic(rootfs + "/state", state + "\n", 0644);
 }
 
-class Backup : public ::testing::Test {
+class Backup : public LodgedFixture {
 protected:
     void SetUp() override {
-        LODGE_REQUIRE_ROOT();
+        LodgedFixture::SetUp();
+        if (!set_up())
+            return;
         state_dir = TestRoot::get().dir + "/state";
         work = TestRoot::get().dir + "/" + unique_name("backup");
         ASSERT_EQ(mkdir_p(work, 0700), 0);
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
     }
     void TearDown() override {
-        for (auto& n : created)
-            ctl("delete --force " + n);
-        daemon.reset();
-        bus.reset();
-        sh("rm -rf " + work);
-    }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        int st = -1;
-        EXPECT_EQ(ctl("create " + n, &st), "Created container " + n + "\n");
-        return n;
+        LodgedFixture::TearDown();
+        if (!work.empty())
+            sh("rm -rf " + work);
     }
     std::string cdir(const std::string& n) { return state_dir + "/containers/" + n; }
     std::string rootfs(const std::string& n) { return cdir(n) + "/rootfs"; }
@@ -191,17 +65,7 @@ protected:
         return v;
     }
     // What is left of failed imports: hidden work dirs next to the containers.
-    std::vector<std::string> hidden() {
-        std::vector<std::string> out;
-        if (DIR* d = ::opendir((state_dir + "/containers").c_str())) {
-            while (dirent* e = ::readdir(d))
-                if (e->d_name[0] == '.' && std::strcmp(e->d_name, ".") != 0 &&
-                    std::strcmp(e->d_name, "..") != 0)
-                    out.push_back(e->d_name);
-            ::closedir(d);
-        }
-        return out;
-    }
+    std::vector<std::string> hidden() { return hidden_entries(state_dir + "/containers"); }
     // The config as `config show --json` gives it, without the keys a new instance gets anew.
     nlohmann::json config_of(const std::string& n) {
         auto j = nlohmann::json::parse(ctl("config show " + n + " --json"), nullptr, false);
@@ -210,13 +74,10 @@ protected:
         return j;
     }
     std::string state_dir, work;
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> created;
 };
 
 TEST_F(Backup, ExportDeleteImportGivesBackTheSameContainer) {
-    std::string n = make("bk");
+    std::string n = create_container("bk");
     populate(rootfs(n), "snap");
     int st = -1;
     ASSERT_EQ(ctl("config set " + n + " user.state=A limits.memory=256MB", &st), "") << st;
@@ -306,7 +167,7 @@ TEST_F(Backup, ExportDeleteImportGivesBackTheSameContainer) {
 // under the worker and the caller would get a mixed backup. The export writes into a pipe the
 // test does not read yet, so the worker is provably mid-export.
 TEST_F(Backup, RestoreAndSnapshotDeleteWaitForAnExport) {
-    std::string n = make("bkbusy");
+    std::string n = create_container("bkbusy");
     int st = -1;
     std::string out = ctl("snapshot create " + n + " s1", &st);
     ASSERT_EQ(st, 0) << out;

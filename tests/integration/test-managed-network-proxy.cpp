@@ -8,6 +8,7 @@
 #include "common/fileio.hpp"
 #include "harness.hpp"
 #include "lodged-harness.hpp"
+#include "network-fixture.hpp"
 
 #include <arpa/inet.h>
 #include <csignal>
@@ -83,47 +84,16 @@ std::string udp_ask(int port, const std::string& text) {
     return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
 }
 
-class ProxyDevice : public ::testing::Test {
+class ProxyDevice : public NetworkFixture {
 protected:
+    ProxyDevice() : NetworkFixture("lp") {}
     void SetUp() override {
         LODGE_REQUIRE_ROOT();
         if (::access("/lib/systemd/systemd-socket-proxyd", X_OK) != 0)
             GTEST_SKIP() << "needs systemd-socket-proxyd (Debian package systemd)";
         if (sh("command -v dnsmasq nft nsenter python3 >/dev/null && echo ok") != "ok\n")
             GTEST_SKIP() << "needs dnsmasq, nft, nsenter and python3";
-        forward4 = read_text("/proc/sys/net/ipv4/ip_forward");
-        forward6 = read_text("/proc/sys/net/ipv6/conf/all/forwarding");
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
-    }
-    void TearDown() override {
-        for (auto& n : containers)
-            ctl("delete --force " + n);
-        for (auto& n : networks)
-            ctl("network delete " + n);
-        daemon.reset();
-        bus.reset();
-        for (auto& n : networks)
-            sh("ip link del " + n + " 2>/dev/null");
-        if (!forward4.empty())
-            write_file("/proc/sys/net/ipv4/ip_forward", forward4);
-        if (!forward6.empty())
-            write_file("/proc/sys/net/ipv6/conf/all/forwarding", forward6);
-    }
-    std::string container(const std::string& base) {
-        std::string n = unique_name(base);
-        containers.push_back(n);
-        return n;
-    }
-    std::string network(const std::string& tag) {
-        std::string n = "lp" + tag + std::to_string(::getpid() % 100000);
-        networks.push_back(n);
-        return n;
-    }
-    std::string exec(const std::string& name, const std::string& cmd, int* st = nullptr) {
-        return sh(
-            env_path("LODGE_LODGECTL") + " exec " + name + " -- /bin/sh -c '" + cmd + "' 2>&1", st);
+        start_lodged();
     }
     // busybox httpd in the container on ADDRESS:8000, serving a page that names the container.
     void serve(const std::string& name, const std::string& address) {
@@ -156,11 +126,6 @@ protected:
         auto at = info.find("nftables table inet ");
         return at == std::string::npos ? "" : info.substr(at + 20, info.find('\n', at) - at - 20);
     }
-
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> containers, networks;
-    std::string forward4, forward6;
 };
 
 TEST_F(ProxyDevice, KeysAreCheckedWithClearErrors) {

@@ -7,6 +7,7 @@
 #include "common/fileio.hpp"
 #include "harness.hpp"
 #include "lodged-harness.hpp"
+#include "network-fixture.hpp"
 
 #include <arpa/inet.h>
 #include <cstring>
@@ -35,51 +36,14 @@ esac
 exit 0
 )";
 
-std::string sysctl_value(const std::string& path) {
-    std::string v;
-    read_file(path, v);
-    return v.substr(0, v.find('\n'));
-}
-
-class ManagedNetwork : public ::testing::Test {
+class ManagedNetwork : public NetworkFixture {
 protected:
+    ManagedNetwork() : NetworkFixture("ln") {}
     void SetUp() override {
         LODGE_REQUIRE_ROOT();
         if (sh("command -v dnsmasq nft >/dev/null && echo ok") != "ok\n")
             GTEST_SKIP() << "needs dnsmasq (dnsmasq-base) and nft (nftables)";
-        forward4 = sysctl_value("/proc/sys/net/ipv4/ip_forward");
-        forward6 = sysctl_value("/proc/sys/net/ipv6/conf/all/forwarding");
-        bus = std::make_unique<PrivateBus>();
-        daemon = std::make_unique<Lodged>();
-        ASSERT_TRUE(daemon->wait_ready());
-    }
-    void TearDown() override {
-        for (auto& n : containers)
-            ctl("delete --force " + n);
-        for (auto& n : networks)
-            ctl("network delete " + n);
-        daemon.reset();
-        bus.reset();
-        for (auto& n : networks) { // whatever a failed test left
-            sh("ip link del " + n + " 2>/dev/null");
-            sh("pkill -F " + TestRoot::get().dir + "/run/networks/" + n +
-               "/dnsmasq.pid 2>/dev/null");
-        }
-        if (!forward4.empty())
-            write_file("/proc/sys/net/ipv4/ip_forward", forward4);
-        if (!forward6.empty())
-            write_file("/proc/sys/net/ipv6/conf/all/forwarding", forward6);
-    }
-    // A network name: at most 15 characters (the bridge's name).
-    std::string network(const std::string& tag) {
-        std::string n = "ln" + tag + std::to_string(::getpid() % 100000);
-        networks.push_back(n);
-        return n;
-    }
-    std::string container(const std::string& base) {
-        std::string n = unique_name(base);
-        containers.push_back(n);
-        return n;
+        start_lodged();
     }
     // Creates a busybox container with eth0 on `net` and starts it.
     void launch(const std::string& name, const std::string& net, const std::string& extra = "") {
@@ -94,10 +58,6 @@ protected:
         }
         out = ctl("start " + name, &st);
         ASSERT_EQ(st, 0) << out;
-    }
-    std::string exec(const std::string& name, const std::string& cmd, int* st = nullptr) {
-        return sh(
-            env_path("LODGE_LODGECTL") + " exec " + name + " -- /bin/sh -c '" + cmd + "' 2>&1", st);
     }
     // Runs udhcpc in the container; returns the IPv4 address eth0 got ("" if none).
     std::string dhcp(const std::string& name) {
@@ -148,11 +108,6 @@ protected:
         return sh("pgrep -f -- '[n]etworks/" + net + "/dnsmasq.conf' >/dev/null && echo yes") ==
                "yes\n";
     }
-
-    std::unique_ptr<PrivateBus> bus;
-    std::unique_ptr<Lodged> daemon;
-    std::vector<std::string> containers, networks;
-    std::string forward4, forward6;
 };
 
 TEST_F(ManagedNetwork, BusyboxGetsALeaseAndNamesResolve) {
@@ -586,9 +541,10 @@ TEST_F(ManagedNetwork, LaunchFromAnImageJoinsTheNetwork) {
     ASSERT_EQ(st, 0) << out;
     std::string src = TestRoot::get().dir + "/" + unique_name("limg");
     out = sh("set -e; mkdir -p " + src + " && bash " + env_path("LODGE_FIXTURES") +
-                 "/make-busybox-rootfs.sh " + src + "/rootfs >/dev/null && printf "
-                 "'architecture: x86_64\\ncreation_date: 1700000000\\n' > " + src +
-                 "/metadata.yaml && tar -C " + src + " -czf " + src +
+                 "/make-busybox-rootfs.sh " + src +
+                 "/rootfs >/dev/null && printf "
+                 "'architecture: x86_64\\ncreation_date: 1700000000\\n' > " +
+                 src + "/metadata.yaml && tar -C " + src + " -czf " + src +
                  "/image.tar.gz metadata.yaml rootfs 2>&1",
              &st);
     ASSERT_EQ(st, 0) << out;

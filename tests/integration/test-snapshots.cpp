@@ -10,6 +10,7 @@
 #include "common/paths.hpp"
 #include "harness.hpp"
 #include "lodged-harness.hpp"
+#include "tree-fixture.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -29,135 +30,20 @@ using namespace lodge::test;
 
 namespace {
 
-// Everything about a tree that a faithful copy keeps, one line per entry, by path.
-std::map<std::string, std::string>* manifest_out;
-std::string manifest_root;
-std::map<ino_t, std::set<std::string>>* manifest_inodes;
-
-std::string xattrs_of(const char* path) {
-    char names[8192];
-    ssize_t n = ::llistxattr(path, names, sizeof names);
-    std::set<std::string> out;
-    for (ssize_t i = 0; i > -1 && i < n; i += static_cast<ssize_t>(std::strlen(names + i)) + 1) {
-        char value[4096];
-        ssize_t v = ::lgetxattr(path, names + i, value, sizeof value);
-        std::string hex;
-        for (ssize_t k = 0; k < v; k++) {
-            char b[3];
-            std::snprintf(b, sizeof b, "%02x", static_cast<unsigned char>(value[k]));
-            hex += b;
-        }
-        out.insert(std::string(names + i) + "=" + hex);
-    }
-    std::string joined;
-    for (auto& x : out)
-        joined += x + ";";
-    return joined;
-}
-
-int manifest_entry(const char* path, const struct stat* st, int, struct FTW*) {
-    std::string rel = std::string(path).substr(manifest_root.size());
-    std::ostringstream line;
-    line << std::oct << st->st_mode << std::dec << " " << st->st_uid << ":" << st->st_gid;
-    if (S_ISREG(st->st_mode)) {
-        line << " size=" << st->st_size << " blocks=" << (st->st_blocks > 0 ? "some" : "none")
-             << " data=" << std::hash<std::string>{}(read_text(path));
-        (*manifest_inodes)[st->st_ino].insert(rel);
-    } else if (S_ISLNK(st->st_mode)) {
-        char target[4096];
-        ssize_t n = ::readlink(path, target, sizeof target);
-        line << " -> " << std::string(target, n > 0 ? static_cast<size_t>(n) : 0);
-    } else if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
-        line << " dev=" << major(st->st_rdev) << "," << minor(st->st_rdev);
-    }
-    if (!S_ISDIR(st->st_mode))
-        line << " mtime=" << st->st_mtim.tv_sec;
-    line << " xattrs=" << xattrs_of(path);
-    (*manifest_out)[rel] = line.str();
-    return 0;
-}
-
-std::map<std::string, std::string> manifest(const std::string& root) {
-    std::map<std::string, std::string> out;
-    std::map<ino_t, std::set<std::string>> inodes;
-    manifest_out = &out;
-    manifest_inodes = &inodes;
-    manifest_root = root;
-    ::nftw(root.c_str(), manifest_entry, 64, FTW_PHYS | FTW_MOUNT);
-    // Hardlinks: every name of an inode points at the first of them.
-    for (auto& [ino, names] : inodes)
-        for (auto& n : names)
-            out[n] += " links=" + *names.begin();
-    return out;
-}
-
-// The first differences between two manifests, for a readable failure.
-std::string diff(const std::map<std::string, std::string>& a,
-                 const std::map<std::string, std::string>& b) {
-    std::string out;
-    int shown = 0;
-    for (auto& [k, v] : a) {
-        auto it = b.find(k);
-        if (it == b.end() || it->second != v) {
-            out += "\n  " + k + ": " + v + "\n   vs " + (it == b.end() ? "(missing)" : it->second);
-            if (++shown > 8)
-                return out;
-        }
-    }
-    for (auto& [k, v] : b)
-        if (!a.count(k)) {
-            out += "\n  " + k + ": (missing) vs " + v;
-            if (++shown > 8)
-                return out;
-        }
-    return out;
-}
-
-// An ACL in the kernel's xattr format: user::rwx user:1234:r-x group::r-x mask::r-x other::---.
-std::string acl_value() {
-    struct Entry {
-        uint16_t tag, perm;
-        uint32_t id;
-    };
-    const Entry entries[] = {{0x01, 7, UINT32_MAX},
-                             {0x02, 5, 1234},
-                             {0x04, 5, UINT32_MAX},
-                             {0x10, 5, UINT32_MAX},
-                             {0x20, 0, UINT32_MAX}};
-    uint32_t version = 2;
-    std::string v(reinterpret_cast<const char*>(&version), sizeof version);
-    v.append(reinterpret_cast<const char*>(entries), sizeof entries);
-    return v;
+// What a snapshot or copy keeps beyond a backup: sparse files, and every entry's mtime.
+std::map<std::string, std::string> copy_manifest(const std::string& root) {
+    return lodge::test::manifest(root, {.sparseness = true, .all_mtimes = true});
 }
 
 // Puts every kind of entry a copy can get wrong below `rootfs`/fixture.
 void populate(const std::string& rootfs) {
+    populate_fixture(rootfs);
+    if (::testing::Test::HasFatalFailure())
+        return;
     std::string f = rootfs + "/fixture";
-    ASSERT_EQ(mkdir_p(f + "/dir/sub", 0755), 0);
-    write_file_atomic(f + "/plain", "plain file\n", 0644);
-    ASSERT_EQ(::chown((f + "/plain").c_str(), 1000, 1000), 0);
-    write_file_atomic(f + "/setuid", "#!/bin/sh\n", 0755);
-    ASSERT_EQ(::chmod((f + "/setuid").c_str(), 04755), 0);
-    write_file_atomic(f + "/dir/sub/deep", "deep\n", 0600);
-    ASSERT_EQ(::chown((f + "/dir").c_str(), 1001, 1002), 0);
-    ASSERT_EQ(::setxattr((f + "/plain").c_str(), "user.lodge-test", "value", 5, 0), 0);
     ASSERT_EQ(::setxattr((f + "/plain").c_str(), "trusted.lodge-test", "t", 1, 0), 0);
-    std::string acl = acl_value();
-    ASSERT_EQ(
-        ::setxattr((f + "/dir").c_str(), "system.posix_acl_access", acl.data(), acl.size(), 0), 0)
-        << std::strerror(errno);
-    // A file capability (v2: cap_net_raw permitted+effective).
-    const unsigned char cap[20] = {0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00,
-                                   0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
-    write_file_atomic(f + "/capable", "cap\n", 0755);
-    ASSERT_EQ(::setxattr((f + "/capable").c_str(), "security.capability", cap, sizeof cap, 0), 0)
-        << std::strerror(errno);
-    ASSERT_EQ(::link((f + "/plain").c_str(), (f + "/dir/hardlink").c_str()), 0);
-    ASSERT_EQ(::symlink("../plain", (f + "/dir/symlink").c_str()), 0);
-    ASSERT_EQ(::lchown((f + "/dir/symlink").c_str(), 1003, 1003), 0);
     ASSERT_EQ(::mknod((f + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);
     ASSERT_EQ(::mknod((f + "/loop").c_str(), S_IFBLK | 0660, makedev(7, 200)), 0);
-    ASSERT_EQ(::mkfifo((f + "/fifo").c_str(), 0640), 0);
     // A sparse file: 8 MiB with one block of data at its end.
     Fd sparse(::open((f + "/sparse").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
     ASSERT_TRUE(sparse.valid());
@@ -223,13 +109,6 @@ protected:
         start_lodged();
         return true;
     }
-    std::string make(const std::string& base) {
-        std::string n = unique_name(base);
-        created.push_back(n);
-        int st = -1;
-        EXPECT_EQ(ctl("create " + n, &st), "Created container " + n + "\n");
-        return n;
-    }
     std::string cdir(const std::string& n) { return state_dir + "/containers/" + n; }
     std::string rootfs(const std::string& n) { return cdir(n) + "/rootfs"; }
     // `lodgectl copy FROM NEW FLAGS` to a new name made from `base`; "" when it failed.
@@ -248,48 +127,37 @@ protected:
             v.pop_back();
         return v;
     }
-    // Hidden entries (".new-", ".trash-", ".restore-") in `dir`.
-    static std::vector<std::string> hidden(const std::string& dir) {
-        std::vector<std::string> out;
-        if (DIR* d = ::opendir(dir.c_str())) {
-            while (dirent* e = ::readdir(d))
-                if (e->d_name[0] == '.' && std::strcmp(e->d_name, ".") != 0 &&
-                    std::strcmp(e->d_name, "..") != 0)
-                    out.push_back(e->d_name);
-            ::closedir(d);
-        }
-        return out;
-    }
+    static std::vector<std::string> hidden(const std::string& dir) { return hidden_entries(dir); }
     void snapshot_restore_round_trip();
 
     std::string state_dir, unit_dir, btrfs_mount;
 };
 
 void SnapshotTest::snapshot_restore_round_trip() {
-    std::string n = make("snap");
+    std::string n = create_container("snap");
     populate(rootfs(n));
     int st = -1;
     ASSERT_EQ(ctl("config set " + n + " user.state=A", &st), "") << st;
-    auto before = manifest(rootfs(n));
+    auto before = copy_manifest(rootfs(n));
     ASSERT_GT(before.size(), 10u);
     std::string out = ctl("snapshot create " + n + " s1", &st);
     ASSERT_EQ(st, 0) << out;
     EXPECT_TRUE(contains(ctl("snapshot list " + n + " -q"), "s1\n"));
-    auto snapped = manifest(cdir(n) + "/snapshots/s1/rootfs");
+    auto snapped = copy_manifest(cdir(n) + "/snapshots/s1/rootfs");
     EXPECT_TRUE(snapped == before) << "the snapshot differs:" << diff(before, snapped);
 
     mess_up(rootfs(n));
     ctl("config set " + n + " user.state=B");
-    ASSERT_NE(manifest(rootfs(n)), before);
+    ASSERT_NE(copy_manifest(rootfs(n)), before);
     out = ctl("restore " + n + " s1", &st);
     ASSERT_EQ(st, 0) << out;
-    auto after = manifest(rootfs(n));
+    auto after = copy_manifest(rootfs(n));
     EXPECT_TRUE(after == before) << "the restored rootfs differs:" << diff(before, after);
     EXPECT_EQ(get(n, "user.state"), "A");
     // The old rootfs goes in a worker.
     EXPECT_TRUE(wait_until([&] { return hidden(cdir(n)).empty(); })) << "restore left a directory";
     // The snapshot itself is untouched by the restore and can be restored again.
-    EXPECT_TRUE(manifest(cdir(n) + "/snapshots/s1/rootfs") == before);
+    EXPECT_TRUE(copy_manifest(cdir(n) + "/snapshots/s1/rootfs") == before);
     auto shown = nlohmann::json::parse(ctl("snapshot show " + n + " s1 --json"), nullptr, false);
     ASSERT_TRUE(shown.is_object());
     EXPECT_EQ(shown["config"].value("user.state", ""), "A");
@@ -316,7 +184,7 @@ TEST_F(SnapshotTest, RestoreGivesBackTheSnapshotOnBtrfs) {
 }
 
 TEST_F(SnapshotTest, SnapshotNamesListDeleteAndRename) {
-    std::string n = make("snapn");
+    std::string n = create_container("snapn");
     int st = -1;
     EXPECT_EQ(ctl("snapshot create " + n, &st), "Created snapshot snap0 of " + n + "\n");
     EXPECT_EQ(ctl("snapshot create " + n, &st), "Created snapshot snap1 of " + n + "\n");
@@ -339,7 +207,7 @@ TEST_F(SnapshotTest, SnapshotNamesListDeleteAndRename) {
 // Snapshots are stateless (rootfs and config), which --stateless asks for; --stateful would need
 // CRIU and is refused, saying so.
 TEST_F(SnapshotTest, StatelessIsTheDefaultAndStatefulIsRefused) {
-    std::string n = make("snapsl");
+    std::string n = create_container("snapsl");
     int st = -1;
     EXPECT_EQ(ctl("snapshot create " + n + " s1 --stateless", &st),
               "Created snapshot s1 of " + n + "\n");
@@ -353,7 +221,7 @@ TEST_F(SnapshotTest, StatelessIsTheDefaultAndStatefulIsRefused) {
 // The container object has the Manager's methods without the name (as machined's Machine):
 // snapshots, restore, copy, rename and files, with the same typed errors.
 TEST_F(SnapshotTest, TheContainerObjectHasTheSameMethods) {
-    std::string n = make("snapobj");
+    std::string n = create_container("snapobj");
     std::string path = sh("busctl call io.lodge1 /io/lodge1 io.lodge1.Manager GetContainer s " + n +
                           " | cut -d'\"' -f2");
     ASSERT_TRUE(contains(path, "/io/lodge1/container/")) << path;
@@ -386,7 +254,7 @@ TEST_F(SnapshotTest, TheContainerObjectHasTheSameMethods) {
 // A running container: its snapshot is taken while it runs; a restore is refused until
 // --force, which stops it first.
 TEST_F(SnapshotTest, RunningContainerSnapshotAndForcedRestore) {
-    std::string n = make("snaprun");
+    std::string n = create_container("snaprun");
     int st = -1;
     std::string out = ctl("start " + n, &st);
     if (st != 0 && contains(out, "idmapped"))
@@ -458,9 +326,9 @@ std::vector<std::string> copy_jails() {
 // kill -9 of lodged while a snapshot is being copied: after the restart the snapshot is
 // either whole or absent, and no work directory or copy jail is left.
 TEST_F(SnapshotTest, KillNineMidSnapshotLeavesOldOrNew) {
-    std::string n = make("snapk9");
+    std::string n = create_container("snapk9");
     add_bulk(rootfs(n));
-    auto source = manifest(rootfs(n));
+    auto source = copy_manifest(rootfs(n));
     Background snap("snapshot create " + n + " k9");
     bool caught =
         wait_until([&] { return work_under_way(cdir(n) + "/snapshots", ".new-", "bulk"); }, 120);
@@ -473,7 +341,7 @@ TEST_F(SnapshotTest, KillNineMidSnapshotLeavesOldOrNew) {
     EXPECT_TRUE(copy_jails().empty());
     std::string listed = ctl("snapshot list " + n + " -q");
     if (listed == "k9\n") {
-        auto snapped = manifest(cdir(n) + "/snapshots/k9/rootfs");
+        auto snapped = copy_manifest(cdir(n) + "/snapshots/k9/rootfs");
         EXPECT_TRUE(snapped == source)
             << "a listed snapshot is incomplete:" << diff(source, snapped);
     } else {
@@ -487,18 +355,18 @@ TEST_F(SnapshotTest, KillNineMidSnapshotLeavesOldOrNew) {
 // kill -9 of lodged during a restore: afterwards the rootfs and the config are both the old
 // ones or both the snapshot's, and the restore's work directory is gone.
 TEST_F(SnapshotTest, KillNineMidRestoreLeavesOldOrNew) {
-    std::string n = make("restk9");
+    std::string n = create_container("restk9");
     add_bulk(rootfs(n));
     write_file_atomic(rootfs(n) + "/state", "A\n", 0644);
     int st = -1;
     ctl("config set " + n + " user.state=A");
     std::string out = ctl("snapshot create " + n + " s1", &st);
     ASSERT_EQ(st, 0) << out;
-    auto old_a = manifest(rootfs(n));
+    auto old_a = copy_manifest(rootfs(n));
     write_file_atomic(rootfs(n) + "/state", "B\n", 0644);
     ::unlink((rootfs(n) + "/bulk/3").c_str());
     ctl("config set " + n + " user.state=B");
-    auto old_b = manifest(rootfs(n));
+    auto old_b = copy_manifest(rootfs(n));
     Background restore("restore " + n + " s1");
     bool caught = wait_until([&] { return work_under_way(cdir(n), ".restore-", "bulk"); }, 120);
     daemon->kill9();
@@ -508,7 +376,7 @@ TEST_F(SnapshotTest, KillNineMidRestoreLeavesOldOrNew) {
         << "the restore's work directory was left behind";
     std::string state = read_text(rootfs(n) + "/state");
     EXPECT_EQ(get(n, "user.state") + "\n", state) << "rootfs and config disagree";
-    auto now = manifest(rootfs(n));
+    auto now = copy_manifest(rootfs(n));
     EXPECT_TRUE(now == (state == "A\n" ? old_a : old_b))
         << "the rootfs is a mix:" << diff(state == "A\n" ? old_a : old_b, now);
     if (!caught)
@@ -519,9 +387,9 @@ TEST_F(SnapshotTest, KillNineMidRestoreLeavesOldOrNew) {
 // directory of it left, or whole (every rootfs entry, a valid config, it starts); the source
 // is untouched either way.
 TEST_F(SnapshotTest, KillNineMidCopyLeavesOldOrNew) {
-    std::string src = make("copyk9");
+    std::string src = create_container("copyk9");
     add_bulk(rootfs(src));
-    auto source = manifest(rootfs(src));
+    auto source = copy_manifest(rootfs(src));
     std::string source_config = ctl("config show " + src + " --json");
     std::string dst = unique_name("copyk9d");
     created.push_back(dst);
@@ -543,13 +411,13 @@ TEST_F(SnapshotTest, KillNineMidCopyLeavesOldOrNew) {
     EXPECT_TRUE(wait_until([&] { return work_dirs_of_dst().empty(); }))
         << "a work directory of the copy was left behind in " << containers;
     EXPECT_TRUE(copy_jails().empty());
-    auto src_now = manifest(rootfs(src));
+    auto src_now = copy_manifest(rootfs(src));
     EXPECT_TRUE(src_now == source) << "the source changed:" << diff(source, src_now);
     EXPECT_EQ(ctl("config show " + src + " --json"), source_config);
     std::string listed = ctl("list -q");
     EXPECT_TRUE(contains(listed, src + "\n")) << listed;
     if (contains(listed, dst + "\n")) {
-        auto copied = manifest(rootfs(dst));
+        auto copied = copy_manifest(rootfs(dst));
         EXPECT_TRUE(copied == source) << "a listed copy is incomplete:" << diff(source, copied);
         auto config = nlohmann::json::parse(ctl("config show " + dst + " --json"), nullptr, false);
         ASSERT_TRUE(config.is_object()) << "the copy's config is not valid";
@@ -569,7 +437,7 @@ TEST_F(SnapshotTest, KillNineMidCopyLeavesOldOrNew) {
 // A copy runs next to its source: new MACs, a new instance-id, new host ends of the veths;
 // the source's snapshots come along unless --no-snapshots; a snapshot can be the source.
 TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
-    std::string a = make("copya");
+    std::string a = create_container("copya");
     int st = -1;
     std::string out = ctl("device add " + a + " eth0 nic nictype=p2p", &st);
     ASSERT_EQ(st, 0) << out;
@@ -617,7 +485,7 @@ TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {
 // A rename takes the snapshots, the console log and the autostart link along, and gives a
 // new instance-id; a running container is not renamed.
 TEST_F(SnapshotTest, RenameTakesEverythingAlong) {
-    std::string n = make("renold");
+    std::string n = create_container("renold");
     int st = -1;
     ASSERT_EQ(ctl("snapshot create " + n + " s1", &st), "Created snapshot s1 of " + n + "\n");
     std::string out = ctl("start " + n, &st);
@@ -682,7 +550,7 @@ uint64_t local_usec(int year, int mon, int mday, int hour, int min) {
 // the schedule names, one only, named by snapshots.pattern, deleted once snapshots.expiry has
 // passed; stopped containers get none (LXD's default).
 TEST_F(SnapshotTest, ScheduledSnapshotsFireAndExpire) {
-    std::string n = make("sched");
+    std::string n = create_container("sched");
     int st = -1;
     for (const char* kv : {"snapshots.schedule='*/15 * * * *'", "snapshots.expiry=1H",
                            "snapshots.pattern=auto-%d"}) {
