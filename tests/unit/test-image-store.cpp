@@ -235,6 +235,50 @@ TEST(LxdRemote, ImageEntries) {
     EXPECT_FALSE(parse_lxd_image(nosize, img, why));
 }
 
+// A hostile server's entries: a size that would wrap the download bound, terminal escapes in
+// the text lodgectl prints, aliases no one could type, lists past any real server's.
+TEST(LxdRemote, HostileEntriesAreBoundedAndPrintable) {
+    auto entry =
+        nlohmann::json::parse(R"({"fingerprint": ")" + std::string(64, 'a') +
+                              R"(", "public": true, "size": 42, "architecture": "x86_64"})");
+    entry["properties"]["description"] = "bb\x1b]0;owned\x07 \xc2\x9b"
+                                         "2J" +
+                                         std::string(5000, 'd');
+    entry["aliases"] = nlohmann::json::array({{{"name", "evil\x1b[2J"}}, {{"name", "../x"}}});
+    for (int i = 0; i < 40; i++)
+        entry["aliases"].push_back({{"name", "a" + std::to_string(i)}});
+    RemoteImage img;
+    std::string why;
+    ASSERT_TRUE(parse_lxd_image(entry, img, why)) << why;
+    EXPECT_EQ(img.description.substr(0, 18), "bb?]0;owned? ?2Jdd");
+    EXPECT_LE(img.description.size(), 1024u);
+    ASSERT_EQ(img.aliases.size(), max_remote_aliases);
+    EXPECT_EQ(img.aliases.front(), "a0"); // the escape and "../x" dropped
+    EXPECT_EQ(img.aliases.back(), "a31");
+    auto huge = entry;
+    huge["size"] = UINT64_MAX; // + the multipart allowance would wrap to 64 KiB
+    EXPECT_FALSE(parse_lxd_image(huge, img, why));
+    EXPECT_NE(why.find("size"), std::string::npos) << why;
+
+    std::vector<RemoteImage> out;
+    std::string error;
+    nlohmann::json list = nlohmann::json::array({entry});
+    EXPECT_EQ(parse_lxd_image_list(list, "r", out, error), 0) << error;
+    EXPECT_EQ(out.size(), 1u);
+    for (int i = 0; i < 10000; i++)
+        list.push_back(nlohmann::json::object());
+    out.clear();
+    EXPECT_EQ(parse_lxd_image_list(list, "r", out, error), -EPROTO);
+    EXPECT_NE(error.find("more than"), std::string::npos) << error;
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ(remote_text("\xe2\x82\xac"
+                          "1\x7f\xff",
+                          64),
+              "\xe2\x82\xac"
+              "1??");
+    EXPECT_EQ(remote_text("ab\xe2\x82\xac", 4), "ab"); // never half a character
+}
+
 TEST(LxdRemote, MultipartBoundary) {
     EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc123"), "abc123");
     EXPECT_EQ(multipart_boundary("Multipart/Form-Data; boundary=\"a b\"; x=y"), "a b");
@@ -242,6 +286,17 @@ TEST(LxdRemote, MultipartBoundary) {
     EXPECT_EQ(multipart_boundary("application/octet-stream"), "");
     EXPECT_EQ(multipart_boundary("multipart/form-data"), "");
     EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=" + std::string(71, 'x')), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc;"), "abc");
+    // The parameter named boundary, not one whose name ends so.
+    EXPECT_EQ(multipart_boundary("multipart/form-data; xboundary=evil; boundary=good"), "good");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=a; boundary=b"), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-dataX; boundary=abc"), "");
+    // RFC 2046's characters only, no closing space.
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"a\x01b\""), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=a\\b"), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"ab \""), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"ab\"junk"), "");
+    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"'()+_,-./:=?\""), "'()+_,-./:=?");
 }
 
 class Multipart : public ::testing::Test {
@@ -305,6 +360,10 @@ TEST_F(Multipart, MalformedBodiesAreRefused) {
         {good, "ends inside"},
         {part("metadata", std::string(1000, 'm')), "ends inside"},
         {"--" + boundary + "\r\n" + std::string(20000, 'h'), "part headers"},
+        // Over the bound even when their end is in the same read.
+        {"--" + boundary + "\r\nX-Pad: " + std::string(20000, 'h') + "\r\n" +
+             part("metadata", "m").substr(boundary.size() + 4) + part("rootfs", "r") + end,
+         "part headers"},
         {"--" + boundary + "\r\nContent-Type: x\r\n\r\nm\r\n" + end, "is \"\""},
         // A delimiter followed by neither CRLF nor "--" is data: this one never ends.
         {part("metadata", "m") + "--" + boundary + "??", "ends inside metadata"},
