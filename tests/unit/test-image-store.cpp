@@ -28,12 +28,22 @@ std::string sh(const std::string& cmd) {
     return out;
 }
 
-class StoreTest : public ::testing::Test {
+// A fresh directory under /tmp for each test, removed after it.
+class TempDirTest : public ::testing::Test {
 protected:
     void SetUp() override {
         char tmpl[] = "/tmp/lodge-image-unit-XXXXXX";
         ASSERT_NE(mkdtemp(tmpl), nullptr);
         dir = tmpl;
+    }
+    void TearDown() override { sh("rm -rf " + dir); }
+    std::string dir;
+};
+
+class StoreTest : public TempDirTest {
+protected:
+    void SetUp() override {
+        TempDirTest::SetUp();
         setenv("LODGE_STATE_DIR", (dir + "/state").c_str(), 1);
         std::string e;
         ASSERT_EQ(store.ensure(e), 0) << e;
@@ -43,7 +53,6 @@ protected:
            "metadata.yaml && tar -czf unified.tar.gz metadata.yaml rootfs && tar -C rootfs -czf "
            "plain.tar.gz .");
     }
-    void TearDown() override { sh("rm -rf " + dir); }
     // An image in the store from `file` (and `rootfs`), as lodged's import does it.
     std::string add(const std::string& file, const std::string& rootfs = "") {
         std::string work, e;
@@ -58,7 +67,6 @@ protected:
         EXPECT_EQ(store.commit(work, info, e), 0) << e;
         return info.fingerprint;
     }
-    std::string dir;
     Store store;
 };
 
@@ -280,33 +288,33 @@ TEST(LxdRemote, HostileEntriesAreBoundedAndPrintable) {
 }
 
 TEST(LxdRemote, MultipartBoundary) {
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc123"), "abc123");
-    EXPECT_EQ(multipart_boundary("Multipart/Form-Data; boundary=\"a b\"; x=y"), "a b");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc; charset=x"), "abc");
-    EXPECT_EQ(multipart_boundary("application/octet-stream"), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data"), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=" + std::string(71, 'x')), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc;"), "abc");
-    // The parameter named boundary, not one whose name ends so.
-    EXPECT_EQ(multipart_boundary("multipart/form-data; xboundary=evil; boundary=good"), "good");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=a; boundary=b"), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-dataX; boundary=abc"), "");
-    // RFC 2046's characters only, no closing space.
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"a\x01b\""), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=a\\b"), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"ab \""), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"ab\"junk"), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=\"'()+_,-./:=?\""), "'()+_,-./:=?");
+    const std::string type = "multipart/form-data; ";
+    // {Content-Type, its boundary ("" for none)}
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {type + "boundary=abc123", "abc123"},
+        {"Multipart/Form-Data; boundary=\"a b\"; x=y", "a b"},
+        {type + "boundary=abc; charset=x", "abc"},
+        {"application/octet-stream", ""},
+        {"multipart/form-data", ""},
+        {type + "boundary=" + std::string(71, 'x'), ""},
+        {type + "boundary=abc;", "abc"},
+        // The parameter named boundary, not one whose name ends so; one of it.
+        {type + "xboundary=evil; boundary=good", "good"},
+        {type + "boundary=a; boundary=b", ""},
+        {"multipart/form-dataX; boundary=abc", ""},
+        // RFC 2046's characters only, no closing space.
+        {type + "boundary=\"a\x1b\"", ""},
+        {type + "boundary=a\\b", ""},
+        {type + "boundary=\"ab \"", ""},
+        {type + "boundary=\"ab\"junk", ""},
+        {type + "boundary=\"'()+_,-./:=?\"", "'()+_,-./:=?"},
+    };
+    for (auto& [content_type, boundary] : cases)
+        EXPECT_EQ(multipart_boundary(content_type), boundary) << content_type;
 }
 
-class Multipart : public ::testing::Test {
+class Multipart : public TempDirTest {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/lodge-multipart-unit-XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        dir = tmpl;
-    }
-    void TearDown() override { sh("rm -rf " + dir); }
     static std::string part(const std::string& name, const std::string& data) {
         return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name +
                "\"; filename=\"x.tar.xz\"\r\nContent-Type: application/octet-stream\r\n\r\n" +
@@ -319,7 +327,7 @@ protected:
         return split_lxd_multipart(dir + "/export", boundary, dir + "/meta", dir + "/rootfs",
                                    combined, error);
     }
-    std::string dir, error;
+    std::string error;
     static inline const std::string boundary = "0123456789abcdef";
 };
 
