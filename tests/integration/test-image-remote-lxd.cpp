@@ -110,6 +110,21 @@ TEST_F(LxdRemote, FailedLxdDownloadsLeaveNothing) {
     EXPECT_EQ(ctl("exec " + c + " -- echo ok"), "ok\n");
 }
 
+// A hostile server's words reach the terminal of whoever lists or launches: lodge passes on
+// no control characters (terminal escapes) and no megabytes of error message.
+TEST_F(LxdRemote, ServerTextReachesNoTerminalRaw) {
+    control("{\"hostile_text\": true}");
+    int st = 0;
+    std::string out = ctl("image list " + lxd + ":", &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_TRUE(contains(out, "?]0;owned??[2Jlxd test image")) << out;
+    EXPECT_FALSE(contains(out, "\x1b")) << out;
+    std::string c = make("esc");
+    out = expect_launch_fails(lxd + ":nosuch", c, "Image alias not found?]0;owned");
+    EXPECT_FALSE(contains(out, "\x1b")) << out;
+    EXPECT_LT(out.size(), 2000u) << out.size() << " bytes";
+}
+
 // A cut export is resumed by a Range request; an image copied with --auto-update from an LXD
 // server follows its alias there (RefreshImages, the refresh timer's work).
 TEST_F(LxdRemote, ResumedExportAndAutoUpdate) {
