@@ -21,8 +21,6 @@ constexpr uint64_t max_multipart_overhead = 64u << 10;
 constexpr size_t max_part_headers = 16u << 10;
 // Past any real image: an export is bounded by its listed size, which must not wrap around.
 constexpr uint64_t max_image_size = uint64_t{1} << 40;
-// A list's entries (a real server lists hundreds): the catalog goes on to lodged and the bus.
-constexpr size_t max_listed_images = 10000;
 
 int fail(std::string& error, int r, const std::string& msg) {
     error = msg;
@@ -182,10 +180,10 @@ int parse_lxd_image_list(const nlohmann::json& list, const std::string& remote_n
     if (!list.is_array())
         return fail(error, -EPROTO,
                     "Remote \"" + remote_name + "\" sent an image list that is not a list");
-    if (list.size() > max_listed_images)
+    if (list.size() > max_remote_images)
         return fail(error, -EPROTO,
                     "Remote \"" + remote_name + "\" lists " + std::to_string(list.size()) +
-                        " images, more than the " + std::to_string(max_listed_images) +
+                        " images, more than the " + std::to_string(max_remote_images) +
                         " lodge reads");
     for (auto& entry : list) {
         RemoteImage img;

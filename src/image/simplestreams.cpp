@@ -109,6 +109,9 @@ int parse_stream_index(const std::string& text, std::vector<std::string>& paths,
         std::string path = str(entry, "path");
         if (!path.empty())
             paths.push_back(path);
+        if (paths.size() > max_stream_catalogs)
+            return invalid(error, "The simplestreams index names more than " +
+                                      std::to_string(max_stream_catalogs) + " catalogs");
     }
     if (paths.empty())
         return invalid(error, "The simplestreams index lists no image-downloads catalog");
@@ -120,6 +123,9 @@ int parse_stream_products(const std::string& text, std::vector<RemoteImage>& out
     auto j = nlohmann::json::parse(text, nullptr, false);
     if (!j.is_object() || !j.contains("products") || !j["products"].is_object())
         return invalid(error, "Invalid simplestreams catalog: no \"products\" object");
+    if (out.size() + j["products"].size() > max_remote_images)
+        return invalid(error, "The simplestreams catalogs list more than " +
+                                  std::to_string(max_remote_images) + " products");
     for (auto& [product, p] : j["products"].items()) {
         if (!p.is_object() || !p.contains("versions") || !p["versions"].is_object())
             continue;

@@ -40,7 +40,12 @@ std::string remote_text(const std::string& s, size_t max);
 constexpr size_t max_remote_aliases = 32;
 std::vector<std::string> remote_aliases(const std::vector<std::string>& names);
 
-// Parsing, for tests too. 0 or -EINVAL with `error` set.
+// The most images a remote's catalog may list, and catalogs a simplestreams index may name
+// (real servers: hundreds, one): what a remote lists goes on to lodged and over the bus.
+constexpr size_t max_remote_images = 10000;
+constexpr size_t max_stream_catalogs = 16;
+
+// Parsing, for tests too. 0 or -EINVAL with `error` set (past the bounds above too).
 int parse_stream_index(const std::string& json, std::vector<std::string>& catalog_paths,
                        std::string& error);
 // Container images only (VM-only versions are left out); the newest usable version of each

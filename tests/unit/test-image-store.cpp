@@ -207,6 +207,19 @@ TEST(Simplestreams, CatalogNewestVersionAliasesAndArchitectures) {
               0);
     EXPECT_EQ(paths, std::vector<std::string>{"streams/v1/images.json"});
     EXPECT_EQ(parse_stream_index("[]", paths, e), -EINVAL);
+    // A hostile server's index or catalog past any real one's: refused, not read on.
+    nlohmann::json many_catalogs, many_products;
+    for (int i = 0; i <= 16; i++)
+        many_catalogs["index"][std::to_string(i)] = {{"datatype", "image-downloads"},
+                                                     {"path", "c" + std::to_string(i)}};
+    paths.clear();
+    EXPECT_EQ(parse_stream_index(many_catalogs.dump(), paths, e), -EINVAL);
+    EXPECT_NE(e.find("more than 16 catalogs"), std::string::npos) << e;
+    for (int i = 0; i <= 10000; i++)
+        many_products["products"]["p" + std::to_string(i)] = nlohmann::json::object();
+    images.clear();
+    EXPECT_EQ(parse_stream_products(many_products.dump(), images, e), -EINVAL);
+    EXPECT_NE(e.find("more than 10000 products"), std::string::npos) << e;
     EXPECT_EQ(parse_stream_products("{\"products\": 1}", images, e), -EINVAL);
     EXPECT_EQ(url_join("https://h/a/", "/streams/v1/x"), "https://h/a/streams/v1/x");
 }
