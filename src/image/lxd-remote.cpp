@@ -19,6 +19,8 @@ constexpr size_t max_api_answer = 64u << 20;
 // The multipart framing around a split export's two parts: boundaries and part headers.
 constexpr uint64_t max_multipart_overhead = 64u << 10;
 constexpr size_t max_part_headers = 16u << 10;
+// Past any real image: an export is bounded by its listed size, which must not wrap around.
+constexpr uint64_t max_image_size = uint64_t{1} << 40;
 
 int fail(std::string& error, int r, const std::string& msg) {
     error = msg;
@@ -63,7 +65,8 @@ int api_get(const Remote& remote, const HttpOptions& options, const std::string&
         long code = status;
         if (j.is_object() && j.contains("error_code") && j["error_code"].is_number_integer())
             code = j["error_code"].get<long>();
-        std::string msg = j.is_object() ? str(j, "error") : "";
+        // The server's words reach a terminal: no control characters, and not megabytes.
+        std::string msg = j.is_object() ? remote_text(str(j, "error"), 512) : "";
         if (msg.empty())
             msg = "HTTP status " + std::to_string(status);
         int r = code == 404 ? -ENOENT : code == 403 ? -EACCES : -EIO;
@@ -140,25 +143,29 @@ bool parse_lxd_image(const nlohmann::json& e, RemoteImage& out, std::string& why
         return false;
     }
     auto size = e.find("size");
-    if (size == e.end() || !size->is_number_unsigned() || size->get<uint64_t>() == 0) {
-        why = "image " + out.fingerprint + " has no size";
+    if (size == e.end() || !size->is_number_unsigned() || size->get<uint64_t>() == 0 ||
+        size->get<uint64_t>() > max_image_size) {
+        why = "image " + out.fingerprint + " has no size, or one over " +
+              std::to_string(max_image_size) + " bytes";
         return false;
     }
     // LXD names architectures as the kernel does (x86_64); compare them as simplestreams does.
-    out.architecture = stream_arch(str(e, "architecture"));
+    out.architecture = remote_text(stream_arch(str(e, "architecture")), 32);
     nlohmann::json props = e.value("properties", nlohmann::json::object());
     if (props.is_object()) {
-        out.os = str(props, "os");
-        out.release = str(props, "release");
-        out.variant = str(props, "variant");
-        out.description = str(props, "description");
+        out.os = remote_text(str(props, "os"), 255);
+        out.release = remote_text(str(props, "release"), 255);
+        out.variant = remote_text(str(props, "variant"), 255);
+        out.description = remote_text(str(props, "description"), 1024);
     }
+    std::vector<std::string> names;
     if (auto aliases = e.find("aliases"); aliases != e.end() && aliases->is_array())
         for (auto& a : *aliases)
             if (a.is_object() && !str(a, "name").empty())
-                out.aliases.push_back(str(a, "name"));
+                names.push_back(str(a, "name"));
+    out.aliases = remote_aliases(names);
     out.product = out.aliases.empty() ? out.fingerprint.substr(0, 12) : out.aliases.front();
-    out.version = str(e, "created_at");
+    out.version = remote_text(str(e, "created_at"), 64);
     // Whether the export is split shows only in its answer (lxd_download_remote).
     out.kind = "lxd";
     out.metadata.ftype = "lxd-export";
@@ -168,14 +175,16 @@ bool parse_lxd_image(const nlohmann::json& e, RemoteImage& out, std::string& why
     return true;
 }
 
-int lxd_list_remote(const Remote& remote, const HttpOptions& options, std::vector<RemoteImage>& out,
-                    std::string& error) {
-    nlohmann::json list;
-    if (int r = api_get(remote, options, "1.0/images?recursion=1", list, error); r < 0)
-        return r;
+int parse_lxd_image_list(const nlohmann::json& list, const std::string& remote_name,
+                         std::vector<RemoteImage>& out, std::string& error) {
     if (!list.is_array())
         return fail(error, -EPROTO,
-                    "Remote \"" + remote.name + "\" sent an image list that is not a list");
+                    "Remote \"" + remote_name + "\" sent an image list that is not a list");
+    if (list.size() > max_remote_images)
+        return fail(error, -EPROTO,
+                    "Remote \"" + remote_name + "\" lists " + std::to_string(list.size()) +
+                        " images, more than the " + std::to_string(max_remote_images) +
+                        " lodge reads");
     for (auto& entry : list) {
         RemoteImage img;
         std::string why;
@@ -184,6 +193,14 @@ int lxd_list_remote(const Remote& remote, const HttpOptions& options, std::vecto
             out.push_back(std::move(img));
     }
     return 0;
+}
+
+int lxd_list_remote(const Remote& remote, const HttpOptions& options, std::vector<RemoteImage>& out,
+                    std::string& error) {
+    nlohmann::json list;
+    if (int r = api_get(remote, options, "1.0/images?recursion=1", list, error); r < 0)
+        return r;
+    return parse_lxd_image_list(list, remote.name, out, error);
 }
 
 int lxd_lookup_remote(const Remote& remote, const HttpOptions& options, const std::string& ref,
@@ -228,23 +245,56 @@ int lxd_lookup_remote(const Remote& remote, const HttpOptions& options, const st
 }
 
 std::string multipart_boundary(const std::string& content_type) {
-    std::string lower = content_type;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return std::tolower(c); });
-    if (lower.rfind("multipart/form-data", 0) != 0)
+    auto lower = [](std::string v) {
+        std::transform(v.begin(), v.end(), v.begin(),
+                       [](unsigned char c) { return std::tolower(c); });
+        return v;
+    };
+    auto trim = [](const std::string& v) {
+        size_t b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+        return b == std::string::npos ? std::string() : v.substr(b, e - b + 1);
+    };
+    size_t semi = content_type.find(';');
+    if (lower(trim(content_type.substr(0, semi))) != "multipart/form-data")
         return "";
-    size_t at = lower.find("boundary=");
-    if (at == std::string::npos)
-        return "";
-    std::string b = content_type.substr(at + 9);
-    if (!b.empty() && b.front() == '"') {
-        size_t close = b.find('"', 1);
-        b = close == std::string::npos ? "" : b.substr(1, close - 1);
-    } else if (size_t end = b.find_first_of("; \t"); end != std::string::npos) {
-        b.resize(end);
+    // Parameters: `; name=token` or `; name="quoted"`, the boundary among them by name.
+    std::string boundary;
+    for (size_t at = semi; at != std::string::npos && at < content_type.size();) {
+        if (trim(content_type.substr(at + 1)).empty())
+            break; // a trailing ';'
+        size_t eq = content_type.find('=', at + 1);
+        if (eq == std::string::npos)
+            return "";
+        std::string name = lower(trim(content_type.substr(at + 1, eq - at - 1)));
+        size_t v = content_type.find_first_not_of(" \t", eq + 1);
+        std::string value;
+        if (v != std::string::npos && content_type[v] == '"') {
+            size_t close = content_type.find('"', v + 1);
+            if (close == std::string::npos)
+                return "";
+            value = content_type.substr(v + 1, close - v - 1);
+            at = content_type.find(';', close);
+            if (trim(content_type.substr(close + 1, at == std::string::npos ? at : at - close - 1))
+                    .size())
+                return "";
+        } else {
+            at = content_type.find(';', eq);
+            value = trim(content_type.substr(eq + 1, at == std::string::npos ? at : at - eq - 1));
+        }
+        if (name == "boundary") {
+            if (!boundary.empty())
+                return ""; // two boundaries: which one the server meant is anyone's guess
+            boundary = value;
+        }
     }
-    // RFC 2046: 1 to 70 characters.
-    return b.size() <= 70 ? b : "";
+    // RFC 2046: 1 to 70 of bchars (DIGIT ALPHA '()+_,-./:=? and space), not ending in space.
+    static const std::string bchars_other = "'()+_,-./:=? ";
+    if (boundary.empty() || boundary.size() > 70 || boundary.back() == ' ')
+        return "";
+    for (unsigned char c : boundary)
+        if (!std::isalnum(c) && bchars_other.find(static_cast<char>(c)) == std::string::npos)
+            return "";
+    return boundary;
 }
 
 // A small multipart/form-data reader for a file: Debian has no C or C++ library that parses a
@@ -291,10 +341,11 @@ int split_lxd_multipart(const std::string& export_path, const std::string& bound
             break;
         case State::headers: {
             size_t end = buf.find("\r\n\r\n");
+            // Bounded whether their end shows in this read or not.
+            if (end != std::string::npos ? end > max_part_headers : buf.size() > max_part_headers)
+                return malformed("part headers over " + std::to_string(max_part_headers) +
+                                 " bytes");
             if (end == std::string::npos) {
-                if (buf.size() > max_part_headers)
-                    return malformed("part headers over " + std::to_string(max_part_headers) +
-                                     " bytes");
                 need_more = true;
                 break;
             }

@@ -35,10 +35,15 @@ int lxd_download_remote(const Remote& remote, const HttpOptions& options, const 
 // with `why`); the parts of a multipart export in `export_path` into `metadata_path` and
 // `rootfs_path`, `combined_sha256` = sha256 of both.
 bool parse_lxd_image(const nlohmann::json& entry, RemoteImage& out, std::string& why);
+// The whole /1.0/images?recursion=1 list: its usable images into `out`; -EPROTO when it is no
+// list or lists more entries than lodge reads.
+int parse_lxd_image_list(const nlohmann::json& list, const std::string& remote_name,
+                         std::vector<RemoteImage>& out, std::string& error);
 int split_lxd_multipart(const std::string& export_path, const std::string& boundary,
                         const std::string& metadata_path, const std::string& rootfs_path,
                         std::string& combined_sha256, std::string& error);
-// The boundary of a multipart/form-data Content-Type ("" when it is not one or has none).
+// The boundary of a multipart/form-data Content-Type ("" when it is not one, has none or two,
+// or one that RFC 2046 does not allow).
 std::string multipart_boundary(const std::string& content_type);
 
 } // namespace lodge::image

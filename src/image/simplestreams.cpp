@@ -109,6 +109,9 @@ int parse_stream_index(const std::string& text, std::vector<std::string>& paths,
         std::string path = str(entry, "path");
         if (!path.empty())
             paths.push_back(path);
+        if (paths.size() > max_stream_catalogs)
+            return invalid(error, "The simplestreams index names more than " +
+                                      std::to_string(max_stream_catalogs) + " catalogs");
     }
     if (paths.empty())
         return invalid(error, "The simplestreams index lists no image-downloads catalog");
@@ -120,6 +123,9 @@ int parse_stream_products(const std::string& text, std::vector<RemoteImage>& out
     auto j = nlohmann::json::parse(text, nullptr, false);
     if (!j.is_object() || !j.contains("products") || !j["products"].is_object())
         return invalid(error, "Invalid simplestreams catalog: no \"products\" object");
+    if (out.size() + j["products"].size() > max_remote_images)
+        return invalid(error, "The simplestreams catalogs list more than " +
+                                  std::to_string(max_remote_images) + " products");
     for (auto& [product, p] : j["products"].items()) {
         if (!p.is_object() || !p.contains("versions") || !p["versions"].is_object())
             continue;
@@ -135,12 +141,12 @@ int parse_stream_products(const std::string& text, std::vector<RemoteImage>& out
                 continue;
             img.product = product;
             img.version = v;
-            img.architecture = str(p, "arch");
-            img.os = str(p, "os");
-            img.release = str(p, "release");
-            img.variant = str(p, "variant");
-            img.aliases = split_aliases(str(p, "aliases"));
-            img.description = str(p, "release_title");
+            img.architecture = remote_text(str(p, "arch"), 32);
+            img.os = remote_text(str(p, "os"), 255);
+            img.release = remote_text(str(p, "release"), 255);
+            img.variant = remote_text(str(p, "variant"), 255);
+            img.aliases = remote_aliases(split_aliases(str(p, "aliases")));
+            img.description = remote_text(str(p, "release_title"), 1024);
             if (img.description.empty())
                 img.description = img.os + " " + img.release + " " + img.architecture +
                                   (img.variant.empty() ? "" : " (" + img.variant + ")");
@@ -149,6 +155,39 @@ int parse_stream_products(const std::string& text, std::vector<RemoteImage>& out
         }
     }
     return 0;
+}
+
+std::string remote_text(const std::string& s, size_t max) {
+    std::string out;
+    for (size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        // The length of the UTF-8 sequence at i (1 for a stray byte, which is replaced).
+        size_t len = c < 0x80             ? 1
+                     : (c & 0xe0) == 0xc0 ? 2
+                     : (c & 0xf0) == 0xe0 ? 3
+                     : (c & 0xf8) == 0xf0 ? 4
+                                          : 1;
+        if (i + len > s.size())
+            len = 1;
+        bool control = c < 0x20 || c == 0x7f || (len == 1 && c >= 0x80) ||
+                       (c == 0xc2 && static_cast<unsigned char>(s[i + 1]) < 0xa0);
+        if (out.size() + (control ? 1 : len) > max)
+            break;
+        if (control)
+            out += '?';
+        else
+            out.append(s, i, len);
+        i += len;
+    }
+    return out;
+}
+
+std::vector<std::string> remote_aliases(const std::vector<std::string>& names) {
+    std::vector<std::string> out;
+    for (auto& name : names)
+        if (out.size() < max_remote_aliases && check_alias_name(name).empty())
+            out.push_back(name);
+    return out;
 }
 
 std::string stream_arch(const std::string& m) {

@@ -31,7 +31,21 @@ struct RemoteImage {
     std::string kind;     // "lxd": an LXD server's image (split or not shows at download)
 };
 
-// Parsing, for tests too. 0 or -EINVAL with `error` set.
+// Text a remote sends for people to read (descriptions, os, errors): control characters (C0,
+// DEL, C1, which a terminal would obey) become '?', and at most `max` bytes are kept, cut at a
+// character's start. For both protocols; tests too.
+std::string remote_text(const std::string& s, size_t max);
+// The aliases of `names` that are valid local alias names (check_alias_name), at most
+// `max_remote_aliases`: a remote's others could be neither typed nor shown safely.
+constexpr size_t max_remote_aliases = 32;
+std::vector<std::string> remote_aliases(const std::vector<std::string>& names);
+
+// The most images a remote's catalog may list, and catalogs a simplestreams index may name
+// (real servers: hundreds, one): what a remote lists goes on to lodged and over the bus.
+constexpr size_t max_remote_images = 10000;
+constexpr size_t max_stream_catalogs = 16;
+
+// Parsing, for tests too. 0 or -EINVAL with `error` set (past the bounds above too).
 int parse_stream_index(const std::string& json, std::vector<std::string>& catalog_paths,
                        std::string& error);
 // Container images only (VM-only versions are left out); the newest usable version of each

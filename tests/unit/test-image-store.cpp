@@ -28,12 +28,22 @@ std::string sh(const std::string& cmd) {
     return out;
 }
 
-class StoreTest : public ::testing::Test {
+// A fresh directory under /tmp for each test, removed after it.
+class TempDirTest : public ::testing::Test {
 protected:
     void SetUp() override {
         char tmpl[] = "/tmp/lodge-image-unit-XXXXXX";
         ASSERT_NE(mkdtemp(tmpl), nullptr);
         dir = tmpl;
+    }
+    void TearDown() override { sh("rm -rf " + dir); }
+    std::string dir;
+};
+
+class StoreTest : public TempDirTest {
+protected:
+    void SetUp() override {
+        TempDirTest::SetUp();
         setenv("LODGE_STATE_DIR", (dir + "/state").c_str(), 1);
         std::string e;
         ASSERT_EQ(store.ensure(e), 0) << e;
@@ -43,7 +53,6 @@ protected:
            "metadata.yaml && tar -czf unified.tar.gz metadata.yaml rootfs && tar -C rootfs -czf "
            "plain.tar.gz .");
     }
-    void TearDown() override { sh("rm -rf " + dir); }
     // An image in the store from `file` (and `rootfs`), as lodged's import does it.
     std::string add(const std::string& file, const std::string& rootfs = "") {
         std::string work, e;
@@ -58,7 +67,6 @@ protected:
         EXPECT_EQ(store.commit(work, info, e), 0) << e;
         return info.fingerprint;
     }
-    std::string dir;
     Store store;
 };
 
@@ -199,6 +207,19 @@ TEST(Simplestreams, CatalogNewestVersionAliasesAndArchitectures) {
               0);
     EXPECT_EQ(paths, std::vector<std::string>{"streams/v1/images.json"});
     EXPECT_EQ(parse_stream_index("[]", paths, e), -EINVAL);
+    // A hostile server's index or catalog past any real one's: refused, not read on.
+    nlohmann::json many_catalogs, many_products;
+    for (int i = 0; i <= 16; i++)
+        many_catalogs["index"][std::to_string(i)] = {{"datatype", "image-downloads"},
+                                                     {"path", "c" + std::to_string(i)}};
+    paths.clear();
+    EXPECT_EQ(parse_stream_index(many_catalogs.dump(), paths, e), -EINVAL);
+    EXPECT_NE(e.find("more than 16 catalogs"), std::string::npos) << e;
+    for (int i = 0; i <= 10000; i++)
+        many_products["products"]["p" + std::to_string(i)] = nlohmann::json::object();
+    images.clear();
+    EXPECT_EQ(parse_stream_products(many_products.dump(), images, e), -EINVAL);
+    EXPECT_NE(e.find("more than 10000 products"), std::string::npos) << e;
     EXPECT_EQ(parse_stream_products("{\"products\": 1}", images, e), -EINVAL);
     EXPECT_EQ(url_join("https://h/a/", "/streams/v1/x"), "https://h/a/streams/v1/x");
 }
@@ -235,23 +256,78 @@ TEST(LxdRemote, ImageEntries) {
     EXPECT_FALSE(parse_lxd_image(nosize, img, why));
 }
 
-TEST(LxdRemote, MultipartBoundary) {
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc123"), "abc123");
-    EXPECT_EQ(multipart_boundary("Multipart/Form-Data; boundary=\"a b\"; x=y"), "a b");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=abc; charset=x"), "abc");
-    EXPECT_EQ(multipart_boundary("application/octet-stream"), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data"), "");
-    EXPECT_EQ(multipart_boundary("multipart/form-data; boundary=" + std::string(71, 'x')), "");
+// A hostile server's entries: a size that would wrap the download bound, terminal escapes in
+// the text lodgectl prints, aliases no one could type, lists past any real server's.
+TEST(LxdRemote, HostileEntriesAreBoundedAndPrintable) {
+    auto entry =
+        nlohmann::json::parse(R"({"fingerprint": ")" + std::string(64, 'a') +
+                              R"(", "public": true, "size": 42, "architecture": "x86_64"})");
+    entry["properties"]["description"] = "bb\x1b]0;owned\x07 \xc2\x9b"
+                                         "2J" +
+                                         std::string(5000, 'd');
+    entry["aliases"] = nlohmann::json::array({{{"name", "evil\x1b[2J"}}, {{"name", "../x"}}});
+    for (int i = 0; i < 40; i++)
+        entry["aliases"].push_back({{"name", "a" + std::to_string(i)}});
+    RemoteImage img;
+    std::string why;
+    ASSERT_TRUE(parse_lxd_image(entry, img, why)) << why;
+    EXPECT_EQ(img.description.substr(0, 18), "bb?]0;owned? ?2Jdd");
+    EXPECT_LE(img.description.size(), 1024u);
+    ASSERT_EQ(img.aliases.size(), max_remote_aliases);
+    EXPECT_EQ(img.aliases.front(), "a0"); // the escape and "../x" dropped
+    EXPECT_EQ(img.aliases.back(), "a31");
+    auto huge = entry;
+    huge["size"] = UINT64_MAX; // + the multipart allowance would wrap to 64 KiB
+    EXPECT_FALSE(parse_lxd_image(huge, img, why));
+    EXPECT_NE(why.find("size"), std::string::npos) << why;
+
+    std::vector<RemoteImage> out;
+    std::string error;
+    nlohmann::json list = nlohmann::json::array({entry});
+    EXPECT_EQ(parse_lxd_image_list(list, "r", out, error), 0) << error;
+    EXPECT_EQ(out.size(), 1u);
+    for (int i = 0; i < 10000; i++)
+        list.push_back(nlohmann::json::object());
+    out.clear();
+    EXPECT_EQ(parse_lxd_image_list(list, "r", out, error), -EPROTO);
+    EXPECT_NE(error.find("more than"), std::string::npos) << error;
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ(remote_text("\xe2\x82\xac"
+                          "1\x7f\xff",
+                          64),
+              "\xe2\x82\xac"
+              "1??");
+    EXPECT_EQ(remote_text("ab\xe2\x82\xac", 4), "ab"); // never half a character
 }
 
-class Multipart : public ::testing::Test {
+TEST(LxdRemote, MultipartBoundary) {
+    const std::string type = "multipart/form-data; ";
+    // {Content-Type, its boundary ("" for none)}
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {type + "boundary=abc123", "abc123"},
+        {"Multipart/Form-Data; boundary=\"a b\"; x=y", "a b"},
+        {type + "boundary=abc; charset=x", "abc"},
+        {"application/octet-stream", ""},
+        {"multipart/form-data", ""},
+        {type + "boundary=" + std::string(71, 'x'), ""},
+        {type + "boundary=abc;", "abc"},
+        // The parameter named boundary, not one whose name ends so; one of it.
+        {type + "xboundary=evil; boundary=good", "good"},
+        {type + "boundary=a; boundary=b", ""},
+        {"multipart/form-dataX; boundary=abc", ""},
+        // RFC 2046's characters only, no closing space.
+        {type + "boundary=\"a\x1b\"", ""},
+        {type + "boundary=a\\b", ""},
+        {type + "boundary=\"ab \"", ""},
+        {type + "boundary=\"ab\"junk", ""},
+        {type + "boundary=\"'()+_,-./:=?\"", "'()+_,-./:=?"},
+    };
+    for (auto& [content_type, boundary] : cases)
+        EXPECT_EQ(multipart_boundary(content_type), boundary) << content_type;
+}
+
+class Multipart : public TempDirTest {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/lodge-multipart-unit-XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        dir = tmpl;
-    }
-    void TearDown() override { sh("rm -rf " + dir); }
     static std::string part(const std::string& name, const std::string& data) {
         return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name +
                "\"; filename=\"x.tar.xz\"\r\nContent-Type: application/octet-stream\r\n\r\n" +
@@ -264,7 +340,7 @@ protected:
         return split_lxd_multipart(dir + "/export", boundary, dir + "/meta", dir + "/rootfs",
                                    combined, error);
     }
-    std::string dir, error;
+    std::string error;
     static inline const std::string boundary = "0123456789abcdef";
 };
 
@@ -305,6 +381,10 @@ TEST_F(Multipart, MalformedBodiesAreRefused) {
         {good, "ends inside"},
         {part("metadata", std::string(1000, 'm')), "ends inside"},
         {"--" + boundary + "\r\n" + std::string(20000, 'h'), "part headers"},
+        // Over the bound even when their end is in the same read.
+        {"--" + boundary + "\r\nX-Pad: " + std::string(20000, 'h') + "\r\n" +
+             part("metadata", "m").substr(boundary.size() + 4) + part("rootfs", "r") + end,
+         "part headers"},
         {"--" + boundary + "\r\nContent-Type: x\r\n\r\nm\r\n" + end, "is \"\""},
         // A delimiter followed by neither CRLF nor "--" is data: this one never ends.
         {part("metadata", "m") + "--" + boundary + "??", "ends inside metadata"},
