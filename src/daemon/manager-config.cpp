@@ -90,29 +90,42 @@ Result<> Manager::set_config(Container& c, const KeyMap& set, const std::vector<
             if (k.rfind("user.", 0) == 0 && was != is)
                 guest_event(c, devlxd::event_config, devlxd::config_event(k, was, is, now));
         }
-        bool devlxd_was = before.get_bool("security.devlxd", true);
-        bool devlxd_is = c.config.get_bool("security.devlxd", true);
-        if (devlxd_was != devlxd_is) {
-            std::string target = c.name();
-            auto followed = [target](const Result<>& r) {
-                if (!r)
-                    log_error("Cannot follow security.devlxd in %s: %s", target.c_str(),
-                              r.error().message.c_str());
-            };
-            auto verb = devlxd_is ? runtime::proto::Verb::devlxd_attach
-                                  : runtime::proto::Verb::devlxd_detach;
-            if (auto sent = request(c, runtime::proto::Request::of(verb), errors::failed, followed);
-                !sent)
-                followed(sent);
-        }
     }
-    // limits.* apply to a running container at once: the supervisor writes them on the
-    // payload cgroup, in a (delegated) scope too.
-    if (touches_limits(set, unset) && c.running() && !starting(c.name()))
-        return request(c, runtime::proto::Request::apply_limits(limits_of(c.config)),
-                       errors::failed, std::move(done));
-    done({});
+    bool limits = touches_limits(set, unset) && c.running() && !starting(c.name());
+    bool devlxd_changed = c.running() && before.get_bool("security.devlxd", true) !=
+                                             c.config.get_bool("security.devlxd", true);
+    if (!devlxd_changed) {
+        if (limits)
+            return apply_limits(c, std::move(done));
+        done({});
+        return {};
+    }
+    // The reply waits for /dev/lxd to follow, as `lxc config set` does: a caller that looks
+    // right after it sees the new state. A failure there is logged; the key stays saved and
+    // holds from the next start.
+    std::string target = c.name();
+    auto verb = c.config.get_bool("security.devlxd", true) ? runtime::proto::Verb::devlxd_attach
+                                                           : runtime::proto::Verb::devlxd_detach;
+    auto followed = [this, target, limits, done](const Result<>& r) {
+        if (!r)
+            log_error("Cannot follow security.devlxd in %s: %s", target.c_str(),
+                      r.error().message.c_str());
+        Container* again = limits ? find(target) : nullptr;
+        if (!again || !again->running())
+            return done({});
+        if (auto sent = apply_limits(*again, done); !sent)
+            done(sent);
+    };
+    if (auto sent = request(c, runtime::proto::Request::of(verb), errors::failed, followed); !sent)
+        followed(sent);
     return {};
+}
+
+// limits.* apply to a running container at once: the supervisor writes them on the payload
+// cgroup, in a (delegated) scope too.
+Result<> Manager::apply_limits(Container& c, Done done) {
+    return request(c, runtime::proto::Request::apply_limits(limits_of(c.config)), errors::failed,
+                   std::move(done));
 }
 
 Result<> Manager::commit_config(Container& c, ContainerConfig next, const char* property) {

@@ -205,6 +205,7 @@ private:
     // manager-config.cpp
     // Writes `next` to disk (atomically) and only then makes it the container's config.
     Result<> commit_config(Container& c, ContainerConfig next, const char* property);
+    Result<> apply_limits(Container& c, Done done);
     // security.idmap.isolated: gives `config` a range of its own (volatile.idmap.base), or
     // drops the recorded one when it no longer applies. true: config changed.
     Result<bool> assign_idmap(const Container& c, ContainerConfig& config);
