@@ -157,8 +157,8 @@ void Supervisor::do_apply_limits(Client& c, const Request& req) {
     if (req.limits) {
         limits = *req.limits;
     } else {
-        if (load_config() < 0)
-            return send(c, proto::error_reply(log_last_error()));
+        if (auto loaded = load_config(); !loaded)
+            return send(c, proto::error_reply(loaded.error().message));
         limits = limits_of(config_);
     }
     if (cgroup_.apply_limits(limits) < 0)

@@ -50,33 +50,31 @@ int Supervisor::setup_runtime_dir() {
     return 0;
 }
 
-int Supervisor::load_config() {
+Result<> Supervisor::load_config() {
+    // Logged once here; the caller hands the same text on (to lodged or a control client).
+    auto invalid = [&](const std::string& what) {
+        std::string message = "Container \"" + name_ + "\": " + what;
+        log_error("%s", message.c_str());
+        return make_error(errors::failed, EINVAL, std::move(message));
+    };
     std::string error;
     ContainerConfig c;
-    if (load_container_config(paths::container_config(name_), c, error) < 0) {
-        log_error("Container \"%s\": %s", name_.c_str(), error.c_str());
-        return -EINVAL;
-    }
-    if (c.name != name_) {
-        log_error("Container \"%s\": config.json names \"%s\"", name_.c_str(), c.name.c_str());
-        return -EINVAL;
-    }
-    if (auto e = check_syscall_policy(c); !e.empty()) {
-        log_error("Container \"%s\": %s", name_.c_str(), e.c_str());
-        return -EINVAL;
-    }
+    if (load_container_config(paths::container_config(name_), c, error) < 0)
+        return invalid(error);
+    if (c.name != name_)
+        return invalid("config.json names \"" + c.name + "\"");
+    if (auto e = check_syscall_policy(c); !e.empty())
+        return invalid(e);
     config_ = std::move(c);
-    return 0;
+    return {};
 }
 
 int Supervisor::start_container(std::string& error) {
     state_ = State::starting;
     reason_.clear();
     stop_reason_.clear();
-    if (load_config() < 0) {
-        error = log_last_error();
-        return -EINVAL;
-    }
+    if (auto loaded = load_config(); !loaded)
+        return pass_up(loaded.error(), error);
     // lodged persists volatile.<dev>.name/hwaddr before it starts us; a config written by
     // someone else (tests drive the supervisor directly) gets values for this boot only.
     fill_nic_volatile(config_);
@@ -356,8 +354,10 @@ int Supervisor::run(int notify_fd) {
         if (child > 0)
             _exit(0);
     }
-    if (setup_runtime_dir() < 0 || load_config() < 0)
+    if (setup_runtime_dir() < 0)
         return fail(log_last_error());
+    if (auto loaded = load_config(); !loaded)
+        return fail(loaded.error().message);
     if (console_.open(paths::console_log(name_), 1024 * 1024) < 0)
         return fail(log_last_error());
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/sd-util.hpp"
 #include "runtime/cgroup.hpp"
@@ -56,7 +57,7 @@ private:
     // supervisor.cpp: the lifecycle.
     int lock_runtime_dir();
     int setup_runtime_dir();
-    int load_config();
+    Result<> load_config();
     int start_container(std::string& error);
     void on_init_exit(const siginfo_t& si);
     void finish(State state, const std::string& reason);

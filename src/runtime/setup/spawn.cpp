@@ -146,7 +146,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::prctl(PR_SET_DUMPABLE, 1);
     reset_signal_state();
-    if (drop_capabilities(c) < 0 || load_seccomp(c) < 0)
+    if (!drop_capabilities(c) || !load_seccomp(c))
         fail_with_stderr();
 
     std::vector<std::string> env = init_environment(c);
