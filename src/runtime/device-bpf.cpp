@@ -86,7 +86,7 @@ std::vector<bpf_insn> device_program(std::span<const DeviceRule> rules) {
     return p;
 }
 
-Fd load_device_program(std::span<const DeviceRule> rules) {
+Result<Fd> load_device_program(std::span<const DeviceRule> rules) {
     libbpf_set_print(quiet_libbpf);
     std::vector<bpf_insn> prog = device_program(rules);
     char verifier_log[4096] = "";
@@ -97,30 +97,27 @@ Fd load_device_program(std::span<const DeviceRule> rules) {
     int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_DEVICE, "lodge_devices", "Apache-2.0", prog.data(),
                            prog.size(), &opts);
     if (fd < 0) {
-        int err = errno;
-        log_error_errno(err, "Failed to load the device allow-list program%s%s",
-                        verifier_log[0] ? ": " : "", verifier_log);
-        errno = err;
-        return Fd();
+        return log_error_value(errno, "Failed to load the device allow-list program%s%s",
+                               verifier_log[0] ? ": " : "", verifier_log);
     }
     return Fd(fd);
 }
 
-int attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRule> rules) {
+Result<> attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRule> rules) {
     Fd cgroup(::open(cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!cgroup)
-        return log_error_errno(errno, "Failed to open the cgroup %s", cgroup_dir.c_str());
+        return log_error_value(errno, "Failed to open the cgroup %s", cgroup_dir.c_str());
     // What an earlier supervisor of this cgroup attached (it may have crashed before removing
     // the cgroup); replaced only once the new program is in force.
     uint32_t old_ids[64];
     uint32_t old_count = 64, attach_flags = 0;
     if (bpf_prog_query(cgroup.get(), BPF_CGROUP_DEVICE, 0, &attach_flags, old_ids, &old_count) < 0)
         old_count = 0;
-    Fd prog = load_device_program(rules);
+    Result<Fd> prog = load_device_program(rules);
     if (!prog)
-        return -errno;
-    if (bpf_prog_attach(prog.get(), cgroup.get(), BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI) < 0)
-        return log_error_errno(errno, "Failed to attach the device allow-list to %s",
+        return prog.error();
+    if (bpf_prog_attach(prog->get(), cgroup.get(), BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI) < 0)
+        return log_error_value(errno, "Failed to attach the device allow-list to %s",
                                cgroup_dir.c_str());
     for (uint32_t i = 0; i < old_count; i++) {
         Fd old(bpf_prog_get_fd_by_id(old_ids[i]));
@@ -128,7 +125,7 @@ int attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRu
             log_warning_errno(errno, "Failed to detach an old device program from %s",
                               cgroup_dir.c_str());
     }
-    return 0;
+    return {};
 }
 
 } // namespace lodge::runtime

@@ -55,8 +55,8 @@ public:
 
 private:
     // supervisor.cpp: the lifecycle.
-    int lock_runtime_dir();
-    int setup_runtime_dir();
+    Result<> lock_runtime_dir();
+    Result<> setup_runtime_dir();
     Result<> load_config();
     int start_container(std::string& error);
     void on_init_exit(const siginfo_t& si);
@@ -72,7 +72,7 @@ private:
     static int on_term_signal(sd_event_source*, const struct signalfd_siginfo*, void* userdata);
 
     // control-server.cpp: the control socket and what its clients asked for.
-    int listen_control();
+    Result<> listen_control();
     void handle_request(Client& client, const std::string& text);
     void send(Client& c, const std::string& reply);
     void reply_waiters(Client::Wait what, const std::string& reply);
