@@ -4,6 +4,7 @@
 #include "common/proxy-device.hpp"
 #include "common/validate.hpp"
 
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -102,6 +103,32 @@ std::string serialize_container_config(const ContainerConfig& c) {
     return j.dump(2) + "\n";
 }
 
+namespace {
+// A name quoted in an error message, control characters shown as '?'.
+std::string printable(const std::string& text) {
+    std::string out = text;
+    for (char& ch : out)
+        if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f)
+            ch = '?';
+    return out;
+}
+} // namespace
+
+std::string check_device_name(const std::string& name) {
+    // Names become file names (proxy records) and nft comments: only plain characters.
+    if (name.empty())
+        return "A device needs a name";
+    if (name.size() > 64)
+        return "Device name \"" + name.substr(0, 64) + "...\" is longer than 64 characters";
+    if (name[0] == '.')
+        return "Device name \"" + name + "\" must not start with \".\"";
+    for (char ch : name)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-')
+            return "Device name \"" + printable(name) +
+                   "\" may hold only letters, digits, \".\", \"_\" and \"-\"";
+    return {};
+}
+
 std::string check_container_config(const ContainerConfig& c) {
     if (auto e = check_container_name(c.name); !e.empty())
         return e;
@@ -109,6 +136,8 @@ std::string check_container_config(const ContainerConfig& c) {
         if (auto e = check_config_key(k, v, KeySource::lodge); !e.empty())
             return e;
     for (auto& [dev, keys] : c.devices) {
+        if (auto e = check_device_name(dev); !e.empty())
+            return e;
         auto type = keys.find("type");
         if (type == keys.end())
             return "Device \"" + dev + "\" has no type";

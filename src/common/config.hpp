@@ -30,6 +30,8 @@ struct ContainerConfig {
 // Parses config.json text. Returns an empty string or the reason it is invalid.
 std::string parse_container_config(const std::string& json, ContainerConfig& out);
 std::string serialize_container_config(const ContainerConfig& c);
+// 1 to 64 of [A-Za-z0-9._-], not starting with '.'; returns the problem or an empty string.
+std::string check_device_name(const std::string& name);
 // Every key and device checked; returns the first problem or an empty string.
 std::string check_container_config(const ContainerConfig& c);
 

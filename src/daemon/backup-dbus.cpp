@@ -99,6 +99,7 @@ int method_export(sd_bus_message* m, void* ud, sd_bus_error* e) {
         std::string container = name;
         Manager* mp = &mgr;
         op.done = [call, mp, generation, container](const OperationResult& res) {
+            mp->end_reading(container);
             Container* now = mp->find(container);
             if (res.code < 0)
                 return reply_bus_error(call.get(),
@@ -112,9 +113,13 @@ int method_export(sd_bus_message* m, void* ud, sd_bus_error* e) {
             sd_bus_reply_method_return(call.get(), "");
         };
         std::string error;
-        if (int r = mgr.operations().start(std::move(op), error); r < 0)
+        // A restore or snapshot delete would swap files under the worker.
+        mgr.begin_reading(name);
+        if (int r = mgr.operations().start(std::move(op), error); r < 0) {
+            mgr.end_reading(name);
             return set_bus_error(
                 e, make_error(r == -EBUSY ? errors::busy : errors::failed, -r, error));
+        }
         return 1;
     });
 }

@@ -6,6 +6,8 @@
 
 #include "daemon/bus-method.hpp"
 #include "daemon/image-dbus.hpp"
+#include "image/http.hpp"
+#include "image/remotes.hpp"
 
 #include <functional>
 #include <string>
@@ -58,6 +60,8 @@ int open_image_files(const std::string& fp, const image::ImageInfo& info, std::v
 
 // image-remote-dbus.cpp
 unsigned stall_seconds();
+// How lodged's downloads from `remote` talk HTTPS: its CA, the stall timeout.
+image::HttpOptions http_options(const image::Remote& remote);
 int method_list_remotes(sd_bus_message* m, void* ud, sd_bus_error* e);
 int method_add_remote(sd_bus_message* m, void* ud, sd_bus_error* e);
 int method_remove_remote(sd_bus_message* m, void* ud, sd_bus_error* e);

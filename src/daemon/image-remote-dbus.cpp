@@ -26,14 +26,14 @@ unsigned stall_seconds() {
     return n && *n > 0 ? static_cast<unsigned>(*n) : 60;
 }
 
-namespace {
-
 image::HttpOptions http_options(const image::Remote& remote) {
     image::HttpOptions o;
     o.ca_pem = remote.ca_pem;
     o.stall_seconds = stall_seconds();
     return o;
 }
+
+namespace {
 
 // "remote:alias" -> remote, alias; no known remote prefix: remote "".
 void split_ref(const std::string& ref, std::string& remote, std::string& name) {
@@ -303,17 +303,12 @@ void ImageService::ensure_local(const std::string& ref, bool cached, Fetched the
     op.work = [remote, name, work_dir](Worker& w, std::string& why) {
         auto options = http_options(remote);
         w.progress(0, 0, "index");
-        std::vector<image::RemoteImage> images;
-        int r = image::list_remote(remote.url, options, images, why);
-        if (r < 0)
+        image::RemoteImage img;
+        if (int r = image::lookup_remote(remote.url, options, name, img, why); r < 0)
             return r;
-        const image::RemoteImage* img =
-            image::find_remote_image(images, name, image::host_stream_arch(), why);
-        if (!img)
-            return -ENOENT;
         image::ImageInfo info;
-        r = image::download_remote(
-            remote.url, options, *img, work_dir, info,
+        int r = image::download_remote(
+            remote.url, options, img, work_dir, info,
             [&w](const std::string& stage, uint64_t done, uint64_t total) {
                 w.progress(done, total, stage);
             },

@@ -2,6 +2,7 @@
 #include "daemon/image-update.hpp"
 
 #include "daemon/container-dbus.hpp"
+#include "daemon/image-methods.hpp"
 #include "image/remotes.hpp"
 #include "image/simplestreams.hpp"
 
@@ -268,17 +269,12 @@ void ImageUpdater::check_one(const image::ImageInfo& info,
     op.kind = OperationKind::cleanup;
     op.idle_timeout_usec = 600ULL * 1000000;
     op.work = [remote, name](Worker& w, std::string& why) {
-        image::HttpOptions options;
-        options.ca_pem = remote.ca_pem;
-        std::vector<image::RemoteImage> images;
-        int r = image::list_remote(remote.url, options, images, why);
-        if (r < 0)
+        image::RemoteImage img;
+        if (int r =
+                image::lookup_remote(remote.url, image_bus::http_options(remote), name, img, why);
+            r < 0)
             return r;
-        const image::RemoteImage* img =
-            image::find_remote_image(images, name, image::host_stream_arch(), why);
-        if (!img)
-            return -ENOENT;
-        w.data["fingerprint"] = img->fingerprint;
+        w.data["fingerprint"] = img.fingerprint;
         return 0;
     };
     op.done = [this, info, done](const OperationResult& res) {

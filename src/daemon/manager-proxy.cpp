@@ -30,7 +30,10 @@ std::vector<ProxyDevice> proxies_of(const ContainerConfig& c) {
     std::vector<ProxyDevice> out;
     for (auto& [dev, keys] : c.devices) {
         ProxyDevice p;
-        if (is_proxy(keys) && parse_proxy_device(dev, keys, p).empty())
+        // The name becomes a record file's name and an nft comment: a config that escaped
+        // validation (an old one on disk) must not name a path or script text.
+        if (is_proxy(keys) && check_device_name(dev).empty() &&
+            parse_proxy_device(dev, keys, p).empty())
             out.push_back(p);
     }
     return out;
@@ -44,6 +47,7 @@ std::string spec_of(const ProxyDevice& p) {
 struct Recorded {
     pid_t pid = 0;
     std::string spec;
+    uint64_t started = 0; // the forwarder's start time; 0 in records of older lodgeds
 };
 
 std::map<std::string, Recorded> recorded(const std::string& dir) {
@@ -60,15 +64,48 @@ std::map<std::string, Recorded> recorded(const std::string& dir) {
         auto nl = text.find('\n');
         Recorded r;
         r.pid = static_cast<pid_t>(std::atol(text.substr(0, nl).c_str()));
-        if (nl != std::string::npos)
-            r.spec = text.substr(nl + 1, text.find('\n', nl + 1) - nl - 1);
+        if (nl != std::string::npos) {
+            size_t spec_end = text.find('\n', nl + 1);
+            r.spec = text.substr(nl + 1, spec_end - nl - 1);
+            if (spec_end != std::string::npos)
+                r.started = std::strtoull(text.c_str() + spec_end + 1, nullptr, 10);
+        }
         out[dev] = r;
     }
     ::closedir(d);
     return out;
 }
 
+int record(const std::string& dir, const std::string& dev, pid_t pid, const std::string& spec,
+           uint64_t started) {
+    mkdir_p(dir, 0700);
+    return write_file_atomic(
+        dir + "/" + dev, std::to_string(pid) + "\n" + spec + "\n" + std::to_string(started) + "\n",
+        0600);
+}
+
 } // namespace
+
+// Field 22 of /proc/PID/stat (clock ticks after boot): with the pid, a process's identity, so a
+// record of a forwarder that died cannot name the process that reused its pid.
+uint64_t process_start_time(pid_t pid) {
+    std::string stat;
+    if (pid <= 0 || read_file("/proc/" + std::to_string(pid) + "/stat", stat) < 0)
+        return 0;
+    size_t paren = stat.rfind(')'); // comm may hold spaces and parentheses
+    if (paren == std::string::npos)
+        return 0;
+    const char* p = stat.c_str() + paren + 1;
+    for (int field = 3; field <= 22; field++) {
+        while (*p == ' ')
+            p++;
+        if (field == 22)
+            return std::strtoull(p, nullptr, 10);
+        while (*p && *p != ' ')
+            p++;
+    }
+    return 0;
+}
 
 std::string proxies_dir(const std::string& container) {
     return paths::runtime_dir() + "/proxies/" + container;
@@ -140,13 +177,18 @@ std::string ProxyManager::sync(const Container& c) {
         auto it = wanted.find(dev);
         if (it != wanted.end() && r.spec == spec_of(it->second) &&
             network::is_forwarder(r.pid, netns.get())) {
-            wanted.erase(it); // serving already (adopted after a lodged restart)
+            // Serving already (adopted after a lodged restart); an older lodged's record
+            // gets the start time that identifies the forwarder from now on.
+            if (r.started == 0)
+                record(dir, dev, r.pid, r.spec, process_start_time(r.pid));
+            wanted.erase(it);
             continue;
         }
-        // A forwarder of a removed or changed device (one of a stopped container died with it).
+        // A forwarder of a removed or changed device (one of a stopped container died with it,
+        // and its pid may since be another process's, even another container's forwarder).
         std::string comm;
         read_file("/proc/" + std::to_string(r.pid) + "/comm", comm);
-        if (r.pid > 0 &&
+        if (r.pid > 0 && r.started != 0 && process_start_time(r.pid) == r.started &&
             (comm.rfind("systemd-socket-", 0) == 0 || comm.rfind("lodge-proxy-udp", 0) == 0))
             network::stop_forwarder(r.pid);
         ::unlink((dir + "/" + dev).c_str());
@@ -168,10 +210,7 @@ std::string ProxyManager::sync(const Container& c) {
             errors += (errors.empty() ? "" : "; ") + error;
             continue;
         }
-        mkdir_p(dir, 0700);
-        if (int r = write_file_atomic(dir + "/" + dev,
-                                      std::to_string(pid) + "\n" + spec_of(p) + "\n", 0600);
-            r < 0)
+        if (int r = record(dir, dev, pid, spec_of(p), process_start_time(pid)); r < 0)
             log_error_errno(-r, "Cannot record the forwarder of %s/%s", c.name().c_str(),
                             dev.c_str());
         log_info("Container %s: proxy %s forwards %s to %s (pid %d)", c.name().c_str(), dev.c_str(),

@@ -96,6 +96,11 @@ Result<std::string> Manager::create_snapshot(Container& c, const std::string& re
 Result<> Manager::delete_snapshot(Container& c, const std::string& snap) {
     if (auto e = snapshots::check_name(snap); !e.empty())
         return make_error(errors::invalid_name, EINVAL, e);
+    // A snapshot, copy or export may be reading this snapshot's files.
+    if (instance_busy(c.name()))
+        return make_error(errors::busy, EBUSY,
+                          "Container \"" + c.name() +
+                              "\" is being snapshotted, copied, exported or restored");
     auto trash = snapshots::retire(c.name(), snap);
     if (!trash)
         return trash.error();
@@ -122,7 +127,7 @@ unsigned Manager::snapshot_tick(uint64_t now_usec) {
             continue;
         // Expired snapshots go, running container or not.
         for (auto& s : snapshots::list(name))
-            if (s.expires_usec != 0 && s.expires_usec <= now_usec && !restoring(name)) {
+            if (s.expires_usec != 0 && s.expires_usec <= now_usec && !instance_busy(name)) {
                 if (auto deleted = delete_snapshot(*c, s.name); !deleted)
                     log_error("Cannot delete the expired snapshot \"%s\" of \"%s\": %s",
                               s.name.c_str(), name.c_str(), deleted.error().message.c_str());

@@ -162,6 +162,10 @@ public:
         return readers_.count(name) != 0 || restoring_.count(name) != 0;
     }
     bool restoring(const std::string& name) const { return restoring_.count(name) != 0; }
+    // An export reads the container as a snapshot or copy does: restore and snapshot delete
+    // wait for end_reading().
+    void begin_reading(const std::string& name) { add_reader(name); }
+    void end_reading(const std::string& name) { drop_reader(name); }
 
     bool idle() const;
     // A start of `name` is under way (its supervisor not yet READY).

@@ -263,8 +263,9 @@ bool keeps_volatile(const std::string& k) {
     return k == "volatile.base_image" || ends(".hwaddr") || ends(".name");
 }
 
-void adopt(const json& def, const std::string& what, ContainerConfig& out,
-           std::vector<std::string>& notes) {
+// Returns why the definition is refused (a device name that could name a path), or "".
+std::string adopt(const json& def, const std::string& what, ContainerConfig& out,
+                  std::vector<std::string>& notes) {
     if (def.contains("config") && def["config"].is_object())
         for (auto& [k, v] : def["config"].items()) {
             std::string value = string_of(v);
@@ -280,6 +281,9 @@ void adopt(const json& def, const std::string& what, ContainerConfig& out,
         for (auto& [dev, keys] : def["devices"].items()) {
             if (!keys.is_object())
                 continue;
+            // Not left out with a note: such a name is an attack, not an LXD feature.
+            if (auto why = check_device_name(dev); !why.empty())
+                return what + ": " + why;
             KeyMap map;
             for (auto& [k, v] : keys.items())
                 map[k] = string_of(v);
@@ -295,6 +299,7 @@ void adopt(const json& def, const std::string& what, ContainerConfig& out,
             }
             out.devices[dev] = map;
         }
+    return {};
 }
 
 bool valid_snapshot_name(const std::string& s) {
@@ -822,7 +827,8 @@ int read_backup_info(int fd, BackupInfo& info, std::string& error) {
     if (info.name.empty())
         info.name = string_of(container.value("name", json("")));
     info.config.name = info.name;
-    adopt(container, "container", info.config, info.notes);
+    if (auto why = adopt(container, "container", info.config, info.notes); !why.empty())
+        return fail_invalid(error, "Refusing the backup: " + why);
     if (container.contains("profiles") && container["profiles"].is_array() &&
         !container["profiles"].empty())
         info.notes.push_back("container: its profiles (" + container["profiles"].dump() +
@@ -856,7 +862,9 @@ int read_backup_info(int fd, BackupInfo& info, std::string& error) {
             snap.idmap = info.idmap;
             if (auto d = described.find(name); d != described.end()) {
                 const json& def = *d->second;
-                adopt(def, "snapshot " + name, snap.config, info.notes);
+                if (auto why = adopt(def, "snapshot " + name, snap.config, info.notes);
+                    !why.empty())
+                    return fail_invalid(error, "Refusing the backup: " + why);
                 snap.created_usec = parse_rfc3339(string_of(def.value("created_at", json(""))));
                 snap.expires_usec = parse_rfc3339(string_of(def.value("expires_at", json(""))));
                 if (auto it = def.find("config"); it != def.end() && it->is_object()) {

@@ -332,4 +332,16 @@ int download_remote(const std::string& base_url, const HttpOptions& options, con
     return read_metadata_into(work_dir + "/image", info, error);
 }
 
+int lookup_remote(const std::string& base_url, const HttpOptions& options, const std::string& ref,
+                  RemoteImage& out, std::string& error) {
+    std::vector<RemoteImage> images;
+    if (int r = list_remote(base_url, options, images, error); r < 0)
+        return r;
+    const RemoteImage* img = find_remote_image(images, ref, host_stream_arch(), error);
+    if (!img)
+        return -ENOENT;
+    out = *img;
+    return 0;
+}
+
 } // namespace lodge::image

@@ -48,6 +48,10 @@ const RemoteImage* find_remote_image(const std::vector<RemoteImage>& images, con
 int list_remote(const std::string& base_url, const HttpOptions& options,
                 std::vector<RemoteImage>& out, std::string& error);
 
+// list_remote, then find_remote_image of `ref` for the host's architecture, into `out`.
+int lookup_remote(const std::string& base_url, const HttpOptions& options, const std::string& ref,
+                  RemoteImage& out, std::string& error);
+
 // Downloads `img` into `work_dir` (image, rootfs), checking every file's size and sha256 and
 // the fingerprint, then reads metadata.yaml into `info`. `progress(stage, done, total)`.
 using StageProgress = std::function<void(const std::string& stage, uint64_t done, uint64_t total)>;

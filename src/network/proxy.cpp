@@ -5,6 +5,7 @@
 #include "common/process.hpp"
 
 #include <arpa/inet.h>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -230,6 +231,18 @@ int stop_forwarder(pid_t pid) {
     return 0;
 }
 
+namespace {
+// Text between an nft comment's quotes: anything but plain characters becomes '_', so no
+// name can end the string or the statement.
+std::string nft_comment_text(std::string text) {
+    for (char& ch : text)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-' &&
+            ch != '/' && ch != ':')
+            ch = '_';
+    return text;
+}
+} // namespace
+
 std::string nft_nat_chains(const std::vector<NatForward>& forwards) {
     if (forwards.empty())
         return {};
@@ -244,8 +257,8 @@ std::string nft_nat_chains(const std::vector<NatForward>& forwards) {
         else
             match = family + " daddr " + l.address + " ";
         std::string target = l.protocol + " dport " + std::to_string(l.port) + " dnat " + family +
-                             " to " + c.host_port() + " comment \"" + f.container + "/" + f.device +
-                             "\"\n";
+                             " to " + c.host_port() + " comment \"" +
+                             nft_comment_text(f.container + "/" + f.device) + "\"\n";
         pre << "    " << match << target;
         // The host's own connections; loopback ones cannot be sent to a bridge.
         std::string not_loopback = l.ipv6 ? "ip6 daddr != ::1 " : "ip daddr != 127.0.0.0/8 ";

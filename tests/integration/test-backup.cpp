@@ -13,11 +13,13 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <map>
+#include <poll.h>
 #include <set>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <systemd/sd-bus.h>
 #include <unistd.h>
 
 using namespace lodge;
@@ -300,6 +302,82 @@ TEST_F(Backup, ExportDeleteImportGivesBackTheSameContainer) {
 // A backup as LXD 5.0 writes it for an unprivileged container on a dir pool of a host without
 // idmapped mounts: index.yaml, snapshots before the container, ids shifted by 1000000, config
 // full of LXD's volatile state, the root disk and the profile's devices.
+// An export reads the container: a restore or a snapshot delete meanwhile would swap files
+// under the worker and the caller would get a mixed backup. The export writes into a pipe the
+// test does not read yet, so the worker is provably mid-export.
+TEST_F(Backup, RestoreAndSnapshotDeleteWaitForAnExport) {
+    std::string n = make("bkbusy");
+    int st = -1;
+    std::string out = ctl("snapshot create " + n + " s1", &st);
+    ASSERT_EQ(st, 0) << out;
+    // More than a pipe holds, and incompressible.
+    out = sh("head -c 4M /dev/urandom > " + rootfs(n) + "/big 2>&1", &st);
+    ASSERT_EQ(st, 0) << out;
+    sd_bus* conn = nullptr;
+    ASSERT_GE(sd_bus_open_system(&conn), 0);
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+    Fd reader(pipe_fds[0]);
+    Fd writer(pipe_fds[1]);
+    struct Reply {
+        bool done = false;
+        std::string error;
+    } reply;
+    auto on_reply = [](sd_bus_message* m, void* userdata, sd_bus_error*) {
+        auto* r = static_cast<Reply*>(userdata);
+        r->done = true;
+        if (const sd_bus_error* e = sd_bus_message_get_error(m))
+            r->error = std::string(e->name) + ": " + (e->message ? e->message : "");
+        return 0;
+    };
+    ASSERT_GE(sd_bus_call_method_async(conn, nullptr, "io.lodge1", "/io/lodge1",
+                                       "io.lodge1.Manager", "ExportContainer", on_reply, &reply,
+                                       "shbs", n.c_str(), writer.get(), 1, "gzip"),
+              0);
+    ASSERT_GE(sd_bus_flush(conn), 0);
+    writer = Fd();
+    // Data in the pipe: the worker runs (and blocks once the pipe is full).
+    pollfd readable{reader.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&readable, 1, 300000), 1);
+
+    out = ctl("restore " + n + " s1", &st);
+    EXPECT_NE(st, 0) << out;
+    EXPECT_TRUE(contains(out, "busy")) << out;
+    out = ctl("snapshot delete " + n + " s1", &st);
+    EXPECT_NE(st, 0) << out;
+    EXPECT_TRUE(contains(out, "being snapshotted, copied, exported or restored")) << out;
+    EXPECT_TRUE(exists(rootfs(n) + "/big"));
+
+    // Read to the end: the export finishes and succeeds; then the restore goes through.
+    std::string backup;
+    char buf[65536];
+    for (ssize_t got; (got = ::read(reader.get(), buf, sizeof buf)) != 0;) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        ASSERT_GT(got, 0) << std::strerror(errno);
+        backup.append(buf, static_cast<size_t>(got));
+    }
+    while (!reply.done) {
+        int r = sd_bus_process(conn, nullptr);
+        ASSERT_GE(r, 0);
+        if (r == 0) {
+            ASSERT_GE(sd_bus_wait(conn, UINT64_MAX), 0);
+        }
+    }
+    sd_bus_flush_close_unref(conn);
+    EXPECT_EQ(reply.error, "");
+    ASSERT_GT(backup.size(), 4u << 20);
+    EXPECT_EQ(backup.substr(0, 2), "\x1f\x8b"); // gzip
+    std::string file = work + "/busy.tar.gz";
+    ASSERT_EQ(write_file_atomic(file, backup, 0600), 0);
+    EXPECT_TRUE(contains(sh("tar -tzf " + file), "backup/container/rootfs/big\n"));
+    out = ctl("restore " + n + " s1", &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_FALSE(exists(rootfs(n) + "/big"));
+    out = ctl("snapshot delete " + n + " s1", &st);
+    EXPECT_EQ(st, 0) << out;
+}
+
 TEST_F(Backup, AnLxdBackupImportsAndStarts) {
     std::string name = unique_name("lxdc");
     created.push_back(name);
@@ -492,7 +570,12 @@ TEST_F(Backup, HostileBackupsAreRefusedAndLeaveNothing) {
             "if kind == 'badsnap':\n"
             "    index += b'snapshots:\\n- ../../escape\\n'\n"
             "add('backup/index.yaml', index)\n"
-            "add('backup/container/backup.yaml', b'container:\\n  config: {}\\n  devices: {}\\n')\n"
+            "devices = b'{}'\n"
+            "if kind == 'baddevice':\n"
+            "    devices = (b'\\n    ../../x:\\n      type: proxy\\n      nat: \"false\"\\n'\n"
+            "               b'      listen: tcp:127.0.0.1:1\\n      connect: tcp:127.0.0.1:2\\n')\n"
+            "add('backup/container/backup.yaml',\n"
+            "    b'container:\\n  config: {}\\n  devices: ' + devices + b'\\n')\n"
             "add('backup/container/rootfs', type=tarfile.DIRTYPE, mode=0o755)\n"
             "add('backup/container/rootfs/ok', b'fine\\n')\n"
             "if kind == 'absolute':\n"
@@ -523,6 +606,8 @@ TEST_F(Backup, HostileBackupsAreRefusedAndLeaveNothing) {
         {"hardlink-dotdot", "refusing entry 'backup/container/rootfs/hl'"},
         {"badname", "give a NAME"},
         {"badsnap", "refusing snapshot name '../../escape'"},
+        // A device name is a file name for the proxy forwarder's record, written as root.
+        {"baddevice", "Device name \"../../x\""},
     };
     for (auto& c : cases) {
         SCOPED_TRACE(c.kind);

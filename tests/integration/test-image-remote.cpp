@@ -547,4 +547,60 @@ TEST_F(ImageRemote, KillNineMidDownloadLeavesNoHalfImage) {
     EXPECT_FALSE(contains(ctl("list -q"), c));
 }
 
+// The Debian test rootfs served as a cloud image (cloud-init on, as in public images): a launch
+// from the remote hands cloud-init the user-data of `-c cloud-init.user-data=...`, and its
+// runcmd runs inside the container.
+TEST_F(ImageRemote, CloudInitRunsUserDataOfADebianImageFromARemote) {
+    const char* tarball = std::getenv("LODGE_DEBIAN_TARBALL");
+    if (!tarball || !exists(tarball))
+        GTEST_SKIP() << "no Debian rootfs tarball (scripts/test.sh makes one; "
+                        "it sets LODGE_DEBIAN_TARBALL)";
+    std::string img = dir + "/deb";
+    int st = 0;
+    std::string out = sh("mkdir -p " + img + "/rootfs && tar --zstd --numeric-owner -xpf " +
+                             tarball + " -C " + img + "/rootfs 2>&1",
+                         &st);
+    ASSERT_EQ(st, 0) << out;
+    if (!exists(img + "/rootfs/usr/bin/cloud-init"))
+        GTEST_SKIP() << "the Debian rootfs has no cloud-init (scripts/test.sh includes it)";
+    // The test rootfs switches cloud-init off for the other tests; a cloud image has it on.
+    ::unlink((img + "/rootfs/etc/cloud/cloud-init.disabled").c_str());
+    out = sh("cd " + img +
+                 " && printf 'architecture: x86_64\\ncreation_date: 1700000000\\nproperties:\\n  "
+                 "os: Debian\\n  release: bookworm\\n  description: remote Debian test image\\n' "
+                 "> metadata.yaml && tar --numeric-owner -I 'gzip -1' -cf unified.tar.gz "
+                 "metadata.yaml rootfs && rm -rf rootfs && python3 " +
+                 env_path("LODGE_FIXTURES") + "/simplestreams.py add " + root + " debian debian " +
+                 arch + " --unified " + img + "/unified.tar.gz 2>&1",
+             &st);
+    ASSERT_EQ(st, 0) << out;
+
+    // locale: false, because minbase has no `locales` for cloud-init's locale module to use.
+    std::string user_data = "#cloud-config\nlocale: false\nruncmd:\n"
+                            "- [sh, -c, \"echo ran from remote user-data > /run/lodge-marker\"]\n";
+    std::string c = make("deb");
+    // (user_data has no single quote: it goes to the shell in single quotes.)
+    out = ctl("launch " + remote + ":debian " + c + " -c cloud-init.user-data='" + user_data + "'",
+              &st);
+    ASSERT_EQ(st, 0) << out;
+    EXPECT_EQ(ctl("config get " + c + " image.os"), "Debian\n");
+    EXPECT_EQ(ctl("config get " + c + " cloud-init.user-data"), user_data + "\n");
+    // cloud-init's final stage runs late in the guest's boot: poll for its effect, bounded only
+    // against a hang.
+    std::string marker;
+    bool appeared = wait_until(
+        [&] {
+            marker = ctl("exec " + c + " -- cat /run/lodge-marker");
+            return marker == "ran from remote user-data\n";
+        },
+        600);
+    EXPECT_TRUE(appeared) << marker << ctl("exec " + c + " -- cloud-init status --long")
+                          << ctl("exec " + c +
+                                 " -- sh -c \"grep -i -E 'warn|error|trace' "
+                                 "/var/log/cloud-init.log | head -40\"");
+    // It came through the LXD datasource, from the config the launch set.
+    EXPECT_EQ(ctl("exec " + c + " -- cloud-init query v1.platform"), "lxd\n");
+    EXPECT_EQ(ctl("exec " + c + " -- cloud-init query userdata"), user_data + "\n");
+}
+
 } // namespace

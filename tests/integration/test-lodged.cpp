@@ -395,7 +395,8 @@ TEST_F(LodgedTest, LxcfsIsFollowedLive) {
     auto system_state = [&] {
         return sh(env_path("LODGE_LODGECTL") + " exec " + d +
                   " -- sh -c 'for i in $(seq 600); do s=$(timeout 120 systemctl "
-                  "is-system-running --wait 2>/dev/null); [ -n \"$s\" ] && break; sleep 0.2; "
+                  "is-system-running --wait 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != offline ] && "
+                  "break; sleep 0.2; "
                   "done; echo $s'");
     };
     if (!d.empty()) {

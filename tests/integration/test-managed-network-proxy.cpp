@@ -195,6 +195,35 @@ TEST_F(ProxyDevice, KeysAreCheckedWithClearErrors) {
     EXPECT_FALSE(contains(ctl("device list " + c), "px"));
 }
 
+// A device name is a file name (the forwarder's record, written as root) and an nft comment:
+// names that climb out of a directory or end a quoted string are refused, by device add and
+// by config edit (UpdateContainer) alike, and nothing changes.
+TEST_F(ProxyDevice, DeviceNamesThatNamePathsOrScriptTextAreRefused) {
+    std::string c = container("pxn");
+    int st = 0;
+    ASSERT_EQ(ctl("create " + c, &st), "Created container " + c + "\n");
+    const std::string keys = " proxy listen=tcp:127.0.0.1:1 connect=tcp:127.0.0.1:2";
+    for (std::string name : {"'../../x'", "'a/b'", "'a\"b'", "'a\nb'", "'.hidden'"}) {
+        std::string out = ctl("device add " + c + " " + name + keys, &st);
+        EXPECT_NE(st, 0) << name << ": " << out;
+        EXPECT_TRUE(contains(out, "evice name")) << name << ": " << out;
+    }
+    std::string yaml = TestRoot::get().dir + "/" + unique_name("edit") + ".yaml";
+    ASSERT_EQ(write_file_atomic(yaml,
+                                "devices:\n  \"../../../../etc/x\":\n    type: proxy\n"
+                                "    listen: tcp:127.0.0.1:1\n    connect: tcp:127.0.0.1:2\n",
+                                0644),
+              0);
+    std::string out =
+        sh(env_path("LODGE_LODGECTL") + " config edit " + c + " <" + yaml + " 2>&1", &st);
+    ::unlink(yaml.c_str());
+    EXPECT_NE(st, 0) << out;
+    EXPECT_TRUE(contains(out, "Device name")) << out;
+    std::string list = ctl("device list " + c, &st);
+    EXPECT_EQ(st, 0) << list;
+    EXPECT_FALSE(contains(list, "proxy")) << list;
+}
+
 TEST_F(ProxyDevice, ForwarderReachesTheContainerFromHostLoopbackAndGoesWithTheDevice) {
     std::string c = container("pxf");
     int st = 0;
@@ -286,6 +315,44 @@ TEST_F(ProxyDevice, ForwarderSurvivesLodgedKilled) {
     EXPECT_TRUE(wait_until(
         [&] { return contains(page = http_get("127.0.0.1", port), "hello-from-" + c); }, 30))
         << page;
+}
+
+// A stopped container's record names a pid that is now another container's forwarder (its own
+// died with it, the pid was reused): the record goes, the other forwarder lives on.
+TEST_F(ProxyDevice, AStaleRecordNeverStopsAnotherContainersForwarder) {
+    std::string a = container("pxa");
+    std::string b = container("pxb");
+    int st = 0;
+    ASSERT_EQ(ctl("create " + a, &st), "Created container " + a + "\n");
+    ASSERT_EQ(ctl("create " + b, &st), "Created container " + b + "\n");
+    std::string out = ctl("start " + a, &st);
+    ASSERT_EQ(st, 0) << out;
+    int port = base_port() + 5;
+    out = ctl("device add " + a + " web proxy listen=tcp:127.0.0.1:" + std::to_string(port) +
+                  " connect=tcp:127.0.0.1:8000",
+              &st);
+    ASSERT_EQ(st, 0) << out;
+    pid_t fwd = forwarder(a, "web");
+    ASSERT_GT(fwd, 0);
+    std::string spec =
+        " proxy listen=tcp:127.0.0.1:" + std::to_string(port + 1) + " connect=tcp:127.0.0.1:8000";
+    // Records as an older lodged wrote them (no start time) and with another start time.
+    for (std::string tail : {std::string(), std::string("1\n")}) {
+        SCOPED_TRACE(tail);
+        out = ctl("device add " + b + " old" + spec, &st);
+        ASSERT_EQ(st, 0) << out;
+        ASSERT_EQ(mkdir_p(TestRoot::get().dir + "/run/proxies/" + b, 0700), 0);
+        ASSERT_EQ(write_file_atomic(pid_file(b, "old"),
+                                    std::to_string(fwd) + "\ntcp:127.0.0.1:" +
+                                        std::to_string(port + 1) + " tcp:127.0.0.1:8000\n" + tail,
+                                    0600),
+                  0);
+        out = ctl("device remove " + b + " old", &st); // lodged syncs b's forwarders
+        ASSERT_EQ(st, 0) << out;
+        EXPECT_FALSE(exists(pid_file(b, "old")));
+        EXPECT_TRUE(alive(fwd));
+        EXPECT_EQ(forwarder(a, "web"), fwd);
+    }
 }
 
 TEST_F(ProxyDevice, UdpEchoThroughTheForwarder) {

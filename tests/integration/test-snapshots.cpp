@@ -515,6 +515,57 @@ TEST_F(SnapshotTest, KillNineMidRestoreLeavesOldOrNew) {
         std::fprintf(stderr, "note: the restore finished before lodged was killed\n");
 }
 
+// kill -9 of lodged during a copy: after the restart the copy is either absent, with no work
+// directory of it left, or whole (every rootfs entry, a valid config, it starts); the source
+// is untouched either way.
+TEST_F(SnapshotTest, KillNineMidCopyLeavesOldOrNew) {
+    std::string src = make("copyk9");
+    add_bulk(rootfs(src));
+    auto source = manifest(rootfs(src));
+    std::string source_config = ctl("config show " + src + " --json");
+    std::string dst = unique_name("copyk9d");
+    created.push_back(dst);
+    Background copy("copy " + src + " " + dst);
+    std::string containers = state_dir + "/containers";
+    bool caught =
+        wait_until([&] { return work_under_way(containers, ".new-" + dst + "-", "bulk"); }, 120);
+    daemon->kill9();
+    std::string out;
+    int st = copy.wait(&out);
+    start_lodged();
+    auto work_dirs_of_dst = [&] {
+        std::vector<std::string> left;
+        for (auto& h : hidden(containers))
+            if (contains(h, "-" + dst + "-"))
+                left.push_back(h);
+        return left;
+    };
+    EXPECT_TRUE(wait_until([&] { return work_dirs_of_dst().empty(); }))
+        << "a work directory of the copy was left behind in " << containers;
+    EXPECT_TRUE(copy_jails().empty());
+    auto src_now = manifest(rootfs(src));
+    EXPECT_TRUE(src_now == source) << "the source changed:" << diff(source, src_now);
+    EXPECT_EQ(ctl("config show " + src + " --json"), source_config);
+    std::string listed = ctl("list -q");
+    EXPECT_TRUE(contains(listed, src + "\n")) << listed;
+    if (contains(listed, dst + "\n")) {
+        auto copied = manifest(rootfs(dst));
+        EXPECT_TRUE(copied == source) << "a listed copy is incomplete:" << diff(source, copied);
+        auto config = nlohmann::json::parse(ctl("config show " + dst + " --json"), nullptr, false);
+        ASSERT_TRUE(config.is_object()) << "the copy's config is not valid";
+        out = ctl("start " + dst, &st);
+        if (st != 0 && contains(out, "idmapped"))
+            std::fprintf(stderr, "note: containers cannot start here: %s", out.c_str());
+        else
+            EXPECT_EQ(st, 0) << "the copy does not start: " << out;
+    } else {
+        EXPECT_FALSE(exists(cdir(dst))) << "an unlisted copy has a directory";
+        EXPECT_NE(st, 0) << "lodgectl said the copy was made: " << out;
+    }
+    if (!caught)
+        std::fprintf(stderr, "note: the copy finished before lodged was killed\n");
+}
+
 // A copy runs next to its source: new MACs, a new instance-id, new host ends of the veths;
 // the source's snapshots come along unless --no-snapshots; a snapshot can be the source.
 TEST_F(SnapshotTest, CopiesRunNextToTheirSource) {

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <vector>
 
 using namespace lodge;
 
@@ -56,6 +57,34 @@ TEST(Config, RejectsMalformed) {
         parse_container_config(R"({"name":"a","devices":{"d":{"type":"disk","path":"rel"}}})", c),
         "");
     EXPECT_NE(check_container_config(c).find("absolute"), std::string::npos);
+}
+
+// Device names become file names (proxy records, written as root) and nft comments: a name
+// from UpdateContainer or a backup's backup.yaml must not climb out of a directory or end a
+// quoted string.
+TEST(Config, DeviceNamesArePlain) {
+    for (std::string ok : std::vector<std::string>{"eth0", "root", "data", "net-1", "my_disk.2",
+                                                   "A", std::string(64, 'x')})
+        EXPECT_EQ(check_device_name(ok), "") << ok;
+    for (std::string bad :
+         std::vector<std::string>{std::string(), std::string(65, 'x'), std::string("."),
+                                  std::string(".."), std::string(".hidden"), std::string("../../x"),
+                                  std::string("a/b"), std::string("a\"b"), std::string("a\nb"),
+                                  std::string("a b"), std::string("a;b"), std::string("a\0b", 3)})
+        EXPECT_NE(check_device_name(bad), "") << bad;
+    // The whole-config check refuses them too: add, update, backup import and load use it.
+    ContainerConfig c;
+    c.name = "c1";
+    c.devices["../../../../etc/x"] = {{"type", "proxy"},
+                                      {"listen", "tcp:127.0.0.1:8080"},
+                                      {"connect", "tcp:127.0.0.1:80"},
+                                      {"nat", "false"}};
+    EXPECT_NE(check_container_config(c).find("Device name"), std::string::npos);
+    c.devices.clear();
+    c.devices["web\" accept\n"] = {{"type", "disk"}, {"source", "/srv"}, {"path", "/srv"}};
+    std::string e = check_container_config(c);
+    EXPECT_NE(e.find("Device name"), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
 }
 
 TEST(FileIo, AtomicWriteReplacesWhole) {

@@ -218,6 +218,23 @@ TEST(NetworkConfig, ProxyNatChains) {
     EXPECT_EQ(script.substr(script.size() - 2), "}\n");
 }
 
+// A device name that escaped validation (a config from an older lodged) cannot end the
+// comment's quotes and add nft statements.
+TEST(NetworkConfig, ProxyNatCommentCannotInjectStatements) {
+    ProxyDevice p;
+    ASSERT_EQ(parse_proxy_device("web",
+                                 {{"type", "proxy"},
+                                  {"listen", "tcp:0.0.0.0:80"},
+                                  {"connect", "tcp:10.1.1.5:8080"},
+                                  {"nat", "true"}},
+                                 p),
+              "");
+    std::string s =
+        nft_nat_chains({{"c1", "x\" accept\n    tcp dport 22 accept #", p.listen, p.connect}});
+    EXPECT_TRUE(contains(s, "comment \"c1/x__accept_____tcp_dport_22_accept__\"\n")) << s;
+    EXPECT_FALSE(contains(s, "dport 22")) << s;
+}
+
 TEST(NetworkConfig, LeasesFile) {
     auto l = parse_leases("1700000000 00:16:3e:aa:bb:cc 10.0.0.7 c1 01:00:16:3e:aa:bb:cc\n"
                           "1700000001 00:16:3e:aa:bb:dd 10.0.0.8 * *\n"
