@@ -23,7 +23,7 @@ namespace {
 // strace attached to `pid` and its future children, writing to `log`, stopped by stop().
 class Tracer {
 public:
-    Tracer(pid_t pid, const std::string& log) {
+    Tracer(pid_t pid, const std::string& log, const char* trace = "trace=write") {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) < 0)
             return;
@@ -33,8 +33,8 @@ public:
             ::dup2(wr.get(), STDERR_FILENO);
             std::string target = std::to_string(pid);
             // -y: each descriptor with its path, so a write to cgroup.procs shows as one.
-            ::execlp("strace", "strace", "-f", "-y", "-e", "trace=write", "-e", "signal=none", "-s",
-                     "64", "-o", log.c_str(), "-p", target.c_str(), nullptr);
+            ::execlp("strace", "strace", "-f", "-y", "-e", trace, "-e", "signal=none", "-s", "64",
+                     "-o", log.c_str(), "-p", target.c_str(), nullptr);
             _exit(127);
         }
         wr.reset();
@@ -80,7 +80,67 @@ std::vector<std::string> cgroup_procs_writes(const std::string& log) {
     return out;
 }
 
+// The lines of strace's log that show `call` (e.g. "chown(") and contain every one of `also`.
+int count_calls(const std::string& text, const std::string& call,
+                std::initializer_list<const char*> also = {}) {
+    int n = 0;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (!contains(line, call))
+            continue;
+        bool all = true;
+        for (const char* a : also)
+            all = all && contains(line, a);
+        n += all;
+    }
+    return n;
+}
+
+// Lines of the log not from lodged itself (pid `lodged`): the supervisor's processes.
+std::string not_from(const std::string& text, pid_t lodged) {
+    std::string out, prefix = std::to_string(lodged) + " ";
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(prefix, 0) != 0)
+            out += line + "\n";
+    return out;
+}
+
 class StartPathTest : public LodgedFixture {};
+
+// What one start of a container that ran before costs in system calls, counted (each was a
+// lever in bench/results/perf-20261203-3.md): state.json swapped in (a rename over it made ext4
+// write it out first).
+TEST_F(StartPathTest, StartSystemCallCounts) {
+    if (!have_strace())
+        GTEST_SKIP() << "strace is not installed (scripts/install-deps.sh installs it)";
+    for (bool privileged : {false, true}) {
+        SCOPED_TRACE(privileged ? "privileged" : "unprivileged");
+        std::string n = create_container(privileged ? "sc-priv" : "sc",
+                                         privileged ? "security.privileged=true" : "");
+        // A first start and stop leave state.json behind, as every later start finds it.
+        ASSERT_EQ(ctl("start " + n), "");
+        ASSERT_EQ(ctl("stop --force " + n), "");
+        std::string log = TestRoot::get().dir + "/" + unique_name("strace") + ".log";
+        {
+            Tracer tracer(daemon->pid, log, "trace=rename,renameat,renameat2,chown,bpf,openat");
+            ASSERT_TRUE(tracer.attached()) << "strace could not attach to lodged";
+            int st = -1;
+            std::string out = ctl("start " + n, &st);
+            ASSERT_EQ(st, 0) << out;
+            tracer.stop();
+        }
+        std::string text = not_from(read_text(log), daemon->pid);
+        ::unlink(log.c_str());
+        EXPECT_EQ(ctl("stop --force " + n), "");
+
+        // A call another process interrupts shows as "call(args <unfinished ...>" and later
+        // "<... call resumed>) = result": calls are counted by their first line, results by
+        // either.
+        EXPECT_EQ(count_calls(text, "rename(", {"state.json\""}), 0) << text;
+        EXPECT_EQ(count_calls(text, "renameat2(", {"state.json\"", "RENAME_EXCHANGE"}), 1) << text;
+    }
+}
 
 TEST_F(StartPathTest, StartAndExecWriteNoCgroupProcs) {
     if (!have_strace())
