@@ -70,12 +70,14 @@ Result<> Supervisor::load_config() {
     return {};
 }
 
-int Supervisor::start_container(std::string& error) {
+int Supervisor::start_container(std::string& error, bool config_loaded) {
     state_ = State::starting;
     reason_.clear();
     stop_reason_.clear();
-    if (auto loaded = load_config(); !loaded)
-        return pass_up(loaded.error(), error);
+    if (!config_loaded) {
+        if (auto loaded = load_config(); !loaded)
+            return pass_up(loaded.error(), error);
+    }
     // lodged persists volatile.<dev>.name/hwaddr before it starts us; a config written by
     // someone else (tests drive the supervisor directly) gets values for this boot only.
     fill_nic_volatile(config_);
@@ -384,7 +386,7 @@ int Supervisor::run(int notify_fd) {
     if (auto listening = listen_control(); !listening)
         return fail(listening.error().message);
     std::string error;
-    if (start_container(error) < 0) {
+    if (start_container(error, true) < 0) {
         state_ = State::error;
         reason_ = error;
         write_state();

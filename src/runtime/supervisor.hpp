@@ -58,7 +58,8 @@ private:
     Result<> lock_runtime_dir();
     Result<> setup_runtime_dir();
     Result<> load_config();
-    int start_container(std::string& error);
+    // `config_loaded`: run() has just read config.json; a restart reads it again.
+    int start_container(std::string& error, bool config_loaded = false);
     void on_init_exit(const siginfo_t& si);
     void finish(State state, const std::string& reason);
     void release_and_reply();
