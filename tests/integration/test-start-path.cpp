@@ -110,7 +110,7 @@ class StartPathTest : public LodgedFixture {};
 
 // What one start of a container that ran before costs in system calls, counted (each was a
 // lever in bench/results/perf-20261203-3.md): state.json swapped in (a rename over it made ext4
-// write it out first),
+// write it out first), one device program loaded (libbpf loaded two probes before it),
 // config.json read once.
 TEST_F(StartPathTest, StartSystemCallCounts) {
     if (!have_strace())
@@ -140,6 +140,7 @@ TEST_F(StartPathTest, StartSystemCallCounts) {
         // either.
         EXPECT_EQ(count_calls(text, "rename(", {"state.json\""}), 0) << text;
         EXPECT_EQ(count_calls(text, "renameat2(", {"state.json\"", "RENAME_EXCHANGE"}), 1) << text;
+        EXPECT_EQ(count_calls(text, "bpf(BPF_PROG_LOAD"), 1) << text;
         EXPECT_EQ(count_calls(text, "openat(", {"/config.json\""}), 1) << text;
     }
 }
