@@ -14,6 +14,7 @@
 #include <linux/magic.h>
 #include <linux/sched.h>
 #include <set>
+#include <span>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -228,9 +229,15 @@ Result<> CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
         std::string dir = payload_path(h);
         if (::chown(dir.c_str(), uid, gid) < 0)
             return log_error_value(errno, "Failed to delegate %s", dir.c_str());
-        // The files systemd's delegation contract names, plus v1's tasks.
-        for (const char* f : {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks",
-                              "cgroup.clone_children", "notify_on_release"}) {
+        // The files systemd's delegation contract names on cgroup2; on v1 the same role's
+        // files (tasks and the two that shape new children). Only those of the hierarchy's
+        // kind: the others are never there.
+        static const char* const v2_files[] = {"cgroup.procs", "cgroup.threads",
+                                               "cgroup.subtree_control"};
+        static const char* const v1_files[] = {"cgroup.procs", "tasks", "cgroup.clone_children",
+                                               "notify_on_release"};
+        for (const char* f : h.unified ? std::span<const char* const>(v2_files)
+                                       : std::span<const char* const>(v1_files)) {
             std::string p = dir + "/" + f;
             if (::chown(p.c_str(), uid, gid) < 0 && errno != ENOENT)
                 return log_error_value(errno, "Failed to delegate %s", p.c_str());
