@@ -69,7 +69,25 @@ static void inherit_cpuset(const std::string& dir) {
     }
 }
 
+// mkdir of the cgroup itself first, of its parents only when it says they are missing: the
+// base above B is there on every start but the first, and each mkdir walks the path again.
+static Result<> make_cgroup_path(const Hierarchy& h, const std::string& path) {
+    int err = ::mkdir(path.c_str(), 0755) == 0 ? 0 : errno;
+    if (err == ENOENT && path.size() > h.mountpoint.size() + 1) {
+        if (auto parent = make_cgroup_path(h, path.substr(0, path.rfind('/'))); !parent)
+            return parent;
+        err = ::mkdir(path.c_str(), 0755) == 0 ? 0 : errno;
+    }
+    if (err != 0 && err != EEXIST)
+        return log_error_value(err, "Failed to create cgroup %s", path.c_str());
+    return {};
+}
+
 static Result<> make_cgroup(const Hierarchy& h, const std::string& rel) {
+    if (!is_cpuset_hierarchy(h))
+        return make_cgroup_path(h, h.mountpoint + "/" + rel);
+    // v1 cpuset: every level down from the root, each given its parent's cpus and mems if it
+    // has none (someone else's base may have been made without them).
     std::string cur = h.mountpoint;
     size_t pos = 0;
     while (pos < rel.size()) {
@@ -78,8 +96,7 @@ static Result<> make_cgroup(const Hierarchy& h, const std::string& rel) {
         pos = slash == std::string::npos ? rel.size() : slash + 1;
         if (::mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST)
             return log_error_value(errno, "Failed to create cgroup %s", cur.c_str());
-        if (is_cpuset_hierarchy(h))
-            inherit_cpuset(cur);
+        inherit_cpuset(cur);
     }
     return {};
 }
