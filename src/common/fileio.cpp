@@ -2,7 +2,6 @@
 #include "common/fd.hpp"
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <ftw.h>
@@ -75,14 +74,6 @@ int write_file_atomic(const std::string& path, const std::string& content, unsig
         r = -errno;
     if (r == 0 && durable && ::fsync(fd.get()) < 0)
         r = -errno;
-    if (r == 0 && !durable) {
-        // Readers see the old or the new file at `path` throughout; the old one goes after.
-        if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) == 0) {
-            ::unlink(tmp.c_str());
-            return 0;
-        }
-        // ENOENT: nothing to replace; EINVAL: no exchange on this filesystem.
-    }
     if (r == 0 && ::rename(tmp.c_str(), path.c_str()) < 0)
         r = -errno;
     if (r < 0) {

@@ -12,10 +12,7 @@ int read_file_at(int dirfd, const std::string& path, std::string& out);
 // Writes to a temporary file in the same directory, fsyncs it, renames it over `path` and
 // fsyncs the directory, so readers see the old or the new content, never a mix. `durable`
 // false skips both fsyncs: for runtime files (/run) that need no survival across a crash of
-// the machine, only the all-or-nothing view the rename gives. It then swaps the new file in
-// (RENAME_EXCHANGE) and unlinks the old one: a rename over an existing file makes ext4 start
-// writing the new one out first (auto_da_alloc), 1-35 ms on a busy disk, a crash safety that
-// a runtime file does not need.
+// the machine, only the all-or-nothing view the rename gives.
 int write_file_atomic(const std::string& path, const std::string& content, unsigned mode = 0644,
                       bool durable = true);
 

@@ -91,9 +91,9 @@ TEST(Config, DeviceNamesArePlain) {
     EXPECT_EQ(e.find('\n'), std::string::npos) << e;
 }
 
-// A runtime file (durable false) is swapped in: readers holding the old one keep it whole,
-// the path shows the new one with its mode, and nothing else is left in the directory.
-TEST(FileIo, RuntimeWriteSwapsInAndLeavesNothing) {
+// A runtime file (durable false) replaces the old one: readers holding the old one keep it
+// whole, the path shows the new one with its mode, and nothing else is left in the directory.
+TEST(FileIo, RuntimeWriteReplacesAndLeavesNothing) {
     char dir[] = "/tmp/lodge-test-fileio-XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
     std::string path = std::string(dir) + "/state.json";
