@@ -14,6 +14,7 @@
 #include <linux/magic.h>
 #include <linux/sched.h>
 #include <set>
+#include <span>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -68,7 +69,25 @@ static void inherit_cpuset(const std::string& dir) {
     }
 }
 
-static int make_cgroup(const Hierarchy& h, const std::string& rel) {
+// mkdir of the cgroup itself first, of its parents only when it says they are missing: the
+// base above B is there on every start but the first, and each mkdir walks the path again.
+static Result<> make_cgroup_path(const Hierarchy& h, const std::string& path) {
+    int err = ::mkdir(path.c_str(), 0755) == 0 ? 0 : errno;
+    if (err == ENOENT && path.size() > h.mountpoint.size() + 1) {
+        if (auto parent = make_cgroup_path(h, path.substr(0, path.rfind('/'))); !parent)
+            return parent;
+        err = ::mkdir(path.c_str(), 0755) == 0 ? 0 : errno;
+    }
+    if (err != 0 && err != EEXIST)
+        return log_error_value(err, "Failed to create cgroup %s", path.c_str());
+    return {};
+}
+
+static Result<> make_cgroup(const Hierarchy& h, const std::string& rel) {
+    if (!is_cpuset_hierarchy(h))
+        return make_cgroup_path(h, h.mountpoint + "/" + rel);
+    // v1 cpuset: every level down from the root, each given its parent's cpus and mems if it
+    // has none (someone else's base may have been made without them).
     std::string cur = h.mountpoint;
     size_t pos = 0;
     while (pos < rel.size()) {
@@ -76,24 +95,23 @@ static int make_cgroup(const Hierarchy& h, const std::string& rel) {
         cur += "/" + rel.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
         pos = slash == std::string::npos ? rel.size() : slash + 1;
         if (::mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST)
-            return log_error_errno(errno, "Failed to create cgroup %s", cur.c_str());
-        if (is_cpuset_hierarchy(h))
-            inherit_cpuset(cur);
+            return log_error_value(errno, "Failed to create cgroup %s", cur.c_str());
+        inherit_cpuset(cur);
     }
-    return 0;
+    return {};
 }
 
-int CgroupFs::prepare_supervisor() {
+Result<> CgroupFs::prepare_supervisor() {
     if (prepared_)
-        return 0;
+        return {};
     origin_.clear();
     for (auto& h : hierarchies_) {
         origin_.push_back(own_cgroup(h));
-        if (int r = make_cgroup(h, base_ + "/supervisor"); r < 0)
-            return r;
+        if (auto made = make_cgroup(h, base_ + "/supervisor"); !made)
+            return made;
     }
     prepared_ = true;
-    return 0;
+    return {};
 }
 
 pid_t CgroupFs::fork_into_supervisor() {
@@ -117,9 +135,9 @@ pid_t CgroupFs::fork_into_supervisor() {
     return ::fork();
 }
 
-int CgroupFs::create_base() {
-    if (int r = prepare_supervisor(); r < 0)
-        return r;
+Result<> CgroupFs::create_base() {
+    if (auto prepared = prepare_supervisor(); !prepared)
+        return prepared;
     return enter_supervisor();
 }
 
@@ -129,9 +147,9 @@ static bool single_threaded() {
            status.find("\nThreads:\t1\n") != std::string::npos;
 }
 
-int CgroupFs::enter_supervisor() {
+Result<> CgroupFs::enter_supervisor() {
     if (joined_)
-        return 0;
+        return {};
     // v1: "0" into `tasks` moves only this thread, without the global lock (see PayloadJoin).
     bool alone = single_threaded();
     for (auto& h : hierarchies_) {
@@ -142,29 +160,29 @@ int CgroupFs::enter_supervisor() {
             continue;
         std::string file = dir + (by_thread ? "/tasks" : "/cgroup.procs");
         if (int r = write_file(file, by_thread ? "0" : std::to_string(::getpid())); r < 0)
-            return log_error_errno(r, "Failed to move the supervisor into %s", dir.c_str());
+            return log_error_value(r, "Failed to move the supervisor into %s", dir.c_str());
         entered_ = true;
     }
     joined_ = entered_ = true;
-    return 0;
+    return {};
 }
 
-int CgroupFs::open_payload(PayloadJoin& out) const {
+Result<> CgroupFs::open_payload(PayloadJoin& out) const {
     for (auto& h : hierarchies_) {
         std::string dir = payload_path(h);
         if (h.unified) {
             out.cgroup2_dir.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
             out.cgroup2_procs.reset(::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
             if (!out.cgroup2_dir || !out.cgroup2_procs)
-                return log_error_errno(errno, "Failed to open the cgroup %s", dir.c_str());
+                return log_error_value(errno, "Failed to open the cgroup %s", dir.c_str());
         } else {
             Fd tasks(::open((dir + "/tasks").c_str(), O_WRONLY | O_CLOEXEC));
             if (!tasks)
-                return log_error_errno(errno, "Failed to open %s/tasks", dir.c_str());
+                return log_error_value(errno, "Failed to open %s/tasks", dir.c_str());
             out.v1_tasks.push_back(std::move(tasks));
         }
     }
-    return 0;
+    return {};
 }
 
 int join_payload(const PayloadJoin& join, bool born_in_cgroup2) {
@@ -206,7 +224,7 @@ static void enable_controllers(const std::string& dir) {
                               dir.c_str());
 }
 
-int CgroupFs::create_payload() {
+Result<> CgroupFs::create_payload() {
     for (auto& h : hierarchies_) {
         if (h.unified) {
             // Without systemd the cgroups above B are lodge's too (machine.slice): a controller
@@ -217,44 +235,50 @@ int CgroupFs::create_payload() {
                 enable_controllers(h.mountpoint + "/" + base_.substr(0, slash));
             enable_controllers(h.mountpoint + "/" + base_);
         }
-        if (int r = make_cgroup(h, base_ + "/payload"); r < 0)
-            return r;
+        if (auto made = make_cgroup(h, base_ + "/payload"); !made)
+            return made;
     }
-    return 0;
+    return {};
 }
 
-int CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
+Result<> CgroupFs::delegate_payload(uid_t uid, gid_t gid) {
     for (auto& h : hierarchies_) {
         std::string dir = payload_path(h);
         if (::chown(dir.c_str(), uid, gid) < 0)
-            return log_error_errno(errno, "Failed to delegate %s", dir.c_str());
-        // The files systemd's delegation contract names, plus v1's tasks.
-        for (const char* f : {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks",
-                              "cgroup.clone_children", "notify_on_release"}) {
+            return log_error_value(errno, "Failed to delegate %s", dir.c_str());
+        // The files systemd's delegation contract names on cgroup2; on v1 the same role's
+        // files (tasks and the two that shape new children). Only those of the hierarchy's
+        // kind: the others are never there.
+        static const char* const v2_files[] = {"cgroup.procs", "cgroup.threads",
+                                               "cgroup.subtree_control"};
+        static const char* const v1_files[] = {"cgroup.procs", "tasks", "cgroup.clone_children",
+                                               "notify_on_release"};
+        for (const char* f : h.unified ? std::span<const char* const>(v2_files)
+                                       : std::span<const char* const>(v1_files)) {
             std::string p = dir + "/" + f;
             if (::chown(p.c_str(), uid, gid) < 0 && errno != ENOENT)
-                return log_error_errno(errno, "Failed to delegate %s", p.c_str());
+                return log_error_value(errno, "Failed to delegate %s", p.c_str());
         }
     }
-    return 0;
+    return {};
 }
 
 namespace {
 
-// Writes `value` to dir/knob unless it holds it already; 0 or -errno (logged). An empty value
+// Writes `value` to dir/knob unless it holds it already; a failure is logged. An empty value
 // goes as a lone newline (a zero-length write never reaches the kernel's handler).
-int write_knob(const std::string& dir, const char* knob, const std::string& value) {
+Result<> write_knob(const std::string& dir, const char* knob, const std::string& value) {
     std::string path = dir + "/" + knob, now;
     if (read_file(path, now) == 0 && now == value + "\n")
-        return 0;
+        return {};
     std::string text = value.empty() ? "\n" : value;
     // O_TRUNC: a no-op on cgroupfs, and what a directory tree standing in for it needs.
     Fd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY));
     ssize_t n = fd ? ::write(fd.get(), text.data(), text.size()) : -1;
     if (n < 0 || static_cast<size_t>(n) != text.size())
-        return log_error_errno(n < 0 ? errno : EIO, "Failed to set %s to \"%s\"", path.c_str(),
+        return log_error_value(n < 0 ? errno : EIO, "Failed to set %s to \"%s\"", path.c_str(),
                                value.c_str());
-    return 0;
+    return {};
 }
 
 uint64_t host_memory_bytes() {
@@ -269,66 +293,66 @@ struct LimitWriter {
     const Limits& limits;
     std::set<std::string> applied; // the keys some hierarchy took
 
-    int memory(const Hierarchy& h, const std::string& dir) {
+    Result<> memory(const Hierarchy& h, const std::string& dir) {
         auto bytes = limits.memory(host_memory_bytes());
         bool v1 = has_controller(h, "memory");
         if (!v1 && !(h.unified && exists(dir + "/memory.max")))
-            return 0;
+            return {};
         std::string unlimited = v1 ? "-1" : "max";
         std::string value = bytes ? std::to_string(*bytes) : unlimited;
         const char* hard = v1 ? "memory.limit_in_bytes" : "memory.max";
         const char* soft = v1 ? "memory.soft_limit_in_bytes" : "memory.high";
         applied.insert("limits.memory");
-        if (int r = write_knob(dir, hard, limits.memory_soft ? unlimited : value); r < 0)
+        if (auto r = write_knob(dir, hard, limits.memory_soft ? unlimited : value); !r)
             return r;
         if (!v1 && !exists(dir + "/" + soft))
-            return 0;
+            return {};
         return write_knob(dir, soft, limits.memory_soft ? value : unlimited);
     }
 
-    int processes(const Hierarchy& h, const std::string& dir) {
+    Result<> processes(const Hierarchy& h, const std::string& dir) {
         if (!has_controller(h, "pids") && !(h.unified && exists(dir + "/pids.max")))
-            return 0;
+            return {};
         applied.insert("limits.processes");
         return write_knob(dir, "pids.max",
                           limits.processes ? std::to_string(*limits.processes) : "max");
     }
 
-    int cpu(const Hierarchy& h, const std::string& dir) {
+    Result<> cpu(const Hierarchy& h, const std::string& dir) {
         auto quota = limits.cpu_max();
         unsigned percent = limits.cpu_allowance_percent.value_or(100);
         if (has_controller(h, "cpu")) {
             applied.insert("limits.cpu.allowance");
             if (limits.cpu_count)
                 applied.insert("limits.cpu");
-            int r = write_knob(dir, "cpu.cfs_period_us",
-                               std::to_string(quota ? quota->period_usec : cpu_period_usec));
-            if (r >= 0)
+            Result<> r = write_knob(dir, "cpu.cfs_period_us",
+                                    std::to_string(quota ? quota->period_usec : cpu_period_usec));
+            if (r)
                 r = write_knob(dir, "cpu.cfs_quota_us",
                                quota ? std::to_string(quota->quota_usec) : "-1");
-            if (r >= 0 && exists(dir + "/cpu.shares"))
+            if (r && exists(dir + "/cpu.shares"))
                 r = write_knob(dir, "cpu.shares", std::to_string(1024 * percent / 100));
             return r;
         }
         if (!h.unified || !exists(dir + "/cpu.max"))
-            return 0;
+            return {};
         applied.insert("limits.cpu.allowance");
         if (limits.cpu_count)
             applied.insert("limits.cpu");
-        int r = write_knob(dir, "cpu.max",
-                           quota ? std::to_string(quota->quota_usec) + " " +
-                                       std::to_string(quota->period_usec)
-                                 : "max " + std::to_string(cpu_period_usec));
+        Result<> r = write_knob(dir, "cpu.max",
+                                quota ? std::to_string(quota->quota_usec) + " " +
+                                            std::to_string(quota->period_usec)
+                                      : "max " + std::to_string(cpu_period_usec));
         // cpu.weight: 100 is the kernel's default, as 100% is LXD's.
-        if (r >= 0 && exists(dir + "/cpu.weight"))
+        if (r && exists(dir + "/cpu.weight"))
             r = write_knob(dir, "cpu.weight", std::to_string(percent));
         return r;
     }
 
-    int cpuset(const Hierarchy& h, const std::string& dir) {
+    Result<> cpuset(const Hierarchy& h, const std::string& dir) {
         bool v1 = is_cpuset_hierarchy(h);
         if (!v1 && !(h.unified && exists(dir + "/cpuset.cpus")))
-            return 0;
+            return {};
         if (!limits.cpu_set.empty())
             applied.insert("limits.cpu");
         // Unset (or a count): every CPU the parent has, which an empty value means on cgroup2.
@@ -353,13 +377,13 @@ struct LimitWriter {
 
 // On B/payload only: the supervisor in B/supervisor stays outside them, so a guest that fills
 // its pids.max or memory cannot keep the supervisor from forking or get it OOM-killed.
-int CgroupFs::apply_limits(const Limits& limits) {
+Result<> CgroupFs::apply_limits(const Limits& limits) {
     LimitWriter w{limits, {}};
     for (auto& h : hierarchies_) {
         std::string dir = payload_path(h);
         for (auto step : {&LimitWriter::memory, &LimitWriter::processes, &LimitWriter::cpu,
                           &LimitWriter::cpuset})
-            if (int r = (w.*step)(h, dir); r < 0)
+            if (auto r = (w.*step)(h, dir); !r)
                 return r;
     }
     // A limit no hierarchy can take is said once, not a reason to refuse the start (systemd
@@ -369,31 +393,31 @@ int CgroupFs::apply_limits(const Limits& limits) {
         if (w.wanted(key) && !w.applied.count(key))
             log_warning("%s is not applied: no cgroup controller for it below %s", key,
                         base_.c_str());
-    return 0;
+    return {};
 }
 
-int CgroupFs::apply_device_policy() {
+Result<> CgroupFs::apply_device_policy() {
     for (auto& h : hierarchies_) {
         if (!has_controller(h, "devices"))
             continue;
         std::string dir = payload_path(h);
         if (int r = write_file(dir + "/devices.deny", "a"); r < 0)
-            return log_error_errno(r, "Failed to write %s/devices.deny", dir.c_str());
+            return log_error_value(r, "Failed to write %s/devices.deny", dir.c_str());
         for (const DeviceRule& rule : device_allow_list()) {
             std::string line = device_rule_v1(rule);
             if (int r = write_file(dir + "/devices.allow", line); r < 0)
-                return log_error_errno(r, "Failed to allow \"%s\" in %s", line.c_str(),
+                return log_error_value(r, "Failed to allow \"%s\" in %s", line.c_str(),
                                        dir.c_str());
         }
     }
-    return 0;
+    return {};
 }
 
-int CgroupFs::attach_device_program() {
+Result<> CgroupFs::attach_device_program() {
     for (auto& h : hierarchies_)
         if (h.unified)
             return attach_device_policy(h.mountpoint + "/" + base_);
-    return 0;
+    return {};
 }
 
 // rmdir depth-first: a guest (systemd) may have made its own sub-cgroups.

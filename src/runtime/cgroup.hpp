@@ -7,6 +7,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/limits.hpp"
 
@@ -51,25 +52,25 @@ public:
     void set_own_path(bool own) { own_path_ = own; }
 
     // mkdir B/supervisor in every hierarchy, noting where this process came from (once).
-    int prepare_supervisor();
+    Result<> prepare_supervisor();
     // fork() whose child is born in the cgroup2 B/supervisor (clone3 CLONE_INTO_CGROUP), so
     // that it never writes cgroup.procs for itself (a grace period, see PayloadJoin); a plain
     // fork where that cannot be. After prepare_supervisor().
     pid_t fork_into_supervisor();
-    int create_base(); // prepare_supervisor(), then move self there (enter_supervisor)
+    Result<> create_base(); // prepare_supervisor(), then move self there (enter_supervisor)
     // This process into B/supervisor (once): v1 by `tasks` while single-threaded (no grace
     // period), cgroup2 by cgroup.procs unless it is there already (born there).
-    int enter_supervisor();
+    Result<> enter_supervisor();
     bool prepared() const { return prepared_; }
-    int create_payload();                       // fresh B/payload
-    int open_payload(PayloadJoin& out) const;   // for join_payload()
-    int delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
-    int apply_limits(const Limits& limits);     // on B/payload (never on the supervisor)
-    int apply_device_policy(); // the allow-list on B/payload where a v1 devices controller is
+    Result<> create_payload();                       // fresh B/payload
+    Result<> open_payload(PayloadJoin& out) const;   // for join_payload()
+    Result<> delegate_payload(uid_t uid, gid_t gid); // chown so the container's root manages it
+    Result<> apply_limits(const Limits& limits);     // on B/payload (never on the supervisor)
+    Result<> apply_device_policy(); // the allow-list on B/payload where a v1 devices controller is
     // The allow-list as a cgroup2 device program on B (cgroupfs mode; under systemd the scope's
     // DevicePolicy= does the same). On B, not on the payload, so the guest, whose cgroup
     // namespace begins at B/payload, never holds the cgroup it is attached to.
-    int attach_device_program();
+    Result<> attach_device_program();
     int destroy_payload(); // rmdir B/payload and everything below
     // Moves this process back where it came from and removes B (cgroupfs mode only).
     int destroy_base();

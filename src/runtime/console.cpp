@@ -9,18 +9,18 @@
 
 namespace lodge::runtime {
 
-int ConsoleLog::open(const std::string& path, size_t max_size) {
+Result<> ConsoleLog::open(const std::string& path, size_t max_size) {
     path_ = path;
     max_size_ = max_size;
     if (int r = mkdir_p(path.substr(0, path.rfind('/')), 0750); r < 0)
-        return log_error_errno(r, "Cannot create the directory of %s", path.c_str());
+        return log_error_value(r, "Cannot create the directory of %s", path.c_str());
     fd_.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640));
     if (!fd_)
-        return log_error_errno(errno, "Cannot open %s", path.c_str());
+        return log_error_value(errno, "Cannot open %s", path.c_str());
     struct stat st {};
     if (::fstat(fd_.get(), &st) == 0)
         size_ = static_cast<size_t>(st.st_size);
-    return 0;
+    return {};
 }
 
 void ConsoleLog::append(const char* data, size_t len) {

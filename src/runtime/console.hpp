@@ -2,6 +2,7 @@
 // console.log, keeps the last 128 KiB in memory for clients that attach later.
 #pragma once
 
+#include "common/error.hpp"
 #include "common/fd.hpp"
 
 #include <string>
@@ -10,7 +11,7 @@ namespace lodge::runtime {
 
 class ConsoleLog {
 public:
-    int open(const std::string& path, size_t max_size);
+    Result<> open(const std::string& path, size_t max_size);
     void append(const char* data, size_t len);
     const std::string& ring() const { return ring_; }
 

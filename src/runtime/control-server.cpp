@@ -157,12 +157,12 @@ void Supervisor::do_apply_limits(Client& c, const Request& req) {
     if (req.limits) {
         limits = *req.limits;
     } else {
-        if (load_config() < 0)
-            return send(c, proto::error_reply(log_last_error()));
+        if (auto loaded = load_config(); !loaded)
+            return send(c, proto::error_reply(loaded.error().message));
         limits = limits_of(config_);
     }
-    if (cgroup_.apply_limits(limits) < 0)
-        return send(c, proto::error_reply(log_last_error()));
+    if (auto applied = cgroup_.apply_limits(limits); !applied)
+        return send(c, proto::error_reply(applied.error().message));
     send(c, proto::ok_reply());
 }
 
@@ -172,10 +172,10 @@ void Supervisor::do_lxcfs(Client& c, const Request& req) {
     bool attach = req.verb == Verb::lxcfs_attach;
     if (attach && !is_lxcfs_mount(dir))
         return send(c, proto::error_reply("no live lxcfs at " + dir));
-    int r = attach ? lxcfs_attach_running(spawned_.init.pid(), dir)
-                   : lxcfs_detach_running(spawned_.init.pid());
-    if (r < 0)
-        return send(c, proto::error_reply(log_last_error()));
+    Result<> r = attach ? lxcfs_attach_running(spawned_.init.pid(), dir)
+                        : lxcfs_detach_running(spawned_.init.pid());
+    if (!r)
+        return send(c, proto::error_reply(r.error().message));
     lxcfs_ = attach;
     write_state();
     send(c, proto::lxcfs_reply(lxcfs_));
@@ -187,10 +187,10 @@ void Supervisor::do_devlxd(Client& c, const Request& req) {
     bool attach = req.verb == Verb::devlxd_attach;
     if (attach)
         mkdir_p(dir, 0755);
-    int r = attach ? devlxd_attach_running(spawned_.init.pid(), dir)
-                   : devlxd_detach_running(spawned_.init.pid());
-    if (r < 0)
-        return send(c, proto::error_reply(log_last_error()));
+    Result<> r = attach ? devlxd_attach_running(spawned_.init.pid(), dir)
+                        : devlxd_detach_running(spawned_.init.pid());
+    if (!r)
+        return send(c, proto::error_reply(r.error().message));
     send(c, proto::ok_reply());
 }
 
@@ -233,28 +233,28 @@ void Supervisor::flush_console(Client& c) {
     sd_event_source_set_io_events(c.source.get(), c.pending.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
 }
 
-int Supervisor::listen_control() {
+Result<> Supervisor::listen_control() {
     std::string path = paths::control_socket(name_);
     struct sockaddr_un addr {};
     addr.sun_family = AF_UNIX;
     if (path.size() >= sizeof addr.sun_path)
-        return log_error_errno(ENAMETOOLONG, "Control socket path %s", path.c_str());
+        return log_error_value(ENAMETOOLONG, "Control socket path %s", path.c_str());
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     listen_fd_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!listen_fd_)
-        return log_error_errno(errno, "socket() failed");
+        return log_error_value(errno, "socket() failed");
     ::unlink(path.c_str()); // we hold the lock, so a socket file here is stale
     if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return log_error_errno(errno, "Cannot bind %s", path.c_str());
+        return log_error_value(errno, "Cannot bind %s", path.c_str());
     ::chmod(path.c_str(), 0600);
     if (::listen(listen_fd_.get(), 64) < 0)
-        return log_error_errno(errno, "Cannot listen on %s", path.c_str());
+        return log_error_value(errno, "Cannot listen on %s", path.c_str());
     sd_event_source* s = nullptr;
     if (int r = sd_event_add_io(event_.get(), &s, listen_fd_.get(), EPOLLIN, on_accept, this);
         r < 0)
-        return log_error_errno(r, "Failed to watch the control socket");
+        return log_error_value(r, "Failed to watch the control socket");
     listen_source_.reset(s);
-    return 0;
+    return {};
 }
 
 int Supervisor::on_accept(sd_event_source*, int fd, uint32_t, void* userdata) {

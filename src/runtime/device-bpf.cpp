@@ -2,10 +2,12 @@
 #include "common/log.hpp"
 
 #include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 #include <cerrno>
-#include <cstdarg>
+#include <cstring>
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 namespace lodge::runtime {
 
@@ -42,11 +44,6 @@ bpf_insn jne_imm(uint8_t dst, int32_t imm, int16_t off) {
 }
 bpf_insn exit_insn() {
     return insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-}
-
-// libbpf would print its own diagnostics on stderr; lodge logs one error per failure itself.
-int quiet_libbpf(enum libbpf_print_level, const char*, va_list) {
-    return 0;
 }
 
 } // namespace
@@ -86,41 +83,66 @@ std::vector<bpf_insn> device_program(std::span<const DeviceRule> rules) {
     return p;
 }
 
-Fd load_device_program(std::span<const DeviceRule> rules) {
-    libbpf_set_print(quiet_libbpf);
+namespace {
+
+// BPF_PROG_LOAD by the system call itself: libbpf's bpf_prog_load first loads two probe
+// programs (is BPF memory charged to the memcg? are program names known?), each through the
+// verifier, once per process, and a supervisor is a new process on every start.
+int prog_load(const std::vector<bpf_insn>& prog, char* log, uint32_t log_size) {
+    union bpf_attr attr {};
+    attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    attr.insns = reinterpret_cast<uint64_t>(prog.data());
+    attr.insn_cnt = static_cast<uint32_t>(prog.size());
+    static const char license[] = "Apache-2.0";
+    attr.license = reinterpret_cast<uint64_t>(license);
+    std::strncpy(attr.prog_name, "lodge_devices", sizeof attr.prog_name - 1);
+    if (log) { // the verifier's words, asked for only after a refusal (as libbpf does)
+        attr.log_level = 1;
+        attr.log_buf = reinterpret_cast<uint64_t>(log);
+        attr.log_size = log_size;
+    }
+    return static_cast<int>(::syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
+}
+
+} // namespace
+
+Result<Fd> load_device_program(std::span<const DeviceRule> rules) {
     std::vector<bpf_insn> prog = device_program(rules);
-    char verifier_log[4096] = "";
-    bpf_prog_load_opts opts{};
-    opts.sz = sizeof opts;
-    opts.log_buf = verifier_log;
-    opts.log_size = sizeof verifier_log;
-    int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_DEVICE, "lodge_devices", "Apache-2.0", prog.data(),
-                           prog.size(), &opts);
+    int fd = prog_load(prog, nullptr, 0);
+    if (fd < 0 && errno == EPERM) {
+        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK instead of the memcg.
+        struct rlimit unlimited {
+            RLIM_INFINITY, RLIM_INFINITY
+        };
+        if (::setrlimit(RLIMIT_MEMLOCK, &unlimited) == 0)
+            fd = prog_load(prog, nullptr, 0);
+    }
     if (fd < 0) {
         int err = errno;
-        log_error_errno(err, "Failed to load the device allow-list program%s%s",
-                        verifier_log[0] ? ": " : "", verifier_log);
-        errno = err;
-        return Fd();
+        char verifier_log[4096] = "";
+        if (err == EACCES || err == EINVAL)
+            prog_load(prog, verifier_log, sizeof verifier_log);
+        return log_error_value(err, "Failed to load the device allow-list program%s%s",
+                               verifier_log[0] ? ": " : "", verifier_log);
     }
     return Fd(fd);
 }
 
-int attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRule> rules) {
+Result<> attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRule> rules) {
     Fd cgroup(::open(cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!cgroup)
-        return log_error_errno(errno, "Failed to open the cgroup %s", cgroup_dir.c_str());
+        return log_error_value(errno, "Failed to open the cgroup %s", cgroup_dir.c_str());
     // What an earlier supervisor of this cgroup attached (it may have crashed before removing
     // the cgroup); replaced only once the new program is in force.
     uint32_t old_ids[64];
     uint32_t old_count = 64, attach_flags = 0;
     if (bpf_prog_query(cgroup.get(), BPF_CGROUP_DEVICE, 0, &attach_flags, old_ids, &old_count) < 0)
         old_count = 0;
-    Fd prog = load_device_program(rules);
+    Result<Fd> prog = load_device_program(rules);
     if (!prog)
-        return -errno;
-    if (bpf_prog_attach(prog.get(), cgroup.get(), BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI) < 0)
-        return log_error_errno(errno, "Failed to attach the device allow-list to %s",
+        return prog.error();
+    if (bpf_prog_attach(prog->get(), cgroup.get(), BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI) < 0)
+        return log_error_value(errno, "Failed to attach the device allow-list to %s",
                                cgroup_dir.c_str());
     for (uint32_t i = 0; i < old_count; i++) {
         Fd old(bpf_prog_get_fd_by_id(old_ids[i]));
@@ -128,7 +150,7 @@ int attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRu
             log_warning_errno(errno, "Failed to detach an old device program from %s",
                               cgroup_dir.c_str());
     }
-    return 0;
+    return {};
 }
 
 } // namespace lodge::runtime

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common/device-policy.hpp"
+#include "common/error.hpp"
 #include "common/fd.hpp"
 
 #include <linux/bpf.h>
@@ -16,13 +17,13 @@ namespace lodge::runtime {
 // The program's instructions: 1 (allow) when the device and the access asked for match a rule.
 std::vector<bpf_insn> device_program(std::span<const DeviceRule> rules);
 
-// Loads the program for `rules`; an invalid Fd with errno set (and one error logged) on failure.
-Fd load_device_program(std::span<const DeviceRule> rules);
+// Loads the program for `rules`; on failure the Error, logged once.
+Result<Fd> load_device_program(std::span<const DeviceRule> rules);
 
 // Attaches a freshly loaded allow-list program to the cgroup2 directory `cgroup_dir`
 // (BPF_F_ALLOW_MULTI, so programs the guest's own manager attaches below can only narrow it),
-// then detaches the programs a previous attach left on that directory. 0 or -errno (logged).
-int attach_device_policy(const std::string& cgroup_dir,
-                         std::span<const DeviceRule> rules = device_allow_list());
+// then detaches the programs a previous attach left on that directory. Failures are logged.
+Result<> attach_device_policy(const std::string& cgroup_dir,
+                              std::span<const DeviceRule> rules = device_allow_list());
 
 } // namespace lodge::runtime

@@ -64,16 +64,17 @@ struct Request {
     std::vector<char*> argvp, envp;
 };
 
-[[noreturn]] void fail(int err) {
-    std::string msg = log_last_error();
+// Reports the failure (already logged where it happened) to lodged and ends this process.
+[[noreturn]] void fail(const Error& e) {
+    std::string msg = e.message;
     if (msg.empty())
         msg = "Failed to start the command in the container";
-    send_with_fd(sock, "E" + std::to_string(err < 0 ? -err : err) + ":" + msg);
+    send_with_fd(sock, "E" + std::to_string(e.code) + ":" + msg);
     _exit(1);
 }
 
 // The request datagram and its descriptors.
-int receive(std::string& text, std::vector<int>& fds) {
+Result<> receive(std::string& text, std::vector<int>& fds) {
     text.resize(runtime::exec_request_max);
     struct iovec iov {
         text.data(), text.size()
@@ -89,7 +90,7 @@ int receive(std::string& text, std::vector<int>& fds) {
         n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n <= 0)
-        return log_error_errno(n < 0 ? errno : EPIPE, "Failed to read the exec request");
+        return log_error_value(n < 0 ? errno : EPIPE, "Failed to read the exec request");
     for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -100,14 +101,14 @@ int receive(std::string& text, std::vector<int>& fds) {
             }
         }
     if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
-        return log_error_errno(EMSGSIZE, "The exec request was truncated");
+        return log_error_value(EMSGSIZE, "The exec request was truncated");
     text.resize(static_cast<size_t>(n));
-    return 0;
+    return {};
 }
 
 // A cgroup2 payload whose own init enabled controllers for its children (systemd does) cannot
 // take processes; like lxc-attach, use a leaf ".lxc" owned as the payload is.
-int open_cgroup(const std::string& dir, bool unified, Request& req) {
+Result<> open_cgroup(const std::string& dir, bool unified, Request& req) {
     std::string target = dir;
     char controllers[64] = {};
     int sc = ::open((dir + "/cgroup.subtree_control").c_str(), O_RDONLY | O_CLOEXEC);
@@ -118,27 +119,27 @@ int open_cgroup(const std::string& dir, bool unified, Request& req) {
         target = dir + "/.lxc";
         struct stat st {};
         if (::stat(dir.c_str(), &st) < 0 || (::mkdir(target.c_str(), 0755) < 0 && errno != EEXIST))
-            return log_error_errno(errno, "Failed to create the cgroup %s", target.c_str());
+            return log_error_value(errno, "Failed to create the cgroup %s", target.c_str());
         for (const char* f : {"", "/cgroup.procs", "/cgroup.threads", "/cgroup.subtree_control"})
             if (::chown((target + f).c_str(), st.st_uid, st.st_gid) < 0 && errno != ENOENT)
-                return log_error_errno(errno, "Failed to delegate the cgroup %s", target.c_str());
+                return log_error_value(errno, "Failed to delegate the cgroup %s", target.c_str());
     }
     int fd =
         ::open((target + (unified ? "/cgroup.procs" : "/tasks")).c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0)
-        return log_error_errno(errno, "Failed to open the container's cgroup %s", target.c_str());
+        return log_error_value(errno, "Failed to open the container's cgroup %s", target.c_str());
     if (!unified) {
         req.cgroup_tasks.push_back(fd);
-        return 0;
+        return {};
     }
     req.cgroup2_procs = fd;
     req.cgroup2_dir = ::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (req.cgroup2_dir < 0)
-        return log_error_errno(errno, "Failed to open the container's cgroup %s", target.c_str());
-    return 0;
+        return log_error_value(errno, "Failed to open the container's cgroup %s", target.c_str());
+    return {};
 }
 
-int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
+Result<> parse(const std::string& text, const std::vector<int>& fds, Request& req) {
     auto j = nlohmann::json::parse(text, nullptr, false);
     try {
         if (!j.is_object() || fds.empty())
@@ -154,15 +155,15 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
             if (stdio[i] > 0 && static_cast<size_t>(stdio[i]) < fds.size())
                 req.stdio[i] = fds[static_cast<size_t>(stdio[i])];
         for (auto& h : j.at("cgroups")) {
-            int r = open_cgroup(h.at("path").get<std::string>(), h.at("unified").get<bool>(), req);
-            if (r < 0)
-                return r;
+            auto r = open_cgroup(h.at("path").get<std::string>(), h.at("unified").get<bool>(), req);
+            if (!r)
+                return r.error();
         }
     } catch (const std::exception& e) {
-        return log_error_errno(EINVAL, "Invalid exec request (%s)", e.what());
+        return log_error_value(EINVAL, "Invalid exec request (%s)", e.what());
     }
     if (req.argv.empty())
-        return log_error_errno(EINVAL, "Invalid exec request: no command");
+        return log_error_value(EINVAL, "Invalid exec request: no command");
     req.init_pidfd = fds[0];
     for (auto& a : req.argv)
         req.argvp.push_back(a.data());
@@ -170,7 +171,7 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
     for (auto& e : req.env)
         req.envp.push_back(e.data());
     req.envp.push_back(nullptr);
-    return 0;
+    return {};
 }
 
 // The command: joins the cgroup and the user namespace, becomes the container's root, sets up
@@ -181,21 +182,21 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
     // "0" is the writing thread (`tasks`) or process (cgroup.procs); we have one thread.
     for (int fd : req.cgroup_tasks)
         if (::write(fd, "0", 1) < 0)
-            fail(log_error_errno(errno, "Failed to join the container's cgroup"));
+            fail(log_error_value(errno, "Failed to join the container's cgroup"));
     if (!in_cgroup2 && req.cgroup2_procs >= 0 && ::write(req.cgroup2_procs, "0", 1) < 0)
-        fail(log_error_errno(errno, "Failed to join the container's cgroup"));
+        fail(log_error_value(errno, "Failed to join the container's cgroup"));
     if ((req.ns_flags & CLONE_NEWUSER) && ::setns(req.init_pidfd, CLONE_NEWUSER) < 0)
-        fail(log_error_errno(errno, "Failed to enter the container's user namespace"));
+        fail(log_error_value(errno, "Failed to enter the container's user namespace"));
     if (::setgroups(0, nullptr) < 0 || ::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0)
-        fail(log_error_errno(errno, "Failed to become root in the container"));
+        fail(log_error_value(errno, "Failed to become root in the container"));
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); // the id change cleared it
     ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 
     if (!req.cwd.empty()) {
         if (::chdir(req.cwd.c_str()) < 0)
-            fail(log_error_errno(errno, "Cannot change to the directory \"%s\"", req.cwd.c_str()));
+            fail(log_error_value(errno, "Cannot change to the directory \"%s\"", req.cwd.c_str()));
     } else if (::chdir("/root") < 0 && ::chdir("/") < 0) {
-        fail(log_error_errno(errno, "Cannot change to the directory \"/\""));
+        fail(log_error_value(errno, "Cannot change to the directory \"/\""));
     }
 
     int stdio[3] = {req.stdio[0], req.stdio[1], req.stdio[2]};
@@ -205,12 +206,12 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
         int master = ::open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
         int unlock = 0;
         if (master < 0 || ::ioctl(master, TIOCSPTLCK, &unlock) < 0)
-            fail(log_error_errno(errno, "Failed to allocate a pty in the container"));
+            fail(log_error_value(errno, "Failed to allocate a pty in the container"));
         slave = ::ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (slave < 0)
-            fail(log_error_errno(errno, "Failed to open the pty's terminal side"));
+            fail(log_error_value(errno, "Failed to open the pty's terminal side"));
         if (int r = send_with_fd(sock, "P", master); r < 0)
-            fail(log_error_errno(r, "Failed to hand over the pty"));
+            fail(log_error_value(r, "Failed to hand over the pty"));
         ::close(master);
         stdio[0] = stdio[1] = stdio[2] = slave;
     }
@@ -218,14 +219,14 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
         if (fd < 0) {
             fd = ::open("/dev/null", O_RDWR | O_NOCTTY | O_CLOEXEC);
             if (fd < 0)
-                fail(log_error_errno(errno, "Failed to open /dev/null in the container"));
+                fail(log_error_value(errno, "Failed to open /dev/null in the container"));
         }
 
     // Never lodged's terminal: a new session, with the pty as its terminal.
     if (::setsid() < 0)
-        fail(log_error_errno(errno, "Failed to create a session"));
+        fail(log_error_value(errno, "Failed to create a session"));
     if (slave >= 0 && ::ioctl(slave, TIOCSCTTY, 0) < 0)
-        fail(log_error_errno(errno, "Failed to make the pty the controlling terminal"));
+        fail(log_error_value(errno, "Failed to make the pty the controlling terminal"));
 
     // Copies above 2 first, so that no source is clobbered by an earlier dup2(). stderr stays
     // lodged's until the last moment, so that setup failures end up in its log and not in the
@@ -234,20 +235,20 @@ int parse(const std::string& text, const std::vector<int>& fds, Request& req) {
     for (int i = 0; i < 3; i++) {
         moved[i] = ::fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
         if (moved[i] < 0)
-            fail(log_error_errno(errno, "Failed to set up the command's stdio"));
+            fail(log_error_value(errno, "Failed to set up the command's stdio"));
     }
     if (::dup2(moved[0], 0) < 0 || ::dup2(moved[1], 1) < 0)
-        fail(log_error_errno(errno, "Failed to set up the command's stdio"));
+        fail(log_error_value(errno, "Failed to set up the command's stdio"));
     // Only 0, 1 and 2 survive exec.
     if (::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        fail(log_error_errno(errno, "Failed to mark descriptors close-on-exec"));
+        fail(log_error_value(errno, "Failed to mark descriptors close-on-exec"));
 
-    if (int r = runtime::drop_capabilities(req.config); r < 0)
-        fail(r);
-    if (int r = runtime::load_seccomp(req.config); r < 0)
-        fail(r);
+    if (auto r = runtime::drop_capabilities(req.config); !r)
+        fail(r.error());
+    if (auto r = runtime::load_seccomp(req.config); !r)
+        fail(r.error());
     if (::dup2(moved[2], 2) < 0)
-        fail(log_error_errno(errno, "Failed to set up the command's stdio"));
+        fail(log_error_value(errno, "Failed to set up the command's stdio"));
 
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0); // the command's own business from here on
     reset_signal_state();
@@ -283,14 +284,14 @@ int main() {
     std::string text;
     std::vector<int> fds;
     Request req;
-    if (int r = receive(text, fds); r < 0)
-        fail(r);
-    if (int r = parse(text, fds, req); r < 0)
-        fail(r);
+    if (auto r = receive(text, fds); !r)
+        fail(r.error());
+    if (auto r = parse(text, fds, req); !r)
+        fail(r.error());
     // Everything but the user namespace, whose entry makes us the container's root: we stay
     // host root, able to reap the command and to leave no trace in the container.
     if (::setns(req.init_pidfd, req.ns_flags & ~CLONE_NEWUSER) < 0)
-        fail(log_error_errno(errno, "Failed to enter the container's namespaces"));
+        fail(log_error_value(errno, "Failed to enter the container's namespaces"));
 
     // Born in the cgroup2 payload where the kernel allows it (5.7 and later), else fork().
     int pidfd = -1;
@@ -308,7 +309,7 @@ int main() {
     if (pid < 0)
         pid = ::fork();
     if (pid < 0)
-        fail(log_error_errno(errno, "Failed to create the command's process"));
+        fail(log_error_value(errno, "Failed to create the command's process"));
     if (pid == 0)
         command_main(req, in_cgroup2);
     // Our unreaped child: its pid cannot be reused before we wait for it.
@@ -316,7 +317,7 @@ int main() {
         pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd < 0) {
         ::kill(pid, SIGKILL);
-        fail(log_error_errno(errno, "Failed to open the command's pidfd"));
+        fail(log_error_value(errno, "Failed to open the command's pidfd"));
     }
     if (send_with_fd(sock, "C" + std::to_string(pid), pidfd) < 0) {
         ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);

@@ -48,9 +48,10 @@ std::string check_host_side(const NicSpec& s) {
 }
 
 int addresses(int netns_fd, std::vector<Address>& out) {
-    SockPtr sock = netns_socket(netns_fd);
-    if (!sock)
-        return -EIO;
+    auto opened = netns_socket(netns_fd);
+    if (!opened)
+        return -opened.error().code;
+    SockPtr sock = std::move(*opened);
     nl_cache* raw = nullptr;
     if (int r = rtnl_addr_alloc_cache(sock.get(), &raw); r < 0)
         return log_error_errno(nl_to_errno(r), "Failed to read the container's addresses");
@@ -86,9 +87,10 @@ int addresses(int netns_fd, std::vector<Address>& out) {
 }
 
 int link_names(int netns_fd, std::vector<std::string>& out) {
-    SockPtr sock = netns_socket(netns_fd);
-    if (!sock)
-        return -EIO;
+    auto opened = netns_socket(netns_fd);
+    if (!opened)
+        return -opened.error().code;
+    SockPtr sock = std::move(*opened);
     nl_cache* raw = nullptr;
     if (int r = rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &raw); r < 0)
         return log_error_errno(nl_to_errno(r), "Failed to list the container's interfaces");

@@ -135,24 +135,25 @@ int delete_link(nl_sock* sock, int ifindex) {
 
 } // namespace
 
-int bring_up_loopback(pid_t pid) {
+Result<> bring_up_loopback(pid_t pid) {
     Fd netns = open_netns(pid);
     if (!netns)
-        return log_error_errno(errno, "Cannot open the container's network namespace");
-    SockPtr sock = netns_socket(netns.get());
-    if (!sock)
-        return -EIO;
+        return log_error_value(errno, "Cannot open the container's network namespace");
+    auto opened = netns_socket(netns.get());
+    if (!opened)
+        return opened.error();
+    SockPtr sock = std::move(*opened);
     int err = 0;
     LinkPtr lo = get_link(sock.get(), 0, "lo", err);
     if (!lo)
-        return log_error_errno(err ? err : -ENODEV, "Cannot find lo in the container");
+        return log_error_value(err ? err : -ENODEV, "Cannot find lo in the container");
     LinkPtr up(rtnl_link_alloc());
     if (!up)
-        return log_error_errno(ENOMEM, "Cannot bring up lo in the container");
+        return log_error_value(ENOMEM, "Cannot bring up lo in the container");
     rtnl_link_set_flags(up.get(), IFF_UP);
     if (int r = rtnl_link_change(sock.get(), lo.get(), up.get(), 0); r < 0)
-        return log_error_errno(nl_to_errno(r), "Cannot bring up lo in the container");
-    return 0;
+        return log_error_value(nl_to_errno(r), "Cannot bring up lo in the container");
+    return {};
 }
 
 int plug(int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
@@ -174,7 +175,8 @@ int plug(int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
     // Inside the container: learn the index (unplug finds the device by it even after the guest
     // renamed it) and bring the interface up.
     int err = 0;
-    SockPtr inner = netns_socket(netns_fd);
+    auto opened_inner = netns_socket(netns_fd);
+    SockPtr inner = opened_inner ? std::move(*opened_inner) : nullptr;
     LinkPtr link = inner ? get_link(inner.get(), 0, s.name, err) : nullptr;
     LinkPtr up(rtnl_link_alloc());
     if (link && up) {
@@ -218,10 +220,11 @@ Result<> unplug(int netns_fd, const PluggedNic& nic) {
     }
     if (netns_fd < 0 || !nic.ifindex)
         return {};
-    SockPtr inner = netns_socket(netns_fd);
-    if (!inner) // netns_socket() logged why
+    auto opened_inner = netns_socket(netns_fd);
+    if (!opened_inner) // netns_socket() logged why
         return make_error(errors::failed, EIO,
                           "Cannot open a netlink socket in the container's network namespace");
+    SockPtr inner = std::move(*opened_inner);
     if (int r = delete_link(inner.get(), nic.ifindex); r < 0)
         return log_error_value(r, "Failed to delete interface %s of device \"%s\"",
                                nic.name.c_str(), nic.device.c_str());

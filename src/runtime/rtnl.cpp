@@ -80,7 +80,7 @@ Result<SockPtr> host_socket() {
 // A route socket that lives in the namespace `netns_fd`. A socket belongs to the namespace its
 // creator was in, so a short-lived thread joins the namespace (setns changes only the calling
 // thread) and creates it; the calling thread's namespace never changes.
-SockPtr netns_socket(int netns_fd) {
+Result<SockPtr> netns_socket(int netns_fd) {
     int fd = -1, err = 0;
     try {
         std::thread t([&]() noexcept {
@@ -96,14 +96,13 @@ SockPtr netns_socket(int netns_fd) {
     } catch (...) {
         err = EAGAIN;
     }
-    if (fd < 0) {
-        log_error_errno(err,
-                        "Failed to open a netlink socket in the container's network namespace");
-        return nullptr;
-    }
+    if (fd < 0)
+        return log_error_value(
+            err, "Failed to open a netlink socket in the container's network namespace");
     SockPtr sock = sock_from_fd(fd);
     if (!sock)
-        log_error_errno(errno, "Failed to set up a netlink socket in the container's namespace");
+        return log_error_value(errno,
+                               "Failed to set up a netlink socket in the container's namespace");
     return sock;
 }
 

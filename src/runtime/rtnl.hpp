@@ -42,7 +42,7 @@ SockPtr sock_from_fd(int fd);
 lodge::Result<SockPtr> host_socket();
 // A route socket that lives in the namespace `netns_fd`, made by a short-lived thread that joins
 // it.
-SockPtr netns_socket(int netns_fd);
+lodge::Result<SockPtr> netns_socket(int netns_fd);
 LinkPtr get_link(nl_sock* sock, int ifindex, const std::string& name, int& err);
 std::string link_type(rtnl_link* link);
 NlAddrPtr parse_mac(const std::string& mac);

@@ -39,10 +39,10 @@ using BusPtr = std::unique_ptr<sd_bus, BusDeleter>;
 
 // --bus-controller: connects to the system bus, learns PID 1's unique name (`pid1`) and
 // watches for RequestStop, all before the caller creates the scope with our name as Controller.
-int open_controller_bus(BusPtr& out, std::string& pid1) {
+Result<> open_controller_bus(BusPtr& out, std::string& pid1) {
     sd_bus* b = nullptr;
     if (int r = sd_bus_open_system(&b); r < 0)
-        return log_error_errno(r, "Failed to connect to the system bus");
+        return log_error_value(r, "Failed to connect to the system bus");
     BusPtr bus(b);
     sd_bus_set_exit_on_disconnect(bus.get(), 0);
     sd_bus_creds* creds = nullptr;
@@ -55,13 +55,13 @@ int open_controller_bus(BusPtr& out, std::string& pid1) {
         pid1 = unique;
     sd_bus_creds_unref(creds);
     if (r < 0)
-        return log_error_errno(r, "Failed to look up systemd on the system bus");
+        return log_error_value(r, "Failed to look up systemd on the system bus");
     r = sd_bus_match_signal(bus.get(), nullptr, nullptr, nullptr, "org.freedesktop.systemd1.Scope",
                             "RequestStop", on_request_stop, &pid1);
     if (r < 0)
-        return log_error_errno(r, "Failed to watch for RequestStop");
+        return log_error_value(r, "Failed to watch for RequestStop");
     out = std::move(bus);
-    return 0;
+    return {};
 }
 
 // --detach with a hold: away from the caller (who reaps this first process at once) before
@@ -144,10 +144,13 @@ int main(int argc, char** argv) {
     if (bus_controller) {
         log_set_prefix("lodge-supervisor[" + name + "]");
         const char* unique = nullptr;
-        std::string line = runtime::open_controller_bus(bus, pid1_bus_name) < 0 ||
-                                   sd_bus_get_unique_name(bus.get(), &unique) < 0
-                               ? "ERROR " + log_last_error() + "\n"
-                               : "BUS " + std::string(unique) + "\n";
+        Result<> opened = runtime::open_controller_bus(bus, pid1_bus_name);
+        if (opened) {
+            if (int r = sd_bus_get_unique_name(bus.get(), &unique); r < 0)
+                opened = log_error_value(r, "Failed to learn our name on the system bus");
+        }
+        std::string line =
+            opened ? "BUS " + std::string(unique) + "\n" : "ERROR " + opened.error().message + "\n";
         (void)!::write(notify_fd, line.data(), line.size());
         if (!bus)
             return 1;

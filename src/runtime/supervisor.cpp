@@ -25,85 +25,81 @@
 namespace lodge::runtime {
 
 // The lock (flock, kept by a forked child) says no other supervisor runs this container here.
-int Supervisor::lock_runtime_dir() {
+Result<> Supervisor::lock_runtime_dir() {
     std::string dir = paths::container_runtime(name_);
     if (int r = mkdir_p(dir, 0755); r < 0)
-        return log_error_errno(r, "Cannot create %s", dir.c_str());
+        return log_error_value(r, "Cannot create %s", dir.c_str());
     lock_fd_.reset(::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!lock_fd_)
-        return log_error_errno(errno, "Cannot open %s/lock", dir.c_str());
+        return log_error_value(errno, "Cannot open %s/lock", dir.c_str());
     if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) {
-        log_error("Container \"%s\" is already running", name_.c_str());
-        return -EBUSY;
+        std::string message = "Container \"" + name_ + "\" is already running";
+        log_error("%s", message.c_str());
+        return make_error(errors::failed, EBUSY, std::move(message));
     }
-    return 0;
+    return {};
 }
 
-int Supervisor::setup_runtime_dir() {
+Result<> Supervisor::setup_runtime_dir() {
     std::string dir = paths::container_runtime(name_);
     // Another node (or lodged with another runtime dir) may run it from shared storage.
-    std::string held_by;
-    if (int r = ownership::acquire(name_, owner_lock_, held_by); r < 0)
-        return r;
+    std::string error;
+    if (int r = ownership::acquire(name_, owner_lock_, error); r < 0)
+        return make_error(errors::failed, r, error); // logged by acquire
     if (int r = mkdir_p(dir + "/rootfs", 0755); r < 0)
-        return log_error_errno(r, "Cannot create %s/rootfs", dir.c_str());
-    return 0;
+        return log_error_value(r, "Cannot create %s/rootfs", dir.c_str());
+    return {};
 }
 
-int Supervisor::load_config() {
+Result<> Supervisor::load_config() {
+    // Logged once here; the caller hands the same text on (to lodged or a control client).
+    auto invalid = [&](const std::string& what) {
+        std::string message = "Container \"" + name_ + "\": " + what;
+        log_error("%s", message.c_str());
+        return make_error(errors::failed, EINVAL, std::move(message));
+    };
     std::string error;
     ContainerConfig c;
-    if (load_container_config(paths::container_config(name_), c, error) < 0) {
-        log_error("Container \"%s\": %s", name_.c_str(), error.c_str());
-        return -EINVAL;
-    }
-    if (c.name != name_) {
-        log_error("Container \"%s\": config.json names \"%s\"", name_.c_str(), c.name.c_str());
-        return -EINVAL;
-    }
-    if (auto e = check_syscall_policy(c); !e.empty()) {
-        log_error("Container \"%s\": %s", name_.c_str(), e.c_str());
-        return -EINVAL;
-    }
+    if (load_container_config(paths::container_config(name_), c, error) < 0)
+        return invalid(error);
+    if (c.name != name_)
+        return invalid("config.json names \"" + c.name + "\"");
+    if (auto e = check_syscall_policy(c); !e.empty())
+        return invalid(e);
     config_ = std::move(c);
-    return 0;
+    return {};
 }
 
-int Supervisor::start_container(std::string& error) {
+int Supervisor::start_container(std::string& error, bool config_loaded) {
     state_ = State::starting;
     reason_.clear();
     stop_reason_.clear();
-    if (load_config() < 0) {
-        error = log_last_error();
-        return -EINVAL;
+    if (!config_loaded) {
+        if (auto loaded = load_config(); !loaded)
+            return pass_up(loaded.error(), error);
     }
     // lodged persists volatile.<dev>.name/hwaddr before it starts us; a config written by
     // someone else (tests drive the supervisor directly) gets values for this boot only.
     fill_nic_volatile(config_);
-    if (int r = cgroup_.create_payload(); r < 0) {
-        error = log_last_error();
-        return r;
-    }
+    if (auto made = cgroup_.create_payload(); !made)
+        return pass_up(made.error(), error);
     // limits.* on the payload only, in a systemd scope too (it is delegated to us): the
     // supervisor next to it stays outside the guest's limits.
-    if (int r = cgroup_.apply_limits(limits_of(config_)); r < 0) {
-        error = log_last_error();
+    if (auto limited = cgroup_.apply_limits(limits_of(config_)); !limited) {
         cgroup_.destroy_payload();
-        return r;
+        return pass_up(limited.error(), error);
     }
     if (!config_.privileged()) {
         uid_t root = config_.idmap_base();
-        if (int r = cgroup_.delegate_payload(root, root); r < 0) {
-            error = log_last_error();
+        if (auto delegated = cgroup_.delegate_payload(root, root); !delegated) {
             cgroup_.destroy_payload();
-            return r;
+            return pass_up(delegated.error(), error);
         }
     }
     // Every container, privileged or not (the cgroup2 program is on the base, see run()).
-    if (int r = cgroup_.apply_device_policy(); r < 0) {
-        error = log_last_error();
+    if (auto policed = cgroup_.apply_device_policy(); !policed) {
         cgroup_.destroy_payload();
-        return r;
+        return pass_up(policed.error(), error);
     }
 
     SpawnOptions opts;
@@ -343,23 +339,25 @@ int Supervisor::run(int notify_fd) {
         log_error("%s", e.c_str());
         return fail(e);
     }
-    if (lock_runtime_dir() < 0)
-        return fail(log_last_error());
+    if (auto locked = lock_runtime_dir(); !locked)
+        return fail(locked.error().message);
     if (detach_) {
         // Before anything records this process's pid (the ownership record) or ties an object
         // to it (sd-event): the child goes on, the caller reaps this one at once.
-        if (cgroup_.prepare_supervisor() < 0)
-            return fail(log_last_error());
+        if (auto prepared = cgroup_.prepare_supervisor(); !prepared)
+            return fail(prepared.error().message);
         pid_t child = cgroup_.fork_into_supervisor();
         if (child < 0)
             return fail(std::string("Cannot fork the supervisor: ") + std::strerror(errno));
         if (child > 0)
             _exit(0);
     }
-    if (setup_runtime_dir() < 0 || load_config() < 0)
-        return fail(log_last_error());
-    if (console_.open(paths::console_log(name_), 1024 * 1024) < 0)
-        return fail(log_last_error());
+    if (auto ready = setup_runtime_dir(); !ready)
+        return fail(ready.error().message);
+    if (auto loaded = load_config(); !loaded)
+        return fail(loaded.error().message);
+    if (auto opened = console_.open(paths::console_log(name_), 1024 * 1024); !opened)
+        return fail(opened.error().message);
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -378,15 +376,17 @@ int Supervisor::run(int notify_fd) {
         sd_event_add_signal(event_.get(), nullptr, sig, on_term_signal, this);
     sd_event_add_signal(event_.get(), nullptr, SIGHUP, nullptr, nullptr);
 
-    if (cgroup_.create_base() < 0)
-        return fail(log_last_error());
+    if (auto made = cgroup_.create_base(); !made)
+        return fail(made.error().message);
     // In a systemd scope, DevicePolicy=closed on the scope (lodged) does this.
-    if (own_base_ && cgroup_.attach_device_program() < 0)
-        return fail(log_last_error());
-    if (listen_control() < 0)
-        return fail(log_last_error());
+    if (own_base_) {
+        if (auto attached = cgroup_.attach_device_program(); !attached)
+            return fail(attached.error().message);
+    }
+    if (auto listening = listen_control(); !listening)
+        return fail(listening.error().message);
     std::string error;
-    if (start_container(error) < 0) {
+    if (start_container(error, true) < 0) {
         state_ = State::error;
         reason_ = error;
         write_state();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/sd-util.hpp"
 #include "runtime/cgroup.hpp"
@@ -54,10 +55,11 @@ public:
 
 private:
     // supervisor.cpp: the lifecycle.
-    int lock_runtime_dir();
-    int setup_runtime_dir();
-    int load_config();
-    int start_container(std::string& error);
+    Result<> lock_runtime_dir();
+    Result<> setup_runtime_dir();
+    Result<> load_config();
+    // `config_loaded`: run() has just read config.json; a restart reads it again.
+    int start_container(std::string& error, bool config_loaded = false);
     void on_init_exit(const siginfo_t& si);
     void finish(State state, const std::string& reason);
     void release_and_reply();
@@ -71,7 +73,7 @@ private:
     static int on_term_signal(sd_event_source*, const struct signalfd_siginfo*, void* userdata);
 
     // control-server.cpp: the control socket and what its clients asked for.
-    int listen_control();
+    Result<> listen_control();
     void handle_request(Client& client, const std::string& text);
     void send(Client& c, const std::string& reply);
     void reply_waiters(Client::Wait what, const std::string& reply);

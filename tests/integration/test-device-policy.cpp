@@ -135,10 +135,10 @@ TEST(DevicePolicy, Cgroup2ProgramAloneDeniesDisallowedNodes) {
     ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0) << std::strerror(errno);
     // Without a program the cgroup lets the node open (host_block_device() checked it outside).
     EXPECT_EQ(open_private_node('b', maj, min, dir), 0);
-    ASSERT_EQ(lodge::runtime::attach_device_policy(dir), 0);
+    ASSERT_TRUE(lodge::runtime::attach_device_policy(dir).ok());
     EXPECT_EQ(device_programs_on(dir), 1);
     // A second attach (a supervisor restarted on the same cgroup) replaces the first.
-    ASSERT_EQ(lodge::runtime::attach_device_policy(dir), 0);
+    ASSERT_TRUE(lodge::runtime::attach_device_policy(dir).ok());
     EXPECT_EQ(device_programs_on(dir), 1);
     EXPECT_EQ(open_private_node('b', maj, min, dir), EPERM) << disk;
     EXPECT_EQ(open_private_node('c', 4, 0, dir), EPERM) << "tty0";

@@ -6,8 +6,8 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <unistd.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 using namespace lodge;
 using namespace lodge::runtime;
@@ -59,31 +59,31 @@ protected:
 TEST_F(FakeTree, CpusetOnCgroup2) {
     v2_payload("lodge/c1.scope");
     CgroupFs cg("lodge/c1.scope", {Hierarchy{root, "", true}});
-    ASSERT_EQ(cg.apply_limits(limits({{"limits.cpu", "0-1"}})), 0);
+    ASSERT_TRUE(cg.apply_limits(limits({{"limits.cpu", "0-1"}})).ok());
     EXPECT_EQ(get("lodge/c1.scope/payload/cpuset.cpus"), "0-1");
     EXPECT_EQ(get("lodge/c1.scope/payload/cpu.max"), "max 100000");
     // Unset again: every CPU the parent has, which an empty value means on cgroup2.
-    ASSERT_EQ(cg.apply_limits(Limits{}), 0);
+    ASSERT_TRUE(cg.apply_limits(Limits{}).ok());
     EXPECT_EQ(get("lodge/c1.scope/payload/cpuset.cpus"), "\n");
 }
 
 TEST_F(FakeTree, Cgroup2Knobs) {
     v2_payload("b");
     CgroupFs cg("b", {Hierarchy{root, "", true}});
-    ASSERT_EQ(cg.apply_limits(limits({{"limits.cpu", "2"},
-                                      {"limits.memory", "64MiB"},
-                                      {"limits.processes", "100"},
-                                      {"limits.cpu.allowance", "50%"}})),
-              0);
+    ASSERT_TRUE(cg.apply_limits(limits({{"limits.cpu", "2"},
+                                        {"limits.memory", "64MiB"},
+                                        {"limits.processes", "100"},
+                                        {"limits.cpu.allowance", "50%"}}))
+                    .ok());
     EXPECT_EQ(get("b/payload/cpu.max"), "200000 100000");
     EXPECT_EQ(get("b/payload/cpu.weight"), "50");
     EXPECT_EQ(get("b/payload/memory.max"), std::to_string(64ULL << 20));
     EXPECT_EQ(get("b/payload/memory.high"), "max");
     EXPECT_EQ(get("b/payload/pids.max"), "100");
-    ASSERT_EQ(cg.apply_limits(limits({{"limits.cpu.allowance", "25ms/50ms"},
-                                      {"limits.memory", "32MiB"},
-                                      {"limits.memory.enforce", "soft"}})),
-              0);
+    ASSERT_TRUE(cg.apply_limits(limits({{"limits.cpu.allowance", "25ms/50ms"},
+                                        {"limits.memory", "32MiB"},
+                                        {"limits.memory.enforce", "soft"}}))
+                    .ok());
     EXPECT_EQ(get("b/payload/cpu.max"), "25000 50000");
     EXPECT_EQ(get("b/payload/cpu.weight"), "100");
     EXPECT_EQ(get("b/payload/memory.max"), "max");
@@ -95,7 +95,7 @@ TEST_F(FakeTree, Cgroup2Knobs) {
 TEST_F(FakeTree, Cgroup2WithoutControllers) {
     ASSERT_EQ(mkdir_p(root + "/b/payload", 0755), 0);
     CgroupFs cg("b", {Hierarchy{root, "", true}});
-    EXPECT_EQ(cg.apply_limits(limits({{"limits.cpu", "0-1"}, {"limits.memory", "64MiB"}})), 0);
+    EXPECT_TRUE(cg.apply_limits(limits({{"limits.cpu", "0-1"}, {"limits.memory", "64MiB"}})).ok());
     std::string text;
     EXPECT_LT(read_file(root + "/b/payload/cpuset.cpus", text), 0);
 }
@@ -114,16 +114,17 @@ TEST_F(FakeTree, V1Hierarchies) {
                       Hierarchy{root + "/cpu", "cpu,cpuacct", false},
                       Hierarchy{root + "/memory", "memory", false},
                       Hierarchy{root + "/pids", "pids", false}});
-    ASSERT_EQ(cg.apply_limits(limits(
-                  {{"limits.cpu", "0-1"}, {"limits.memory", "64MiB"}, {"limits.processes", "7"}})),
-              0);
+    ASSERT_TRUE(cg.apply_limits(limits({{"limits.cpu", "0-1"},
+                                        {"limits.memory", "64MiB"},
+                                        {"limits.processes", "7"}}))
+                    .ok());
     EXPECT_EQ(get("cpuset/b/payload/cpuset.cpus"), "0-1");
     EXPECT_EQ(get("cpu/b/payload/cpu.cfs_quota_us"), "-1");
     EXPECT_EQ(get("cpu/b/payload/cpu.shares"), "1024");
     EXPECT_EQ(get("memory/b/payload/memory.limit_in_bytes"), std::to_string(64ULL << 20));
     EXPECT_EQ(get("memory/b/payload/memory.soft_limit_in_bytes"), "-1");
     EXPECT_EQ(get("pids/b/payload/pids.max"), "7");
-    ASSERT_EQ(cg.apply_limits(limits({{"limits.cpu", "2"}})), 0);
+    ASSERT_TRUE(cg.apply_limits(limits({{"limits.cpu", "2"}})).ok());
     EXPECT_EQ(get("cpuset/b/payload/cpuset.cpus"), "0-3"); // the parent's
     EXPECT_EQ(get("cpu/b/payload/cpu.cfs_quota_us"), "200000");
     EXPECT_EQ(get("cpu/b/payload/cpu.cfs_period_us"), "100000");
@@ -140,7 +141,7 @@ TEST_F(FakeTree, ControllersPassedDownOwnPath) {
     }
     CgroupFs cg("machine.slice/lodge-c1.scope", {Hierarchy{root, "", true}});
     cg.set_own_path(true);
-    ASSERT_EQ(cg.create_payload(), 0);
+    ASSERT_TRUE(cg.create_payload().ok());
     for (const char* dir : {"machine.slice", "machine.slice/lodge-c1.scope"}) {
         std::string enabled = get(std::string(dir) + "/cgroup.subtree_control");
         for (const char* c : {"+cpuset", "+cpu", "+memory", "+pids"})
@@ -156,7 +157,7 @@ TEST_F(FakeTree, ControllersInScopeOnly) {
         put(std::string(dir) + "/cgroup.subtree_control", "");
     }
     CgroupFs cg("machine.slice/lodge-c1.scope", {Hierarchy{root, "", true}});
-    ASSERT_EQ(cg.create_payload(), 0);
+    ASSERT_TRUE(cg.create_payload().ok());
     EXPECT_EQ(get("machine.slice/cgroup.subtree_control"), "");
     EXPECT_NE(get("machine.slice/lodge-c1.scope/cgroup.subtree_control").find("+cpuset"),
               std::string::npos);

@@ -1,8 +1,12 @@
 #include "common/config.hpp"
+#include "common/fd.hpp"
 #include "common/fileio.hpp"
 
 #include <cstdlib>
+#include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -85,6 +89,38 @@ TEST(Config, DeviceNamesArePlain) {
     std::string e = check_container_config(c);
     EXPECT_NE(e.find("Device name"), std::string::npos) << e;
     EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+}
+
+// A runtime file (durable false) replaces the old one: readers holding the old one keep it
+// whole, the path shows the new one with its mode, and nothing else is left in the directory.
+TEST(FileIo, RuntimeWriteReplacesAndLeavesNothing) {
+    char dir[] = "/tmp/lodge-test-fileio-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/state.json";
+    ASSERT_EQ(write_file_atomic(path, "first\n", 0600, false), 0); // nothing to replace yet
+    Fd old(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(old);
+    ASSERT_EQ(write_file_atomic(path, "second\n", 0644, false), 0);
+    std::string out;
+    ASSERT_EQ(read_file(path, out), 0);
+    EXPECT_EQ(out, "second\n");
+    struct stat now {
+    }, before{};
+    ASSERT_EQ(::stat(path.c_str(), &now), 0);
+    EXPECT_EQ(now.st_mode & 07777, 0644u);
+    ASSERT_EQ(::fstat(old.get(), &before), 0);
+    EXPECT_EQ(before.st_nlink, 0u) << "the old file is still linked somewhere";
+    char buf[16] = {};
+    EXPECT_EQ(::pread(old.get(), buf, sizeof buf - 1, 0), 6);
+    EXPECT_STREQ(buf, "first\n");
+    int entries = 0;
+    DIR* d = ::opendir(dir);
+    ASSERT_NE(d, nullptr);
+    while (dirent* e = ::readdir(d))
+        entries += e->d_name[0] != '.';
+    ::closedir(d);
+    EXPECT_EQ(entries, 1) << "a temporary file was left in " << dir;
+    EXPECT_EQ(remove_tree(dir), 0);
 }
 
 TEST(FileIo, AtomicWriteReplacesWhole) {

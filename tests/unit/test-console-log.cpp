@@ -12,7 +12,7 @@ TEST(ConsoleLog, KeepsTheNewestOutputWithinTheCap) {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     std::string path = std::string(tmpl) + "/sub/console.log";
     ConsoleLog log;
-    ASSERT_EQ(log.open(path, 4096), 0);
+    ASSERT_TRUE(log.open(path, 4096).ok());
     std::string line(100, 'a');
     line += '\n';
     for (int i = 0; i < 200; i++)

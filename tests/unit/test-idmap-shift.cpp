@@ -73,7 +73,7 @@ TEST_F(Shift, MovesIdsKeepsSetuidAndCapabilities) {
     ASSERT_EQ(::symlink("/etc/passwd", (rootfs + "/link").c_str()), 0);
     ASSERT_EQ(::link((rootfs + "/bin/su").c_str(), (rootfs + "/bin/su-hard").c_str()), 0);
 
-    ASSERT_EQ(runtime::shift_rootfs(dir, 0, 1000000, 65536), 0);
+    ASSERT_TRUE(runtime::shift_rootfs(dir, 0, 1000000, 65536).ok());
     EXPECT_EQ(runtime::shifted_base(dir), 1000000u);
     EXPECT_EQ(lst(rootfs).st_uid, 1000000u);
     EXPECT_EQ(lst(rootfs + "/bin").st_gid, 1000000u);
@@ -89,7 +89,7 @@ TEST_F(Shift, MovesIdsKeepsSetuidAndCapabilities) {
     EXPECT_EQ(caps.rootid, 1000000u);
     EXPECT_EQ(caps.data[0].permitted, 1u << CAP_NET_RAW);
 
-    ASSERT_EQ(runtime::shift_rootfs(dir, 1000000, 0, 65536), 0);
+    ASSERT_TRUE(runtime::shift_rootfs(dir, 1000000, 0, 65536).ok());
     EXPECT_EQ(runtime::shifted_base(dir), 0u);
     EXPECT_EQ(lst(rootfs + "/bin/su").st_uid, 0u);
     EXPECT_EQ(lst(rootfs + "/bin/su").st_mode & 07777, 04755u);
@@ -102,14 +102,14 @@ TEST_F(Shift, MovesIdsKeepsSetuidAndCapabilities) {
 TEST_F(Shift, RefusesOverlappingRanges) {
     file("f", 0);
     file("g", 5000);
-    EXPECT_EQ(runtime::shift_rootfs(dir, 0, 1000, 65536), -ERANGE);
-    EXPECT_EQ(runtime::shift_rootfs(dir, 1000, 0, 65536), -ERANGE);
-    EXPECT_EQ(runtime::shift_rootfs(dir, 0, UINT32_MAX - 10, 65536), -ERANGE);
+    EXPECT_EQ(runtime::shift_rootfs(dir, 0, 1000, 65536).error().code, ERANGE);
+    EXPECT_EQ(runtime::shift_rootfs(dir, 1000, 0, 65536).error().code, ERANGE);
+    EXPECT_EQ(runtime::shift_rootfs(dir, 0, UINT32_MAX - 10, 65536).error().code, ERANGE);
     EXPECT_EQ(lst(rootfs + "/f").st_uid, 0u);
     EXPECT_EQ(lst(rootfs + "/g").st_uid, 5000u);
     EXPECT_EQ(runtime::shifted_base(dir), 0u);
     // Adjacent ranges do not overlap.
-    EXPECT_EQ(runtime::shift_rootfs(dir, 0, 65536, 65536), 0);
+    EXPECT_TRUE(runtime::shift_rootfs(dir, 0, 65536, 65536).ok());
     EXPECT_EQ(lst(rootfs + "/g").st_uid, 70536u);
 }
 
@@ -135,7 +135,7 @@ TEST_F(Shift, SymlinkSwappedInIsNotFollowed) {
     std::atomic<bool> done{false};
     int result = 1;
     std::thread shifter([&] {
-        result = runtime::shift_rootfs(dir, 0, 1000000, 65536);
+        result = runtime::shift_rootfs(dir, 0, 1000000, 65536).ok() ? 0 : -1;
         done = true;
     });
     bool swapped = false;

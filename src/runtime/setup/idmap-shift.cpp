@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <memory>
+#include <optional>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -34,7 +35,8 @@ public:
 
     // Shifts the directory `dir` (open O_RDONLY) and everything below it on device `dev`.
     void tree(Fd dir, dev_t dev, const std::string& rel);
-    int error() const { return error_; }
+    // The first failure, once one happened.
+    const std::optional<Error>& error() const { return error_; }
 
 private:
     uint32_t id(uint32_t v) const {
@@ -48,14 +50,14 @@ private:
     bool shift_caps(std::vector<unsigned char>& caps) const;
 
     uint32_t from_, to_, size_;
-    int error_ = 0;
+    std::optional<Error> error_;
 };
 
 // The first failure is logged and returned; the walk goes on, so that one bad entry does not
 // leave the rest of the tree half shifted.
 void Shift::fail(int err, const char* what, const std::string& rel) {
-    if (error_ == 0)
-        error_ = log_error_errno(err, "Failed to shift the ids of /%s: %s", rel.c_str(), what);
+    if (!error_)
+        error_ = log_error_value(err, "Failed to shift the ids of /%s: %s", rel.c_str(), what);
 }
 
 // File capabilities name the root they apply to (v3); v2 ones mean the initial root.
@@ -153,40 +155,43 @@ void Shift::tree(Fd dir, dev_t dev, const std::string& rel) {
 
 } // namespace
 
-int shift_rootfs(const std::string& container_dir, uint32_t from, uint32_t to, uint32_t size) {
+Result<> shift_rootfs(const std::string& container_dir, uint32_t from, uint32_t to, uint32_t size) {
     if (from == to)
-        return 0;
+        return {};
     std::string rootfs = container_dir + "/rootfs";
     // With disjoint ranges a shifted id is never shifted again, so a walk that was cut short
     // (a crash) can simply run again. Overlapping ones would shift some files twice.
     uint64_t from_end = uint64_t(from) + size, to_end = uint64_t(to) + size;
     if (from_end > uint64_t(UINT32_MAX) + 1 || to_end > uint64_t(UINT32_MAX) + 1 ||
         (from < to_end && to < from_end)) {
-        log_error("Refusing to shift the ids of %s from %u to %u: the ranges of %u ids overlap or "
-                  "leave the id space, and an interrupted shift could not be redone safely",
-                  rootfs.c_str(), from, to, size);
-        return -ERANGE;
+        std::string message = "Refusing to shift the ids of " + rootfs + " from " +
+                              std::to_string(from) + " to " + std::to_string(to) +
+                              ": the ranges of " + std::to_string(size) +
+                              " ids overlap or leave the id space, and an interrupted shift "
+                              "could not be redone safely";
+        log_error("%s", message.c_str());
+        return make_error(errors::failed, ERANGE, std::move(message));
     }
     log_info("Shifting the ids of %s from %u to %u (no idmapped mounts here)", rootfs.c_str(), from,
              to);
     Fd root(::open(rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root)
-        return log_error_errno(errno, "Failed to open %s", rootfs.c_str());
+        return log_error_value(errno, "Failed to open %s", rootfs.c_str());
     struct stat st {};
     if (::fstat(root.get(), &st) < 0)
-        return log_error_errno(errno, "Failed to stat %s", rootfs.c_str());
+        return log_error_value(errno, "Failed to stat %s", rootfs.c_str());
     Shift shift(from, to, size);
     shift.tree(std::move(root), st.st_dev, "");
-    if (shift.error() < 0)
-        return shift.error();
+    if (shift.error())
+        return *shift.error();
     std::string marker = container_dir + marker_name;
     if (to == 0) {
         ::unlink(marker.c_str());
-        return 0;
+        return {};
     }
     if (int r = write_file_atomic(marker, std::to_string(to) + "\n", 0644); r < 0)
-        return log_error_errno(r, "Failed to record the shift in %s", marker.c_str());
-    return 0;
+        return log_error_value(r, "Failed to record the shift in %s", marker.c_str());
+    return {};
 }
 
 } // namespace lodge::runtime

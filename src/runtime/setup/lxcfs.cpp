@@ -80,11 +80,11 @@ int mount_lxcfs(const SetupContext& ctx) {
 
 namespace lodge::runtime {
 
-int lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir) {
+Result<> lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir) {
     // Host side: detached copies of every lxcfs entry, made before joining the container.
     std::vector<std::pair<std::string, Fd>> trees;
     std::vector<std::pair<std::string, std::string>> mounts;
-    auto prepare = [&]() -> int {
+    auto prepare = [&]() -> Result<> {
         mounts = container_mounts(init_pid);
         for (auto& n : list_dir(lxcfs_dir + "/proc"))
             if (Fd t = clone_tree(AT_FDCWD, lxcfs_dir + "/proc/" + n, false); t)
@@ -99,10 +99,11 @@ int lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir) {
                 if (Fd t = clone_tree(AT_FDCWD, cpu + "/" + n, false); t)
                     trees.emplace_back("/sys/devices/system/cpu/" + n, std::move(t));
         }
-        return trees.empty() ? log_error_errno(ENOENT, "Nothing to bind from %s", lxcfs_dir.c_str())
-                             : 0;
+        if (trees.empty())
+            return log_error_value(ENOENT, "Nothing to bind from %s", lxcfs_dir.c_str());
+        return {};
     };
-    auto attach = [&]() -> int {
+    auto attach = [&]() -> Result<> {
         for (auto& [path, tree] : trees) {
             struct stat st {};
             if (::stat(path.c_str(), &st) < 0)
@@ -116,18 +117,18 @@ int lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir) {
             if (::move_mount(tree.get(), "", AT_FDCWD, path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
                 log_warning_errno(errno, "Cannot bind lxcfs on %s", path.c_str());
         }
-        return 0;
+        return {};
     };
     return in_container_mntns(init_pid, prepare, attach);
 }
 
-int lxcfs_detach_running(pid_t init_pid) {
+Result<> lxcfs_detach_running(pid_t init_pid) {
     std::vector<std::pair<std::string, std::string>> mounts;
-    auto prepare = [&]() -> int {
+    auto prepare = [&]() -> Result<> {
         mounts = container_mounts(init_pid);
-        return 0;
+        return {};
     };
-    auto detach = [&]() -> int {
+    auto detach = [&]() -> Result<> {
         for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
             auto& [target, type] = *it;
             bool ours =
@@ -135,7 +136,7 @@ int lxcfs_detach_running(pid_t init_pid) {
             if (type == "fuse.lxcfs" && ours && ::umount2(target.c_str(), MNT_DETACH) < 0)
                 log_warning_errno(errno, "Cannot remove the lxcfs bind on %s", target.c_str());
         }
-        return 0;
+        return {};
     };
     return in_container_mntns(init_pid, prepare, detach);
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common/config.hpp"
+#include "common/error.hpp"
 #include "common/fd.hpp"
 #include "runtime/lxcfs-probe.hpp"
 
@@ -62,18 +63,18 @@ int setup_dev(SetupContext& ctx);
 int mount_lxcfs(const SetupContext& ctx);
 // A running container: add the binds a fresh start would get (paths that already hold a mount
 // are left alone), or take every lxcfs bind out so reads fall back to the kernel's files.
-int lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir);
-int lxcfs_detach_running(pid_t init_pid);
+Result<> lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir);
+Result<> lxcfs_detach_running(pid_t init_pid);
 
 // live-mount.cpp
 // Runs `fn` in a child that joined PID 1's mount (and user) namespace, after `prepare` ran
 // in the child on the host side.
-int in_container_mntns(pid_t init_pid, const std::function<int()>& prepare,
-                       const std::function<int()>& fn);
+Result<> in_container_mntns(pid_t init_pid, const std::function<Result<>()>& prepare,
+                            const std::function<Result<>()>& fn);
 // PID 1's mount points and types, read from the host through its mountinfo.
 std::vector<std::pair<std::string, std::string>> container_mounts(pid_t init_pid);
 // security.devlxd changed on a running container: /dev/lxd appears, or goes (and its dir too).
-int devlxd_attach_running(pid_t init_pid, const std::string& devlxd_dir);
-int devlxd_detach_running(pid_t init_pid);
+Result<> devlxd_attach_running(pid_t init_pid, const std::string& devlxd_dir);
+Result<> devlxd_detach_running(pid_t init_pid);
 
 } // namespace lodge::runtime

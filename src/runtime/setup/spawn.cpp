@@ -146,7 +146,7 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::prctl(PR_SET_DUMPABLE, 1);
     reset_signal_state();
-    if (drop_capabilities(c) < 0 || load_seccomp(c) < 0)
+    if (!drop_capabilities(c) || !load_seccomp(c))
         fail_with_stderr();
 
     std::vector<std::string> env = init_environment(c);
@@ -163,14 +163,14 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     child_fail(sync);
 }
 
-int write_id_maps(pid_t pid, uint32_t base, uint32_t size) {
+Result<> write_id_maps(pid_t pid, uint32_t base, uint32_t size) {
     std::string map = "0 " + std::to_string(base) + " " + std::to_string(size) + "\n";
     std::string proc = "/proc/" + std::to_string(pid);
     if (int r = write_file(proc + "/uid_map", map); r < 0)
-        return log_error_errno(r, "Failed to write the uid map");
+        return log_error_value(r, "Failed to write the uid map");
     if (int r = write_file(proc + "/gid_map", map); r < 0)
-        return log_error_errno(r, "Failed to write the gid map");
-    return 0;
+        return log_error_value(r, "Failed to write the gid map");
+    return {};
 }
 
 // The rootfs as the container's user namespace must see it: an idmapped mount, or, where the
@@ -181,8 +181,8 @@ Fd prepare_rootfs_tree(const SpawnOptions& o, pid_t child, std::string& error) {
     uint32_t base = c.privileged() ? 0 : c.idmap_base();
     uint32_t shifted = shifted_base(container_dir);
     if (shifted != 0 && shifted != base) {
-        if (shift_rootfs(container_dir, shifted, 0, c.idmap_size()) < 0) {
-            error = log_last_error();
+        if (auto unshifted = shift_rootfs(container_dir, shifted, 0, c.idmap_size()); !unshifted) {
+            error = unshifted.error().message;
             return Fd();
         }
         shifted = 0;
@@ -213,8 +213,8 @@ Fd prepare_rootfs_tree(const SpawnOptions& o, pid_t child, std::string& error) {
         }
         log_info("%s does not support idmapped mounts (%s)", o.rootfs.c_str(), std::strerror(-r));
     }
-    if (shift_rootfs(container_dir, 0, base, c.idmap_size()) < 0) {
-        error = log_last_error();
+    if (auto shifted_now = shift_rootfs(container_dir, 0, base, c.idmap_size()); !shifted_now) {
+        error = shifted_now.error().message;
         return Fd();
     }
     return clone_tree(AT_FDCWD, o.rootfs, false);
@@ -266,10 +266,8 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     }
 
     PayloadJoin join;
-    if (int r = o.cgroup->open_payload(join); r < 0) {
-        error = log_last_error();
-        return r;
-    }
+    if (auto opened = o.cgroup->open_payload(join); !opened)
+        return pass_up(opened.error(), error);
     uint64_t flags =
         CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
     if (!c.privileged())
@@ -315,16 +313,14 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     };
 
     if (!c.privileged()) {
-        if (write_id_maps(init.pid(), c.idmap_base(), c.idmap_size()) < 0) {
-            error = log_last_error();
+        if (auto mapped = write_id_maps(init.pid(), c.idmap_base(), c.idmap_size()); !mapped) {
+            error = mapped.error().message;
             return abort_child(-EPERM);
         }
     }
     join = PayloadJoin{}; // the child joins by itself once it may go
-    if (int r = net::bring_up_loopback(init.pid()); r < 0) {
-        error = log_last_error();
-        return abort_child(r);
-    }
+    if (auto up = net::bring_up_loopback(init.pid()); !up)
+        return abort_child(pass_up(up.error(), error));
     Fd tree = prepare_rootfs_tree(o, init.pid(), error);
     if (!tree)
         return abort_child(-EINVAL);
@@ -360,9 +356,11 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
         if (msg == "console" && fd) {
             console = std::move(fd);
         } else if (msg == "locked") {
-            if (!o.lxcfs_dir.empty() && lxcfs_attach_running(init.pid(), o.lxcfs_dir) < 0)
-                log_warning("Container \"%s\": no lxcfs binds (%s)", c.name.c_str(),
-                            log_last_error().c_str());
+            if (!o.lxcfs_dir.empty()) {
+                if (auto bound = lxcfs_attach_running(init.pid(), o.lxcfs_dir); !bound)
+                    log_warning("Container \"%s\": no lxcfs binds (%s)", c.name.c_str(),
+                                bound.error().message.c_str());
+            }
             if (int r = send_with_fd(parent_end.get(), "continue"); r < 0) {
                 error = std::string("Lost the container's setup process: ") + std::strerror(-r);
                 return abort_child(r);
