@@ -16,11 +16,8 @@ LogLevel max_level = [] {
     return LogLevel::info;
 }();
 std::string prefix;
-std::string last_error;
 
 void emit(LogLevel level, const char* text) {
-    if (level == LogLevel::error)
-        last_error = text;
     if (level > max_level)
         return;
     // One write(2) per line keeps lines whole when several processes share stderr.
@@ -41,9 +38,6 @@ void log_set_max_level(LogLevel level) {
 }
 void log_set_prefix(std::string p) {
     prefix = std::move(p);
-}
-const std::string& log_last_error() {
-    return last_error;
 }
 
 void log_msg(LogLevel level, const char* fmt, ...) {
@@ -87,6 +81,16 @@ Error log_error_value(int err, const char* fmt, ...) {
     std::string text = emit_errno(LogLevel::error, err, fmt, ap);
     va_end(ap);
     return make_error(errors::failed, err, std::move(text));
+}
+
+Error log_error_message(int err, const char* fmt, ...) {
+    char buf[3072];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    emit(LogLevel::error, buf);
+    return make_error(errors::failed, err, buf);
 }
 
 } // namespace lodge

@@ -23,9 +23,9 @@ void log_set_prefix(std::string prefix);
 // (code |err|, the generic bus name unless the caller picks another): the value callers pass up.
 [[gnu::format(printf, 2, 3)]] Error log_error_value(int err, const char* fmt, ...);
 
-// The last message logged at error level in this process, for handing a failure reason to a
-// parent process (the container child reports it over its sync socket).
-const std::string& log_last_error();
+// Logs the message at error level, once, and returns it as an Error with code |err|: for a
+// failure whose message says it all, without errno text.
+[[gnu::format(printf, 2, 3)]] Error log_error_message(int err, const char* fmt, ...);
 
 } // namespace lodge
 

@@ -185,13 +185,13 @@ Result<> CgroupFs::open_payload(PayloadJoin& out) const {
     return {};
 }
 
-int join_payload(const PayloadJoin& join, bool born_in_cgroup2) {
+Result<> join_payload(const PayloadJoin& join, bool born_in_cgroup2) {
     for (auto& fd : join.v1_tasks)
         if (::write(fd.get(), "0", 1) < 0)
-            return log_error_errno(errno, "Failed to join the container's cgroup");
+            return log_error_value(errno, "Failed to join the container's cgroup");
     if (!born_in_cgroup2 && join.cgroup2_procs && ::write(join.cgroup2_procs.get(), "0", 1) < 0)
-        return log_error_errno(errno, "Failed to join the container's cgroup");
-    return 0;
+        return log_error_value(errno, "Failed to join the container's cgroup");
+    return {};
 }
 
 // cgroup2: the controllers a cgroup has become available in its children. B holds no process

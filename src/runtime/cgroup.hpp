@@ -38,8 +38,8 @@ struct PayloadJoin {
     Fd cgroup2_dir;
     Fd cgroup2_procs; // for a process that could not be born there
 };
-// Run by the new process itself (system calls only). -errno on failure, logged.
-int join_payload(const PayloadJoin& join, bool born_in_cgroup2);
+// Run by the new process itself. A failure comes back logged.
+Result<> join_payload(const PayloadJoin& join, bool born_in_cgroup2);
 
 class CgroupFs {
 public:

@@ -45,21 +45,21 @@ int bind_host_node(int dev, const char* host_path, const char* name) {
     return attach_tree(tree.get(), target.get());
 }
 
-int fill_nodes(const SetupContext& ctx, int dev) {
+Result<> fill_nodes(const SetupContext& ctx, int dev) {
     for (auto& n : standard_nodes) {
         if (!ctx.userns) {
             // Real nodes on our own tmpfs: a container that chmods them changes nothing on the
             // host, which a bind of the host's nodes would.
             if (::mknodat(dev, n.name, S_IFCHR | 0666, makedev(n.major, n.minor)) < 0 &&
                 errno != EEXIST)
-                return log_error_errno(errno, "Failed to create /dev/%s", n.name);
+                return log_error_value(errno, "Failed to create /dev/%s", n.name);
             if (::fchmodat(dev, n.name, 0666, 0) < 0)
-                return log_error_errno(errno, "Failed to set the mode of /dev/%s", n.name);
+                return log_error_value(errno, "Failed to set the mode of /dev/%s", n.name);
         } else {
             // mknod is refused in a user namespace: bind the host's node (LXC does the same).
             std::string host = std::string("/dev/") + n.name;
             if (int r = bind_host_node(dev, host.c_str(), n.name); r < 0)
-                return log_error_errno(r, "Failed to bind %s", host.c_str());
+                return log_error_value(r, "Failed to bind %s", host.c_str());
         }
     }
     struct Link {
@@ -76,13 +76,13 @@ int fill_nodes(const SetupContext& ctx, int dev) {
     };
     for (auto& l : links)
         if (::symlinkat(l.target, dev, l.name) < 0 && errno != EEXIST)
-            return log_error_errno(errno, "Failed to create /dev/%s", l.name);
-    return 0;
+            return log_error_value(errno, "Failed to create /dev/%s", l.name);
+    return {};
 }
 
 // /dev/fuse and /dev/net/tun iff the host has them. Privileged containers get nodes of their
 // own with the host's mode; a bind would let them chmod the host's node.
-int add_optional_host_nodes(const SetupContext& ctx, int dev) {
+Result<> add_optional_host_nodes(const SetupContext& ctx, int dev) {
     struct Optional {
         const char* host;
         const char* dir; // parent inside /dev, or nullptr
@@ -98,54 +98,54 @@ int add_optional_host_nodes(const SetupContext& ctx, int dev) {
         int dirfd = dev;
         if (n.dir) {
             if (::mkdirat(dev, n.dir, 0755) < 0 && errno != EEXIST)
-                return log_error_errno(errno, "Failed to create /dev/%s", n.dir);
+                return log_error_value(errno, "Failed to create /dev/%s", n.dir);
             parent = open_in_root(dev, n.dir, O_DIRECTORY | O_RDONLY, false);
             if (!parent)
-                return log_error_errno(errno, "Failed to open /dev/%s", n.dir);
+                return log_error_value(errno, "Failed to open /dev/%s", n.dir);
             dirfd = parent.get();
         }
         if (!ctx.userns) {
             if (::mknodat(dirfd, n.name, S_IFCHR | (st.st_mode & 07777), st.st_rdev) < 0 &&
                 errno != EEXIST)
-                return log_error_errno(errno, "Failed to create %s", n.host);
+                return log_error_value(errno, "Failed to create %s", n.host);
         } else if (int r = bind_host_node(dirfd, n.host, n.name); r < 0) {
             log_warning_errno(r, "Failed to bind %s", n.host);
         }
     }
-    return 0;
+    return {};
 }
 
-int mount_devpts_and_console(SetupContext& ctx, int dev) {
+Result<> mount_devpts_and_console(SetupContext& ctx, int dev) {
     if (::mkdirat(dev, "pts", 0755) < 0 && errno != EEXIST)
-        return log_error_errno(errno, "Failed to create /dev/pts");
+        return log_error_value(errno, "Failed to create /dev/pts");
     Fd pts = make_fs("devpts", "newinstance,gid=5,mode=0620,ptmxmode=0666,max=1024",
                      MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
     if (!pts)
-        return log_error_errno(errno, "Failed to create the container's devpts instance");
+        return log_error_value(errno, "Failed to create the container's devpts instance");
     if (int r = mount_in_root(dev, "pts", pts.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to mount /dev/pts");
+        return log_error_value(r, "Failed to mount /dev/pts");
 
     // /dev/ptmx: a bind of the instance's ptmx (not a symlink), as LXC does.
     Fd ptmx_tree = clone_tree(dev, "pts/ptmx", false);
     if (!ptmx_tree)
-        return log_error_errno(errno, "Failed to clone /dev/pts/ptmx");
+        return log_error_value(errno, "Failed to clone /dev/pts/ptmx");
     if (int r = create_placeholder(dev, "ptmx"); r < 0 && r != -EEXIST)
-        return log_error_errno(r, "Failed to create /dev/ptmx");
+        return log_error_value(r, "Failed to create /dev/ptmx");
     if (int r = mount_in_root(dev, "ptmx", ptmx_tree.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to mount /dev/ptmx");
+        return log_error_value(r, "Failed to mount /dev/ptmx");
 
     // The console: a pty pair from the container's own devpts instance.
     Fd master(::openat(dev, "pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK));
     if (!master)
-        return log_error_errno(errno, "Failed to allocate the console pty");
+        return log_error_value(errno, "Failed to allocate the console pty");
     int unlock = 0;
     if (::ioctl(master.get(), TIOCSPTLCK, &unlock) < 0)
-        return log_error_errno(errno, "Failed to unlock the console pty");
+        return log_error_value(errno, "Failed to unlock the console pty");
     Fd slave(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
     if (!slave)
-        return log_error_errno(errno, "Failed to open the console pty");
+        return log_error_value(errno, "Failed to open the console pty");
     if (::fchmod(slave.get(), 0620) < 0)
-        return log_error_errno(errno, "Failed to set the console's mode");
+        return log_error_value(errno, "Failed to set the console's mode");
     struct termios tio {};
     if (::tcgetattr(slave.get(), &tio) == 0) {
         tio.c_cflag |= CLOCAL;
@@ -153,80 +153,80 @@ int mount_devpts_and_console(SetupContext& ctx, int dev) {
     }
     Fd console_tree = clone_tree(slave.get(), "", false);
     if (!console_tree)
-        return log_error_errno(errno, "Failed to clone the console pty");
+        return log_error_value(errno, "Failed to clone the console pty");
     if (int r = create_placeholder(dev, "console"); r < 0 && r != -EEXIST)
-        return log_error_errno(r, "Failed to create /dev/console");
+        return log_error_value(r, "Failed to create /dev/console");
     if (int r = mount_in_root(dev, "console", console_tree.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to mount /dev/console");
+        return log_error_value(r, "Failed to mount /dev/console");
     ctx.console_master = std::move(master);
     ctx.console_slave = std::move(slave);
-    return 0;
+    return {};
 }
 
-int mount_mqueue(int dev) {
+Result<> mount_mqueue(int dev) {
     if (::mkdirat(dev, "mqueue", 0755) < 0 && errno != EEXIST)
-        return log_error_errno(errno, "Failed to create /dev/mqueue");
+        return log_error_value(errno, "Failed to create /dev/mqueue");
     // Fresh mqueue from the container's IPC namespace, privileged or not (CONTRACT §5).
     Fd mq = make_fs("mqueue", "", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
     if (!mq)
-        return log_error_errno(errno, "Failed to create the container's mqueue");
+        return log_error_value(errno, "Failed to create the container's mqueue");
     if (int r = mount_in_root(dev, "mqueue", mq.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to mount /dev/mqueue");
-    return 0;
+        return log_error_value(r, "Failed to mount /dev/mqueue");
+    return {};
 }
 
-int mount_boot_id(const SetupContext& ctx, int dev) {
+Result<> mount_boot_id(const SetupContext& ctx, int dev) {
     int fd = ::openat(dev, ".lxc-boot-id", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
     if (fd < 0)
-        return log_error_errno(errno, "Failed to create /dev/.lxc-boot-id");
+        return log_error_value(errno, "Failed to create /dev/.lxc-boot-id");
     std::string text = ctx.boot_id + "\n";
     ssize_t n = ::write(fd, text.data(), text.size());
     ::close(fd);
     if (n != static_cast<ssize_t>(text.size()))
-        return log_error_errno(EIO, "Failed to write /dev/.lxc-boot-id");
+        return log_error_value(EIO, "Failed to write /dev/.lxc-boot-id");
     Fd tree = clone_tree(dev, ".lxc-boot-id", false);
     if (!tree)
-        return log_error_errno(errno, "Failed to clone /dev/.lxc-boot-id");
+        return log_error_value(errno, "Failed to clone /dev/.lxc-boot-id");
     if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
                                                MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
         r < 0)
-        return log_error_errno(r, "Failed to make the boot id read-only");
+        return log_error_value(r, "Failed to make the boot id read-only");
     if (int r = mount_in_root(ctx.root, "proc/sys/kernel/random/boot_id", tree.get(), Create::none);
         r < 0)
-        return log_error_errno(r, "Failed to mount the boot id");
-    return 0;
+        return log_error_value(r, "Failed to mount the boot id");
+    return {};
 }
 
-int mount_devlxd(const SetupContext& ctx, int dev) {
+Result<> mount_devlxd(const SetupContext& ctx, int dev) {
     if (ctx.devlxd_dir.empty() || ctx.devlxd_tree < 0)
-        return 0;
+        return {};
     if (int r = mount_in_root(dev, "lxd", ctx.devlxd_tree, Create::dir); r < 0)
-        return log_error_errno(r, "Failed to mount /dev/lxd");
-    return 0;
+        return log_error_value(r, "Failed to mount /dev/lxd");
+    return {};
 }
 
 } // namespace
 
-int setup_dev(SetupContext& ctx) {
+Result<> setup_dev(SetupContext& ctx) {
     Fd tmpfs = make_fs("tmpfs", "size=500000,mode=755", 0);
     if (!tmpfs)
-        return log_error_errno(errno, "Failed to create the container's /dev");
+        return log_error_value(errno, "Failed to create the container's /dev");
     if (int r = mount_in_root(ctx.root, "dev", tmpfs.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to mount /dev");
+        return log_error_value(r, "Failed to mount /dev");
     Fd dev = open_in_root(ctx.root, "dev", O_DIRECTORY | O_RDONLY, false);
     if (!dev)
-        return log_error_errno(errno, "Failed to open the container's /dev");
+        return log_error_value(errno, "Failed to open the container's /dev");
     ::umask(0);
-    int r = add_optional_host_nodes(ctx, dev.get());
-    if (r >= 0)
+    Result<> r = add_optional_host_nodes(ctx, dev.get());
+    if (r)
         r = mount_mqueue(dev.get());
-    if (r >= 0)
+    if (r)
         r = mount_devlxd(ctx, dev.get());
-    if (r >= 0)
+    if (r)
         r = fill_nodes(ctx, dev.get());
-    if (r >= 0)
+    if (r)
         r = mount_devpts_and_console(ctx, dev.get());
-    if (r >= 0)
+    if (r)
         r = mount_boot_id(ctx, dev.get());
     ::umask(022);
     return r;

@@ -18,7 +18,8 @@
 
 namespace lodge::runtime {
 
-static int bind_from_lxcfs(const SetupContext& ctx, const std::string& src, const std::string& dst);
+static Result<> bind_from_lxcfs(const SetupContext& ctx, const std::string& src,
+                                const std::string& dst);
 
 static std::vector<std::string> list_dir(const std::string& path) {
     std::vector<std::string> names;
@@ -33,41 +34,46 @@ static std::vector<std::string> list_dir(const std::string& path) {
 }
 
 // Binds every entry of <lxcfs>/<dir> whose name the container also has at <dir>.
-static int bind_entries(const SetupContext& ctx, const std::string& dir) {
+static Result<> bind_entries(const SetupContext& ctx, const std::string& dir) {
     for (auto& n : list_dir(ctx.lxcfs_dir + "/" + dir)) {
         Fd target = open_in_root(ctx.root, dir + "/" + n, O_PATH, false);
         if (!target)
             continue;
-        if (int r = bind_from_lxcfs(ctx, ctx.lxcfs_dir + "/" + dir + "/" + n, dir + "/" + n); r < 0)
-            return r;
+        if (auto bound = bind_from_lxcfs(ctx, ctx.lxcfs_dir + "/" + dir + "/" + n, dir + "/" + n);
+            !bound)
+            return bound;
     }
-    return 0;
+    return {};
 }
 
-static int bind_from_lxcfs(const SetupContext& ctx, const std::string& src,
-                           const std::string& dst) {
+static Result<> bind_from_lxcfs(const SetupContext& ctx, const std::string& src,
+                                const std::string& dst) {
     Fd tree = clone_tree(AT_FDCWD, src, false);
     if (!tree)
-        return log_error_errno(errno, "Failed to clone %s", src.c_str());
+        return log_error_value(errno, "Failed to clone %s", src.c_str());
     if (int r = mount_in_root(ctx.root, dst, tree.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to bind %s on %s", src.c_str(), dst.c_str());
-    return 0;
+        return log_error_value(r, "Failed to bind %s on %s", src.c_str(), dst.c_str());
+    return {};
 }
 
-int mount_lxcfs(const SetupContext& ctx) {
+Result<> mount_lxcfs(const SetupContext& ctx) {
     if (ctx.lxcfs_dir.empty())
-        return 0;
+        return {};
     struct stat st {};
-    if (::stat((ctx.lxcfs_dir + "/proc").c_str(), &st) < 0)
-        return log_warning_errno(errno, "lxcfs at %s is not usable; not binding it",
-                                 ctx.lxcfs_dir.c_str());
+    // lxcfs died since the supervisor looked: the start goes on with the kernel's files, as a
+    // running container's does (the binds come when lxcfs is back).
+    if (::stat((ctx.lxcfs_dir + "/proc").c_str(), &st) < 0) {
+        log_warning_errno(errno, "lxcfs at %s is not usable; not binding it",
+                          ctx.lxcfs_dir.c_str());
+        return {};
+    }
     // Only what the container's /proc also has (e.g. no pressure/ without PSI).
-    if (int r = bind_entries(ctx, "proc"); r < 0)
-        return r;
+    if (auto bound = bind_entries(ctx, "proc"); !bound)
+        return bound;
     std::string cpu = ctx.lxcfs_dir + "/sys/devices/system/cpu";
     Fd ccpu = open_in_root(ctx.root, "sys/devices/system/cpu", O_PATH | O_DIRECTORY, false);
     if (::stat(cpu.c_str(), &st) < 0 || !ccpu)
-        return 0;
+        return {};
     // A new lxcfs virtualizes the whole directory; an old one only some files.
     if (::stat((cpu + "/uevent").c_str(), &st) == 0)
         return bind_from_lxcfs(ctx, cpu, "sys/devices/system/cpu");

@@ -1,7 +1,7 @@
 // /proc, /sys and cgroup layouts (runtime.md §4.1), host pass-through paths (§4.2), disk devices.
-#include "runtime/cgroup.hpp"
 #include "common/log.hpp"
 #include "common/validate.hpp"
+#include "runtime/cgroup.hpp"
 #include "runtime/setup/mountapi.hpp"
 #include "runtime/setup/setup.hpp"
 
@@ -29,75 +29,75 @@ int remount_ro_in_place(int root, const char* path) {
     return mount_in_root(root, path, tree.get(), Create::none);
 }
 
-int mount_proc(const SetupContext& ctx) {
+Result<> mount_proc(const SetupContext& ctx) {
     Fd proc = make_fs("proc", "", nosuid_nodev_noexec);
     if (!proc)
-        return log_error_errno(errno, "Failed to create the container's /proc");
+        return log_error_value(errno, "Failed to create the container's /proc");
     if (int r = mount_in_root(ctx.root, "proc", proc.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to mount /proc");
+        return log_error_value(r, "Failed to mount /proc");
     if (!ctx.config->privileged())
-        return 0;
+        return {};
     // proc:mixed: /proc/sys read-only but /proc/sys/net writable, /proc/sysrq-trigger read-only.
     Fd net = clone_tree(ctx.root, "proc/sys/net", false);
     if (!net)
-        return log_error_errno(errno, "Failed to clone /proc/sys/net");
+        return log_error_value(errno, "Failed to clone /proc/sys/net");
     if (int r = remount_ro_in_place(ctx.root, "proc/sys"); r < 0)
-        return log_error_errno(r, "Failed to make /proc/sys read-only");
+        return log_error_value(r, "Failed to make /proc/sys read-only");
     if (int r = mount_in_root(ctx.root, "proc/sys/net", net.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to keep /proc/sys/net writable");
+        return log_error_value(r, "Failed to keep /proc/sys/net writable");
     // Kernels without CONFIG_MAGIC_SYSRQ have no sysrq-trigger.
     if (int r = remount_ro_in_place(ctx.root, "proc/sysrq-trigger"); r < 0 && r != -ENOENT)
-        return log_error_errno(r, "Failed to make /proc/sysrq-trigger read-only");
-    return 0;
+        return log_error_value(r, "Failed to make /proc/sysrq-trigger read-only");
+    return {};
 }
 
-int mount_sys(const SetupContext& ctx) {
+Result<> mount_sys(const SetupContext& ctx) {
     bool privileged = ctx.config->privileged();
     Fd sys = make_fs("sysfs", "", privileged ? nosuid_nodev_noexec : 0);
     if (!sys)
-        return log_error_errno(errno, "Failed to create the container's /sys");
+        return log_error_value(errno, "Failed to create the container's /sys");
     Fd target = open_in_root(ctx.root, "sys", O_PATH);
     if (!target || attach_tree(sys.get(), target.get()) < 0)
-        return log_error_errno(errno, "Failed to mount /sys");
+        return log_error_value(errno, "Failed to mount /sys");
     if (!privileged)
-        return 0;
+        return {};
     // sys:mixed: read-only sysfs with the container's own network devices writable.
     Fd net = clone_tree(ctx.root, "sys/devices/virtual/net", false);
     if (!net)
-        return log_error_errno(errno, "Failed to clone /sys/devices/virtual/net");
+        return log_error_value(errno, "Failed to clone /sys/devices/virtual/net");
     if (int r = mount_in_root(ctx.root, "sys/devices/virtual/net", net.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to keep /sys/devices/virtual/net writable");
+        return log_error_value(r, "Failed to keep /sys/devices/virtual/net writable");
     Fd top = open_in_root(ctx.root, "sys", O_PATH);
     if (!top)
-        return log_error_errno(errno, "Failed to open /sys");
+        return log_error_value(errno, "Failed to open /sys");
     if (int r = set_mount_attr(top.get(), MOUNT_ATTR_RDONLY); r < 0)
-        return log_error_errno(r, "Failed to make /sys read-only");
-    return 0;
+        return log_error_value(r, "Failed to make /sys read-only");
+    return {};
 }
 
 } // namespace
 
-int mount_proc_sys(const SetupContext& ctx) {
-    if (int r = mount_proc(ctx); r < 0)
-        return r;
+Result<> mount_proc_sys(const SetupContext& ctx) {
+    if (auto proc = mount_proc(ctx); !proc)
+        return proc;
     return mount_sys(ctx);
 }
 
-int mount_cgroup(const SetupContext& ctx) {
+Result<> mount_cgroup(const SetupContext& ctx) {
     // Hybrid and v1 hosts: like LXC's cgroup:mixed with a cgroup namespace, nothing is mounted
     // and the guest's init mounts the hierarchies it wants. Pure cgroup2 hosts get a fresh
     // cgroup2 mount rooted at the container's own cgroup.
     if (!host_is_pure_cgroup2())
-        return 0;
+        return {};
     Fd cg = make_fs("cgroup2", "", nosuid_nodev_noexec);
     if (!cg)
-        return log_error_errno(errno, "Failed to create the container's cgroup2 mount");
+        return log_error_value(errno, "Failed to create the container's cgroup2 mount");
     if (int r = mount_in_root(ctx.root, "sys/fs/cgroup", cg.get(), Create::none); r < 0)
-        return log_error_errno(r, "Failed to mount /sys/fs/cgroup");
-    return 0;
+        return log_error_value(r, "Failed to mount /sys/fs/cgroup");
+    return {};
 }
 
-int mount_passthrough(const SetupContext& ctx) {
+Result<> mount_passthrough(const SetupContext& ctx) {
     struct Entry {
         const char* path;
         bool privileged_only;
@@ -149,7 +149,7 @@ int mount_passthrough(const SetupContext& ctx) {
         if (int r = mount_in_root(ctx.root, e.path, tree.get(), Create::dir); r < 0)
             log_debug_errno(r, "Skipping pass-through %s", e.path);
     }
-    return 0;
+    return {};
 }
 
 namespace {
@@ -257,17 +257,17 @@ int open_disk_sources(const ContainerConfig& config, std::vector<DiskSource>& ou
     return 0;
 }
 
-int mount_disk_devices(const SetupContext& ctx) {
+Result<> mount_disk_devices(const SetupContext& ctx) {
     if (!ctx.disk_sources)
-        return 0;
+        return {};
     for (const DiskSource& d : *ctx.disk_sources) {
         if (int r = mount_in_root(ctx.root, d.path, d.tree.get(),
                                   d.is_dir ? Create::dir : Create::file);
             r < 0)
-            return log_error_errno(r, "Device \"%s\": cannot mount on %s", d.device.c_str(),
+            return log_error_value(r, "Device \"%s\": cannot mount on %s", d.device.c_str(),
                                    d.path.c_str());
     }
-    return 0;
+    return {};
 }
 
 } // namespace lodge::runtime

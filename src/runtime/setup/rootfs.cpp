@@ -8,86 +8,84 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 namespace lodge::runtime {
 
-int check_init(const SetupContext& ctx, const std::string& name) {
+Result<> check_init(const SetupContext& ctx, const std::string& name) {
     // Resolved the way the guest's own exec will resolve it, but never outside the rootfs.
     Fd init = open_in_root(ctx.root, "sbin/init", O_PATH);
     if (!init)
-        return log_error_errno(errno, "Container \"%s\": cannot start /sbin/init", name.c_str());
+        return log_error_value(errno, "Container \"%s\": cannot start /sbin/init", name.c_str());
     struct stat st {};
     if (::fstat(init.get(), &st) < 0)
-        return log_error_errno(errno, "Container \"%s\": cannot stat /sbin/init", name.c_str());
-    if (!S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0) {
-        log_error("Container \"%s\": /sbin/init is not an executable file", name.c_str());
-        return -EACCES;
-    }
-    return 0;
+        return log_error_value(errno, "Container \"%s\": cannot stat /sbin/init", name.c_str());
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0)
+        return log_error_message(EACCES, "Container \"%s\": /sbin/init is not an executable file",
+                                 name.c_str());
+    return {};
 }
 
-int ensure_base_dirs(const SetupContext& ctx) {
+Result<> ensure_base_dirs(const SetupContext& ctx) {
     for (const char* dir : {"dev", "proc", "sys"}) {
         struct stat st {};
         if (::fstatat(ctx.root, dir, &st, AT_SYMLINK_NOFOLLOW) == 0) {
             // A link here would point a mount somewhere the guest chose; refuse it.
-            if (!S_ISDIR(st.st_mode)) {
-                log_error("The image's /%s is not a directory (%s); refusing to mount over it", dir,
-                          S_ISLNK(st.st_mode) ? "a symlink" : "another file type");
-                return -ENOTDIR;
-            }
+            if (!S_ISDIR(st.st_mode))
+                return log_error_message(
+                    ENOTDIR, "The image's /%s is not a directory (%s); refusing to mount over it",
+                    dir, S_ISLNK(st.st_mode) ? "a symlink" : "another file type");
             continue;
         }
         if (errno != ENOENT)
-            return log_error_errno(errno, "Cannot inspect /%s in the rootfs", dir);
+            return log_error_value(errno, "Cannot inspect /%s in the rootfs", dir);
         Fd rootdir = open_in_root(ctx.root, ".", O_DIRECTORY | O_RDONLY);
         if (!rootdir || (::mkdirat(rootdir.get(), dir, 0755) < 0 && errno != EEXIST))
-            return log_error_errno(errno, "Cannot create /%s in the rootfs", dir);
+            return log_error_value(errno, "Cannot create /%s in the rootfs", dir);
     }
-    return 0;
+    return {};
 }
 
-int enter_root(const SetupContext& ctx) {
+Result<> enter_root(const SetupContext& ctx) {
     if (::fchdir(ctx.root) < 0)
-        return log_error_errno(errno, "Failed to enter the container root");
+        return log_error_value(errno, "Failed to enter the container root");
     // pivot_root(".", ".") stacks the old root under the new one; detaching "." then drops it.
     if (::syscall(SYS_pivot_root, ".", ".") < 0)
-        return log_error_errno(errno, "pivot_root failed");
+        return log_error_value(errno, "pivot_root failed");
     if (::umount2(".", MNT_DETACH) < 0)
-        return log_error_errno(errno, "Failed to detach the old root");
+        return log_error_value(errno, "Failed to detach the old root");
     if (::chdir("/") < 0)
-        return log_error_errno(errno, "chdir(/) failed");
-    return 0;
+        return log_error_value(errno, "chdir(/) failed");
+    return {};
 }
 
 namespace {
 
 // The console pty was opened in the namespace we left; PID 1 must hold it through this one's
 // /dev/pts, or /proc/1/fd would name a path of a namespace nobody sees.
-int reopen_console(SetupContext& ctx) {
+Result<> reopen_console(SetupContext& ctx) {
     struct stat old {};
     if (::fstat(ctx.console_slave.get(), &old) < 0)
-        return log_error_errno(errno, "Cannot inspect the console pty");
+        return log_error_value(errno, "Cannot inspect the console pty");
     // devpts numbers pty N as major 136 + N / 256, minor N % 256.
     unsigned index = (major(old.st_rdev) - 136) * 256 + minor(old.st_rdev);
     std::string path = "/dev/pts/" + std::to_string(index);
     Fd pty(::open(path.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
     struct stat now {};
     if (!pty || ::fstat(pty.get(), &now) < 0)
-        return log_error_errno(errno, "Cannot reopen the console %s", path.c_str());
+        return log_error_value(errno, "Cannot reopen the console %s", path.c_str());
     if (now.st_rdev != old.st_rdev || now.st_dev != old.st_dev)
-        return log_error_errno(EIO, "%s is not the console pty", path.c_str());
+        return log_error_value(EIO, "%s is not the console pty", path.c_str());
     ctx.console_slave = std::move(pty);
-    return 0;
+    return {};
 }
 
 } // namespace
 
-int lock_mounts(SetupContext& ctx) {
+Result<> lock_mounts(SetupContext& ctx) {
     // The kernel locks mounts when it copies a mount namespace into a user namespace that is
     // less privileged than the original's owner: each mount becomes MNT_LOCKED (no umount that
     // would reveal what it covers) and its read-only, nosuid, nodev and noexec flags stay set,
@@ -96,14 +94,14 @@ int lock_mounts(SetupContext& ctx) {
     // the init user namespace ourselves.
     int ready[2], release[2];
     if (::pipe2(ready, O_CLOEXEC) < 0)
-        return log_error_errno(errno, "Failed to create a pipe");
+        return log_error_value(errno, "Failed to create a pipe");
     Fd ready_r(ready[0]), ready_w(ready[1]);
     if (::pipe2(release, O_CLOEXEC) < 0)
-        return log_error_errno(errno, "Failed to create a pipe");
+        return log_error_value(errno, "Failed to create a pipe");
     Fd release_r(release[0]), release_w(release[1]);
     pid_t helper = ::fork();
     if (helper < 0)
-        return log_error_errno(errno, "Failed to fork the mount-locking helper");
+        return log_error_value(errno, "Failed to fork the mount-locking helper");
     if (helper == 0) {
         ready_r.reset();
         release_w.reset();
@@ -129,11 +127,11 @@ int lock_mounts(SetupContext& ctx) {
     }
     if (n != sizeof err) {
         reap();
-        return log_error_errno(EIO, "The mount-locking helper died");
+        return log_error_value(EIO, "The mount-locking helper died");
     }
     if (err != 0) {
         reap();
-        return log_error_errno(err, "Failed to create the namespaces that lock the mounts");
+        return log_error_value(err, "Failed to create the namespaces that lock the mounts");
     }
     std::string proc = "/proc/" + std::to_string(helper);
     const char* identity = "0 0 4294967295\n";
@@ -142,18 +140,18 @@ int lock_mounts(SetupContext& ctx) {
         r = write_file(proc + "/gid_map", identity);
     if (r < 0) {
         reap();
-        return log_error_errno(r, "Failed to map the mount-locking user namespace");
+        return log_error_value(r, "Failed to map the mount-locking user namespace");
     }
     Fd mntns(::open((proc + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC));
     if (!mntns || ::setns(mntns.get(), CLONE_NEWNS) < 0) {
         int e = errno;
         reap();
-        return log_error_errno(e, "Failed to join the locked mount namespace");
+        return log_error_value(e, "Failed to join the locked mount namespace");
     }
     reap();
     // setns() put us at the namespace's root, which is the container's.
     if (::chdir("/") < 0)
-        return log_error_errno(errno, "chdir(/) failed");
+        return log_error_value(errno, "chdir(/) failed");
     return reopen_console(ctx);
 }
 

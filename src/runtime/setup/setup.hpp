@@ -37,30 +37,33 @@ struct SetupContext {
     Fd console_slave;  // filled by setup_dev(); becomes fds 0-2 of PID 1
 };
 
+// Every step returns its failure as an Error, logged once where it happened, which the child
+// hands to the parent as the start's reason.
+
 // rootfs.cpp
-int check_init(const SetupContext& ctx, const std::string& name);
-int ensure_base_dirs(const SetupContext& ctx);
-int enter_root(const SetupContext& ctx); // pivot_root into ctx.root and drop the old root
+Result<> check_init(const SetupContext& ctx, const std::string& name);
+Result<> ensure_base_dirs(const SetupContext& ctx);
+Result<> enter_root(const SetupContext& ctx); // pivot_root into ctx.root and drop the old root
 // After enter_root(), privileged containers: join a copy of the mount namespace in which no
 // mount can be unmounted or made writable again (masks over /proc/sys, /sys, ...). Reopens
 // ctx.console_slave there.
-int lock_mounts(SetupContext& ctx);
+Result<> lock_mounts(SetupContext& ctx);
 
 // mounts.cpp
-int mount_proc_sys(const SetupContext& ctx);
-int mount_cgroup(const SetupContext& ctx);
-int mount_passthrough(const SetupContext& ctx);
+Result<> mount_proc_sys(const SetupContext& ctx);
+Result<> mount_cgroup(const SetupContext& ctx);
+Result<> mount_passthrough(const SetupContext& ctx);
 // Host side, before clone: every disk device's source resolved from the host's root, refusing
 // symlinks a container could have written. 0, or -errno with `error` naming device and source.
 int open_disk_sources(const ContainerConfig& config, std::vector<DiskSource>& out,
                       std::string& error);
-int mount_disk_devices(const SetupContext& ctx);
+Result<> mount_disk_devices(const SetupContext& ctx);
 
 // dev.cpp
-int setup_dev(SetupContext& ctx);
+Result<> setup_dev(SetupContext& ctx);
 
 // lxcfs.cpp
-int mount_lxcfs(const SetupContext& ctx);
+Result<> mount_lxcfs(const SetupContext& ctx);
 // A running container: add the binds a fresh start would get (paths that already hold a mount
 // are left alone), or take every lxcfs bind out so reads fall back to the kernel's files.
 Result<> lxcfs_attach_running(pid_t init_pid, const std::string& lxcfs_dir);

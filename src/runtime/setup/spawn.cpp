@@ -30,11 +30,10 @@
 namespace lodge::runtime {
 namespace {
 
-[[noreturn]] void child_fail(int sync) {
-    std::string msg = log_last_error();
-    if (msg.empty())
-        msg = "container setup failed";
-    send_with_fd(sync, "E" + msg);
+// Hands the failure (logged where it happened) to the parent, which makes it the start's
+// reason, and ends the child.
+[[noreturn]] void child_fail(int sync, const Error& e) {
+    send_with_fd(sync, "E" + e.message);
     _exit(1);
 }
 
@@ -56,39 +55,27 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     if (recv_with_fd(sync, go, rootfs_tree) <= 0 || go != "go" || !rootfs_tree)
         _exit(1); // the parent is gone or gave up; it reports the reason itself
     // Before the cgroup namespace is made: its root is where we are then.
-    if (join_payload(join, born_in_cgroup2) < 0)
-        child_fail(sync);
+    if (auto joined = join_payload(join, born_in_cgroup2); !joined)
+        child_fail(sync, joined.error());
 
     bool userns = !c.privileged();
     if (userns) {
-        if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0 || ::setgroups(0, nullptr) < 0) {
-            log_error_errno(errno, "Failed to become root in the user namespace");
-            child_fail(sync);
-        }
+        if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0 || ::setgroups(0, nullptr) < 0)
+            child_fail(sync, log_error_value(errno, "Failed to become root in the user namespace"));
     }
-    if (::unshare(CLONE_NEWCGROUP) < 0) {
-        log_error_errno(errno, "Failed to create the cgroup namespace");
-        child_fail(sync);
-    }
-    if (::sethostname(c.name.data(), c.name.size()) < 0) {
-        log_error_errno(errno, "Failed to set the hostname");
-        child_fail(sync);
-    }
+    if (::unshare(CLONE_NEWCGROUP) < 0)
+        child_fail(sync, log_error_value(errno, "Failed to create the cgroup namespace"));
+    if (::sethostname(c.name.data(), c.name.size()) < 0)
+        child_fail(sync, log_error_value(errno, "Failed to set the hostname"));
     // Nothing mounted from here on may propagate back to the host.
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0) {
-        log_error_errno(errno, "Failed to make the mount namespace a slave");
-        child_fail(sync);
-    }
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
+        child_fail(sync, log_error_value(errno, "Failed to make the mount namespace a slave"));
     Fd staging(::open(o.staging.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!staging || attach_tree(rootfs_tree.get(), staging.get()) < 0) {
-        log_error_errno(errno, "Failed to attach the rootfs");
-        child_fail(sync);
-    }
+    if (!staging || attach_tree(rootfs_tree.get(), staging.get()) < 0)
+        child_fail(sync, log_error_value(errno, "Failed to attach the rootfs"));
     Fd root(::open(o.staging.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!root) {
-        log_error_errno(errno, "Failed to open the rootfs");
-        child_fail(sync);
-    }
+    if (!root)
+        child_fail(sync, log_error_value(errno, "Failed to open the rootfs"));
 
     SetupContext ctx;
     ctx.config = &c;
@@ -100,16 +87,26 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ctx.disk_sources = &disks;
     ctx.devlxd_tree = devlxd_tree;
 
-    if (check_init(ctx, c.name) < 0 || ensure_base_dirs(ctx) < 0 || mount_proc_sys(ctx) < 0 ||
-        mount_cgroup(ctx) < 0 || mount_passthrough(ctx) < 0 || mount_disk_devices(ctx) < 0 ||
-        setup_dev(ctx) < 0 || (userns && mount_lxcfs(ctx) < 0))
-        child_fail(sync);
+    // A setup step that failed ends the child with its Error.
+    auto must = [&](const Result<>& done) {
+        if (!done)
+            child_fail(sync, done.error());
+    };
+    must(check_init(ctx, c.name));
+    must(ensure_base_dirs(ctx));
+    must(mount_proc_sys(ctx));
+    must(mount_cgroup(ctx));
+    must(mount_passthrough(ctx));
+    must(mount_disk_devices(ctx));
+    must(setup_dev(ctx));
+    if (userns)
+        must(mount_lxcfs(ctx));
     if (int r = send_with_fd(sync, "console", ctx.console_master.get()); r < 0)
         _exit(1);
     ctx.console_master.reset();
-    if (enter_root(ctx) < 0 || (!userns && lock_mounts(ctx) < 0))
-        child_fail(sync);
+    must(enter_root(ctx));
     if (!userns) {
+        must(lock_mounts(ctx));
         // Binds made before the lock could never be taken out again, and lxcfs binds must go
         // when lxcfs dies: the parent adds them to the locked namespace now.
         std::string reply;
@@ -122,32 +119,31 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     staging.reset();
 
     int console = ctx.console_slave.get();
-    if (::setsid() < 0 || ::ioctl(console, TIOCSCTTY, 0) < 0) {
-        log_error_errno(errno, "Failed to make the console the controlling terminal");
-        child_fail(sync);
-    }
+    if (::setsid() < 0 || ::ioctl(console, TIOCSCTTY, 0) < 0)
+        child_fail(sync,
+                   log_error_value(errno, "Failed to make the console the controlling terminal"));
     // Until exec, errors still go to the supervisor's log through a close-on-exec copy.
     int log_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     for (int fd = 0; fd < 3; fd++)
-        if (::dup2(console, fd) < 0) {
-            log_error_errno(errno, "Failed to attach the console");
-            child_fail(sync);
-        }
+        if (::dup2(console, fd) < 0)
+            child_fail(sync, log_error_value(errno, "Failed to attach the console"));
     // Only 0, 1, 2 survive exec (LXD's forkstart does the same).
     if (::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        int err = errno;
         ::dup2(log_fd, STDERR_FILENO);
-        log_error_errno(errno, "Failed to mark descriptors close-on-exec");
-        child_fail(sync);
+        child_fail(sync, log_error_value(err, "Failed to mark descriptors close-on-exec"));
     }
-    auto fail_with_stderr = [&]() {
-        ::dup2(log_fd, STDERR_FILENO);
-        child_fail(sync);
-    };
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::prctl(PR_SET_DUMPABLE, 1);
     reset_signal_state();
-    if (!drop_capabilities(c) || !load_seccomp(c))
-        fail_with_stderr();
+    auto fail_with_stderr = [&](const Error& e) {
+        ::dup2(log_fd, STDERR_FILENO);
+        child_fail(sync, e);
+    };
+    if (auto dropped = drop_capabilities(c); !dropped)
+        fail_with_stderr(dropped.error());
+    if (auto loaded = load_seccomp(c); !loaded)
+        fail_with_stderr(loaded.error());
 
     std::vector<std::string> env = init_environment(c);
     std::vector<char*> envp;
@@ -159,8 +155,8 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     ::execve("/sbin/init", argv, envp.data());
     int err = errno;
     ::dup2(log_fd, STDERR_FILENO);
-    log_error_errno(err, "Container \"%s\": failed to exec \"/sbin/init\"", c.name.c_str());
-    child_fail(sync);
+    child_fail(sync, log_error_value(err, "Container \"%s\": failed to exec \"/sbin/init\"",
+                                     c.name.c_str()));
 }
 
 Result<> write_id_maps(pid_t pid, uint32_t base, uint32_t size) {
@@ -175,23 +171,19 @@ Result<> write_id_maps(pid_t pid, uint32_t base, uint32_t size) {
 
 // The rootfs as the container's user namespace must see it: an idmapped mount, or, where the
 // filesystem has none (or LODGE_IDMAP=shift asks for it), the tree shifted on disk once.
-Fd prepare_rootfs_tree(const SpawnOptions& o, pid_t child, std::string& error) {
+Result<Fd> prepare_rootfs_tree(const SpawnOptions& o, pid_t child) {
     const ContainerConfig& c = *o.config;
     std::string container_dir = o.rootfs.substr(0, o.rootfs.rfind('/'));
     uint32_t base = c.privileged() ? 0 : c.idmap_base();
     uint32_t shifted = shifted_base(container_dir);
     if (shifted != 0 && shifted != base) {
-        if (auto unshifted = shift_rootfs(container_dir, shifted, 0, c.idmap_size()); !unshifted) {
-            error = unshifted.error().message;
-            return Fd();
-        }
+        if (auto unshifted = shift_rootfs(container_dir, shifted, 0, c.idmap_size()); !unshifted)
+            return unshifted.error();
         shifted = 0;
     }
     Fd tree = clone_tree(AT_FDCWD, o.rootfs, false);
-    if (!tree) {
-        error = "Cannot open the rootfs " + o.rootfs + ": " + std::strerror(errno);
-        return Fd();
-    }
+    if (!tree)
+        return log_error_value(errno, "Cannot open the rootfs %s", o.rootfs.c_str());
     if (base == 0 || shifted == base)
         return tree;
     const char* mode = std::getenv("LODGE_IDMAP");
@@ -199,25 +191,21 @@ Fd prepare_rootfs_tree(const SpawnOptions& o, pid_t child, std::string& error) {
     if (!force_shift) {
         Fd userns(
             ::open(("/proc/" + std::to_string(child) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
-        if (!userns) {
-            error =
-                std::string("Cannot open the container's user namespace: ") + std::strerror(errno);
-            return Fd();
-        }
+        if (!userns)
+            return log_error_value(errno, "Cannot open the container's user namespace");
         int r = set_mount_attr(tree.get(), MOUNT_ATTR_IDMAP, 0, userns.get());
         if (r == 0)
             return tree;
-        if (r != -EINVAL && r != -EOPNOTSUPP && r != -ENOSYS && r != -EPERM) {
-            error = "Cannot idmap the rootfs " + o.rootfs + ": " + std::strerror(-r);
-            return Fd();
-        }
+        if (r != -EINVAL && r != -EOPNOTSUPP && r != -ENOSYS && r != -EPERM)
+            return log_error_value(r, "Cannot idmap the rootfs %s", o.rootfs.c_str());
         log_info("%s does not support idmapped mounts (%s)", o.rootfs.c_str(), std::strerror(-r));
     }
-    if (auto shifted_now = shift_rootfs(container_dir, 0, base, c.idmap_size()); !shifted_now) {
-        error = shifted_now.error().message;
-        return Fd();
-    }
-    return clone_tree(AT_FDCWD, o.rootfs, false);
+    if (auto shifted_now = shift_rootfs(container_dir, 0, base, c.idmap_size()); !shifted_now)
+        return shifted_now.error();
+    Fd shifted_tree = clone_tree(AT_FDCWD, o.rootfs, false);
+    if (!shifted_tree)
+        return log_error_value(errno, "Cannot open the rootfs %s", o.rootfs.c_str());
+    return shifted_tree;
 }
 
 } // namespace
@@ -304,42 +292,41 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
     devlxd_tree.reset();
     PidFd init(pidfd, static_cast<pid_t>(pid));
 
+    // Every failure below is logged once, where it happened; `error` carries its text.
     auto abort_child = [&](int err) {
         init.send_signal(SIGKILL);
         siginfo_t si{};
         ::waitid(P_PIDFD, static_cast<id_t>(init.get()), &si, WEXITED);
-        log_error("Container \"%s\": %s", c.name.c_str(), error.c_str());
         return err;
     };
+    auto abort_with = [&](const Error& e) { return abort_child(pass_up(e, error)); };
 
     if (!c.privileged()) {
-        if (auto mapped = write_id_maps(init.pid(), c.idmap_base(), c.idmap_size()); !mapped) {
-            error = mapped.error().message;
-            return abort_child(-EPERM);
-        }
+        if (auto mapped = write_id_maps(init.pid(), c.idmap_base(), c.idmap_size()); !mapped)
+            return abort_with(mapped.error());
     }
     join = PayloadJoin{}; // the child joins by itself once it may go
     if (auto up = net::bring_up_loopback(init.pid()); !up)
-        return abort_child(pass_up(up.error(), error));
-    Fd tree = prepare_rootfs_tree(o, init.pid(), error);
-    if (!tree)
-        return abort_child(-EINVAL);
+        return abort_with(up.error());
+    auto prepared = prepare_rootfs_tree(o, init.pid());
+    if (!prepared)
+        return abort_with(prepared.error());
+    Fd tree = std::move(*prepared);
     // Device nodes an image carries must not open host devices through a user namespace's
     // rootfs (idmapped or shifted alike); /dev is a tmpfs with binds of its own, not this mount.
     if (!c.privileged()) {
-        if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_NODEV); r < 0) {
-            error = std::string("Cannot mount the rootfs nodev: ") + std::strerror(-r);
+        if (int r = set_mount_attr(tree.get(), MOUNT_ATTR_NODEV); r < 0)
+            return abort_with(log_error_value(r, "Cannot mount the rootfs nodev"));
+    }
+    if (o.before_go) {
+        // The nic code's -errno + text convention does not log every failure it reports.
+        if (int r = o.before_go(init.pid(), error); r < 0) {
+            log_error("Container \"%s\": %s", c.name.c_str(), error.c_str());
             return abort_child(r);
         }
     }
-    if (o.before_go) {
-        if (int r = o.before_go(init.pid(), error); r < 0)
-            return abort_child(r);
-    }
-    if (int r = send_with_fd(parent_end.get(), "go", tree.get()); r < 0) {
-        error = std::string("Lost the container's setup process: ") + std::strerror(-r);
-        return abort_child(r);
-    }
+    if (int r = send_with_fd(parent_end.get(), "go", tree.get()); r < 0)
+        return abort_with(log_error_value(r, "Lost the container's setup process"));
     tree.reset();
 
     Fd console;
@@ -347,10 +334,9 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
         std::string msg;
         Fd fd;
         ssize_t n = recv_with_fd(parent_end.get(), msg, fd);
-        if (n < 0) {
-            error = std::string("Lost the container's setup process: ") + std::strerror(-n);
-            return abort_child(static_cast<int>(n));
-        }
+        if (n < 0)
+            return abort_with(
+                log_error_value(static_cast<int>(n), "Lost the container's setup process"));
         if (n == 0)
             break; // close-on-exec fired: /sbin/init is running
         if (msg == "console" && fd) {
@@ -361,21 +347,18 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
                     log_warning("Container \"%s\": no lxcfs binds (%s)", c.name.c_str(),
                                 bound.error().message.c_str());
             }
-            if (int r = send_with_fd(parent_end.get(), "continue"); r < 0) {
-                error = std::string("Lost the container's setup process: ") + std::strerror(-r);
-                return abort_child(r);
-            }
+            if (int r = send_with_fd(parent_end.get(), "continue"); r < 0)
+                return abort_with(log_error_value(r, "Lost the container's setup process"));
         } else if (!msg.empty() && msg[0] == 'E') {
-            error = msg.substr(1);
+            error = msg.substr(1); // logged by the child
             siginfo_t si{};
             ::waitid(P_PIDFD, static_cast<id_t>(init.get()), &si, WEXITED);
             return -EINVAL;
         }
     }
-    if (!console) {
-        error = "The container's setup process died before starting /sbin/init";
-        return abort_child(-ECHILD);
-    }
+    if (!console)
+        return abort_with(log_error_message(
+            ECHILD, "The container's setup process died before starting /sbin/init"));
     out.init = std::move(init);
     out.console_master = std::move(console);
     return 0;
