@@ -110,8 +110,9 @@ Result<> Manager::set_config(Container& c, const KeyMap& set, const std::vector<
         if (!r)
             log_error("Cannot follow security.devlxd in %s: %s", target.c_str(),
                       r.error().message.c_str());
+        // A container stopped or starting again meanwhile takes its limits at that start.
         Container* again = limits ? find(target) : nullptr;
-        if (!again || !again->running())
+        if (!again || !again->running() || starting(target))
             return done({});
         if (auto sent = apply_limits(*again, done); !sent)
             done(sent);

@@ -131,7 +131,6 @@ bool valid_snapshot_name(const std::string& s) {
     return true;
 }
 
-// "./backup//x/" -> "backup/x"; `why` is set for absolute paths and ".." components.
 json definition(const ContainerConfig& c, const std::string& arch) {
     json config = json::object(), devices = json::object();
     for (auto& [k, v] : c.config)

@@ -222,12 +222,20 @@ int Extractor::write(struct archive* in, struct archive_entry* e, const std::str
     if (hl) {
         link_desc = " (hard link to " + std::string(hl) + ")";
         archive_entry_set_hardlink(e, (root + "/" + link_rel).c_str());
-        // A link to a skipped node, or a link outside dev/ to a kept one, is such a node.
+        // A link to a skipped node, or a link outside dev/ to a kept one, is such a node. The
+        // link is recorded under its own name too, so a chain (dev/a, dev/b -> dev/a,
+        // root/c -> dev/b) is judged like one link.
         auto node = device_nodes.find(link_rel);
-        if (node != device_nodes.end() && (!node->second.kept || !rules::keeps_device_node(rel))) {
-            rules::log_skipped_node(rel, node->second.block, node->second.major,
-                                    node->second.minor);
-            return 0;
+        if (node == device_nodes.end()) {
+            device_nodes.erase(rel);
+        } else {
+            DeviceNode linked = node->second;
+            linked.kept = linked.kept && rules::keeps_device_node(rel);
+            device_nodes[rel] = linked;
+            if (!linked.kept) {
+                rules::log_skipped_node(rel, linked.block, linked.major, linked.minor);
+                return 0;
+            }
         }
     } else {
         device_nodes.erase(rel);

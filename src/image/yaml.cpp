@@ -12,14 +12,28 @@ using daemon::fail_errno;
 using daemon::fail_invalid;
 using json = nlohmann::json;
 
-constexpr size_t max_yaml_nodes = 1 << 20;
+// Aliases make a node count once per use: nodes and scalar bytes are both counted per use, so
+// a small document that repeats a large scalar (a "billion laughs") stops early.
+struct Budget {
+    size_t nodes = 1 << 20;
+    size_t scalar_bytes = 64 << 20;
+};
 
-bool node_to_json(yaml_document_t* doc, yaml_node_t* n, json& out, size_t& budget, int depth) {
-    if (!n || budget == 0 || depth > 64)
+bool spend_scalar(Budget& budget, yaml_node_t* n) {
+    if (n->data.scalar.length > budget.scalar_bytes)
         return false;
-    budget--;
+    budget.scalar_bytes -= n->data.scalar.length;
+    return true;
+}
+
+bool node_to_json(yaml_document_t* doc, yaml_node_t* n, json& out, Budget& budget, int depth) {
+    if (!n || budget.nodes == 0 || depth > 64)
+        return false;
+    budget.nodes--;
     switch (n->type) {
     case YAML_SCALAR_NODE:
+        if (!spend_scalar(budget, n))
+            return false;
         out = yaml_scalar_text(n);
         return true;
     case YAML_SEQUENCE_NODE:
@@ -35,7 +49,7 @@ bool node_to_json(yaml_document_t* doc, yaml_node_t* n, json& out, size_t& budge
         out = json::object();
         for (auto* p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
             yaml_node_t* k = yaml_document_get_node(doc, p->key);
-            if (!k || k->type != YAML_SCALAR_NODE)
+            if (!k || k->type != YAML_SCALAR_NODE || !spend_scalar(budget, k))
                 return false;
             json value;
             if (!node_to_json(doc, yaml_document_get_node(doc, p->value), value, budget, depth + 1))
@@ -122,7 +136,7 @@ int yaml_to_json(const std::string& text, const std::string& what, json& out, st
     YamlDoc y;
     if (int r = y.load(text, what, error); r < 0)
         return r;
-    size_t budget = max_yaml_nodes;
+    Budget budget;
     if (!node_to_json(y.doc(), y.root(), out, budget, 0))
         return fail_invalid(error, "Invalid " + what + ": not a mapping of the expected shape");
     return 0;

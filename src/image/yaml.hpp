@@ -32,7 +32,7 @@ inline std::string yaml_scalar_text(const yaml_node_t* n) {
 }
 
 // The document (a mapping at its root) as JSON, every scalar a string. A document that reuses
-// nodes (aliases) is converted up to a node budget, never without bound.
+// nodes (aliases) is converted up to a budget of nodes and scalar bytes, counted per use.
 int yaml_to_json(const std::string& text, const std::string& what, nlohmann::json& out,
                  std::string& error);
 

@@ -91,6 +91,7 @@ namespace {
 int prog_load(const std::vector<bpf_insn>& prog, char* log, uint32_t log_size) {
     union bpf_attr attr {};
     attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    attr.expected_attach_type = BPF_CGROUP_DEVICE;
     attr.insns = reinterpret_cast<uint64_t>(prog.data());
     attr.insn_cnt = static_cast<uint32_t>(prog.size());
     static const char license[] = "Apache-2.0";
@@ -101,7 +102,14 @@ int prog_load(const std::vector<bpf_insn>& prog, char* log, uint32_t log_size) {
         attr.log_buf = reinterpret_cast<uint64_t>(log);
         attr.log_size = log_size;
     }
-    return static_cast<int>(::syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
+    int fd = -1;
+    // The verifier answers EAGAIN when a signal is pending; libbpf tries 5 times too.
+    for (int attempt = 0; attempt < 5; attempt++) {
+        fd = static_cast<int>(::syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
+        if (fd >= 0 || errno != EAGAIN)
+            break;
+    }
+    return fd;
 }
 
 } // namespace
@@ -110,18 +118,28 @@ Result<Fd> load_device_program(std::span<const DeviceRule> rules) {
     std::vector<bpf_insn> prog = device_program(rules);
     int fd = prog_load(prog, nullptr, 0);
     if (fd < 0 && errno == EPERM) {
-        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK instead of the memcg.
+        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK instead of the memcg. The
+        // old limit is put back at once: the container inherits the supervisor's limits.
+        struct rlimit old {};
         struct rlimit unlimited {
             RLIM_INFINITY, RLIM_INFINITY
         };
-        if (::setrlimit(RLIMIT_MEMLOCK, &unlimited) == 0)
+        if (::getrlimit(RLIMIT_MEMLOCK, &old) == 0 &&
+            ::setrlimit(RLIMIT_MEMLOCK, &unlimited) == 0) {
             fd = prog_load(prog, nullptr, 0);
+            int err = errno;
+            ::setrlimit(RLIMIT_MEMLOCK, &old);
+            errno = err;
+        }
     }
     if (fd < 0) {
         int err = errno;
         char verifier_log[4096] = "";
-        if (err == EACCES || err == EINVAL)
-            prog_load(prog, verifier_log, sizeof verifier_log);
+        if (err == EACCES || err == EINVAL) {
+            // Refused a moment ago; only the log is wanted, should this one pass after all.
+            if (int again = prog_load(prog, verifier_log, sizeof verifier_log); again >= 0)
+                ::close(again);
+        }
         return log_error_value(err, "Failed to load the device allow-list program%s%s",
                                verifier_log[0] ? ": " : "", verifier_log);
     }

@@ -248,6 +248,7 @@ struct Entry {
     std::string hardlink = {};
     std::map<std::string, std::string> xattrs = {};
     unsigned long fflags = 0; // FS_*_FL bits, as libarchive keeps them on Linux
+    dev_t rdev = 0;           // device nodes
 };
 inline Entry dir(const std::string& name) {
     return Entry{name, AE_IFDIR};
@@ -284,6 +285,8 @@ inline void write_tar(const std::string& path, const std::vector<Entry>& entries
             archive_entry_set_perm(ae, e.type == AE_IFDIR ? 0755 : 0644);
             if (e.type == AE_IFLNK)
                 archive_entry_set_symlink(ae, e.symlink.c_str());
+            if (e.type == AE_IFCHR || e.type == AE_IFBLK)
+                archive_entry_set_rdev(ae, e.rdev);
             archive_entry_set_size(ae, e.type == AE_IFREG ? e.data.size() : 0);
         }
         for (auto& [name, value] : e.xattrs)

@@ -2,6 +2,7 @@
 // (absolute paths, '..', writes through symlinks, hard links out of the rootfs) are refused with
 // the entry named; device nodes outside dev/, file flags and xattrs other than user.*,
 // security.capability and ACLs are left out. Runs as root (mknod, xattrs, file flags).
+#include "image/yaml.hpp"
 #include "import-fixture.hpp"
 
 using namespace lodge;
@@ -160,6 +161,40 @@ TEST_F(Import, DeviceNodesOnlyUnderDev) {
         ASSERT_EQ(r, 0) << error;
         check(dest, log);
     }
+}
+
+// A chain of hard links: dev/x links to a kept node under dev/, root/disk links to dev/x. The
+// second link makes a node outside dev/ as surely as a direct one (found in review: only the
+// first name of a node was recorded).
+TEST_F(Import, DeviceNodeLinkChainsStayUnderDev) {
+    std::string tarball = tmp / "chain.tar";
+    Entry node{"dev/null2", AE_IFCHR};
+    node.rdev = makedev(1, 3);
+    write_tar(tarball, {dir("./"), dir("dev/"), dir("root/"), node, hard("dev/x", "dev/null2"),
+                        hard("root/disk", "dev/x"), hard("root/disk2", "root/disk")});
+    ImportResult res;
+    int r = 0;
+    std::string log = logged_by([&] { r = import_file(tarball, rootfs, res, error); });
+    ASSERT_EQ(r, 0) << error;
+    EXPECT_FALSE(exists(rootfs + "/root/disk")) << "a two-step hard link made a node outside dev/";
+    EXPECT_FALSE(exists(rootfs + "/root/disk2"));
+    EXPECT_EQ(lst(rootfs + "/dev/x").st_rdev, makedev(1, 3));
+    EXPECT_NE(log.find("/root/disk"), std::string::npos) << log;
+}
+
+// A backup's index.yaml of 1 MiB whose one large scalar is used 300 times through an alias: the
+// conversion stops at its byte budget instead of building 300 MiB (found in review).
+TEST(Yaml, AliasesCannotMultiplyAScalar) {
+    std::string text = "x: &x " + std::string(1 << 20, 'a') + "\ny:\n";
+    for (int i = 0; i < 300; i++)
+        text += "  - *x\n";
+    nlohmann::json out;
+    std::string error;
+    EXPECT_LT(image::yaml_to_json(text, "backup/index.yaml", out, error), 0);
+    EXPECT_NE(error.find("Invalid backup/index.yaml"), std::string::npos) << error;
+    error.clear();
+    ASSERT_EQ(image::yaml_to_json("a: &a v\nb: [*a, *a]\n", "t", out, error), 0) << error;
+    EXPECT_EQ(out["b"][1], "v");
 }
 
 // chattr +i / +a in an image: neither import restores them (the container could never be
