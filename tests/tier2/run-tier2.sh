@@ -133,13 +133,24 @@ expect "lodge-image-refresh.timer is active" \
     "$(g systemctl is-active lodge-image-refresh.timer)" active
 expect_match "lodge-image-refresh.timer has its next run set" \
     "$(g systemctl show -P NextElapseUSecRealtime lodge-image-refresh.timer)" '[0-9]'
+# A sanitizer build's lodgectl ends with LeakSanitizer, which needs ptrace: the unit's system
+# call filter (rightly) denies it, and the leak check then waits forever. Leaks are checked by
+# the integration tests; here the unit's sandbox is what is tested.
+if ldd "$build/lodgectl" 2>/dev/null | grep -q libasan; then
+    g sh -c 'mkdir -p /run/systemd/system/lodge-image-refresh.service.d &&
+        printf "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n" \
+            > /run/systemd/system/lodge-image-refresh.service.d/sanitizer.conf &&
+        systemctl daemon-reload' || fail "sanitizer drop-in for lodge-image-refresh.service"
+fi
 g systemctl stop lodged.service
 g rm -f /var/lib/lodge/image-refresh.json
 expect "lodged.service stopped before the refresh" "$(g systemctl is-active lodged.service)" inactive
 out=$(g systemctl start lodge-image-refresh.service 2>&1) ||
     fail "systemctl start lodge-image-refresh.service: $out"
+# Result alone says success for a unit that never finished: the main process must have exited 0.
+unit_field() { g systemctl show -P "$1" lodge-image-refresh.service; }
 expect "lodge-image-refresh.service ran and succeeded" \
-    "$(g systemctl show -P Result lodge-image-refresh.service)" success
+    "$(unit_field Result) $(unit_field ExecMainCode) $(unit_field ExecMainStatus)" "success 1 0"
 expect "lodge-image-refresh.service woke lodged through the bus" \
     "$(g systemctl is-active lodged.service)" active
 expect "lodged recorded the due refresh" \
