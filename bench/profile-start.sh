@@ -40,6 +40,7 @@ cleanup() {
     for d in /sys/fs/cgroup/*/"$U" /sys/fs/cgroup/"$U"; do
         [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
     done
+    umount "$LODGE_RUNTIME_DIR" 2>/dev/null
     if ! findmnt -rn -o TARGET | grep -q "^$T/"; then
         find "$T" -mindepth 1 -maxdepth 1 ! -name out -exec rm -rf --one-file-system {} +
         rmdir "$T" 2>/dev/null
@@ -49,6 +50,8 @@ trap cleanup EXIT
 
 bus=$T/bus
 mkdir -p "$bus/policy" "$bus/services" "$LODGE_RUNTIME_DIR"
+# /run/lodge is a tmpfs under systemd; on ext4 the rename of state.json costs milliseconds.
+mount -t tmpfs -o mode=0700 lodge-prof-run "$LODGE_RUNTIME_DIR" || die "tmpfs on $LODGE_RUNTIME_DIR"
 cp "$top/dbus/io.lodge1.conf" "$bus/policy/"
 sh "$top/scripts/private-bus-conf.sh" "$bus" >"$bus/bus.conf"
 mkfifo "$bus/address"

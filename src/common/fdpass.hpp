@@ -5,6 +5,7 @@
 
 #include <string>
 #include <sys/types.h>
+#include <vector>
 
 namespace lodge {
 
@@ -14,5 +15,11 @@ int send_with_fd(int sock, const std::string& text, int fd = -1);
 // Returns the message length (0 at end-of-file) or -errno; a passed fd lands in `fd`
 // (close-on-exec).
 ssize_t recv_with_fd(int sock, std::string& text, Fd& fd);
+
+// The same with up to max_fds_per_message descriptors in one message, so that they arrive
+// together or not at all.
+constexpr size_t max_fds_per_message = 4;
+int send_with_fds(int sock, const std::string& text, const std::vector<int>& fds);
+ssize_t recv_with_fds(int sock, std::string& text, std::vector<Fd>& fds);
 
 } // namespace lodge

@@ -140,14 +140,27 @@ private:
     SourcePtr exit_;
 };
 
+// LODGE_SUPERVISOR_STANDBY=0 starts every supervisor by exec (the start path's system calls
+// then all descend from lodged, as a trace of it expects).
+bool standby_wanted() {
+    const char* env = std::getenv("LODGE_SUPERVISOR_STANDBY");
+    return !env || std::strcmp(env, "0") != 0;
+}
+
 class ControlSocketLink : public SupervisorLink {
 public:
-    explicit ControlSocketLink(sd_event* event) : event_(event) {}
+    explicit ControlSocketLink(sd_event* event) : event_(event) { refill_standby_later(); }
 
     Result<> launch(LaunchSpec spec, std::function<void(Result<Launched>)> done) override;
     Result<> request(const std::string& name, const std::string& request, Reply done,
                      RequestOptions options) override;
     std::unique_ptr<Watch> watch(const std::string& name, WatchEvents events) override {
+        // A container that stopped makes room for the next start's standby (see refill_).
+        events.end = [this, end = std::move(events.end)] {
+            refill_standby_later();
+            if (end)
+                end();
+        };
         auto w = std::make_unique<SocketWatch>(event_, name, std::move(events));
         if (w->open() < 0)
             return nullptr;
@@ -182,6 +195,45 @@ private:
         sd_event_source_unref(s); // freed once dispatched; sd-event reaps the process first
         return 0;
     }
+    // A supervisor's short-lived first process exits once it has forked the supervisor proper.
+    void reap_soon(pid_t pid) {
+        sd_event_source* s = nullptr;
+        if (sd_event_add_child(event_, &s, pid, WEXITED, on_reaped, nullptr) < 0)
+            while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
+                ;
+    }
+    // The next start's standby is exec'd when lodged starts, when a container stops, and a
+    // second after a start (for starts in a row): not right after a start, where its ~2 ms of
+    // loading would compete with the client's next step (typically an exec) for the CPUs.
+    void refill_standby_later(uint64_t delay_usec = 0) {
+        if (!standby_wanted() || standby_ || (refill_ && delay_usec > 0))
+            return;
+        sd_event_source* s = nullptr;
+        int r = delay_usec > 0 ? sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, delay_usec,
+                                                            0, on_refill_timer, this)
+                               : sd_event_add_defer(event_, &s, on_refill, this);
+        if (r >= 0)
+            refill_.reset(s);
+    }
+    static int on_refill_timer(sd_event_source* s, uint64_t, void* userdata) {
+        return on_refill(s, userdata);
+    }
+    static int on_refill(sd_event_source*, void* userdata) {
+        return guarded([&] {
+            auto* link = static_cast<ControlSocketLink*>(userdata);
+            link->refill_.reset();
+            if (link->standby_)
+                return 0;
+            auto standby = std::make_unique<runtime::SupervisorStandby>();
+            if (int r = standby->spawn(supervisor_binary()); r < 0) {
+                log_warning_errno(r, "Cannot start a standby lodge-supervisor");
+                return 0;
+            }
+            link->reap_soon(standby->intermediate());
+            link->standby_ = std::move(standby);
+            return 0;
+        });
+    }
     void step_launch(Launch& launch);
     void finish_launch(Launch* launch);
     static int on_reply(sd_event_source*, int fd, uint32_t, void* userdata);
@@ -189,6 +241,8 @@ private:
     void end_request(Pending* p, const std::string& reply);
 
     sd_event* event_;
+    std::unique_ptr<runtime::SupervisorStandby> standby_;
+    SourcePtr refill_;
     std::map<Launch*, std::unique_ptr<Launch>> launches_;
     std::map<Pending*, std::unique_ptr<Pending>> pending_;
 };
@@ -200,20 +254,18 @@ Result<> ControlSocketLink::launch(LaunchSpec spec, std::function<void(Result<La
     launch->spec = std::move(spec);
     const std::string& name = launch->spec.name;
     bool hold = static_cast<bool>(launch->spec.place);
-    if (int r = launch->supervisor.spawn(supervisor_binary(), name, launch->spec.args, hold, hold,
-                                         false);
-        r < 0)
+    std::unique_ptr<runtime::SupervisorStandby> standby = std::move(standby_);
+    int r = launch->supervisor.spawn(supervisor_binary(), name, launch->spec.args, hold, hold,
+                                     false, standby.get());
+    standby.reset(); // used up, or the start did not take it
+    if (r < 0)
         return make_error(errors::start_failed, r,
                           "Cannot start lodge-supervisor for " + name + ": " + std::strerror(-r));
-    // Its first process exits once it has forked the supervisor; sd-event reaps it, lodged does
-    // not wait for it.
-    sd_event_source* s = nullptr;
-    if (sd_event_add_child(event_, &s, launch->supervisor.intermediate(), WEXITED, on_reaped,
-                           nullptr) < 0)
-        while (::waitpid(launch->supervisor.intermediate(), nullptr, 0) < 0 && errno == EINTR)
-            ;
+    // A new supervisor's first process is reaped by sd-event; lodged does not wait for it.
+    if (launch->supervisor.intermediate() > 0)
+        reap_soon(launch->supervisor.intermediate());
     // READY comes once PID 1 has been exec'd, which may take a rootfs shift: off the loop.
-    s = nullptr;
+    sd_event_source* s = nullptr;
     if (int r = sd_event_add_io(event_, &s, launch->supervisor.notify_fd(), EPOLLIN, on_launch,
                                 launch.get());
         r < 0) {
@@ -271,6 +323,7 @@ void ControlSocketLink::finish_launch(Launch* l) {
     launches_.erase(it);
     launch->notify.reset();
     launch->deadline.reset();
+    refill_standby_later(1000000);
     runtime::LaunchResult res;
     int r = launch->supervisor.result(res);
     if (r < 0 || !launch->error.empty())

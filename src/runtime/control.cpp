@@ -1,4 +1,5 @@
 #include "runtime/control.hpp"
+#include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/paths.hpp"
 #include "common/process.hpp"
@@ -149,11 +150,81 @@ int place_fd(int fd, int target) {
     _exit(127);
 }
 
+// Starts `argv` detached from us (spawn_child) with `fd3`/`fd4` as its fds 3 and 4; 0 with
+// `pid`, or -errno.
+int spawn_detached(std::vector<std::string>& args, int fd3, int fd4, pid_t& pid) {
+    Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!null)
+        return -errno;
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+    constexpr size_t stack_size = 64 * 1024;
+    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return -errno;
+    SpawnChild child;
+    child.path = args[0].c_str();
+    child.argv = argv.data();
+    child.notify = fd3;
+    child.go = fd4;
+    child.null = null.get();
+    // Not a copy of our page tables (a fork of lodged's whole image): the child shares our
+    // memory until it has exec'd (CLONE_VM | CLONE_VFORK, as posix_spawn does). No signal
+    // handler of ours may run in it meanwhile.
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &child.mask);
+    pid_t p = ::clone(spawn_child, static_cast<char*>(stack) + stack_size,
+                      CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+    int clone_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &child.mask, nullptr);
+    ::munmap(stack, stack_size);
+    if (p < 0)
+        return -clone_errno;
+    if (child.err != 0) {
+        while (::waitpid(p, nullptr, 0) < 0 && errno == EINTR)
+            ;
+        return -child.err;
+    }
+    pid = p;
+    return 0;
+}
+
 } // namespace
+
+int SupervisorStandby::spawn(const std::string& supervisor) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+        return -errno;
+    Fd ours(pair[0]), theirs(pair[1]);
+    // The blank argument is room for the command line of the start it takes (`ps`).
+    std::vector<std::string> args{supervisor, "--standby", std::string(400, ' ')};
+    if (int r = spawn_detached(args, theirs.get(), -1, intermediate_); r < 0)
+        return r;
+    binary_ = supervisor;
+    job_ = std::move(ours);
+    return 0;
+}
+
+int SupervisorStandby::hand_over(const std::vector<std::string>& args, int notify_fd, int go_fd) {
+    Fd job = std::move(job_);
+    if (!job)
+        return -EPIPE;
+    std::string text;
+    for (auto& a : args)
+        text += a + '\0';
+    std::vector<int> fds{notify_fd};
+    if (go_fd >= 0)
+        fds.push_back(go_fd);
+    return send_with_fds(job.get(), text, fds);
+}
 
 int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& name,
                             const std::vector<std::string>& extra_args, bool hold,
-                            bool bus_controller, bool reap) {
+                            bool bus_controller, bool reap, SupervisorStandby* standby) {
     name_ = name;
     hold_ = hold;
     bus_controller_ = hold && bus_controller;
@@ -168,9 +239,6 @@ int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& na
         go_rd.reset(p[0]);
         go_wr.reset(p[1]);
     }
-    Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
-    if (!null)
-        return -errno;
     // --detach: the supervisor forks itself away from us (into its cgroup when it places itself).
     std::vector<std::string> args{supervisor, "--notify-fd=3", "--detach"};
     if (hold)
@@ -179,45 +247,19 @@ int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& na
         args.push_back("--bus-controller");
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     args.push_back(name);
-    std::vector<char*> argv;
-    for (auto& a : args)
-        argv.push_back(a.data());
-    argv.push_back(nullptr);
 
-    constexpr size_t stack_size = 64 * 1024;
-    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED)
-        return -errno;
-    SpawnChild child;
-    child.path = supervisor.c_str();
-    child.argv = argv.data();
-    child.notify = wr.get();
-    child.go = go_rd.get();
-    child.null = null.get();
-    // Not a copy of our page tables (a fork of lodged's whole image): the child shares our
-    // memory until it has exec'd (CLONE_VM | CLONE_VFORK, as posix_spawn does). No signal
-    // handler of ours may run in it meanwhile.
-    sigset_t all;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &child.mask);
-    pid_t pid = ::clone(spawn_child, static_cast<char*>(stack) + stack_size,
-                        CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
-    int clone_errno = errno;
-    ::pthread_sigmask(SIG_SETMASK, &child.mask, nullptr);
-    ::munmap(stack, stack_size);
-    if (pid < 0)
-        return -clone_errno;
-    if (child.err != 0) {
-        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
-            ;
-        return -child.err;
+    intermediate_ = 0;
+    bool handed = standby && standby->binary() == supervisor &&
+                  standby->hand_over(std::vector<std::string>(args.begin() + 1, args.end()),
+                                     wr.get(), go_rd.get()) == 0;
+    if (!handed) {
+        if (int r = spawn_detached(args, wr.get(), go_rd.get(), intermediate_); r < 0)
+            return r;
     }
     wr.reset();
     go_rd.reset();
     // The supervisor's first process only sets itself up and forks: this wait is short.
-    intermediate_ = pid;
-    while (reap && ::waitpid(pid, nullptr, 0) < 0 && errno == EINTR)
+    while (reap && intermediate_ > 0 && ::waitpid(intermediate_, nullptr, 0) < 0 && errno == EINTR)
         ;
     if (::fcntl(rd.get(), F_SETFL, O_NONBLOCK) < 0)
         return -errno;

@@ -36,9 +36,6 @@ struct PluggedNic {
 // The network namespace of process `pid` (for a container: its PID 1).
 Fd open_netns(pid_t pid);
 
-// Sets `lo` up in the network namespace of `pid`, as LXD's containers start (inits such as
-// busybox's never do it themselves). Returns 0 or -errno (logged).
-Result<> bring_up_loopback(pid_t pid);
 
 // Checks what the host must provide for `spec`: an existing parent, a bridge for
 // nictype=bridged, a host_name nobody uses. Returns an empty string or the problem, naming

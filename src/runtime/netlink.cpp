@@ -135,27 +135,6 @@ int delete_link(nl_sock* sock, int ifindex) {
 
 } // namespace
 
-Result<> bring_up_loopback(pid_t pid) {
-    Fd netns = open_netns(pid);
-    if (!netns)
-        return log_error_value(errno, "Cannot open the container's network namespace");
-    auto opened = netns_socket(netns.get());
-    if (!opened)
-        return opened.error();
-    SockPtr sock = std::move(*opened);
-    int err = 0;
-    LinkPtr lo = get_link(sock.get(), 0, "lo", err);
-    if (!lo)
-        return log_error_value(err ? err : -ENODEV, "Cannot find lo in the container");
-    LinkPtr up(rtnl_link_alloc());
-    if (!up)
-        return log_error_value(ENOMEM, "Cannot bring up lo in the container");
-    rtnl_link_set_flags(up.get(), IFF_UP);
-    if (int r = rtnl_link_change(sock.get(), lo.get(), up.get(), 0); r < 0)
-        return log_error_value(nl_to_errno(r), "Cannot bring up lo in the container");
-    return {};
-}
-
 int plug(int netns_fd, const NicSpec& s, PluggedNic& out, std::string& error) {
     auto opened = host_socket();
     if (!opened) {

@@ -1,5 +1,6 @@
 // lodge-supervisor's process setup: argv, the controller bus (--bus-controller), the go byte
 // (--wait-go-fd), the log file, the cgroup it lives in; and `lodge-supervisor ctl`.
+#include "common/fdpass.hpp"
 #include "common/fileio.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
@@ -7,6 +8,7 @@
 #include "runtime/control.hpp"
 #include "runtime/supervisor.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include <fcntl.h>
 #include <memory>
 #include <unistd.h>
+#include <vector>
 
 namespace lodge::runtime {
 namespace {
@@ -78,6 +81,53 @@ void detach_before_hold(int notify_fd) {
     }
 }
 
+// --standby: exec'd by lodged ahead of any start (SupervisorStandby). Away from lodged at once,
+// then idle until fd 3 brings one start: its arguments and the pipes an exec for it would have
+// had as fds 3 and 4. EOF (lodged exited or let it go) ends it without a trace. False then.
+bool wait_for_start(std::vector<std::string>& args) {
+    pid_t child = ::fork();
+    if (child < 0)
+        return false;
+    if (child > 0)
+        _exit(0);
+    std::string text;
+    std::vector<Fd> fds;
+    ssize_t n = recv_with_fds(3, text, fds);
+    ::close(3);
+    if (n <= 0 || fds.empty() || fds.size() > 2)
+        return false;
+    // Above 4 first, so that placing one never closes the other.
+    std::vector<Fd> high;
+    for (auto& fd : fds)
+        high.emplace_back(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 10));
+    fds.clear();
+    for (size_t i = 0; i < high.size(); i++)
+        if (!high[i] || ::dup2(high[i].get(), 3 + static_cast<int>(i)) < 0)
+            return false;
+    for (size_t start = 0; start < text.size();) {
+        size_t end = text.find('\0', start);
+        if (end == std::string::npos)
+            end = text.size();
+        args.push_back(text.substr(start, end - start));
+        start = end + 1;
+    }
+    return true;
+}
+
+// A standby's command line says `--standby` and a blank argument that reserves room; once it has
+// a start, `ps` shows what an exec for that start would have shown, in that room (truncated if
+// it does not fit: the title only).
+void show_command_line(int argc, char** argv, const std::vector<std::string>& args) {
+    char* area = argv[1];
+    char* end = argv[argc - 1] + std::strlen(argv[argc - 1]); // its NUL stays
+    std::string text;
+    for (size_t i = 1; i < args.size(); i++)
+        text += (i > 1 ? std::string(1, '\0') : std::string()) + args[i];
+    size_t room = static_cast<size_t>(end - area);
+    std::memset(area, 0, room);
+    std::memcpy(area, text.data(), std::min(room, text.size()));
+}
+
 int usage() {
     std::fprintf(stderr, "Usage: lodge-supervisor [--notify-fd=N] [--detach]\n"
                          "                        [--wait-go-fd=N [--bus-controller]]\n"
@@ -102,6 +152,8 @@ int ctl_main(int argc, char** argv) {
     return proto::decode_reply(reply).ok() ? 0 : 1;
 }
 
+int supervise(int argc, char** argv, bool from_standby);
+
 } // namespace
 } // namespace lodge::runtime
 
@@ -109,6 +161,24 @@ int main(int argc, char** argv) {
     using namespace lodge;
     if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0)
         return runtime::ctl_main(argc, argv);
+    if (argc >= 2 && std::strcmp(argv[1], "--standby") == 0) {
+        std::vector<std::string> args{argv[0]};
+        if (!runtime::wait_for_start(args))
+            return 0;
+        runtime::show_command_line(argc, argv, args);
+        std::vector<char*> start_argv;
+        for (auto& a : args)
+            start_argv.push_back(a.data());
+        start_argv.push_back(nullptr);
+        return runtime::supervise(static_cast<int>(args.size()), start_argv.data(), true);
+    }
+    return runtime::supervise(argc, argv, false);
+}
+
+namespace lodge::runtime {
+namespace {
+
+int supervise(int argc, char** argv, bool from_standby) {
     int notify_fd = -1, go_fd = -1;
     std::string cgroup, name;
     bool log_stderr = false, bus_controller = false, detach = false;
@@ -127,24 +197,30 @@ int main(int argc, char** argv) {
         else if (a == "--log-stderr")
             log_stderr = true;
         else if (a[0] == '-')
-            return runtime::usage();
+            return usage();
         else
             name = a;
     }
     if (name.empty() || (bus_controller && go_fd < 0) || (detach && notify_fd < 0))
-        return runtime::usage();
+        return usage();
     // --detach: the caller starts this process and reaps it at once; its child is the
     // supervisor (in a new session already, made by the caller). Held, it forks now; else
-    // once the container is known not to run, into its cgroup (Supervisor::run).
-    if (detach && go_fd >= 0)
-        runtime::detach_before_hold(notify_fd);
+    // once the container is known not to run, into its cgroup (Supervisor::run): born there, as
+    // moving a process in the unified hierarchy takes a global lock (~10 ms). A standby is
+    // detached already: held, it stays the supervisor.
+    if (detach && go_fd >= 0) {
+        if (from_standby)
+            dprintf(notify_fd, "PID %d\n", static_cast<int>(::getpid()));
+        else
+            detach_before_hold(notify_fd);
+    }
     // --bus-controller: the bus name goes to the caller first; it becomes the scope's Controller.
-    runtime::BusPtr bus;
+    BusPtr bus;
     std::string pid1_bus_name;
     if (bus_controller) {
         log_set_prefix("lodge-supervisor[" + name + "]");
         const char* unique = nullptr;
-        Result<> opened = runtime::open_controller_bus(bus, pid1_bus_name);
+        Result<> opened = open_controller_bus(bus, pid1_bus_name);
         if (opened) {
             if (int r = sd_bus_get_unique_name(bus.get(), &unique); r < 0)
                 opened = log_error_value(r, "Failed to learn our name on the system bus");
@@ -184,9 +260,9 @@ int main(int argc, char** argv) {
     bool own_base = true;
     if (cgroup.empty()) {
         std::string scope = "lodge-" + name + ".scope";
-        for (auto& h : runtime::host_hierarchies())
+        for (auto& h : host_hierarchies())
             if (h.unified || h.controllers == "name=systemd") {
-                std::string mine = runtime::own_cgroup(h);
+                std::string mine = own_cgroup(h);
                 if (mine.size() >= scope.size() &&
                     mine.compare(mine.size() - scope.size(), scope.size(), scope) == 0) {
                     cgroup = mine;
@@ -196,8 +272,11 @@ int main(int argc, char** argv) {
         if (cgroup.empty())
             cgroup = "machine.slice/" + scope;
     }
-    runtime::Supervisor sup(name, cgroup, own_base);
+    Supervisor sup(name, cgroup, own_base);
     sup.set_bus(bus.get());
     sup.set_detach(detach && go_fd < 0);
     return sup.run(notify_fd);
 }
+
+} // namespace
+} // namespace lodge::runtime

@@ -118,7 +118,16 @@ std::string not_from(const std::string& text, pid_t lodged) {
     return out;
 }
 
-class StartPathTest : public LodgedFixture {};
+// The traces follow lodged and what it starts: each start by a new exec, not by a standby
+// supervisor lodged made before the trace began (test-standby.cpp covers those).
+class StartPathTest : public LodgedFixture {
+protected:
+    void start_lodged() override {
+        ::setenv("LODGE_SUPERVISOR_STANDBY", "0", 1);
+        LodgedFixture::start_lodged();
+        ::unsetenv("LODGE_SUPERVISOR_STANDBY");
+    }
+};
 
 // What one start of a container that ran before costs in system calls, counted (each was a
 // lever in bench/results/perf-20261203-3.md): one device program loaded (libbpf loaded two

@@ -16,6 +16,7 @@
 #include <grp.h>
 #include <linux/close_range.h>
 #include <linux/sched.h>
+#include <net/if.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -46,6 +47,21 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     return env;
 }
 
+// `lo` up, as LXD's containers start (inits such as busybox's never do it themselves). The child
+// is in the container's network namespace already: one ioctl, where the supervisor would need a
+// thread in that namespace and a netlink socket.
+Result<> bring_up_loopback() {
+    Fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    struct ifreq ifr {};
+    std::memcpy(ifr.ifr_name, "lo", 3);
+    if (!sock || ::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) < 0)
+        return log_error_value(errno, "Cannot find lo in the container");
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    if (::ioctl(sock.get(), SIOCSIFFLAGS, &ifr) < 0)
+        return log_error_value(errno, "Cannot bring up lo in the container");
+    return {};
+}
+
 [[noreturn]] void child_main(const SpawnOptions& o, const std::vector<DiskSource>& disks, int sync,
                              int devlxd_tree, const PayloadJoin& join, bool born_in_cgroup2) {
     const ContainerConfig& c = *o.config;
@@ -65,6 +81,8 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
     }
     if (::unshare(CLONE_NEWCGROUP) < 0)
         child_fail(sync, log_error_value(errno, "Failed to create the cgroup namespace"));
+    if (auto up = bring_up_loopback(); !up)
+        child_fail(sync, up.error());
     if (::sethostname(c.name.data(), c.name.size()) < 0)
         child_fail(sync, log_error_value(errno, "Failed to set the hostname"));
     // Nothing mounted from here on may propagate back to the host.
@@ -306,8 +324,6 @@ int spawn_container(const SpawnOptions& o, Spawned& out, std::string& error) {
             return abort_with(mapped.error());
     }
     join = PayloadJoin{}; // the child joins by itself once it may go
-    if (auto up = net::bring_up_loopback(init.pid()); !up)
-        return abort_with(up.error());
     auto prepared = prepare_rootfs_tree(o, init.pid());
     if (!prepared)
         return abort_with(prepared.error());
