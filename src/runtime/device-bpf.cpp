@@ -146,6 +146,15 @@ Result<Fd> load_device_program(std::span<const DeviceRule> rules) {
     return Fd(fd);
 }
 
+namespace {
+Fd preloaded_default_program;
+}
+
+void preload_device_program() {
+    if (Result<Fd> prog = load_device_program(device_allow_list()); prog)
+        preloaded_default_program = std::move(*prog);
+}
+
 Result<> attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRule> rules) {
     Fd cgroup(::open(cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!cgroup)
@@ -156,7 +165,11 @@ Result<> attach_device_policy(const std::string& cgroup_dir, std::span<const Dev
     uint32_t old_count = 64, attach_flags = 0;
     if (bpf_prog_query(cgroup.get(), BPF_CGROUP_DEVICE, 0, &attach_flags, old_ids, &old_count) < 0)
         old_count = 0;
-    Result<Fd> prog = load_device_program(rules);
+    bool default_rules = rules.data() == device_allow_list().data() &&
+                         rules.size() == device_allow_list().size();
+    Result<Fd> prog = default_rules && preloaded_default_program
+                          ? Result<Fd>(std::move(preloaded_default_program))
+                          : load_device_program(rules);
     if (!prog)
         return prog.error();
     if (bpf_prog_attach(prog->get(), cgroup.get(), BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI) < 0)

@@ -23,6 +23,10 @@ Result<Fd> load_device_program(std::span<const DeviceRule> rules);
 // Attaches a freshly loaded allow-list program to the cgroup2 directory `cgroup_dir`
 // (BPF_F_ALLOW_MULTI, so programs the guest's own manager attaches below can only narrow it),
 // then detaches the programs a previous attach left on that directory. Failures are logged.
+// Loads the default allow-list's program now, for attach_device_policy() to take later: a
+// standby supervisor runs the verifier while it waits instead of during a start. Best effort.
+void preload_device_program();
+
 Result<> attach_device_policy(const std::string& cgroup_dir,
                               std::span<const DeviceRule> rules = device_allow_list());
 

@@ -6,6 +6,7 @@
 #include "common/paths.hpp"
 #include "common/validate.hpp"
 #include "runtime/control.hpp"
+#include "runtime/device-bpf.hpp"
 #include "runtime/supervisor.hpp"
 
 #include <algorithm>
@@ -90,6 +91,7 @@ bool wait_for_start(std::vector<std::string>& args) {
         return false;
     if (child > 0)
         _exit(0);
+    preload_device_program();
     std::string text;
     std::vector<Fd> fds;
     ssize_t n = recv_with_fds(3, text, fds);
