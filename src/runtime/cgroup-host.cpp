@@ -12,14 +12,25 @@
 #include <fcntl.h>
 #include <libmount/libmount.h>
 #include <linux/magic.h>
+#include <optional>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
 namespace lodge::runtime {
+namespace {
+std::optional<std::vector<Hierarchy>> remembered_hierarchies;
+}
+
+void remember_host_hierarchies() {
+    remembered_hierarchies.reset();
+    remembered_hierarchies = host_hierarchies();
+}
 
 std::vector<Hierarchy> host_hierarchies() {
+    if (remembered_hierarchies)
+        return *remembered_hierarchies;
     std::vector<Hierarchy> out;
     libmnt_table* tb = mnt_new_table();
     if (!tb)

@@ -25,6 +25,9 @@ struct Hierarchy {
 
 // Every cgroup hierarchy mounted on the host (libmount reading /proc/self/mountinfo).
 std::vector<Hierarchy> host_hierarchies();
+// Reads them now, and host_hierarchies() answers from that from then on: a standby supervisor
+// parses mountinfo while it waits instead of during a start.
+void remember_host_hierarchies();
 // The calling process's cgroup path in a hierarchy, from /proc/self/cgroup.
 std::string own_cgroup(const Hierarchy& h);
 bool host_is_pure_cgroup2();

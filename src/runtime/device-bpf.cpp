@@ -165,8 +165,8 @@ Result<> attach_device_policy(const std::string& cgroup_dir, std::span<const Dev
     uint32_t old_count = 64, attach_flags = 0;
     if (bpf_prog_query(cgroup.get(), BPF_CGROUP_DEVICE, 0, &attach_flags, old_ids, &old_count) < 0)
         old_count = 0;
-    bool default_rules = rules.data() == device_allow_list().data() &&
-                         rules.size() == device_allow_list().size();
+    bool default_rules =
+        rules.data() == device_allow_list().data() && rules.size() == device_allow_list().size();
     Result<Fd> prog = default_rules && preloaded_default_program
                           ? Result<Fd>(std::move(preloaded_default_program))
                           : load_device_program(rules);

@@ -5,6 +5,7 @@
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/validate.hpp"
+#include "runtime/cgroup.hpp"
 #include "runtime/control.hpp"
 #include "runtime/device-bpf.hpp"
 #include "runtime/supervisor.hpp"
@@ -92,6 +93,7 @@ bool wait_for_start(std::vector<std::string>& args) {
     if (child > 0)
         _exit(0);
     preload_device_program();
+    remember_host_hierarchies();
     std::string text;
     std::vector<Fd> fds;
     ssize_t n = recv_with_fds(3, text, fds);
