@@ -36,7 +36,7 @@ int send_with_fd(int sock, const std::string& text, int fd) {
 }
 
 ssize_t recv_with_fds(int sock, std::string& text, std::vector<Fd>& fds) {
-    char buf[4096];
+    char buf[max_message_size];
     struct iovec iov {
         buf, sizeof buf
     };
@@ -62,7 +62,8 @@ ssize_t recv_with_fds(int sock, std::string& text, std::vector<Fd>& fds) {
                 fds.emplace_back(received);
             }
         }
-    if (msg.msg_flags & MSG_CTRUNC) { // more descriptors than asked for: none is trusted
+    // More descriptors than asked for (none is trusted), or more text than fits.
+    if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
         fds.clear();
         return -EMSGSIZE;
     }

@@ -203,8 +203,9 @@ private:
                 ;
     }
     // The next start's standby is exec'd when lodged starts, when a container stops, and a
-    // second after a start (for starts in a row): not right after a start, where its ~2 ms of
-    // loading would compete with the client's next step (typically an exec) for the CPUs.
+    // second after a start began (for starts in a row, and whatever became of that one): not
+    // right after a start, where its ~2 ms of loading would compete with the client's next step
+    // (typically an exec) for the CPUs.
     void refill_standby_later(uint64_t delay_usec = 0) {
         if (!standby_wanted() || standby_ || (refill_ && delay_usec > 0))
             return;
@@ -258,6 +259,7 @@ Result<> ControlSocketLink::launch(LaunchSpec spec, std::function<void(Result<La
     int r = launch->supervisor.spawn(supervisor_binary(), name, launch->spec.args, hold, hold,
                                      false, standby.get());
     standby.reset(); // used up, or the start did not take it
+    refill_standby_later(1000000);
     if (r < 0)
         return make_error(errors::start_failed, r,
                           "Cannot start lodge-supervisor for " + name + ": " + std::strerror(-r));
@@ -323,7 +325,6 @@ void ControlSocketLink::finish_launch(Launch* l) {
     launches_.erase(it);
     launch->notify.reset();
     launch->deadline.reset();
-    refill_standby_later(1000000);
     runtime::LaunchResult res;
     int r = launch->supervisor.result(res);
     if (r < 0 || !launch->error.empty())

@@ -1,6 +1,7 @@
 #include "runtime/control.hpp"
 #include "common/fdpass.hpp"
 #include "common/fileio.hpp"
+#include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/process.hpp"
 
@@ -202,6 +203,8 @@ int SupervisorStandby::spawn(const std::string& supervisor) {
     Fd ours(pair[0]), theirs(pair[1]);
     // The blank argument is room for the command line of the start it takes (`ps`).
     std::vector<std::string> args{supervisor, "--standby", std::string(400, ' ')};
+    if (::stat(supervisor.c_str(), &binary_stat_) < 0)
+        return -errno;
     if (int r = spawn_detached(args, theirs.get(), -1, intermediate_); r < 0)
         return r;
     binary_ = supervisor;
@@ -213,9 +216,19 @@ int SupervisorStandby::hand_over(const std::vector<std::string>& args, int notif
     Fd job = std::move(job_);
     if (!job)
         return -EPIPE;
+    struct stat now {};
+    if (::stat(binary_.c_str(), &now) < 0 || now.st_dev != binary_stat_.st_dev ||
+        now.st_ino != binary_stat_.st_ino || now.st_size != binary_stat_.st_size ||
+        now.st_mtim.tv_sec != binary_stat_.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != binary_stat_.st_mtim.tv_nsec ||
+        now.st_ctim.tv_sec != binary_stat_.st_ctim.tv_sec ||
+        now.st_ctim.tv_nsec != binary_stat_.st_ctim.tv_nsec)
+        return -ESTALE;
     std::string text;
     for (auto& a : args)
         text += a + '\0';
+    if (text.size() > max_message_size)
+        return -EMSGSIZE;
     std::vector<int> fds{notify_fd};
     if (go_fd >= 0)
         fds.push_back(go_fd);
@@ -249,9 +262,16 @@ int SupervisorLaunch::spawn(const std::string& supervisor, const std::string& na
     args.push_back(name);
 
     intermediate_ = 0;
-    bool handed = standby && standby->binary() == supervisor &&
-                  standby->hand_over(std::vector<std::string>(args.begin() + 1, args.end()),
-                                     wr.get(), go_rd.get()) == 0;
+    bool handed = false;
+    if (standby && standby->binary() == supervisor) {
+        int r = standby->hand_over(std::vector<std::string>(args.begin() + 1, args.end()), wr.get(),
+                                   go_rd.get());
+        handed = r == 0;
+        // A standby that died or went stale costs the start its saving only.
+        if (r < 0 && r != -EPIPE && r != -ESTALE)
+            log_warning_errno(r, "Cannot hand the start of %s to the standby supervisor",
+                              name.c_str());
+    }
     if (!handed) {
         if (int r = spawn_detached(args, wr.get(), go_rd.get(), intermediate_); r < 0)
             return r;

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <vector>
 
@@ -46,10 +47,6 @@ int launch_supervisor(const std::string& supervisor, const std::string& name,
                       const std::vector<std::string>& extra_args, LaunchResult& out,
                       const LaunchHold* hold = nullptr);
 
-// The same launch driven from the caller's event loop instead of waiting in it: spawn(), then
-// read() whenever notify_fd() is readable. With a hold, read() says `held` once the supervisor
-// waits to be let go; release() lets it go or calls the start off. `finished` comes once the
-// supervisor said READY or ERROR (or went away); result() then tells which.
 // A lodge-supervisor exec'd ahead of need (`--standby`): loaded, detached (its own session, its
 // first process gone) and idle until a launch hands it a start's arguments and pipes; from then
 // on it is the supervisor an exec for that start would have made. The start saves the exec and
@@ -62,15 +59,22 @@ public:
     const std::string& binary() const { return binary_; }
     pid_t intermediate() const { return intermediate_; }
     // The arguments after argv[0] and what the supervisor would have had as fds 3 and 4 (-1:
-    // none). 0, or -errno when the standby is gone; it is used up either way.
+    // none). 0, or -errno: the standby is gone (EPIPE), the binary on disk is no longer the one
+    // it runs (ESTALE: an upgrade; the exec takes the new one), the arguments do not fit in
+    // one message (EMSGSIZE). It is used up either way.
     int hand_over(const std::vector<std::string>& args, int notify_fd, int go_fd);
 
 private:
     std::string binary_;
+    struct stat binary_stat_ {};
     Fd job_;
     pid_t intermediate_ = 0;
 };
 
+// The same launch driven from the caller's event loop instead of waiting in it: spawn(), then
+// read() whenever notify_fd() is readable. With a hold, read() says `held` once the supervisor
+// waits to be let go; release() lets it go or calls the start off. `finished` comes once the
+// supervisor said READY or ERROR (or went away); result() then tells which.
 class SupervisorLaunch {
 public:
     enum class Step { more, held, finished };

@@ -151,8 +151,13 @@ Fd preloaded_default_program;
 }
 
 void preload_device_program() {
-    if (Result<Fd> prog = load_device_program(device_allow_list()); prog)
-        preloaded_default_program = std::move(*prog);
+    Fd loaded(prog_load(device_program(device_allow_list()), nullptr, 0));
+    if (loaded)
+        preloaded_default_program.reset(::fcntl(loaded.get(), F_DUPFD_CLOEXEC, 10));
+}
+
+void drop_preloaded_device_program() {
+    preloaded_default_program.reset();
 }
 
 Result<> attach_device_policy(const std::string& cgroup_dir, std::span<const DeviceRule> rules) {

@@ -36,7 +36,6 @@ struct PluggedNic {
 // The network namespace of process `pid` (for a container: its PID 1).
 Fd open_netns(pid_t pid);
 
-
 // Checks what the host must provide for `spec`: an existing parent, a bridge for
 // nictype=bridged, a host_name nobody uses. Returns an empty string or the problem, naming
 // the device and the key.

@@ -88,26 +88,51 @@ void detach_before_hold(int notify_fd) {
 // had as fds 3 and 4. EOF (lodged exited or let it go) ends it without a trace. False then.
 bool wait_for_start(std::vector<std::string>& args) {
     pid_t child = ::fork();
-    if (child < 0)
+    if (child < 0) {
+        log_error_errno(-errno, "Cannot fork the standby supervisor");
         return false;
+    }
     if (child > 0)
         _exit(0);
+    // Idle, it may be told to go away: lodged's blocked mask (which an exec'd supervisor
+    // inherits too) would keep such a signal pending for the container it is about to start.
+    sigset_t idle, inherited;
+    sigemptyset(&idle);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP})
+        sigaddset(&idle, sig);
+    ::sigprocmask(SIG_UNBLOCK, &idle, &inherited);
     preload_device_program();
     remember_host_hierarchies();
     std::string text;
     std::vector<Fd> fds;
     ssize_t n = recv_with_fds(3, text, fds);
+    ::sigprocmask(SIG_SETMASK, &inherited, nullptr);
     ::close(3);
-    if (n <= 0 || fds.empty() || fds.size() > 2)
+    if (n == 0)
+        return false;     // lodged let it go
+    std::vector<Fd> high; // the start's descriptors, moved above 4
+    auto fail = [&](int err, const char* what) {
+        log_error_errno(-err, "Standby supervisor: %s", what);
+        int notify = !high.empty() ? high[0].get() : !fds.empty() ? fds[0].get() : -1;
+        if (notify >= 0)
+            dprintf(notify, "ERROR lodge-supervisor (standby): %s: %s\n", what, std::strerror(err));
         return false;
-    // Above 4 first, so that placing one never closes the other.
-    std::vector<Fd> high;
-    for (auto& fd : fds)
+    };
+    if (n < 0)
+        return fail(static_cast<int>(-n), "cannot read the start");
+    if (fds.empty() || fds.size() > 2)
+        return fail(EBADMSG, "the start came with a wrong number of descriptors");
+    // Above 4 first, and the received ones closed, so that placing one never closes another
+    // (nor does a received one, closed later, close a placed one).
+    for (auto& fd : fds) {
         high.emplace_back(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 10));
+        if (!high.back())
+            return fail(errno, "cannot move the start's descriptors");
+    }
     fds.clear();
     for (size_t i = 0; i < high.size(); i++)
-        if (!high[i] || ::dup2(high[i].get(), 3 + static_cast<int>(i)) < 0)
-            return false;
+        if (::dup2(high[i].get(), 3 + static_cast<int>(i)) < 0)
+            return fail(errno, "cannot place the start's descriptors");
     for (size_t start = 0; start < text.size();) {
         size_t end = text.find('\0', start);
         if (end == std::string::npos)
@@ -276,6 +301,8 @@ int supervise(int argc, char** argv, bool from_standby) {
         if (cgroup.empty())
             cgroup = "machine.slice/" + scope;
     }
+    if (!own_base)
+        drop_preloaded_device_program(); // the scope's DevicePolicy is in force instead
     Supervisor sup(name, cgroup, own_base);
     sup.set_bus(bus.get());
     sup.set_detach(detach && go_fd < 0);

@@ -52,9 +52,11 @@ std::vector<std::string> init_environment(const ContainerConfig& c) {
 // thread in that namespace and a netlink socket.
 Result<> bring_up_loopback() {
     Fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!sock)
+        return log_error_value(errno, "Cannot open a socket to bring up lo in the container");
     struct ifreq ifr {};
     std::memcpy(ifr.ifr_name, "lo", 3);
-    if (!sock || ::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) < 0)
+    if (::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) < 0)
         return log_error_value(errno, "Cannot find lo in the container");
     ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
     if (::ioctl(sock.get(), SIOCSIFFLAGS, &ifr) < 0)
