@@ -223,9 +223,13 @@ TEST_F(OperationsTest, StartsOfDifferentContainersOverlap) {
                           held + " ] && read go < " + gate + "\nexec " + real + " \"$@\"\n",
                       0755);
     daemon.reset();
+    // Every start through the wrapper (a standby, exec'd through it before any start, would
+    // take the held start past the gate).
     setenv("LODGE_SUPERVISOR", wrapper.c_str(), 1);
+    setenv("LODGE_SUPERVISOR_STANDBY", "0", 1);
     daemon = std::make_unique<Lodged>();
     setenv("LODGE_SUPERVISOR", real.c_str(), 1);
+    unsetenv("LODGE_SUPERVISOR_STANDBY");
     ASSERT_TRUE(daemon->wait_ready());
 
     Background held_start("start " + held, 120);
